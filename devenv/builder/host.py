@@ -1,0 +1,150 @@
+"""A real builder host on this machine: the cached Debian rootfs, running sshd on 127.0.0.1:PORT.
+
+    with BuilderHost(authorized_key=pub) as host:
+        host.port, host.host_keys, host.console_log()  # what a cloud server would offer the bake
+
+The rootfs (devenv.builder.rootfs, cached) is the read-only lower layer of an overlay, so every
+host starts clean and the cache is never changed. Inside `unshare --mount --uts --pid`, the
+overlay, /proc, /sys and /dev are mounted, fresh SSH host keys are made (as cloud-init does on
+first boot), a `debian` user with passwordless sudo gets the bake's public key, and `chroot ...
+sshd -D` listens on loopback only. apt and dpkg work inside; services cannot start (no systemd):
+the steps check installed packages, unit files and `systemctl is-enabled` there. Killing the
+unshare process (SIGKILL to its children) removes every mount with the namespace.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from devenv.builder import rootfs
+
+LOGIN_USER = "debian"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionError("the builder host needs root (unshare, overlay mounts, chroot)")
+
+
+class BuilderHost:
+    """A Debian host reachable over SSH on 127.0.0.1:port; see the module docstring."""
+
+    def __init__(self, authorized_key: str, port: int | None = None, hostname: str = "qw-builder"):
+        require_root()
+        self.authorized_key = authorized_key.strip()
+        self.port = port or free_port()
+        self.hostname = hostname
+        self.lower = rootfs.builder_host_rootfs()
+        self.workdir = Path(tempfile.mkdtemp(prefix="qw-builder-"))
+        self.root = self.workdir / "merged"  # visible to this process only inside the namespace
+        self.proc: subprocess.Popen | None = None
+        self.host_keys: list[str] = []  # "type base64" lines, as cloud-init prints them
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> "BuilderHost":
+        for d in ("upper", "work", "merged", "keys"):
+            (self.workdir / d).mkdir()
+        up, wk, mg, keys = (self.workdir / d for d in ("upper", "work", "merged", "keys"))
+        key_q = shlex.quote(self.authorized_key)
+        script = f"""
+set -e
+mount -t overlay overlay -o lowerdir={self.lower},upperdir={up},workdir={wk} {mg}
+mount -t proc proc {mg}/proc
+mount --rbind /sys {mg}/sys
+mount --rbind /dev {mg}/dev
+mount -t tmpfs tmpfs {mg}/run
+mkdir -p {mg}/run/sshd
+cp -L /etc/resolv.conf {mg}/etc/resolv.conf 2>/dev/null || true
+hostname {self.hostname}
+echo {self.hostname} > {mg}/etc/hostname
+chroot {mg} ssh-keygen -A -q
+cp {mg}/etc/ssh/ssh_host_ed25519_key.pub {mg}/etc/ssh/ssh_host_ecdsa_key.pub {mg}/etc/ssh/ssh_host_rsa_key.pub {keys}/
+id {LOGIN_USER} >/dev/null 2>&1 || chroot {mg} useradd -m -s /bin/bash {LOGIN_USER}
+echo '{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL' > {mg}/etc/sudoers.d/90-cloud-init-users
+chmod 0440 {mg}/etc/sudoers.d/90-cloud-init-users
+mkdir -p {mg}/home/{LOGIN_USER}/.ssh
+echo {key_q} > {mg}/home/{LOGIN_USER}/.ssh/authorized_keys
+chroot {mg} chown -R {LOGIN_USER}: /home/{LOGIN_USER}/.ssh
+chmod 700 {mg}/home/{LOGIN_USER}/.ssh
+cat > {mg}/etc/ssh/sshd_config.d/50-builder.conf <<EOF
+Port {self.port}
+ListenAddress 127.0.0.1
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+EOF
+exec chroot {mg} /usr/sbin/sshd -D -e
+"""
+        self._log = open(self.workdir / "sshd.log", "wb")
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
+             "--propagation", "private", "sh", "-c", script],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"builder host exited ({self.proc.returncode}): {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(64).startswith(b"SSH-"):
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.stop()
+            raise TimeoutError(f"builder host sshd not ready on 127.0.0.1:{self.port}: {self.log_tail()}")
+        self.host_keys = [" ".join(p.read_text().split()[:2]) for p in sorted((self.workdir / "keys").glob("*.pub"))]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- what a cloud would show the baker ---------------------------------------------------
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self.workdir / "sshd.log").read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def known_hosts_lines(self) -> list[str]:
+        return [f"[127.0.0.1]:{self.port} {k}" for k in self.host_keys]
+
+    def console_log(self) -> str:
+        """A console log as cloud-init writes it on first boot, carrying this host's real keys."""
+        lines = [f"[    0.000000] Linux version 6.1.0-cloud-amd64 (debian) #1 SMP",
+                 f"Cloud-init v. 22.4.2 running 'init' at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}.",
+                 "ci-info: +++++++++++++++++++++++Net device info++++++++++++++++++++++++",
+                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+                 "<14>Nov 23 00:00:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
+                 "<14>Nov 23 00:00:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
+                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+                 "-----BEGIN SSH HOST KEY KEYS-----"]
+        lines += [f"{k} root@{self.hostname}" for k in self.host_keys]
+        lines += ["-----END SSH HOST KEY KEYS-----",
+                  f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStackLocal.  Up 9.12 seconds"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what the builder host (tests/images) and `make image` need on a Debian 12 machine:
+# mmdebstrap builds the Debian rootfs, podman + runc build the workload image without a
+# registry, systemd-container / iproute2 / socat run the systemd-nspawn builder variant.
+# Idempotent: a second run with everything present does no apt work at all.
+set -euo pipefail
+
+PACKAGES=(
+  mmdebstrap          # Debian rootfs for the builder host and the container base image
+  podman runc uidmap  # build + save the workload image (crun fails here; runc works)
+  systemd-container   # systemd-nspawn: a builder host where systemd and dockerd really run
+  iproute2 socat      # network namespace + veth for nspawn, loopback relay to the mirror
+  openssh-client      # ssh-keygen for the bake key and pinned known_hosts
+  ca-certificates util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "builder-deps: need root (or sudo) to install: ${missing[*]:-nothing}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+# podman's default nofile ulimit can exceed this machine's hard limit: cap it at the hard limit.
+conf=/etc/containers/containers.conf.d/50-queue-workers.conf
+if [ ! -f "$conf" ]; then
+  $SUDO mkdir -p "$(dirname "$conf")"
+  hard="$(ulimit -Hn)"
+  printf '[containers]\ndefault_ulimits = ["nofile=%s:%s"]\n\n[engine]\nruntime = "runc"\n' "$hard" "$hard" | $SUDO tee "$conf" >/dev/null
+fi
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "builder-deps: all present (${PACKAGES[*]})"
+  exit 0
+fi
+
+echo "builder-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq -o Acquire::Check-Valid-Until=false
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+echo "builder-deps: done"

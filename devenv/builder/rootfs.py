@@ -1,0 +1,123 @@
+"""Debian bookworm root filesystems built with mmdebstrap, cached under the repo's .cache/.
+
+Two are used:
+- the *builder host* rootfs (a directory): what a fresh cloud server of the base image has that the
+  bake relies on (sshd, python3, sudo, systemd, cloud-init's tools are not needed);
+- the *container base* rootfs (a tar): python3 + pip + venv, imported into podman under the name
+  the workload Dockerfile's FROM uses.
+
+Both carry this machine's CA certificates, because HTTPS (pip, Docker's apt repository) goes
+through an intercepting CA here. Builds are serialised with a lock file so parallel test sessions
+or `make image` never build the same rootfs twice at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUITE = "bookworm"
+MIRROR = os.environ.get("QW_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+CA_GLOB = "/usr/local/share/ca-certificates/*.crt"
+
+# What a Debian cloud image gives the bake: sshd, python3 (Fabric needs only a shell, but
+# cloud images ship it), sudo, systemd for the nspawn variant.
+HOST_PACKAGES = [
+    "openssh-server", "python3", "sudo", "ca-certificates", "iproute2", "procps",
+    "systemd", "systemd-sysv", "dbus", "curl", "gnupg",
+]
+BASE_IMAGE_PACKAGES = ["python3", "python3-pip", "python3-venv", "ca-certificates"]
+
+
+def cache_dir() -> Path:
+    """Where rootfs builds are cached (QW_CACHE_DIR or <repo>/.cache)."""
+    return Path(os.environ.get("QW_CACHE_DIR", REPO_ROOT / ".cache"))
+
+
+def _log(msg: str) -> None:
+    print(f"[rootfs] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase") -> list[str]:
+    if shutil.which("mmdebstrap") is None:
+        raise RuntimeError("mmdebstrap is not installed: run devenv/builder/install-deps.sh (make builder-deps)")
+    certs = sorted(glob.glob(CA_GLOB))
+    args = [
+        "mmdebstrap", f"--variant={variant}", "--quiet",
+        "--aptopt=Acquire::Check-Valid-Until \"false\"",
+        "--aptopt=Acquire::Check-Date \"false\"",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--include=" + ",".join(packages),
+    ]
+    for cert in certs:
+        args.append(f"--customize-hook=copy-in {cert} /usr/local/share/ca-certificates/")
+    if certs:
+        args.append('--customize-hook=chroot "$1" update-ca-certificates --fresh >/dev/null')
+    # No stale apt lists in the cache: every user starts with `apt-get update`, as on a cloud image.
+    args.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
+    return args
+
+
+def builder_host_rootfs() -> Path:
+    """The builder host's rootfs directory, built once and reused (read-only: mount an overlay)."""
+    target = cache_dir() / "builder" / f"{SUITE}-host"
+    stamp = target.with_suffix(".done")
+    with _locked(cache_dir() / "builder" / ".lock"):
+        if stamp.exists() and target.is_dir():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        _log(f"building the builder host rootfs ({SUITE}, mmdebstrap; about a minute)")
+        t0 = time.monotonic()
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(_mmdebstrap_args(HOST_PACKAGES) + [
+            # sshd host keys are made per boot by the host runner (like cloud-init does)
+            '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
+            SUITE, str(tmp), MIRROR], check=True)
+        tmp.rename(target)
+        stamp.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _log(f"builder host rootfs ready in {time.monotonic() - t0:.0f}s: {target}")
+        return target
+
+
+def container_base_tar() -> Path:
+    """A tar of the container base rootfs (python3, pip, venv), built once and reused."""
+    target = cache_dir() / "image" / f"{SUITE}-python-base.tar"
+    with _locked(cache_dir() / "image" / ".lock"):
+        if target.exists():
+            return target
+        _log(f"building the container base rootfs ({SUITE} + python3, mmdebstrap; about a minute)")
+        t0 = time.monotonic()
+        tmp = target.with_suffix(".tmp.tar")
+        subprocess.run(_mmdebstrap_args(BASE_IMAGE_PACKAGES) + [
+            "--format=tar", SUITE, str(tmp), MIRROR], check=True)
+        tmp.rename(target)
+        _log(f"container base rootfs ready in {time.monotonic() - t0:.0f}s: {target}")
+        return target
+
+
+if __name__ == "__main__":
+    what = sys.argv[1:] or ["host", "base"]
+    for w in what:
+        print(builder_host_rootfs() if w == "host" else container_base_tar())
