@@ -42,7 +42,7 @@ $(HEAT_VENV)/.installed: devenv/requirements-heat.txt
 demo: venv venv-zaqar ## local Zaqar + producer + monitor + autoscaled consumers; last line is a JSON summary
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) -m devenv demo
 
-test: venv venv-zaqar venv-heat ## every check this machine can run (unit, integration, infra, builder, controlplane)
+test: venv venv-zaqar venv-heat builder-deps ## every check this machine can run (unit, integration, infra, builder, controlplane)
 	$(PY) -m pytest
 
 test-fast: venv ## pure logic only: no servers
@@ -51,6 +51,12 @@ test-fast: venv ## pure logic only: no servers
 bench: venv venv-zaqar ## throughput and autoscaling benchmarks (JSON on the last line of each)
 	$(PY) -m bench.throughput --json
 	$(PY) -m bench.autoscale --json
+
+builder-deps: ## apt packages the builder host tests and `make image` need (mmdebstrap, podman, runc, nspawn)
+	devenv/builder/install-deps.sh
+
+image: builder-deps ## the workload container image -> build/queue-workers-image.tar (no registry needed)
+	$(PYTHON) -m devenv.builder.image
 
 clean: ## remove virtualenvs and caches
 	rm -rf $(VENV) $(ZAQAR_VENV) $(HEAT_VENV) .cache .pytest_cache

@@ -103,7 +103,7 @@ def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
     base = step("base image", ensure_base_image)
     with tempfile.TemporaryDirectory(prefix="qw-image-ctx-") as ctx:
         _stage_context(Path(ctx))
-        args = ["build", "--pull=never", "--network=host", "--layers", "-f", str(DOCKERFILE), "-t", tag]
+        args = ["build", "--pull=never", "--network=host", "--layers", "--format", "docker", "-f", str(DOCKERFILE), "-t", tag]
         for k, v in pip_build_args().items():
             args += ["--build-arg", f"{k}={v}"]
         step("podman build", _podman, *args, ctx)

@@ -27,12 +27,16 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 
-# podman's default nofile ulimit can exceed this machine's hard limit: cap it at the hard limit.
+# podman's default nofile/nproc ulimits can exceed this machine's hard limits (runc then fails
+# with "error setting rlimit"): cap them at the hard limits; use runc (crun fails here).
 conf=/etc/containers/containers.conf.d/50-queue-workers.conf
-if [ ! -f "$conf" ]; then
+# (measured: nproc at the full hard limit still fails under conmon; 16384 works.)
+cap() { local h; h="$(ulimit "$1")"; if [ "$h" = unlimited ] || [ "$h" -gt 16384 ]; then echo 16384; else echo "$h"; fi; }
+n="$(cap -Hn)"; u="$(cap -Hu)"
+want="$(printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\n' "$n" "$n" "$u" "$u")"
+if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
   $SUDO mkdir -p "$(dirname "$conf")"
-  hard="$(ulimit -Hn)"
-  printf '[containers]\ndefault_ulimits = ["nofile=%s:%s"]\n\n[engine]\nruntime = "runc"\n' "$hard" "$hard" | $SUDO tee "$conf" >/dev/null
+  printf '%s\n' "$want" | $SUDO tee "$conf" >/dev/null
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "builder-deps: all present (${PACKAGES[*]})"
