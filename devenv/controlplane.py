@@ -1,0 +1,335 @@
+"""The local control plane: a real Keystone and a real Heat on loopback, one catalog, a clouds.yaml.
+
+    cp = ControlPlane()
+    cp.start()                      # about 6 s from the cached state
+    env = cp.env()                  # OS_CLIENT_CONFIG_FILE + OS_CLOUD=local
+    ...                             # openstacksdk / keystoneauth use it like any cloud
+    cp.stop()
+
+The Keystone database, its key repositories and Heat's database are built once into
+``<repo>/.cache/controlplane/<versions>/`` (about 20 s) and every start works on a fresh copy,
+so runs never see each other's stacks. Servers listen on free 127.0.0.1 ports and are stopped by
+the PIDs this module started. ``python -m devenv.controlplane`` runs it in the foreground.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets as _secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from devenv import heat, keystone
+from devenv.procs import free_port, stop_process, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+# Bump when what build_state() creates changes, so old caches are not reused.
+RECIPE = "1"
+CLOUD = "local"
+ADMIN_CLOUD = "local-admin"
+
+
+def heat_venv() -> Path:
+    """The virtualenv holding Keystone and Heat: $QW_HEAT_VENV or <repo>/.venv-heat."""
+    return Path(os.environ.get("QW_HEAT_VENV") or REPO / ".venv-heat")
+
+
+def _installed_version(venv: Path, dist: str) -> str:
+    found = sorted(venv.glob(f"lib/python3*/site-packages/{dist}-*.dist-info"))
+    if not found:
+        raise FileNotFoundError(
+            f"{dist} is not installed in {venv}; run `make venv-heat` (or set QW_HEAT_VENV to a "
+            "virtualenv made from devenv/requirements-heat.txt)")
+    return found[-1].name[len(dist) + 1:-len(".dist-info")]
+
+
+def state_key(venv: Path) -> str:
+    """Names the cached state by what built it: Keystone and Heat versions and this recipe."""
+    return (f"keystone-{_installed_version(venv, 'keystone')}"
+            f"_heat-{_installed_version(venv, 'openstack_heat')}_r{RECIPE}")
+
+
+def cache_dir() -> Path:
+    """Where built states are kept: $QW_CACHE_DIR/controlplane or <repo>/.cache/controlplane."""
+    return Path(os.environ.get("QW_CACHE_DIR") or REPO / ".cache") / "controlplane"
+
+
+def _python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)  # the servers run `-m devenv.keystone|heat` from the Heat venv
+    env.pop("OS_CLOUD", None)
+    return env
+
+
+def _http_ok(url: str, accept=range(200, 500)) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status in accept
+    except urllib.error.HTTPError as err:
+        return err.code in accept
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess.Popen:
+    out = open(log, "ab")
+    return subprocess.Popen(
+        [str(venv / "bin" / "python"), "-m", "devenv.keystone", "serve", "--config-dir", str(state),
+         "--port", str(port), "--access-log", str(log.with_suffix(".access.log"))],
+        cwd=REPO, env=_python_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def build_state(venv: Path | None = None, progress=print) -> Path:
+    """Build (once) and return the cached Keystone + Heat state for ``venv``'s versions."""
+    venv = Path(venv or heat_venv())
+    root = cache_dir()
+    target = root / state_key(venv)
+    if (target / "READY").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others reuse its result
+        if (target / "READY").exists():
+            return target
+        started = time.monotonic()
+        progress(f"controlplane: building the Keystone + Heat state into {target} (once, ~20 s)")
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+        try:
+            _build(venv, work)
+            (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
+            shutil.rmtree(target, ignore_errors=True)
+            work.rename(target)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        progress(f"controlplane: state built in {time.monotonic() - started:.0f} s")
+    return target
+
+
+def _build(venv: Path, work: Path) -> None:
+    secrets = {name: _secrets.token_urlsafe(18)
+               for name in ("admin", "heat", "heat_domain_admin", "demo")}
+    secrets["auth_encryption_key"] = _secrets.token_hex(16)  # Heat wants exactly 32 characters
+    secrets_file = work / "secrets.json"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps(secrets))
+    ports = {"keystone": free_port(), "heat": free_port(), "cfn": free_port()}
+
+    heat_conf = heat.write_config(work, work, venv, ports, secrets)
+    heat_db = threading.Thread(target=_capture, args=(heat.init_database, venv, heat_conf))
+    heat_db.start()  # in parallel with Keystone's own set-up
+    keystone.init_database(venv, work, secrets["admin"], ports["keystone"])
+    log = work / "keystone-build.log"
+    proc = _start_keystone(venv, work, ports["keystone"], log)
+    try:
+        wait_until(lambda: _http_ok(f"http://127.0.0.1:{ports['keystone']}/v3", range(200, 300)),
+                   60, "keystone (build)", proc, str(log))
+        keystone.create_objects(_admin_session(ports["keystone"], secrets["admin"]), secrets, ports)
+    finally:
+        stop_process(proc)
+    heat_db.join()
+    if heat_db.error:  # type: ignore[attr-defined]
+        raise heat_db.error  # type: ignore[attr-defined]
+    for leftover in ("keystone.conf", "heat.conf", "keystone-build.log",
+                     "keystone-build.access.log", "lock"):
+        p = work / leftover
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _capture(func, *args):
+    me = threading.current_thread()
+    me.error = None
+    try:
+        func(*args)
+    except BaseException as exc:  # re-raised by the builder's thread
+        me.error = exc
+
+
+def _admin_session(port: int, password: str):
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+    auth = v3.Password(auth_url=f"http://127.0.0.1:{port}/v3", username=keystone.ADMIN_USER,
+                       password=password, project_name="admin", user_domain_id="default",
+                       project_domain_id="default")
+    return ks_session.Session(auth=auth)
+
+
+class ControlPlane:
+    """A running local Keystone + Heat, started from a copy of the cached state.
+
+    ``run_dir`` holds the copy, the config files, the logs and ``clouds.yaml``; a temporary one
+    is made (and removed on :meth:`stop`) when none is given.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | None = None, venv: str | os.PathLike | None = None,
+                 progress=print):
+        self.venv = Path(venv or heat_venv())
+        self._own_dir = run_dir is None
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.progress = progress
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.secrets: dict[str, str] = {}
+
+    # --- what clients use ------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Keystone's public v3 URL (the auth_url in clouds.yaml)."""
+        return f"http://127.0.0.1:{self.ports['keystone']}/v3"
+
+    @property
+    def heat_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['heat']}/v1"
+
+    @property
+    def cfn_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['cfn']}/v1"
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.run_dir / "clouds.yaml"
+
+    def env(self, cloud: str = CLOUD) -> dict[str, str]:
+        """Environment that points openstacksdk, keystoneauth and the workload at this cloud."""
+        return {"OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml), "OS_CLOUD": cloud}
+
+    def cloud_config(self, cloud: str = CLOUD):
+        """openstacksdk's CloudRegion for ``cloud`` from this control plane's clouds.yaml."""
+        from openstack import config as os_config
+        return os_config.OpenStackConfig(config_files=[str(self.clouds_yaml)]).get_one(cloud=cloud)
+
+    def session(self, cloud: str = CLOUD):
+        """A keystoneauth session for ``cloud`` (``local``: demo user; ``local-admin``: admin)."""
+        return self.cloud_config(cloud).get_session()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "ControlPlane":
+        started = time.monotonic()
+        state = build_state(self.venv, self.progress)
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        copy = self.run_dir / "state"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(state, copy)
+        self.secrets = json.loads((copy / "secrets.json").read_text())
+        self.ports = {"keystone": free_port(), "heat": free_port(), "cfn": free_port()}
+        keystone.set_endpoints(copy / "keystone.sqlite", self.ports)
+        keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
+        conf = heat.write_config(self.run_dir, copy, self.venv, self.ports, self.secrets,
+                                 log_file=self.run_dir / "heat.log")
+        try:
+            self.procs["keystone"] = _start_keystone(self.venv, copy, self.ports["keystone"],
+                                                     self.run_dir / "keystone.out")
+            out = open(self.run_dir / "heat.out", "ab")
+            self.procs["heat"] = subprocess.Popen(
+                [str(self.venv / "bin" / "python"), "-m", "devenv.heat", "serve",
+                 "--config-file", str(conf), "--api-port", str(self.ports["heat"]),
+                 "--cfn-port", str(self.ports["cfn"]),
+                 "--access-log", str(self.run_dir / "heat.access.log")],
+                cwd=REPO, env=_python_env(), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+            wait_until(lambda: _http_ok(self.url, range(200, 300)), 90, "keystone",
+                       self.procs["keystone"], str(self.run_dir / "keystone.out"))
+            wait_until(lambda: _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
+                       and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/"), 90, "heat",
+                       self.procs["heat"], str(self.run_dir / "heat.out"))
+        except BaseException:
+            self.stop()
+            raise
+        self._write_clouds_yaml()
+        self.progress(f"controlplane: Keystone {self.url} and Heat {self.heat_url} ready in "
+                      f"{time.monotonic() - started:.1f} s")
+        return self
+
+    def _write_clouds_yaml(self) -> None:
+        def cloud(user, password, project):
+            return {"auth": {"auth_url": self.url, "username": user, "password": password,
+                             "project_name": project, "user_domain_name": "Default",
+                             "project_domain_name": "Default"},
+                    "region_name": keystone.REGION, "interface": "public",
+                    "identity_api_version": 3}
+        clouds = {"clouds": {
+            CLOUD: cloud(keystone.DEMO_USER, self.secrets["demo"], keystone.DEMO_PROJECT),
+            ADMIN_CLOUD: cloud(keystone.ADMIN_USER, self.secrets["admin"], "admin"),
+        }}
+        self.clouds_yaml.touch(mode=0o600)
+        self.clouds_yaml.write_text(json.dumps(clouds, indent=2))  # JSON is valid YAML
+
+    def stop(self) -> None:
+        """Stop the servers this object started (by PID) and remove a temporary run folder."""
+        threads = [threading.Thread(target=stop_process, args=(p,)) for p in self.procs.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.procs.clear()
+        if self._own_dir and self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __enter__(self) -> "ControlPlane":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv controlplane",
+        description="Run a real Keystone and a real Heat on free 127.0.0.1 ports in the foreground "
+        "(no Nova, no broker: give servers the OS::Heat::None type in the stack environment), "
+        "write a clouds.yaml for them and print the variables that select it.")
+    parser.add_argument("--run-dir", default=None,
+                        help="folder for the state copy, configs, logs and clouds.yaml "
+                        "(default: a temporary folder removed on exit)")
+    parser.add_argument("--venv", default=None,
+                        help="virtualenv with Keystone and Heat (default: $QW_HEAT_VENV or <repo>/.venv-heat)")
+    parser.add_argument("--build-only", action="store_true",
+                        help="only build the cached state (if missing) and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devenv controlplane``: run the control plane until Ctrl-C or SIGTERM."""
+    args = build_parser().parse_args(argv)
+    if args.build_only:
+        print(build_state(args.venv and Path(args.venv)))
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cp = ControlPlane(run_dir=args.run_dir, venv=args.venv)
+    try:
+        cp.start()
+    except Exception as exc:  # a clear line for a user at the terminal
+        print(f"controlplane: could not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"orchestration: {cp.heat_url}/<project_id>   cloudformation: {cp.cfn_url}")
+        print("clouds: local (user demo, project demo, role member), local-admin (admin)")
+        for key, value in cp.env().items():
+            print(f"export {key}={value}")
+        print("Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(0.5):
+                pass
+    finally:
+        print("controlplane: stopping...", flush=True)
+        cp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

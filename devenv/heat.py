@@ -1,0 +1,135 @@
+"""A real Heat 27 on loopback: the stock engine service and both WSGI APIs in one process.
+
+Heat 27 ships no ``heat-api`` commands, only the WSGI modules; and a broker is one more server.
+So one process (``python -m devenv.heat serve``, run from ``.venv-heat``) starts Heat's own
+``EngineService`` and serves ``heat.api.openstack`` (orchestration) and ``heat.api.cfn``
+(pre-signed alarm URLs) over oslo.messaging's in-process ``fake://`` transport. No Nova:
+tests map servers to ``OS::Heat::None`` in the stack environment.
+
+The project side (``.venv``) writes ``heat.conf`` (:func:`write_config`) and creates the
+database once (:func:`init_database`); only the standard library is imported at module level.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from devenv import keystone
+
+
+def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secrets: dict,
+                 log_file: Path | None = None) -> Path:
+    """Write ``heat.conf`` for a Heat whose database is in ``state_dir`` and Keystone on ``ports``."""
+    run_dir, state_dir = Path(run_dir), Path(state_dir)
+    ks = f"http://127.0.0.1:{ports['keystone']}"
+    cfn = f"http://127.0.0.1:{ports['cfn']}"
+    password_auth = (
+        "auth_type = password\n"
+        f"auth_url = {ks}/v3\n"
+        f"username = {keystone.HEAT_USER}\n"
+        f"password = {secrets['heat']}\n"
+        "user_domain_name = Default\n"
+    )
+    service_auth = password_auth + (
+        f"project_name = {keystone.SERVICE_PROJECT}\n"
+        "project_domain_name = Default\n"
+    )
+    log = f"log_file = {log_file}\n" if log_file else ""
+    conf = run_dir / "heat.conf"
+    (run_dir / "lock").mkdir(exist_ok=True)
+    conf.write_text(
+        "[DEFAULT]\n"
+        f"{log}"
+        "debug = false\n"
+        "transport_url = fake://\n"
+        "host = local-heat\n"
+        "num_engine_workers = 1\n"
+        f"auth_encryption_key = {secrets['auth_encryption_key']}\n"
+        f"stack_user_domain_name = {keystone.STACK_DOMAIN}\n"
+        f"stack_domain_admin = {keystone.STACK_DOMAIN_ADMIN}\n"
+        f"stack_domain_admin_password = {secrets['heat_domain_admin']}\n"
+        f"heat_metadata_server_url = {cfn}\n"
+        f"heat_waitcondition_server_url = {cfn}/v1/waitcondition\n"
+        f"region_name_for_services = {keystone.REGION}\n"
+        "[database]\n"
+        f"connection = sqlite:///{state_dir / 'heat.sqlite'}\n"
+        "[paste_deploy]\n"
+        f"api_paste_config = {Path(venv) / 'etc' / 'heat' / 'api-paste.ini'}\n"
+        "[oslo_messaging_notifications]\n"
+        "driver = noop\n"
+        "[oslo_concurrency]\n"
+        f"lock_path = {run_dir / 'lock'}\n"
+        "[keystone_authtoken]\n"
+        f"www_authenticate_uri = {ks}/v3\n"
+        "interface = public\n"
+        + service_auth +
+        "[trustee]\n"
+        + password_auth +
+        "[clients_keystone]\n"
+        f"auth_uri = {ks}\n"
+        "[clients]\n"
+        "endpoint_type = publicURL\n"
+        "[ec2authtoken]\n"
+        # Without password auth and the Keystone root here, alarm_url answers 500.
+        f"endpoint_override = {ks}\n"
+        + service_auth
+    )
+    return conf
+
+
+def init_database(venv: Path, conf: Path) -> None:
+    """``heat-manage db_sync`` for the database that ``conf`` names."""
+    done = subprocess.run([str(Path(venv) / "bin" / "heat-manage"), "--config-file", str(conf),
+                           "db_sync"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"heat-manage db_sync failed ({done.returncode}):\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+
+
+# --- server side (runs in the Heat venv) ----------------------------------------------------
+
+def _serve(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devenv.heat serve")
+    parser.add_argument("--config-file", required=True, help="heat.conf")
+    parser.add_argument("--api-port", type=int, required=True, help="orchestration API port")
+    parser.add_argument("--cfn-port", type=int, required=True, help="CloudFormation API port")
+    parser.add_argument("--access-log", default=None, help="file for one line per request")
+    args = parser.parse_args(argv)
+
+    # Heat's engine uses oslo.service; pick the threading backend before anything imports it.
+    from oslo_service import backend
+    backend.init_backend(backend.BackendType.THREADING)
+    keystone.install_sqlite_begin_immediate()
+
+    # Each init_application() resets and re-reads CONF from argv; build both APIs first, the
+    # engine last, so nothing the engine sets up is reset afterwards.
+    sys.argv = ["heat-api", "--config-file", args.config_file]
+    from heat.api.openstack import wsgi as api_wsgi
+    api_app = api_wsgi.init_application()
+    sys.argv = ["heat-api-cfn", "--config-file", args.config_file]
+    from heat.api.cfn import wsgi as cfn_wsgi
+    cfn_app = cfn_wsgi.init_application()
+
+    from heat.common import config
+    from heat.engine import template
+    from heat.rpc import api as rpc_api
+    from oslo_config import cfg
+
+    config.startup_sanity_check()
+    if not template._get_template_extension_manager().names():
+        sys.exit("no Heat template format plugins registered")
+    from heat.engine import service as engine
+
+    # EngineService.start() runs its RPC servers on threads of this process (no fork, unlike
+    # oslo.service's launcher), which is what lets the APIs reach it over fake://.
+    srv = engine.EngineService(cfg.CONF.host, rpc_api.ENGINE_TOPIC)
+    srv.start()
+    keystone.serve_wsgi({args.api_port: api_app, args.cfn_port: cfn_app}, args.access_log)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit("usage: python -m devenv.heat serve --config-file F --api-port P --cfn-port Q")
+    _serve(sys.argv[2:])
