@@ -1,0 +1,53 @@
+"""`python -m infra`: look at a stack without a cloud.
+
+    python -m infra render --stack iad      # HOT template on stdout, resources on stderr
+    python -m infra stacks                  # the example stacks there are
+    python -m infra settings                # every config key with its type, default and range
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from infra import config as config_mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="run the program for a stack under Pulumi's mocks (no cloud) and print "
+                                      "the HOT template (stdout) and the resources it would declare (stderr)")
+    r.add_argument("--stack", "-s", required=True,
+                   help="stack name: Pulumi.<NAME>.yaml next to Pulumi.yaml supplies its config")
+    r.add_argument("--member", action="store_true",
+                   help="print the group's member as a template of its own instead (what the validator checks)")
+    sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
+    sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
+    args = parser.parse_args(argv)
+
+    from infra import render
+
+    if args.command == "stacks":
+        print("\n".join(render.stack_names()))
+        return 0
+    if args.command == "settings":
+        print(config_mod.document())
+        return 0
+    try:
+        result = render.render(args.stack)
+    except render.UnknownStack as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except config_mod.ConfigError as exc:
+        print(f"error: stack {args.stack}: {exc}", file=sys.stderr)
+        return 2
+    if args.member:
+        from infra import hot
+
+        sys.stdout.write(hot.dump(hot.member_template(result.template)))
+    else:
+        sys.stdout.write(result.template_text)
+    for line in result.resource_lines():
+        print(line, file=sys.stderr)
+    return 0

@@ -1,0 +1,15 @@
+"""The stack's building blocks, one ComponentResource each (see each module's docstring)."""
+from infra.components.credentials import Credentials, CredentialsArgs
+from infra.components.group import WorkerGroup, WorkerGroupArgs
+from infra.components.image import TemplateImage, TemplateImageArgs, TemplateImageMissing
+from infra.components.monitor import Monitor, MonitorArgs
+from infra.components.network import Network, NetworkArgs
+from infra.components.queue import WorkQueue, WorkQueueArgs
+
+TYPE_PREFIX = "queue-workers:index:"
+
+__all__ = [
+    "Credentials", "CredentialsArgs", "Monitor", "MonitorArgs", "Network", "NetworkArgs",
+    "TemplateImage", "TemplateImageArgs", "TemplateImageMissing", "WorkQueue", "WorkQueueArgs",
+    "WorkerGroup", "WorkerGroupArgs", "TYPE_PREFIX",
+]

@@ -1,0 +1,75 @@
+"""WorkerGroup: the Heat stack holding the consumers' AutoScalingGroup and scaling policies."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Optional
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra import hot
+from infra.config import StackConfig
+
+
+@dataclasses.dataclass
+class WorkerGroupArgs:
+    config: StackConfig
+    stack_name: str  # the Heat stack's name (the monitor's access rules name it)
+    image_id: pulumi.Input[str]
+    image_properties: pulumi.Input[dict]
+    security_group: pulumi.Input[str]  # id (or name) of the consumers' security group
+    auth_url: str  # Keystone the consumers authenticate against
+    credential_id: pulumi.Input[str]
+    credential_secret: pulumi.Input[str]
+
+
+def _output(outputs: list | None, key: str):
+    for item in outputs or []:
+        item = item if isinstance(item, dict) else vars(item)
+        if item.get("output_key") == key:
+            return item.get("output_value")
+    return None
+
+
+class WorkerGroup(pulumi.ComponentResource):
+    """Consumers from the template image, scaled by Heat between minSize and maxSize.
+
+    Outputs: ``stack_id``, ``scale_up_url``, ``scale_down_url`` (POST with a token),
+    ``current_size`` and ``template`` (the HOT text sent to Heat).
+    """
+
+    stack_id: pulumi.Output[str]
+    scale_up_url: pulumi.Output[str]
+    scale_down_url: pulumi.Output[str]
+    current_size: pulumi.Output[str]
+
+    def __init__(self, name: str, args: WorkerGroupArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("queue-workers:index:WorkerGroup", name, None, opts)
+        cfg = args.config
+        self.template = hot.dump(hot.build(cfg, args.stack_name))
+        extra = {k: v for k, v in cfg.consumer_secret_env.items()}
+        creds_b64 = pulumi.Output.secret(pulumi.Output.all(args.credential_id, args.credential_secret).apply(
+            lambda v: base64.b64encode(hot.credentials_env(args.auth_url, cfg.region, v[0], v[1], extra)
+                                       .encode()).decode()))
+        self.stack = openstack.orchestration.StackV1(
+            f"{name}-stack", name=args.stack_name, region=cfg.region,
+            template_opts={"Bin": self.template},
+            parameters={
+                hot.P_IMAGE: args.image_id,
+                hot.P_SECURITY_GROUP: args.security_group,
+                hot.P_DESIRED: str(cfg.desired_size),
+                "template_image_properties": pulumi.Output.from_input(args.image_properties).apply(
+                    lambda p: json.dumps(p or {}, sort_keys=True)),
+                hot.P_CREDENTIALS_ENV: creds_b64,
+            },
+            timeout=cfg.stack_timeout, disable_rollback=False,
+            opts=pulumi.ResourceOptions(parent=self))
+        outs = self.stack.stack_outputs
+        self.stack_id = self.stack.id
+        self.scale_up_url = outs.apply(lambda o: _output(o, hot.OUT_SCALE_UP_URL))
+        self.scale_down_url = outs.apply(lambda o: _output(o, hot.OUT_SCALE_DOWN_URL))
+        self.current_size = outs.apply(lambda o: _output(o, hot.OUT_CURRENT_SIZE))
+        self.register_outputs({"stack_id": self.stack_id, "scale_up_url": self.scale_up_url,
+                               "scale_down_url": self.scale_down_url, "current_size": self.current_size})

@@ -1,0 +1,82 @@
+"""Monitor: one small server from the template image running the monitor container."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+from typing import Optional
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra import hot
+from infra.config import StackConfig
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def monitor_env(cfg: StackConfig, stack: str, scale_up_url: str, scale_down_url: str) -> dict[str, str]:
+    """The monitor container's settings (not secret): queue, policy and the group's endpoints."""
+    env = {
+        "QW_QUEUE": cfg.queue_name,
+        "QW_QUEUE_BACKEND": cfg.queue_backend,
+        "QW_REGION": cfg.region,
+        "QW_ACTUATOR": "heat",
+        "QW_HEAT_STACK": stack,  # name/id of the worker group's stack
+        "QW_HEAT_SCALE_UP_URL": scale_up_url or "",
+        "QW_HEAT_SCALE_DOWN_URL": scale_down_url or "",
+        "QW_MIN": str(cfg.min_size),
+        "QW_MAX": str(cfg.max_size),
+        "QW_POLICY": cfg.scaling_policy,
+        "QW_SCALE_UP_THRESHOLD": str(cfg.scale_up_threshold),
+        "QW_SCALE_DOWN_THRESHOLD": str(cfg.scale_down_threshold),
+        "QW_TARGET_BACKLOG": str(cfg.target_backlog_per_worker),
+        "QW_SCALE_UP_COOLDOWN": str(cfg.scale_up_cooldown),
+        "QW_SCALE_DOWN_COOLDOWN": str(cfg.scale_down_cooldown),
+        "QW_INTERVAL": str(cfg.monitor_interval),
+    }
+    return env
+
+
+@dataclasses.dataclass
+class MonitorArgs:
+    config: StackConfig
+    image_id: pulumi.Input[str]
+    security_group: pulumi.Input[str]  # name of the security group
+    stack_name: str
+    stack_id: pulumi.Input[str]
+    scale_up_url: pulumi.Input[str]
+    scale_down_url: pulumi.Input[str]
+    auth_url: str
+    credential_id: pulumi.Input[str]
+    credential_secret: pulumi.Input[str]
+
+
+class Monitor(pulumi.ComponentResource):
+    """The server that watches the queue and signals the group. Its user data is a secret."""
+
+    server_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitorArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("queue-workers:index:Monitor", name, None, opts)
+        cfg = args.config
+
+        def render(v: list) -> str:
+            stack_id, up, down, cred_id, cred_secret = v
+            creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret)
+            env = monitor_env(cfg, f"{args.stack_name}/{stack_id}", up, down)
+            return hot.user_data(hot.cloud_config(hot.MONITOR_ENV_FILE, env, hot.MONITOR_UNIT,
+                                                  base64.b64encode(creds.encode()).decode()))
+
+        user_data = pulumi.Output.secret(pulumi.Output.all(
+            args.stack_id, args.scale_up_url, args.scale_down_url, args.credential_id,
+            args.credential_secret).apply(render))
+        network = {"uuid": cfg.network} if _UUID.fullmatch(cfg.network) else {"name": cfg.network}
+        self.server = openstack.compute.Instance(
+            f"{name}-server", name=f"{cfg.server_name}-monitor-{pulumi.get_stack()}", region=cfg.region,
+            image_id=args.image_id, flavor_name=cfg.monitor_flavor, key_pair=cfg.key_pair or None,
+            networks=[network], security_groups=[args.security_group], user_data=user_data,
+            metadata={"qw_role": "monitor", "qw_queue": cfg.queue_name, "qw_stack": args.stack_name},
+            opts=pulumi.ResourceOptions(parent=self))
+        self.server_id = self.server.id
+        self.register_outputs({"server_id": self.server_id})

@@ -1,0 +1,206 @@
+"""The worker group's HOT template, built from a stack's config. Pure: no I/O, no Pulumi.
+
+The template holds everything Heat makes for the group, so deleting the one
+``orchestration.StackV1`` that carries it removes every server, the server group and the
+scaling policies. Values known from the config are written into the template (a reviewer sees
+them in ``python -m infra render``); values known only at deploy time (the image id, the
+security group) and secrets (the credential) are parameters, the secrets ``hidden``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from infra.config import StackConfig
+
+HOT_VERSION = "2021-04-16"  # wallaby: every property used here exists in it
+
+# Where the bake puts the consumer and what cloud-init writes (the bake's unit reads both files).
+CONSUMER_UNIT = "queue-workers-consumer.service"
+MONITOR_UNIT = "queue-workers-monitor.service"
+SETTINGS_DIR = "/etc/queue-workers"
+CONSUMER_ENV_FILE = f"{SETTINGS_DIR}/consumer.env"
+MONITOR_ENV_FILE = f"{SETTINGS_DIR}/monitor.env"
+CREDENTIALS_ENV_FILE = f"{SETTINGS_DIR}/credentials.env"
+
+# Resource and output names other parts rely on (the monitor's access rules name the policies).
+GROUP, SERVER_GROUP, SCALE_UP, SCALE_DOWN = "group", "server_group", "scale_up", "scale_down"
+OUT_SCALE_UP_URL, OUT_SCALE_DOWN_URL = "scale_up_url", "scale_down_url"
+OUT_SCALE_UP_ALARM_URL, OUT_SCALE_DOWN_ALARM_URL = "scale_up_alarm_url", "scale_down_alarm_url"
+OUT_CURRENT_SIZE, OUT_SERVER_IDS = "current_size", "server_ids"
+
+# Parameters the program passes to the stack.
+P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
+P_CREDENTIALS_ENV = "credentials_env_b64"
+
+# The consumer settings the stack writes itself (workload/settings.py reads them); consumerEnv
+# may not override them.
+RESERVED_ENV = (
+    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_HANDLER", "QW_CLAIM_TTL", "QW_CLAIM_GRACE",
+    "QW_MAX_CLAIMS", "QW_MESSAGE_TTL",
+)
+
+
+def consumer_env(cfg: StackConfig) -> dict[str, str]:
+    """The consumer container's settings (not secret): the QW_* variables of workload/settings.py."""
+    env = {
+        "QW_QUEUE": cfg.queue_name,
+        "QW_QUEUE_BACKEND": cfg.queue_backend,
+        "QW_REGION": cfg.region,
+        "QW_HANDLER": cfg.handler,
+        "QW_CLAIM_TTL": str(cfg.claim_ttl),
+        "QW_CLAIM_GRACE": str(cfg.claim_grace),
+        "QW_MAX_CLAIMS": str(cfg.max_claims),
+        "QW_MESSAGE_TTL": str(cfg.message_ttl),
+    }
+    env.update(cfg.consumer_env)
+    return env
+
+
+def credentials_env(auth_url: str, region: str, credential_id: str, credential_secret: str,
+                    extra: dict[str, str] | None = None) -> str:
+    """The env file of an application credential, the OpenStack way (OS_* variables)."""
+    env = {
+        "OS_AUTH_TYPE": "v3applicationcredential",
+        "OS_AUTH_URL": auth_url,
+        "OS_APPLICATION_CREDENTIAL_ID": credential_id,
+        "OS_APPLICATION_CREDENTIAL_SECRET": credential_secret,
+        "OS_REGION_NAME": region,
+        "OS_INTERFACE": "public",
+    }
+    env.update(extra or {})
+    return env_file(env)
+
+
+def env_file(env: dict[str, str]) -> str:
+    """``KEY=value`` lines that both systemd's EnvironmentFile and ``docker --env-file`` read."""
+    lines = []
+    for key, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"{key}: a setting's value may not hold a line break")
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64: Any) -> dict:
+    """cloud-init user data: write the settings and the credential, then start the unit.
+
+    ``credentials_b64`` is the base64 of the credential env file (a HOT ``get_param`` inside the
+    template, or the value itself for the monitor's server).
+    """
+    return {
+        "write_files": [
+            {"path": env_path, "permissions": "0644", "owner": "root:root", "content": env_file(env)},
+            {"path": CREDENTIALS_ENV_FILE, "permissions": "0600", "owner": "root:root", "encoding": "b64",
+             "content": credentials_b64},
+        ],
+        "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", unit],
+                   ["systemctl", "restart", unit]],
+    }
+
+
+def user_data(doc: dict) -> str:
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def build(cfg: StackConfig, stack_name: str) -> dict:
+    """The HOT template (a dict) of the worker group of ``cfg``."""
+    placeholder = "__CREDENTIALS_ENV_B64__"
+    ud = user_data(cloud_config(CONSUMER_ENV_FILE, consumer_env(cfg), CONSUMER_UNIT, placeholder))
+    server: dict[str, Any] = {
+        "image": {"get_param": P_IMAGE},
+        "image_update_policy": "REBUILD",  # a new template image rebuilds members batch by batch
+        "flavor": cfg.flavor,
+        "networks": [{"network": cfg.network}],
+        "security_groups": [{"get_param": P_SECURITY_GROUP}],
+        "scheduler_hints": {"group": {"get_resource": SERVER_GROUP}},
+        "metadata": {
+            "qw_role": "consumer",
+            "qw_queue": cfg.queue_name,
+            "qw_stack": stack_name,
+            "qw_template": {"get_param": "template_image_properties"},
+        },
+        "user_data_format": "RAW",
+        "user_data": {"str_replace": {"template": ud, "params": {placeholder: {"get_param": P_CREDENTIALS_ENV}}}},
+    }
+    if cfg.key_pair:
+        server["key_name"] = cfg.key_pair
+    batch = min(cfg.rolling_batch_size, cfg.max_size)
+    return {
+        "heat_template_version": HOT_VERSION,
+        "description": f"queue-workers: consumers of queue {cfg.queue_name} ({stack_name}, {cfg.region})",
+        "parameters": {
+            P_IMAGE: {"type": "string", "description": "template image id (baked by fab bake-template)",
+                      "constraints": [{"custom_constraint": "glance.image"}]},
+            P_SECURITY_GROUP: {"type": "string", "description": "security group of the consumers"},
+            P_DESIRED: {"type": "number", "default": cfg.desired_size,
+                        "description": "desired number of consumers (the monitor may PATCH it)",
+                        "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}]},
+            "template_image_properties": {"type": "json", "default": {},
+                                          "description": "what the bake recorded on the image"},
+            P_CREDENTIALS_ENV: {"type": "string", "hidden": True,
+                                "description": "base64 of the consumers' credential env file"},
+        },
+        "resources": {
+            SERVER_GROUP: {"type": "OS::Nova::ServerGroup",
+                           "properties": {"name": f"{cfg.server_name}-{stack_name}",
+                                          "policies": ["soft-anti-affinity"]}},
+            GROUP: {
+                "type": "OS::Heat::AutoScalingGroup",
+                "properties": {
+                    "min_size": cfg.min_size,
+                    "max_size": cfg.max_size,
+                    "desired_capacity": {"get_param": P_DESIRED},
+                    "cooldown": cfg.scale_up_cooldown,
+                    "rolling_updates": {"min_in_service": max(cfg.min_size - batch, 0),
+                                        "max_batch_size": batch, "pause_time": cfg.rolling_pause},
+                    "resource": {"type": "OS::Nova::Server", "properties": server},
+                },
+            },
+            SCALE_UP: {"type": "OS::Heat::ScalingPolicy",
+                       "properties": {"adjustment_type": "change_in_capacity",
+                                      "auto_scaling_group_id": {"get_resource": GROUP},
+                                      "scaling_adjustment": cfg.scale_up_step,
+                                      "cooldown": cfg.scale_up_cooldown}},
+            SCALE_DOWN: {"type": "OS::Heat::ScalingPolicy",
+                         "properties": {"adjustment_type": "change_in_capacity",
+                                        "auto_scaling_group_id": {"get_resource": GROUP},
+                                        "scaling_adjustment": -cfg.scale_down_step,
+                                        "cooldown": cfg.scale_down_cooldown}},
+        },
+        "outputs": {
+            OUT_SCALE_UP_URL: {"description": "POST with X-Auth-Token to add consumers",
+                               "value": {"get_attr": [SCALE_UP, "signal_url"]}},
+            OUT_SCALE_DOWN_URL: {"description": "POST with X-Auth-Token to remove consumers",
+                                 "value": {"get_attr": [SCALE_DOWN, "signal_url"]}},
+            OUT_SCALE_UP_ALARM_URL: {"description": "pre-signed URL that adds consumers",
+                                     "value": {"get_attr": [SCALE_UP, "alarm_url"]}},
+            OUT_SCALE_DOWN_ALARM_URL: {"description": "pre-signed URL that removes consumers",
+                                       "value": {"get_attr": [SCALE_DOWN, "alarm_url"]}},
+            OUT_CURRENT_SIZE: {"description": "consumers that exist now",
+                               "value": {"get_attr": [GROUP, "current_size"]}},
+            OUT_SERVER_IDS: {"description": "ids of the consumer servers",
+                             "value": {"get_attr": [GROUP, "refs"]}},
+        },
+    }
+
+
+def member_template(template: dict) -> dict:
+    """The group's member as a template of its own (Heat validates nested members over RPC only).
+
+    Parameters the member refers to are carried over; ``get_resource`` on the server group becomes
+    a parameter, as it would be a resolved id inside the group.
+    """
+    member = template["resources"][GROUP]["properties"]["resource"]
+    props = yaml.safe_load(yaml.safe_dump(member["properties"]))
+    props["scheduler_hints"] = {"group": {"get_param": "server_group_id"}}
+    params = {k: v for k, v in template["parameters"].items()}
+    params["server_group_id"] = {"type": "string"}
+    return {"heat_template_version": template["heat_template_version"], "parameters": params,
+            "resources": {"member": {"type": member["type"], "properties": props}}}
+
+
+def dump(template: dict) -> str:
+    """YAML text of a template, in a stable order (what Pulumi sends and what render prints)."""
+    return yaml.safe_dump(template, sort_keys=False, width=1000)

@@ -1,0 +1,97 @@
+"""Pulumi mocks standing in for the engine and the OpenStack provider (render and tests).
+
+Every resource and every provider call the program makes is recorded, with the URN that shows
+its parent chain, so a reader can see exactly what `pulumi up` would ask for.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pulumi
+
+from infra import hot
+
+MOCK_IMAGE_ID = "00000000-0000-4000-8000-00000000feed"
+MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; never a real secret
+
+
+@dataclasses.dataclass
+class Recorded:
+    type: str
+    name: str
+    inputs: dict
+    urn: str
+    custom: bool
+    provider: str | None
+
+    @property
+    def parent_types(self) -> list[str]:
+        """The type chain of the URN: ``[root, ..., parent type]`` (empty for top level)."""
+        chain = self.urn.split("::")[2].split("$")
+        return chain[:-1]
+
+
+class StackMocks(pulumi.runtime.Mocks):
+    """Answers like the engine would after a successful `pulumi up`.
+
+    ``images``: the template images the "cloud" holds (list of dicts with id, name, properties);
+    ``getImage`` answers the most recent match, or fails like the provider does.
+    """
+
+    def __init__(self, images: list[dict] | None = None, project: str = "queue-workers", stack: str = "stack"):
+        self.images = images
+        self.resources: list[Recorded] = []
+        self.calls: list[tuple[str, dict]] = []
+        self.project, self.stack = project, stack
+
+    def _urn(self, args: pulumi.runtime.MockResourceArgs) -> str:
+        return f"urn:pulumi:{self.stack}::{self.project}::{args.typ}::{args.name}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        inputs = dict(args.inputs)
+        outs = dict(inputs)
+        rid = f"{args.name}-id"
+        if args.typ == "openstack:orchestration/stackV1:StackV1":
+            base = f"https://orchestration.example/v1/project/stacks/{inputs.get('name')}/{rid}/resources"
+            outs["StackOutputs"] = [
+                {"output_key": hot.OUT_SCALE_UP_URL, "output_value": f"{base}/{hot.SCALE_UP}/signal"},
+                {"output_key": hot.OUT_SCALE_DOWN_URL, "output_value": f"{base}/{hot.SCALE_DOWN}/signal"},
+                {"output_key": hot.OUT_CURRENT_SIZE, "output_value": inputs.get("parameters", {}).get("desired")},
+            ]
+            outs["status"] = "CREATE_COMPLETE"
+        elif args.typ == "openstack:identity/applicationCredential:ApplicationCredential":
+            outs["secret"] = MOCK_SECRET
+        elif args.typ == "openstack:networking/secGroup:SecGroup":
+            outs.setdefault("name", args.name)
+        self.resources.append(Recorded(args.typ, args.name, inputs, "", bool(args.custom), args.provider))
+        return rid, outs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "openstack:images/getImage:getImage":
+            want = args.args
+            images = self.images if self.images is not None else [
+                {"id": MOCK_IMAGE_ID, "name": want.get("name"), "properties": dict(want.get("properties") or {})}]
+            props = dict(want.get("properties") or {})
+            found = [i for i in images if i["name"] == want.get("name")
+                     and all(i["properties"].get(k) == v for k, v in props.items())]
+            if not found:
+                # what pulumi-openstack (terraform-provider-openstack) says
+                raise Exception("Your query returned no results. Please change your search criteria and try again.")
+            img = found[-1]
+            return {"id": img["id"], "name": img["name"], "properties": img["properties"], "region": want.get("region")}
+        return {}
+
+
+class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
+    """The mock monitor, also keeping each resource's URN (which encodes its parent chain)."""
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        mocks: StackMocks = self.mocks
+        for rec in reversed(mocks.resources):
+            if rec.name == request.name and rec.type == request.type and not rec.urn:
+                rec.urn = resp.urn
+                break
+        return resp

@@ -1,0 +1,91 @@
+"""The stack: what `pulumi up` declares, in order. Config is validated before any resource."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra import config as config_mod
+from infra.components import (
+    Credentials, CredentialsArgs, Monitor, MonitorArgs, Network, NetworkArgs, TemplateImage,
+    TemplateImageArgs, WorkerGroup, WorkerGroupArgs, WorkQueue, WorkQueueArgs,
+)
+
+
+def auth_url_of(cfg: config_mod.StackConfig) -> str:
+    """Keystone URL for the servers: identityEndpoint, else the cloud's auth_url in clouds.yaml."""
+    if cfg.identity_endpoint:
+        return cfg.identity_endpoint
+    try:
+        import openstack.config
+
+        region = openstack.config.OpenStackConfig().get_one(cloud=cfg.cloud, region_name=cfg.region)
+        url = region.config.get("auth", {}).get("auth_url")
+    except Exception as exc:  # noqa: BLE001 - reported below with what to do
+        url, why = None, f" ({exc})"
+    else:
+        why = ""
+    if not url:
+        raise config_mod.ConfigError("identityEndpoint", "", f"a Keystone URL: set it, or give cloud "
+                                     f"{cfg.cloud!r} an auth_url in clouds.yaml{why}")
+    return url
+
+
+@dataclasses.dataclass
+class Stack:
+    """Every component of one stack (tests and `render` look inside)."""
+
+    config: config_mod.StackConfig
+    provider: Any
+    queue: WorkQueue
+    image: TemplateImage
+    network: Network
+    credentials: Credentials
+    group: WorkerGroup
+    monitor: Monitor | None
+
+
+def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
+    """Declare the stack's resources from ``cfg`` (default: the running stack's validated config)."""
+    cfg = cfg or config_mod.from_pulumi()  # raises ConfigError before anything is declared
+    auth_url = auth_url_of(cfg)
+    stack = pulumi.get_stack()
+    heat_stack_name = f"queue-workers-{stack}"
+    provider = openstack.Provider("openstack", cloud=cfg.cloud, region=cfg.region)
+    use = pulumi.ResourceOptions(providers=[provider])  # every openstack child uses this stack's cloud
+
+    queue = WorkQueue("queue", WorkQueueArgs(config=cfg))
+    image = TemplateImage("template", TemplateImageArgs(name=cfg.template_image_name,
+                                                        properties=cfg.template_image_properties,
+                                                        region=cfg.region), use)
+    network = Network("network", NetworkArgs(name=f"{cfg.server_name}-{stack}", ssh_cidrs=cfg.ssh_cidrs), use)
+    creds = Credentials("credentials", CredentialsArgs(
+        prefix=f"queue-workers-{stack}", queue=cfg.queue_name, dead_letter_queue=cfg.dead_letter_queue,
+        stack_name=heat_stack_name, roles=cfg.credential_roles, expires_at=cfg.credential_expires_at,
+        monitor=cfg.monitor_enabled), use)
+    group = WorkerGroup("workers", WorkerGroupArgs(
+        config=cfg, stack_name=heat_stack_name, image_id=image.image_id, image_properties=image.properties,
+        security_group=network.security_group_id, auth_url=auth_url,
+        credential_id=creds.consumer_id, credential_secret=creds.consumer_secret),
+        pulumi.ResourceOptions(providers=[provider], depends_on=[queue]))
+    monitor = None
+    if cfg.monitor_enabled:
+        monitor = Monitor("monitor", MonitorArgs(
+            config=cfg, image_id=image.image_id, security_group=network.security_group_name,
+            stack_name=heat_stack_name, stack_id=group.stack_id, scale_up_url=group.scale_up_url,
+            scale_down_url=group.scale_down_url, auth_url=auth_url, credential_id=creds.monitor_id,
+            credential_secret=creds.monitor_secret), use)
+
+    pulumi.export("queue", queue.name)
+    pulumi.export("dead_letter_queue", queue.dead_letter_queue)
+    pulumi.export("template_image_id", image.image_id)
+    pulumi.export("heat_stack", group.stack_id)
+    pulumi.export("scale_up_url", group.scale_up_url)
+    pulumi.export("scale_down_url", group.scale_down_url)
+    pulumi.export("current_size", group.current_size)
+    pulumi.export("monitor_server", monitor.server_id if monitor else None)
+    pulumi.export("consumer_credential_id", creds.consumer_id)
+    pulumi.export("consumer_credential_secret", creds.consumer_secret)
+    return Stack(cfg, provider, queue, image, network, creds, group, monitor)

@@ -1,0 +1,110 @@
+"""Run the program for one stack offline, under Pulumi's mocks, and collect what it declares."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.config import PROJECT
+
+ROOT = Path(__file__).resolve().parent.parent  # where Pulumi.yaml and Pulumi.<stack>.yaml live
+SECRET_PLACEHOLDER = "<secret>"
+
+
+class UnknownStack(LookupError):
+    """No Pulumi.<name>.yaml: names the stacks that exist."""
+
+
+def stack_names(root: Path = ROOT) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def stack_file(name: str, root: Path = ROOT) -> Path:
+    path = root / f"Pulumi.{name}.yaml"
+    if not path.is_file():
+        have = ", ".join(stack_names(root)) or "none"
+        raise UnknownStack(f"no stack {name!r} (no Pulumi.{name}.yaml next to Pulumi.yaml); stacks: {have}")
+    return path
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def flatten(doc: dict, project: str = PROJECT) -> tuple[dict[str, str], list[str]]:
+    """A stack file's config as the engine hands it to the program: ``{"project:key": "text"}``.
+
+    Encrypted values (``{secure: ...}``) cannot be read offline: they become a placeholder and
+    their key is marked secret, as the engine would mark it.
+    """
+    config, secrets = {}, []
+    for key, value in (doc.get("config") or {}).items():
+        full = key if ":" in key else f"{project}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            value, _ = SECRET_PLACEHOLDER, secrets.append(full)
+        elif isinstance(value, dict) and any(isinstance(v, dict) and set(v) == {"secure"} for v in value.values()):
+            value = {k: SECRET_PLACEHOLDER if isinstance(v, dict) else v for k, v in value.items()}
+            secrets.append(full)
+        config[full] = _flat(value)
+    return config, secrets
+
+
+@dataclasses.dataclass
+class Rendered:
+    stack: str
+    template: dict
+    template_text: str
+    resources: list  # infra.mocks.Recorded
+    calls: list
+    outputs: dict
+
+    def resource_lines(self) -> list[str]:
+        lines = [f"stack {self.stack}: {len(self.resources)} resources"]
+        for r in self.resources:
+            parent = r.parent_types[-1] if r.parent_types else "-"
+            kind = "component" if not r.custom else "resource"
+            lines.append(f"  {r.type:62} {r.name:32} {kind:9} parent={parent}")
+        return lines
+
+
+def render(name: str, images: list[dict] | None = None, root: Path = ROOT, cfg_override: dict | None = None,
+           secret_keys: list[str] | None = None) -> Rendered:
+    """Run the program for stack ``name`` under mocks; return the template and what was declared."""
+    import pulumi
+    from pulumi.runtime import config as rc, mocks as pm
+
+    from infra import hot
+    from infra.mocks import RecordingMonitor, StackMocks
+
+    doc = yaml.safe_load(stack_file(name, root).read_text()) or {}
+    config, secrets = flatten(doc)
+    if cfg_override is not None:
+        config = {f"{PROJECT}:{k}": _flat(v) for k, v in cfg_override.items()}
+        secrets = [f"{PROJECT}:{k}" for k in secret_keys or ()]
+    os.environ.pop("PULUMI_CONFIG", None)  # only the stack file speaks
+    mocks = StackMocks(images=images, stack=name)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=name, preview=False,
+                             monitor=RecordingMonitor(mocks))
+    rc.set_all_config(config, secrets)
+    holder: dict = {}
+
+    @pm.test
+    def run():
+        from infra.program import declare
+
+        holder["stack"] = stack = declare()
+        outs = {"scale_up_url": stack.group.scale_up_url, "queue": stack.queue.name}
+        return pulumi.Output.all(**outs).apply(lambda v: holder.__setitem__("outputs", v))
+
+    run()
+    stack = holder["stack"]
+    return Rendered(name, yaml.safe_load(stack.group.template), stack.group.template, mocks.resources,
+                    mocks.calls, holder.get("outputs", {}))

@@ -1,0 +1,109 @@
+"""A Pulumi dynamic provider for a work queue and its dead-letter queue (Zaqar has no provider).
+
+The HTTP is the project's own queue driver (:func:`workload.queues.open_queue`): ``ensure``
+creates both queues and sets their policy as queue metadata, ``drop`` deletes both. The provider
+class lives in this importable module so dill pickles it by reference, and every method opens its
+driver itself (sessions and sockets do not pickle).
+
+Inputs (all strings or plain numbers, so they diff cleanly):
+
+``backend``  the queue service (``zaqar``)
+``name``     the work queue's name; the dead-letter queue is ``name + policy.dead_letter_suffix``
+``cloud`` / ``region``  clouds.yaml entry and region whose credentials and catalog are used
+``url`` / ``project``   an explicit Zaqar endpoint and X-Project-ID (a Zaqar without Keystone)
+``policy``   the :class:`workload.queues.base.QueuePolicy` fields
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from workload.queues.base import QueuePolicy
+
+# Changing one of these means another queue: it is replaced (the old one deleted first, so a
+# replacement that lands on the same name never deletes the queue it just made).
+IDENTITY = ("backend", "name", "cloud", "region", "url", "project")
+POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(QueuePolicy))
+
+
+def policy_of(props: dict[str, Any]) -> QueuePolicy:
+    """The QueuePolicy in ``props['policy']`` (unknown keys refused, missing ones defaulted)."""
+    given = dict(props.get("policy") or {})
+    unknown = sorted(set(given) - set(POLICY_FIELDS))
+    if unknown:
+        raise ValueError(f"policy has unknown fields {unknown}; allowed: {list(POLICY_FIELDS)}")
+    # Values cross the engine as floats: give ints back their type.
+    fixed = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in given.items()}
+    return QueuePolicy(**fixed)
+
+
+def open_driver(props: dict[str, Any]):
+    """The queue driver ``props`` name (imports here: the provider runs in the engine's process)."""
+    from workload.queues import open_queue
+
+    opts = {k: props[k] for k in ("url", "project", "cloud", "region") if props.get(k)}
+    return open_queue(props.get("backend") or "zaqar", props["name"], **opts)
+
+
+def _outs(props: dict[str, Any]) -> dict[str, Any]:
+    policy = policy_of(props)
+    outs = {k: props.get(k, "") for k in IDENTITY}
+    outs["policy"] = dataclasses.asdict(policy)
+    outs["dead_letter_queue"] = props["name"] + policy.dead_letter_suffix
+    return outs
+
+
+class QueuePairProvider(dyn.ResourceProvider):
+    """Create, update in place, and delete a queue with its dead-letter queue."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        failures = []
+        if not news.get("name"):
+            failures.append(dyn.CheckFailure("name", "a queue name is required"))
+        if not (news.get("cloud") or news.get("url")):
+            failures.append(dyn.CheckFailure("cloud", "a clouds.yaml cloud or an explicit url is required"))
+        try:
+            policy_of(news).validate()
+        except Exception as exc:  # noqa: BLE001 - reported to the user as a check failure
+            failures.append(dyn.CheckFailure("policy", str(exc)))
+        return dyn.CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        driver = open_driver(props)
+        driver.ensure(policy_of(props))
+        return dyn.CreateResult(id_=props["name"], outs=_outs(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        replaces = [k for k in IDENTITY if (olds.get(k) or "") != (news.get(k) or "")]
+        old_policy = policy_of(olds) if "policy" in olds else None
+        changed_policy = old_policy != policy_of(news)
+        if "dead_letter_suffix" in (news.get("policy") or {}) and old_policy is not None and \
+                old_policy.dead_letter_suffix != policy_of(news).dead_letter_suffix:
+            replaces.append("policy")  # another dead-letter queue name: another pair
+        return dyn.DiffResult(changes=bool(replaces) or changed_policy, replaces=replaces,
+                              stables=[], delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        # ensure() sets the metadata of queues that exist: the queue keeps its messages.
+        open_driver(news).ensure(policy_of(news))
+        return dyn.UpdateResult(outs=_outs(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        return dyn.ReadResult(id_=id_, outs=props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        open_driver(props).drop()
+
+
+class QueuePair(dyn.Resource, module="queue-workers", name="QueuePair"):
+    """A work queue and its dead-letter queue, as one Pulumi resource."""
+
+    dead_letter_queue: pulumi.Output[str]
+    name: pulumi.Output[str]
+    policy: pulumi.Output[dict]
+
+    def __init__(self, resource_name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(QueuePairProvider(), resource_name, {"dead_letter_queue": None, **props}, opts)
