@@ -1,0 +1,575 @@
+"""The consumer: claim messages, run a handler on each, delete, retry or dead-letter them.
+
+Threads, all inside one :class:`Consumer`:
+
+- the **claim loop** (the caller's thread, :meth:`Consumer.run`) claims up to ``batch`` messages
+  while handlers run, keeping at most ``concurrency + prefetch`` messages in hand, and backs off
+  (up to ``poll_max`` s) when the queue is empty or the service fails;
+- ``concurrency`` **workers** run the handler, one message at a time each;
+- the **settler** deletes done messages in bulk (one request per claim and up to 20 ids), posts
+  dead letters, and releases a claim's failed messages ``retry_delay`` seconds after its last
+  message settled (so a failing message goes back for another try without a busy loop);
+- the **renewer** extends a claim before it expires while its messages are still being handled.
+
+A message that keeps failing is dead-lettered by the service when the queue has a max-claims
+policy (Zaqar ``_max_claim_count``, SQS redrive policy), otherwise by the consumer after
+``max_attempts`` failed attempts (the service's claim count, or the consumer's own count where the
+service gives none). A handler may also reject a message outright (python ``Reject``).
+
+On :meth:`stop` (SIGTERM/SIGINT in the CLI) it stops claiming, gives back messages not yet
+started, lets running handlers finish for up to ``drain_timeout`` seconds, kills what still runs
+(exec children), releases every claim it still holds and returns. A second stop skips the drain.
+
+Each handled message is one JSON log line (see :data:`LOG_FIELDS`); the last line is the summary.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import queue as queue_mod
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, TextIO
+
+from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
+from workload.queues.base import (
+    MAX_DELETE_IDS, Claim, ClaimLost, Message, QueueDriver, QueueError, QueueNotFound)
+
+#: Outcomes in the log, one per handled message.
+OUTCOMES = ("done", "retry", "timeout", "dead-letter", "released")
+#: Fields of a ``"event": "message"`` log line.
+LOG_FIELDS = ("ts", "event", "consumer", "queue", "message_id", "claim_id", "outcome", "duration_s",
+              "wait_s", "claim_count", "attempt", "seq", "error")
+
+#: Exit codes of ``python -m workload consumer``.
+EXIT_OK = 0  # stopped by a signal, --max-messages or --idle-exit
+EXIT_ERROR = 1  # unexpected failure (a bug, or the handler could not be loaded at run time)
+EXIT_USAGE = 2  # bad option or environment value
+EXIT_QUEUE = 3  # the queue does not exist or the service refused our credentials
+
+
+class FatalQueueError(RuntimeError):
+    """The service refused the consumer for good (missing queue, bad credentials)."""
+
+
+@dataclasses.dataclass
+class ConsumerConfig:
+    """How a consumer claims and handles messages. Every field is a CLI option too.
+
+    :param batch: messages per claim (the claim limit), 1..20.
+    :param concurrency: handler workers running at once.
+    :param prefetch: messages claimed ahead beyond ``concurrency`` (None: ``batch``). 0 keeps
+        backlog visible to an autoscaler: nothing is claimed that no worker can start now.
+    :param claim_ttl: seconds a claim lasts before renewal (None: the queue policy's).
+    :param claim_grace: Zaqar's grace seconds (None: the queue policy's).
+    :param timeout: seconds a handler may run per message (None: no limit).
+    :param max_attempts: failed attempts before the consumer dead-letters a message itself;
+        None = automatic: the queue's max-claims policy plus one as a backstop when the service
+        dead-letters, else 5; 0 = never.
+    :param retry_delay: seconds a failed message is held before it is released for a retry.
+    :param drain_timeout: seconds running handlers get to finish after a stop.
+    :param max_messages: stop after this many messages were handled (None: never).
+    :param idle_exit: stop after the queue was empty this many seconds (None: never).
+    :param poll_min: first wait after an empty claim; it doubles up to ``poll_max``.
+    :param bulk_delete: delete done messages in one request per claim where the driver can.
+    """
+
+    batch: int = 10
+    concurrency: int = 1
+    prefetch: int | None = None
+    claim_ttl: int | None = None
+    claim_grace: int | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    retry_delay: float = 5.0
+    drain_timeout: float = 20.0
+    max_messages: int | None = None
+    idle_exit: float | None = None
+    poll_min: float = 0.05
+    poll_max: float = 1.0
+    bulk_delete: bool = True
+
+    def validate(self) -> None:
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
+        check("batch", 1 <= self.batch <= 20, "from 1 to 20")
+        check("concurrency", self.concurrency >= 1, "1 or more")
+        check("prefetch", self.prefetch is None or self.prefetch >= 0, "0 or more")
+        check("claim_ttl", self.claim_ttl is None or 60 <= self.claim_ttl <= 43200, "60 to 43200 s")
+        check("claim_grace", self.claim_grace is None or 0 <= self.claim_grace <= 43200, "0 to 43200 s")
+        check("timeout", self.timeout is None or self.timeout > 0, "above 0 s")
+        check("max_attempts", self.max_attempts is None or self.max_attempts >= 0, "0 or more")
+        check("retry_delay", self.retry_delay >= 0, "0 s or more")
+        check("drain_timeout", self.drain_timeout >= 0, "0 s or more")
+        check("max_messages", self.max_messages is None or self.max_messages >= 1, "1 or more")
+        check("idle_exit", self.idle_exit is None or self.idle_exit >= 0, "0 s or more")
+
+
+class JsonLog:
+    """JSON-lines writer (thread-safe). Also hands every record to ``on_event`` if given."""
+
+    def __init__(self, stream: TextIO | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None):
+        self.stream = stream
+        self.on_event = on_event
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> dict[str, Any]:
+        rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
+        rec.update(fields)
+        if self.stream is not None:
+            line = json.dumps(rec, default=str, separators=(", ", ": "))
+            with self._lock:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+        if self.on_event is not None:
+            self.on_event(rec)
+        return rec
+
+
+@dataclasses.dataclass(eq=False)
+class _Held:
+    """One claim the consumer holds, and what is left to settle in it."""
+
+    claim: Claim
+    expires: float  # monotonic time the claim ends unless renewed
+    pending: int  # messages handed to workers and not yet settled
+    retry: list[Message] = dataclasses.field(default_factory=list)
+    release_at: float | None = None
+    lost: bool = False
+    closed: bool = False
+
+
+@dataclasses.dataclass
+class _Task:
+    message: Message
+    held: _Held
+    wait_s: float
+    attempt: int
+
+
+def _seq(body: Any) -> Any:
+    return body.get("seq") if isinstance(body, dict) else None
+
+
+def _wait_s(message: Message, now_wall: float) -> float:
+    """How long the message waited: since ``produced_at`` in its body, else its age at claim."""
+    body = message.body
+    if isinstance(body, dict) and isinstance(body.get("produced_at"), (int, float)):
+        return round(max(0.0, now_wall - body["produced_at"]), 3)
+    return round(float(message.age or 0.0), 3)
+
+
+class Consumer:
+    """Consumes ``queue`` with ``handler``. :meth:`run` blocks until a stop condition and
+    returns the summary; :meth:`stop` may be called from any thread or a signal handler.
+
+    :param reply_queue: where a handler's reply goes (None: replies are dropped).
+    :param log: a :class:`JsonLog` (default: JSON lines on stdout).
+    :param consumer_id: the name in the logs (default ``host-pid``).
+    """
+
+    def __init__(self, queue: QueueDriver, handler: Handler, config: ConsumerConfig | None = None,
+                 reply_queue: QueueDriver | None = None, log: JsonLog | None = None,
+                 consumer_id: str | None = None):
+        self.queue = queue
+        self.handler = handler
+        self.config = config or ConsumerConfig()
+        self.config.validate()
+        self.reply_queue = reply_queue
+        self.log = log or JsonLog(sys.stdout)
+        self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+        policy = getattr(queue, "policy", None)
+        self.claim_ttl = self.config.claim_ttl or getattr(policy, "claim_ttl", 300)
+        self.claim_grace = self.config.claim_grace
+        if self.claim_grace is None:
+            self.claim_grace = getattr(policy, "claim_grace", 60)
+        service_max = int(getattr(policy, "max_claims", 0) or 0)
+        self.service_dead_letters = service_max > 0
+        if self.config.max_attempts is not None:
+            self.max_attempts = self.config.max_attempts
+        else:
+            self.max_attempts = service_max + 1 if service_max else 5
+        self.prefetch = self.config.batch if self.config.prefetch is None else self.config.prefetch
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._count_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._force = threading.Event()
+        self._lock = threading.Condition()
+        self._inflight = 0  # messages claimed and not yet settled by a worker
+        self._held: list[_Held] = []
+        self._failures: dict[str, int] = {}  # local failure counts where the service has none
+        self._tasks: queue_mod.Queue[_Task | None] = queue_mod.Queue()
+        self._results: queue_mod.Queue[tuple[_Task, Result, float] | None] = queue_mod.Queue()
+        self._bulk_ok = self.config.bulk_delete and hasattr(queue, "delete_many")
+        self.stopped_by = ""
+        self.started = 0.0
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop claiming and drain; a second call skips the drain (signal-safe: sets flags only)."""
+        if self._stopping.is_set():
+            self._force.set()
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started if self.started else 0.0
+        c = self.counters
+        return {"consumer": self.consumer_id, "queue": self.queue.name, "mode": "consumer",
+                "handler": self.handler.describe(), "stopped_by": self.stopped_by,
+                "claims": c["claims"], "claimed": c["claimed"], "done": c["done"],
+                "retry": c["retry"], "timeout": c["timeout"], "dead_letter": c["dead-letter"],
+                "released": c["released"], "replies": c["replies"], "renewals": c["renewals"],
+                "claims_lost": c["claims_lost"], "delete_errors": c["delete_errors"],
+                "service_errors": c["service_errors"], "elapsed_s": round(elapsed, 3),
+                "rate": round(c["done"] / elapsed, 2) if elapsed > 0 else 0.0}
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self.counters[key] += n
+
+    # -- the claim loop --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Consume until stopped; return the summary (also logged as the last line)."""
+        self.started = time.monotonic()
+        cfg = self.config
+        self.log("start", consumer=self.consumer_id, queue=self.queue.name,
+                 handler=self.handler.describe(), batch=cfg.batch, concurrency=cfg.concurrency,
+                 prefetch=self.prefetch, claim_ttl=self.claim_ttl, max_attempts=self.max_attempts,
+                 service_dead_letters=self.service_dead_letters)
+        workers = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+                   for i in range(cfg.concurrency)]
+        settler = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
+        renewer = threading.Thread(target=self._renew_loop, name="renewer", daemon=True)
+        for t in (*workers, settler, renewer):
+            t.start()
+        try:
+            self._claim_loop()
+        except FatalQueueError as exc:
+            self.stopped_by = "error"
+            self.log("error", consumer=self.consumer_id, error=str(exc), fatal=True)
+            self._stopping.set()
+            self._shutdown(workers, settler, renewer)
+            raise
+        except BaseException:
+            self._stopping.set()
+            self._force.set()
+            self._shutdown(workers, settler, renewer)
+            raise
+        self._shutdown(workers, settler, renewer)
+        summary = self.summary()
+        self.log("summary", **summary)
+        return summary
+
+    def _claim_loop(self) -> None:
+        cfg = self.config
+        limit_in_hand = cfg.concurrency + self.prefetch
+        poll = cfg.poll_min
+        idle_since = time.monotonic()
+        while not self._stopping.is_set():
+            if cfg.max_messages is not None and self.counters["claimed"] >= cfg.max_messages:
+                # wait for what we hold to settle, then stop
+                with self._lock:
+                    while self._inflight and not self._stopping.is_set():
+                        self._lock.wait(0.2)
+                self.stopped_by = self.stopped_by or "max-messages"
+                break
+            with self._lock:
+                room = limit_in_hand - self._inflight
+                if room <= 0:
+                    self._lock.wait(0.5)
+                    continue
+            limit = min(cfg.batch, room)
+            if cfg.max_messages is not None:
+                limit = min(limit, cfg.max_messages - self.counters["claimed"])
+            try:
+                claim = self.queue.claim(limit=limit, ttl=self.claim_ttl, grace=self.claim_grace)
+            except QueueNotFound as exc:
+                raise FatalQueueError(f"queue {self.queue.name!r}: {exc}") from exc
+            except QueueError as exc:
+                if exc.status in (401, 403):
+                    raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
+                self._count("service_errors", 1)
+                self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="claim",
+                         error=str(exc))
+                self._stopping.wait(min(poll * 4, 30.0))
+                poll = min(max(poll * 2, 1.0), 30.0)
+                continue
+            now = time.monotonic()
+            if claim is None or not claim.messages:
+                if cfg.idle_exit is not None and now - idle_since >= cfg.idle_exit:
+                    with self._lock:
+                        busy = self._inflight > 0
+                    if not busy:
+                        self.stopped_by = "idle"
+                        break
+                self._stopping.wait(poll)
+                poll = min(poll * 2, cfg.poll_max)
+                continue
+            poll = cfg.poll_min
+            idle_since = now
+            self._hand_out(claim, now)
+        if not self.stopped_by:
+            self.stopped_by = "signal"
+
+    def _hand_out(self, claim: Claim, now: float) -> None:
+        held = _Held(claim=claim, expires=now + claim.ttl, pending=len(claim.messages))
+        wall = time.time()
+        with self._lock:
+            self._held.append(held)
+            self._inflight += len(claim.messages)
+        self._count("claims", 1)
+        self._count("claimed", len)(claim.messages)
+        for m in claim.messages:
+            attempt = max(m.claim_count or 0, self._failures.get(m.id, 0) + 1)
+            self._tasks.put(_Task(m, held, _wait_s(m, wall), attempt))
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            if self._stopping.is_set() or task.held.lost:
+                # not started: give it back at once rather than start work we may not finish
+                self._results.put((task, Result("released", error="consumer stopping"
+                                                 if self._stopping.is_set() else "claim lost"), 0.0))
+                continue
+            ctx = Context(queue=self.queue.name, claim_id=task.held.claim.id, timeout=self.config.timeout)
+            start = time.monotonic()
+            try:
+                result = self.handler.handle(task.message, ctx)
+            except Exception as exc:  # a broken handler must not kill the worker
+                result = Result(RETRY, error=f"handler crashed: {type(exc).__name__}: {exc}")
+            if result.ok and result.reply is not None and self.reply_queue is not None:
+                result = self._reply(task, result)
+            self._results.put((task, result, time.monotonic() - start))
+
+    def _reply(self, task: _Task, result: Result) -> Result:
+        body = {"request_id": task.message.id, "reply": result.reply, "handled_at": round(time.time(), 6),
+                "consumer": self.consumer_id}
+        seq = _seq(task.message.body)
+        if seq is not None:
+            body["seq"] = seq
+        try:
+            self.reply_queue.post([body])
+        except QueueError as exc:
+            return Result(RETRY, error=f"reply not posted: {exc}")
+        self._count("replies", 1)
+        return result
+
+    # -- settling --------------------------------------------------------------------------------
+    def _settle_loop(self) -> None:
+        done: list[tuple[_Task, float]] = []
+        while True:
+            try:
+                item = self._results.get(timeout=0.2)
+            except queue_mod.Empty:
+                item = False
+            if item is None:  # shutdown: flush and leave
+                self._delete_done(done)
+                return
+            if item:
+                task, result, duration = item
+                if result.ok:
+                    done.append((task, duration))
+                else:
+                    self._settle_failed(task, result, duration)
+                if len(done) < MAX_DELETE_IDS and not self._results.empty():
+                    continue  # gather a bigger bulk delete
+            self._delete_done(done)
+            done = []
+            self._release_due()
+
+    def _finish(self, task: _Task) -> None:
+        """One message of a claim is settled: count it down and wake the claim loop."""
+        held = task.held
+        with self._lock:
+            held.pending -= 1
+            self._inflight -= 1
+            if held.pending == 0:
+                if held.retry:
+                    held.release_at = time.monotonic() + (0 if self._stopping.is_set()
+                                                          else self.config.retry_delay)
+                else:
+                    held.closed = True
+                    self._held.remove(held)
+            self._lock.notify_all()
+
+    def _record(self, task: _Task, outcome: str, duration: float, error: str | None = None) -> None:
+        self._count(outcome)
+        m = task.message
+        fields = {"consumer": self.consumer_id, "queue": self.queue.name, "message_id": m.id,
+                  "claim_id": task.held.claim.id, "outcome": outcome,
+                  "duration_s": round(duration, 4), "wait_s": task.wait_s,
+                  "claim_count": m.claim_count, "attempt": task.attempt, "seq": _seq(m.body)}
+        if error:
+            fields["error"] = error
+        self.log("message", **fields)
+
+    def _delete_done(self, done: list[tuple[_Task, float]]) -> None:
+        by_claim: dict[int, list[tuple[_Task, float]]] = {}
+        for task, duration in done:
+            by_claim.setdefault(id(task.held), []).append((task, duration))
+        for items in by_claim.values():
+            claim = items[0][0].held.claim
+            for i in range(0, len(items), MAX_DELETE_IDS):
+                chunk = items[i:i + MAX_DELETE_IDS]
+                errors = self._delete(claim, [t.message for t, _ in chunk])
+                for task, duration in chunk:
+                    err = errors.get(task.message.id)
+                    if err:
+                        self._count("delete_errors", 1)
+                    self._failures.pop(task.message.id, None)
+                    self._record(task, DONE, duration, err)
+                    self._finish(task)
+
+    def _delete(self, claim: Claim, messages: list[Message]) -> dict[str, str]:
+        """Delete handled messages; return {id: error} for those the service would not delete."""
+        if self._bulk_ok and len(messages) > 1:
+            try:
+                self.queue.delete_many(messages, claim)
+                return {}
+            except QueueError as exc:
+                if exc.status in (401, 403):
+                    # least-privilege credentials may allow single deletes only: use those from now on
+                    self._bulk_ok = False
+                    self.log("warning", consumer=self.consumer_id, queue=self.queue.name,
+                             error=f"bulk delete refused ({exc}); deleting one by one")
+                else:
+                    self._count("service_errors", 1)
+        errors = {}
+        for m in messages:
+            try:
+                self.queue.delete(m, claim)
+            except QueueError as exc:
+                # the claim expired and someone else may have it: it will be handled again
+                errors[m.id] = f"delete failed: {exc}"
+        return errors
+
+    def _settle_failed(self, task: _Task, result: Result, duration: float) -> None:
+        m = task.message
+        if result.outcome == "released":
+            self._hold_for_release(task)
+            self._record(task, "released", duration, result.error)
+            self._finish(task)
+            return
+        failures = self._failures.get(m.id, 0) + 1
+        self._failures[m.id] = failures
+        attempts = max(m.claim_count or 0, failures)
+        give_up = result.outcome == REJECT or (self.max_attempts and attempts >= self.max_attempts)
+        if give_up and not self._stopping.is_set():
+            reason = result.error or result.outcome
+            try:
+                self.queue.dead_letter(m, task.held.claim, f"after {attempts} attempt(s): {reason}")
+            except QueueError as exc:
+                self._count("service_errors", 1)
+                self._hold_for_release(task)
+                self._record(task, RETRY, duration, f"{reason}; dead-letter failed: {exc}")
+            else:
+                self._failures.pop(m.id, None)
+                self._record(task, "dead-letter", duration, reason)
+            self._finish(task)
+            return
+        self._hold_for_release(task)
+        outcome = TIMEOUT if result.outcome == TIMEOUT else RETRY
+        self._record(task, outcome, duration, result.error)
+        self._finish(task)
+
+    def _hold_for_release(self, task: _Task) -> None:
+        with self._lock:
+            task.held.retry.append(task.message)
+
+    def _release_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [h for h in self._held
+                   if everything or (h.release_at is not None and h.release_at <= now)]
+            for h in due:
+                self._held.remove(h)
+                h.closed = True
+        for h in due:
+            if h.lost:
+                continue
+            msgs = h.retry if h.pending == 0 else None  # None: the whole claim (shutdown)
+            try:
+                self.queue.release(h.claim, msgs)
+            except ClaimLost:
+                pass  # expired already: its messages are free again anyway
+            except QueueError as exc:
+                self._count("service_errors", 1)
+                self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="release",
+                         claim_id=h.claim.id, error=str(exc))
+
+    # -- renewal ---------------------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        margin = max(5.0, self.claim_ttl / 3)
+        while not self._force.is_set():
+            now = time.monotonic()
+            with self._lock:
+                due = [h for h in self._held
+                       if h.pending > 0 and not h.lost and h.expires - now < margin]
+            for h in due:
+                try:
+                    self.queue.renew(h.claim, self.claim_ttl)
+                    h.expires = time.monotonic() + self.claim_ttl
+                    self._count("renewals", 1)
+                    self.log("renew", consumer=self.consumer_id, queue=self.queue.name,
+                             claim_id=h.claim.id, ttl=self.claim_ttl, pending=h.pending)
+                except ClaimLost as exc:
+                    h.lost = True
+                    self._count("claims_lost", 1)
+                    self.log("claim-lost", consumer=self.consumer_id, queue=self.queue.name,
+                             claim_id=h.claim.id, error=str(exc))
+                except QueueError as exc:
+                    self._count("service_errors", 1)
+                    self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="renew",
+                             claim_id=h.claim.id, error=str(exc))
+            self._force.wait(1.0)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def _shutdown(self, workers, settler, renewer) -> None:
+        deadline = time.monotonic() + (0 if self._force.is_set() else self.config.drain_timeout)
+        # Messages claimed but not started go back at once; only running handlers get the drain.
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue_mod.Empty:
+                break
+            if task is not None:
+                self._results.put((task, Result("released", error="consumer stopping"), 0.0))
+        for _ in workers:
+            self._tasks.put(None)
+        with self._lock:
+            while self._inflight and time.monotonic() < deadline and not self._force.is_set():
+                self._lock.wait(0.1)
+            overdue = self._inflight
+        if overdue:
+            self.handler.cancel()  # kill exec children; their results come back as failures
+            end = time.monotonic() + 2.0
+            with self._lock:
+                while self._inflight and time.monotonic() < end:
+                    self._lock.wait(0.1)
+        self._results.put(None)
+        settler.join(timeout=30)
+        self._force.set()  # the drain is over: the renewer stops
+        # Give back everything still held: failed messages and any still running in a stuck handler.
+        self._release_due(everything=True)
+        renewer.join(timeout=5)
+        with self._lock:
+            stuck = self._inflight
+        if stuck:
+            self._count("released", stuck)
+            self.log("warning", consumer=self.consumer_id, queue=self.queue.name,
+                     error=f"{stuck} message(s) still in a handler after the drain timeout: "
+                           "their claims were released")
