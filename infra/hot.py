@@ -100,8 +100,21 @@ def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so user data and env files read as they will land."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def user_data(doc: dict) -> str:
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+    """cloud-init user data text of ``doc``."""
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
 def build(cfg: StackConfig, stack_name: str) -> dict:
@@ -203,4 +216,4 @@ def member_template(template: dict) -> dict:
 
 def dump(template: dict) -> str:
     """YAML text of a template, in a stable order (what Pulumi sends and what render prints)."""
-    return yaml.safe_dump(template, sort_keys=False, width=1000)
+    return yaml.dump(template, Dumper=_Dumper, sort_keys=False, width=1000)

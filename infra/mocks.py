@@ -16,6 +16,20 @@ MOCK_IMAGE_ID = "00000000-0000-4000-8000-00000000feed"
 MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; never a real secret
 
 
+_SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine wraps a secret value on the wire
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with secret wrappers removed (mocks see what the provider would receive)."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return _plain(value.get("value"))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclasses.dataclass
 class Recorded:
     type: str
@@ -49,15 +63,15 @@ class StackMocks(pulumi.runtime.Mocks):
         return f"urn:pulumi:{self.stack}::{self.project}::{args.typ}::{args.name}"
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        inputs = dict(args.inputs)
+        inputs = {k: _plain(v) for k, v in dict(args.inputs).items()}
         outs = dict(inputs)
         rid = f"{args.name}-id"
         if args.typ == "openstack:orchestration/stackV1:StackV1":
             base = f"https://orchestration.example/v1/project/stacks/{inputs.get('name')}/{rid}/resources"
-            outs["StackOutputs"] = [
-                {"output_key": hot.OUT_SCALE_UP_URL, "output_value": f"{base}/{hot.SCALE_UP}/signal"},
-                {"output_key": hot.OUT_SCALE_DOWN_URL, "output_value": f"{base}/{hot.SCALE_DOWN}/signal"},
-                {"output_key": hot.OUT_CURRENT_SIZE, "output_value": inputs.get("parameters", {}).get("desired")},
+            outs["StackOutputs"] = [  # the wire names the provider answers with
+                {"outputKey": hot.OUT_SCALE_UP_URL, "outputValue": f"{base}/{hot.SCALE_UP}/signal"},
+                {"outputKey": hot.OUT_SCALE_DOWN_URL, "outputValue": f"{base}/{hot.SCALE_DOWN}/signal"},
+                {"outputKey": hot.OUT_CURRENT_SIZE, "outputValue": inputs.get("parameters", {}).get("desired")},
             ]
             outs["status"] = "CREATE_COMPLETE"
         elif args.typ == "openstack:identity/applicationCredential:ApplicationCredential":

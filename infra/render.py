@@ -1,6 +1,7 @@
 """Run the program for one stack offline, under Pulumi's mocks, and collect what it declares."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -65,6 +66,7 @@ class Rendered:
     resources: list  # infra.mocks.Recorded
     calls: list
     outputs: dict
+    inspected: Any = None
 
     def resource_lines(self) -> list[str]:
         lines = [f"stack {self.stack}: {len(self.resources)} resources"]
@@ -76,8 +78,13 @@ class Rendered:
 
 
 def render(name: str, images: list[dict] | None = None, root: Path = ROOT, cfg_override: dict | None = None,
-           secret_keys: list[str] | None = None) -> Rendered:
-    """Run the program for stack ``name`` under mocks; return the template and what was declared."""
+           secret_keys: list[str] | None = None, inspect: Any = None) -> Rendered:
+    """Run the program for stack ``name`` under mocks; return the template and what was declared.
+
+    ``images`` stands for the cloud's template images (default: one that matches); ``cfg_override``
+    replaces the stack file's config; ``inspect(stack)`` runs inside the program (it may be a
+    coroutine function, awaited there) and its result is kept in ``Rendered.inspected``.
+    """
     import pulumi
     from pulumi.runtime import config as rc, mocks as pm
 
@@ -102,9 +109,18 @@ def render(name: str, images: list[dict] | None = None, root: Path = ROOT, cfg_o
 
         holder["stack"] = stack = declare()
         outs = {"scale_up_url": stack.group.scale_up_url, "queue": stack.queue.name}
-        return pulumi.Output.all(**outs).apply(lambda v: holder.__setitem__("outputs", v))
+        done = pulumi.Output.all(**outs).apply(lambda v: holder.__setitem__("outputs", v))
+        if inspect is None:
+            return done
+
+        async def look():
+            await done.future()
+            got = inspect(stack)
+            holder["inspected"] = await got if asyncio.iscoroutine(got) else got
+
+        return pulumi.Output.from_input(asyncio.ensure_future(look()))
 
     run()
     stack = holder["stack"]
     return Rendered(name, yaml.safe_load(stack.group.template), stack.group.template, mocks.resources,
-                    mocks.calls, holder.get("outputs", {}))
+                    mocks.calls, holder.get("outputs", {}), holder.get("inspected"))

@@ -26,10 +26,14 @@ class WorkerGroupArgs:
 
 
 def _output(outputs: list | None, key: str):
+    """The value of Heat output ``key`` in the stack's ``stack_outputs`` list."""
     for item in outputs or []:
-        item = item if isinstance(item, dict) else vars(item)
-        if item.get("output_key") == key:
-            return item.get("output_value")
+        if isinstance(item, dict) and not hasattr(item, "output_key"):
+            k, v = item.get("output_key", item.get("outputKey")), item.get("output_value", item.get("outputValue"))
+        else:
+            k, v = item.output_key, item.output_value
+        if k == key:
+            return v
     return None
 
 
