@@ -8,7 +8,10 @@ host starts clean and the cache is never changed. Inside `unshare --mount --uts 
 overlay, /proc, /sys and /dev are mounted, fresh SSH host keys are made (as cloud-init does on
 first boot), a `debian` user with passwordless sudo gets the bake's public key, and `chroot ...
 sshd -D` listens on loopback only. apt and dpkg work inside; services cannot start (no systemd):
-the steps check installed packages, unit files and `systemctl is-enabled` there. Killing the
+the steps check installed packages, unit files and `systemctl is-enabled` there. One exception,
+so that the image can really be loaded and run: a small watcher plays systemd's part for
+docker.service only, starting the real dockerd (data root bind-mounted from the host, no bridge,
+no iptables) once the package is installed and the service is enabled. Killing the
 unshare process (SIGKILL to its children) removes every mount with the namespace.
 """
 from __future__ import annotations
@@ -55,7 +58,7 @@ class BuilderHost:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> "BuilderHost":
-        for d in ("upper", "work", "merged", "keys"):
+        for d in ("upper", "work", "merged", "keys", "docker"):
             (self.workdir / d).mkdir()
         up, wk, mg, keys = (self.workdir / d for d in ("upper", "work", "merged", "keys"))
         key_q = shlex.quote(self.authorized_key)
@@ -66,7 +69,8 @@ mount -t proc proc {mg}/proc
 mount --rbind /sys {mg}/sys
 mount --rbind /dev {mg}/dev
 mount -t tmpfs tmpfs {mg}/run
-mkdir -p {mg}/run/sshd
+mkdir -p {mg}/run/sshd {mg}/var/lib/docker
+mount --bind {self.workdir / "docker"} {mg}/var/lib/docker
 cp -L /etc/resolv.conf {mg}/etc/resolv.conf 2>/dev/null || true
 hostname {self.hostname}
 echo {self.hostname} > {mg}/etc/hostname
@@ -86,6 +90,14 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UseDNS no
 EOF
+(
+  while ! [ -x {mg}/usr/sbin/dockerd ] || ! [ -L {mg}/etc/systemd/system/multi-user.target.wants/docker.service ]; do
+    sleep 1
+  done
+  sleep 1
+  echo "builder host: docker.service enabled: starting dockerd" >&2
+  exec chroot {mg} /usr/sbin/dockerd --bridge=none --iptables=false --ip-masq=false >{self.workdir}/dockerd.log 2>&1
+) &
 exec chroot {mg} /usr/sbin/sshd -D -e
 """
         self._log = open(self.workdir / "sshd.log", "wb")

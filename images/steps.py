@@ -1,0 +1,182 @@
+"""The bake steps: functions over a Fabric Connection to the builder server.
+
+Each step is idempotent and checks its own result, raising StepError with what it saw. They run
+the same on a cloud builder and on the local builder host (devenv/builder). Where systemd is not
+PID 1 (the chroot builder host), services cannot start: `docker_running` says so and the
+steps that need the daemon say so too.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import time
+from pathlib import Path
+
+from fabric import Connection
+
+from images.template import Template
+
+IMAGE_ENV = "/etc/queue-workers/image.env"
+REMOTE_ARCHIVE = "/var/tmp/queue-workers-image.tar"
+
+
+class StepError(RuntimeError):
+    """A bake step did not reach its result."""
+
+
+def _sudo(c: Connection, cmd: str, **kw):
+    # c.sudo("a && b") runs only `a` as root: always hand sudo one shell.
+    kw.setdefault("hide", True)
+    return c.sudo(f"sh -c {shlex.quote(cmd)}", **kw)
+
+
+def _put_root(c: Connection, content: str, path: str, mode: str = "0644") -> None:
+    """Write a file as root (upload as the login user, then install)."""
+    tmp = f"/tmp/qw-{Path(path).name}.upload"
+    c.put(io.BytesIO(content.encode()), tmp)
+    _sudo(c, f"install -D -o root -g root -m {mode} {tmp} {shlex.quote(path)} && rm -f {tmp}")
+
+
+def systemd_running(c: Connection) -> bool:
+    return c.run("test -d /run/systemd/system", warn=True, hide=True).ok
+
+
+def wait_for_cloud_init(c: Connection) -> str:
+    """Let cloud-init finish first boot (it holds apt's lock); no cloud-init: nothing to wait for."""
+    if not c.run("command -v cloud-init", warn=True, hide=True).ok:
+        return "no cloud-init"
+    r = _sudo(c, "cloud-init status --wait", warn=True)
+    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "done"
+
+
+def apt_install(c: Connection, packages: list[str]) -> None:
+    if not packages:
+        return
+    pk = " ".join(shlex.quote(p) for p in packages)
+    _sudo(c, f"export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+             f"apt-get install -y -qq --no-install-recommends {pk}", timeout=900)
+    missing = [p for p in packages
+               if not c.run(f"dpkg-query -W -f='${{Status}}' {shlex.quote(p)} | grep -q 'install ok installed'",
+                            warn=True, hide=True).ok]
+    if missing:
+        raise StepError(f"packages not installed after apt-get: {', '.join(missing)}")
+
+
+def install_docker(c: Connection, t: Template) -> str:
+    """Install Docker by the template's method, place daemon.json, enable the service.
+
+    Returns the installed `docker --version`."""
+    _put_root(c, t.daemon_json, "/etc/docker/daemon.json")
+    if t.docker_method == "distro":
+        apt_install(c, ["docker.io"])
+    else:
+        repo = t.docker_ce_repository.rstrip("/")
+        _sudo(c, "install -d -m 0755 /etc/apt/keyrings && "
+                 f"curl -fsSL {shlex.quote(repo)}/gpg | gpg --batch --yes --dearmor -o /etc/apt/keyrings/docker.gpg && "
+                 "chmod a+r /etc/apt/keyrings/docker.gpg", timeout=120)
+        _put_root(c, f"deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] {repo} {t.docker_ce_suite} stable\n",
+                  "/etc/apt/sources.list.d/docker.list")
+        apt_install(c, ["docker-ce", "docker-ce-cli", "containerd.io"])
+    _sudo(c, "systemctl enable docker.service containerd.service >/dev/null 2>&1 || systemctl enable docker.service")
+    if systemd_running(c):
+        _sudo(c, "systemctl restart docker.service", timeout=120)
+    cfg = json.loads(_sudo(c, "cat /etc/docker/daemon.json").stdout)
+    if cfg.get("log-opts", {}).get("max-size") is None:
+        raise StepError("/etc/docker/daemon.json has no log rotation (log-opts.max-size)")
+    return c.run("docker --version", hide=True).stdout.strip()
+
+
+def docker_running(c: Connection, wait: float = 0) -> bool:
+    """Whether the Docker daemon answers, waiting up to `wait` seconds for it to come up."""
+    deadline = time.monotonic() + wait
+    while True:
+        if _sudo(c, "docker info --format '{{.ServerVersion}}'", warn=True).ok:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+
+
+def load_image(c: Connection, t: Template, archive: Path | None = None, reference: str | None = None) -> str:
+    """Put the workload image on the builder: `docker load` an archive, or `docker pull` a reference.
+
+    Returns the image id (sha256:...) of the template's workload image."""
+    if not docker_running(c, wait=60):
+        raise StepError("the Docker daemon is not running on the builder: cannot load the workload image")
+    if archive is not None:
+        c.put(str(archive), REMOTE_ARCHIVE)
+        out = _sudo(c, f"docker load -i {REMOTE_ARCHIVE} && rm -f {REMOTE_ARCHIVE}", timeout=600).stdout
+        tag = t.workload_image
+    elif reference:
+        _sudo(c, f"docker pull {shlex.quote(reference)}", timeout=600)
+        tag, out = reference, ""
+    else:
+        raise StepError("neither an image archive nor an image reference was given")
+    r = _sudo(c, f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(tag)}", warn=True)
+    if not r.ok:
+        raise StepError(f"image {tag} not on the builder after load ({out.strip()[-200:]})")
+    return r.stdout.strip()
+
+
+def install_unit(c: Connection, t: Template, image_ref: str | None = None) -> None:
+    """Place the consumer unit and the baked image name, and enable the unit for boot."""
+    _sudo(c, "install -d -m 0755 /etc/queue-workers")
+    _put_root(c, f"QW_WORKLOAD_IMAGE={image_ref or t.workload_image}\n", IMAGE_ENV)
+    _put_root(c, t.unit, f"/etc/systemd/system/{t.unit_name}")
+    _sudo(c, f"systemctl enable {t.unit_name}")
+    state = c.run(f"systemctl is-enabled {t.unit_name}", warn=True, hide=True).stdout.strip()
+    if state != "enabled":
+        raise StepError(f"{t.unit_name} is {state or 'unknown'} after enable (expected enabled)")
+
+
+def verify_container(c: Connection, t: Template, image_ref: str | None = None) -> str:
+    """The workload image runs on the builder (entrypoint answers --help) and the unit is enabled."""
+    ref = image_ref or t.workload_image
+    r = _sudo(c, f"docker run --rm --network none {shlex.quote(ref)} --help", warn=True, timeout=120)
+    if not r.ok:
+        raise StepError(f"the workload container did not run on the builder: {(r.stderr or r.stdout).strip()[-300:]}")
+    if c.run(f"systemctl is-enabled {t.unit_name}", warn=True, hide=True).stdout.strip() != "enabled":
+        raise StepError(f"{t.unit_name} is not enabled")
+    return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
+
+
+def generalise(c: Connection, t: Template, bake_public_key: str) -> None:
+    """Make the builder a template: nothing of this server, of the bake or its key left behind.
+
+    Must be the last step: afterwards the bake key no longer logs in (this session stays)."""
+    key_body = bake_public_key.split()[1]
+    home = c.run(f"getent passwd {shlex.quote(t.login_user)} | cut -d: -f6", hide=True).stdout.strip() \
+        or f"/home/{t.login_user}"
+    script = f"""
+set -e
+if command -v cloud-init >/dev/null; then cloud-init clean --logs; fi
+rm -f /var/lib/dbus/machine-id; : > /etc/machine-id
+rm -f /etc/ssh/ssh_host_*
+for f in /root/.ssh/authorized_keys {home}/.ssh/authorized_keys; do
+  [ -f "$f" ] && sed -i '\\#{key_body}#d' "$f"
+done
+apt-get clean; rm -rf /var/lib/apt/lists/*
+rm -f /root/.bash_history {home}/.bash_history {REMOTE_ARCHIVE} /tmp/qw-*
+journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
+sync
+"""
+    _sudo(c, script)
+    left = _sudo(c, f"grep -rl {shlex.quote(key_body)} /root/.ssh {home}/.ssh 2>/dev/null; "
+                    "ls /etc/ssh/ssh_host_* 2>/dev/null; test -s /etc/machine-id && echo machine-id", warn=True).stdout.strip()
+    if left:
+        raise StepError(f"generalise left behind: {left}")
+
+
+def run_all(c: Connection, t: Template, bake_public_key: str, *, archive: Path | None = None,
+            reference: str | None = None, progress=None) -> dict:
+    """Every step in order; returns facts for the template's properties and the manifest."""
+    progress = progress or (lambda label, fn, *a, **k: fn(*a, **k))
+    progress("wait for cloud-init", wait_for_cloud_init, c)
+    progress("install packages", apt_install, c, t.packages)
+    docker_version = progress("install docker", install_docker, c, t)
+    image_id = progress("load workload image", load_image, c, t, archive, reference)
+    progress("install unit", install_unit, c, t, reference)
+    progress("verify container", verify_container, c, t, reference)
+    progress("generalise", generalise, c, t, bake_public_key)
+    return {"docker_version": docker_version, "workload_image_id": image_id}
