@@ -22,7 +22,6 @@ MONITOR_UNIT = "queue-workers-monitor.service"
 SETTINGS_DIR = "/etc/queue-workers"
 CONSUMER_ENV_FILE = f"{SETTINGS_DIR}/consumer.env"
 MONITOR_ENV_FILE = f"{SETTINGS_DIR}/monitor.env"
-CREDENTIALS_ENV_FILE = f"{SETTINGS_DIR}/credentials.env"
 
 # Resource and output names other parts rely on (the monitor's access rules name the policies).
 GROUP, SERVER_GROUP, SCALE_UP, SCALE_DOWN = "group", "server_group", "scale_up", "scale_down"
@@ -83,21 +82,50 @@ def env_file(env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64: Any) -> dict:
-    """cloud-init user data: write the settings and the credential, then start the unit.
+MONITOR_UNIT_TEXT = f"""[Unit]
+Description=queue-workers monitor (workload container): scales the worker group from the queue's depth
+Requires=docker.service
+After=docker.service network-online.target
+Wants=network-online.target
+ConditionPathExists={MONITOR_ENV_FILE}
 
-    ``credentials_b64`` is the base64 of the credential env file (a HOT ``get_param`` inside the
-    template, or the value itself for the monitor's server).
+[Service]
+Type=simple
+# QW_WORKLOAD_IMAGE: baked into the template image by `fab bake-template`.
+EnvironmentFile={SETTINGS_DIR}/image.env
+ExecStartPre=-/usr/bin/docker rm -f queue-workers-monitor
+ExecStart=/usr/bin/docker run --rm --name queue-workers-monitor --network host --env-file {MONITOR_ENV_FILE} ${{QW_WORKLOAD_IMAGE}} monitor
+ExecStop=/usr/bin/docker stop --time 30 queue-workers-monitor
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64: Any,
+                 unit_text: str | None = None) -> dict:
+    """cloud-init user data: write the settings, append the credential, start the unit.
+
+    The baked unit reads one env file (``docker run --env-file``): the settings are written in
+    plain text (a reviewer sees them in the template) and the credential, base64 of an env file,
+    is appended to the same file (``append``; the file is 0600). ``credentials_b64`` is a HOT
+    ``get_param`` placeholder inside the template, or the value itself for the monitor's server.
+    The unit is started with ``--no-block``: it is ordered after cloud-final, which runs this.
     """
-    return {
-        "write_files": [
-            {"path": env_path, "permissions": "0644", "owner": "root:root", "content": env_file(env)},
-            {"path": CREDENTIALS_ENV_FILE, "permissions": "0600", "owner": "root:root", "encoding": "b64",
-             "content": credentials_b64},
-        ],
-        "runcmd": [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", unit],
-                   ["systemctl", "restart", unit]],
-    }
+    files = [
+        {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env)},
+        {"path": env_path, "permissions": "0600", "owner": "root:root", "encoding": "b64", "append": True,
+         "content": credentials_b64},
+    ]
+    cmds = [["systemctl", "daemon-reload"]]
+    if unit_text is not None:
+        files.append({"path": f"/etc/systemd/system/{unit}", "permissions": "0644", "owner": "root:root",
+                      "content": unit_text})
+        cmds.append(["systemctl", "enable", unit])
+    cmds.append(["systemctl", "start", "--no-block", unit])
+    return {"write_files": files, "runcmd": cmds}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -19,6 +19,17 @@ MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; n
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine wraps a secret value on the wire
 
 
+def _secret_paths(value: Any, path: str = "") -> list[str]:
+    """Where in ``value`` the engine was handed secrets (dotted paths)."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return [path]
+        return [p for k, v in value.items() for p in _secret_paths(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _secret_paths(v, f"{path}[{i}]")]
+    return []
+
+
 def _plain(value: Any) -> Any:
     """``value`` with secret wrappers removed (mocks see what the provider would receive)."""
     if isinstance(value, dict):
@@ -38,6 +49,7 @@ class Recorded:
     urn: str
     custom: bool
     provider: str | None
+    secret_inputs: list = dataclasses.field(default_factory=list)  # dotted paths sent as secrets
 
     @property
     def parent_types(self) -> list[str]:
@@ -78,7 +90,8 @@ class StackMocks(pulumi.runtime.Mocks):
             outs["secret"] = MOCK_SECRET
         elif args.typ == "openstack:networking/secGroup:SecGroup":
             outs.setdefault("name", args.name)
-        self.resources.append(Recorded(args.typ, args.name, inputs, "", bool(args.custom), args.provider))
+        self.resources.append(Recorded(args.typ, args.name, inputs, "", bool(args.custom), args.provider,
+                                       _secret_paths(dict(args.inputs))))
         return rid, outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -91,8 +104,9 @@ class StackMocks(pulumi.runtime.Mocks):
             found = [i for i in images if i["name"] == want.get("name")
                      and all(i["properties"].get(k) == v for k, v in props.items())]
             if not found:
-                # what pulumi-openstack (terraform-provider-openstack) says
-                raise Exception("Your query returned no results. Please change your search criteria and try again.")
+                # a failed invoke, with what pulumi-openstack (terraform-provider-openstack) says
+                return {}, [("name", "Your query returned no results. Please change your search criteria "
+                                     "and try again.")]
             img = found[-1]
             return {"id": img["id"], "name": img["name"], "properties": img["properties"], "region": want.get("region")}
         return {}

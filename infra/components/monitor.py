@@ -66,7 +66,8 @@ class Monitor(pulumi.ComponentResource):
             creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret)
             env = monitor_env(cfg, f"{args.stack_name}/{stack_id}", up, down)
             return hot.user_data(hot.cloud_config(hot.MONITOR_ENV_FILE, env, hot.MONITOR_UNIT,
-                                                  base64.b64encode(creds.encode()).decode()))
+                                                  base64.b64encode(creds.encode()).decode(),
+                                                  unit_text=hot.MONITOR_UNIT_TEXT))
 
         user_data = pulumi.Output.secret(pulumi.Output.all(
             args.stack_id, args.scale_up_url, args.scale_down_url, args.credential_id,
