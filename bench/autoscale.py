@@ -269,7 +269,7 @@ class Sim:
 
 def ours_config() -> TargetConfig:
     """The one configuration of ours used for every trace (the monitor's defaults, bench world)."""
-    return TargetConfig(min_size=1, max_size=MAX_SERVERS, target_wait_s=TARGET_WAIT_S,
+    return TargetConfig(min_size=0, max_size=MAX_SERVERS, target_wait_s=TARGET_WAIT_S,
                         boot_time_s=BOOT_TIME_S, service_time_s=SERVICE_MEAN_S)
 
 

@@ -168,9 +168,15 @@ class ThresholdConfig(_Bounds):
 
 @dataclasses.dataclass(frozen=True)
 class TargetConfig(_Bounds):
-    """Options of the target-wait policy. ``min_size`` is the floor while there is work."""
+    """Options of the target-wait policy.
 
-    min_size: int = 1
+    ``min_size`` 0 with ``idle_to_zero_s`` set: at least one server while there is work, none
+    after the queue has been empty ``idle_to_zero_s`` seconds, woken by ``activation_backlog``
+    messages. ``min_size`` 0 without it: none as soon as the estimated load is nil for a whole
+    ``scale_down_window_s``. ``min_size`` above 0: never fewer.
+    """
+
+    min_size: int = 0
     max_size: int = 20
     target_wait_s: float = 30.0  # wait (post to start of processing) to keep under, at the quantile
     wait_quantile: float = 0.95  # share of messages that should start within target_wait_s
@@ -180,7 +186,7 @@ class TargetConfig(_Bounds):
     max_step_up: int = 10  # servers added per decision at most
     max_step_down: int = 10  # servers removed per decision at most
     scale_down_window_s: float = 30.0  # scale down only to the highest wish of this window
-    idle_to_zero_s: float | None = 120.0  # empty this long -> 0 servers; None = never below min_size
+    idle_to_zero_s: float | None = 120.0  # with min_size 0: empty this long -> 0 servers
     activation_backlog: int = 1  # messages that wake a group scaled to zero
     rate_smoothing_s: float = 30.0  # time constant of the arrival-rate average
     backlog_allowance: float = 0.5  # share of target_wait_s x arrival rate left queued on purpose
@@ -370,12 +376,14 @@ class TargetPolicy:
             idle_since = obs.now if idle_since is None else idle_since
         else:
             idle_since = None
-        floor = c.min_size
-        zero = (c.idle_to_zero_s is not None and idle_since is not None
-                and obs.now - idle_since >= c.idle_to_zero_s)
+        # With min_size 0 and idle_to_zero_s set, one server stays until the queue has been
+        # empty that long; with idle_to_zero_s unset, min_size alone is the floor.
+        sleeps = c.min_size == 0 and c.idle_to_zero_s is not None
+        floor = max(c.min_size, 1) if sleeps else c.min_size
+        zero = (sleeps and idle_since is not None and obs.now - idle_since >= c.idle_to_zero_s)
         if zero:
             floor = 0
-        if current == 0 and c.idle_to_zero_s is not None and total < c.activation_backlog:
+        if sleeps and current == 0 and total < c.activation_backlog:
             floor = 0  # asleep and not enough work to wake up
             wanted = 0
         wanted = max(floor, min(c.max_size, wanted))
