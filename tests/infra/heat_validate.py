@@ -57,7 +57,22 @@ def validate(text: str) -> None:
                                                   if p.default is None}})
     tmpl = template.Template(template_format.parse(text), env=env)
     st = stack.Stack(ctx, "validate", tmpl)
+    _check_support_status(env, tmpl)
     st.validate(validate_res_tmpl_only=False)
+
+
+def _check_support_status(env, tmpl):
+    """Refuse hidden (retired) and deprecated resource types, as Heat's resource-type API does.
+
+    Stack validation itself would accept them and fail only at create time (no such service).
+    """
+    from heat.engine import support
+
+    for name, defn in tmpl.resource_definitions(None).items():
+        cls = env.get_class(defn.resource_type, resource_name=name)
+        status = getattr(cls, "support_status", None)
+        if status is not None and status.status in (support.HIDDEN, support.DEPRECATED, support.UNSUPPORTED):
+            raise ValueError(f"resources.{name}: {defn.resource_type} is {status.status}: {status.message}")
 
 
 def _sample(param):
