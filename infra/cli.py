@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from infra import config as config_mod
 
@@ -20,22 +21,25 @@ def main(argv: list[str] | None = None) -> int:
                                       "the HOT template (stdout) and the resources it would declare (stderr)")
     r.add_argument("--stack", "-s", required=True,
                    help="stack name: Pulumi.<NAME>.yaml next to Pulumi.yaml supplies its config")
+    r.add_argument("--project-dir", type=Path, default=None,
+                   help="folder holding Pulumi.yaml and the Pulumi.<NAME>.yaml files (default: this project's)")
     r.add_argument("--member", action="store_true",
                    help="print the group's member as a template of its own instead (what the validator checks)")
-    sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
+    st = sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
+    st.add_argument("--project-dir", type=Path, default=None, help="folder holding Pulumi.yaml (default: this project's)")
     sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
     args = parser.parse_args(argv)
 
     from infra import render
 
     if args.command == "stacks":
-        print("\n".join(render.stack_names()))
+        print("\n".join(render.stack_names(args.project_dir)))
         return 0
     if args.command == "settings":
         print(config_mod.document())
         return 0
     try:
-        result = render.render(args.stack)
+        result = render.render(args.stack, root=args.project_dir)
     except render.UnknownStack as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

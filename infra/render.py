@@ -20,11 +20,13 @@ class UnknownStack(LookupError):
     """No Pulumi.<name>.yaml: names the stacks that exist."""
 
 
-def stack_names(root: Path = ROOT) -> list[str]:
+def stack_names(root: Path | None = None) -> list[str]:
+    root = root or ROOT
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
-def stack_file(name: str, root: Path = ROOT) -> Path:
+def stack_file(name: str, root: Path | None = None) -> Path:
+    root = root or ROOT
     path = root / f"Pulumi.{name}.yaml"
     if not path.is_file():
         have = ", ".join(stack_names(root)) or "none"
@@ -77,13 +79,15 @@ class Rendered:
         return lines
 
 
-def render(name: str, images: list[dict] | None = None, root: Path = ROOT, cfg_override: dict | None = None,
-           secret_keys: list[str] | None = None, inspect: Any = None) -> Rendered:
+def render(name: str, images: list[dict] | None = None, root: Path | None = None, cfg_override: dict | None = None,
+           secret_keys: list[str] | None = None, inspect: Any = None, setup: Any = None) -> Rendered:
     """Run the program for stack ``name`` under mocks; return the template and what was declared.
 
     ``images`` stands for the cloud's template images (default: one that matches); ``cfg_override``
     replaces the stack file's config; ``inspect(stack)`` runs inside the program (it may be a
-    coroutine function, awaited there) and its result is kept in ``Rendered.inspected``.
+    coroutine function, awaited there) and its result is kept in ``Rendered.inspected``;
+    ``setup()`` runs inside the program before anything is declared (e.g. to register a
+    stack transformation that sees every resource's options).
     """
     import pulumi
     from pulumi.runtime import config as rc, mocks as pm
@@ -107,6 +111,8 @@ def render(name: str, images: list[dict] | None = None, root: Path = ROOT, cfg_o
     def run():
         from infra.program import declare
 
+        if setup is not None:
+            setup()
         holder["stack"] = stack = declare()
         outs = {"scale_up_url": stack.group.scale_up_url, "queue": stack.queue.name}
         done = pulumi.Output.all(**outs).apply(lambda v: holder.__setitem__("outputs", v))

@@ -1,0 +1,56 @@
+"""`python -m infra render --stack NAME`, as a user runs it (a real subprocess, no cloud)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO, STACKS  # noqa: I100 - tests/infra/conftest.py
+
+
+def run(*argv, cwd=REPO):
+    env = {k: v for k, v in os.environ.items() if k != "PULUMI_CONFIG"}
+    return subprocess.run([sys.executable, "-m", "infra", *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_render_prints_template_on_stdout_and_resources_on_stderr(name):
+    p = run("render", "--stack", name)
+    assert p.returncode == 0, p.stderr
+    t = yaml.safe_load(p.stdout)
+    assert t["heat_template_version"] and "group" in t["resources"]
+    assert f"stack {name}:" in p.stderr
+    assert "openstack:orchestration/stackV1:StackV1" in p.stderr and "parent=queue-workers:index:WorkerGroup" in p.stderr
+    assert "Warning" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_render_member():
+    p = run("render", "--stack", STACKS[0], "--member")
+    assert p.returncode == 0 and yaml.safe_load(p.stdout)["resources"]["member"]["type"] == "OS::Nova::Server"
+
+
+def test_unknown_stack_lists_the_ones_that_exist():
+    p = run("render", "--stack", "nowhere")
+    assert p.returncode == 2 and p.stdout == ""
+    assert "no stack 'nowhere'" in p.stderr and ", ".join(STACKS) in p.stderr
+
+
+def test_bad_stack_config_names_the_key(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: queue-workers\nruntime: python\n")
+    bad = yaml.safe_load((REPO / "Pulumi.iad.yaml").read_text())
+    bad["config"]["queue-workers:claimTtl"] = 30
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(bad))
+    p = run("render", "--stack", "bad", "--project-dir", str(tmp_path))
+    assert p.returncode == 2 and "queue-workers:claimTtl = '30' is not allowed: an integer from 60 to 43200" in p.stderr
+
+
+def test_help_and_settings():
+    p = run("render", "--help")
+    assert p.returncode == 0 and "--stack" in p.stdout and "Pulumi.<NAME>.yaml" in p.stdout
+    s = run("settings")
+    assert s.returncode == 0 and "claimTtl" in s.stdout and "from 60 to 43200" in s.stdout
+    assert run("stacks").stdout.split() == STACKS
