@@ -46,6 +46,8 @@ OUTCOMES = ("done", "retry", "timeout", "dead-letter", "released")
 LOG_FIELDS = ("ts", "event", "consumer", "queue", "message_id", "claim_id", "outcome", "duration_s",
               "wait_s", "claim_count", "attempt", "seq", "error")
 
+FLUSH_AFTER = 0.5  # seconds a done message may wait for the rest of its claim before it is deleted
+
 #: Exit codes of ``python -m workload consumer``.
 EXIT_OK = 0  # stopped by a signal, --max-messages or --idle-exit
 EXIT_ERROR = 1  # unexpected failure (a bug, or the handler could not be loaded at run time)
@@ -140,6 +142,7 @@ class _Held:
     claim: Claim
     expires: float  # monotonic time the claim ends unless renewed
     pending: int  # messages handed to workers and not yet settled
+    unreported: int  # messages whose handler has not returned yet
     retry: list[Message] = dataclasses.field(default_factory=list)
     release_at: float | None = None
     lost: bool = False
@@ -274,6 +277,10 @@ class Consumer:
     def _claim_loop(self) -> None:
         cfg = self.config
         limit_in_hand = cfg.concurrency + self.prefetch
+        # Claim full batches (fewer, bigger requests): wait until a whole batch fits, so the next
+        # claim happens while the last ``concurrency`` messages of the previous one run. With
+        # prefetch 0 claim as soon as any worker is free.
+        threshold = min(cfg.batch, limit_in_hand) if self.prefetch else 1
         poll = cfg.poll_min
         idle_since = time.monotonic()
         while not self._stopping.is_set():
@@ -286,7 +293,7 @@ class Consumer:
                 break
             with self._lock:
                 room = limit_in_hand - self._inflight
-                if room <= 0:
+                if room < threshold:
                     self._lock.wait(0.5)
                     continue
             limit = min(cfg.batch, room)
@@ -299,7 +306,7 @@ class Consumer:
             except QueueError as exc:
                 if exc.status in (401, 403):
                     raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
-                self._count("service_errors", 1)
+                self._count("service_errors")
                 self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="claim",
                          error=str(exc))
                 self._stopping.wait(min(poll * 4, 30.0))
@@ -323,13 +330,14 @@ class Consumer:
             self.stopped_by = "signal"
 
     def _hand_out(self, claim: Claim, now: float) -> None:
-        held = _Held(claim=claim, expires=now + claim.ttl, pending=len(claim.messages))
+        held = _Held(claim=claim, expires=now + claim.ttl, pending=len(claim.messages),
+                     unreported=len(claim.messages))
         wall = time.time()
         with self._lock:
             self._held.append(held)
             self._inflight += len(claim.messages)
-        self._count("claims", 1)
-        self._count("claimed", len)(claim.messages)
+        self._count("claims")
+        self._count("claimed", len(claim.messages))
         for m in claim.messages:
             attempt = max(m.claim_count or 0, self._failures.get(m.id, 0) + 1)
             self._tasks.put(_Task(m, held, _wait_s(m, wall), attempt))
@@ -365,30 +373,39 @@ class Consumer:
             self.reply_queue.post([body])
         except QueueError as exc:
             return Result(RETRY, error=f"reply not posted: {exc}")
-        self._count("replies", 1)
+        self._count("replies")
         return result
 
     # -- settling --------------------------------------------------------------------------------
     def _settle_loop(self) -> None:
-        done: list[tuple[_Task, float]] = []
+        # Done messages wait here per claim and go in one bulk delete once every message of the
+        # claim has a result (or 20 are waiting, or the first has waited FLUSH_AFTER seconds).
+        done: dict[_Held, list[tuple[_Task, float]]] = {}
+        first_at: dict[_Held, float] = {}
         while True:
             try:
-                item = self._results.get(timeout=0.2)
+                item = self._results.get(timeout=0.1)
             except queue_mod.Empty:
                 item = False
             if item is None:  # shutdown: flush and leave
-                self._delete_done(done)
+                for items in done.values():
+                    self._delete_done(items)
                 return
             if item:
                 task, result, duration = item
+                held = task.held
+                held.unreported -= 1
                 if result.ok:
-                    done.append((task, duration))
+                    done.setdefault(held, []).append((task, duration))
+                    first_at.setdefault(held, time.monotonic())
                 else:
                     self._settle_failed(task, result, duration)
-                if len(done) < MAX_DELETE_IDS and not self._results.empty():
-                    continue  # gather a bigger bulk delete
-            self._delete_done(done)
-            done = []
+            now = time.monotonic()
+            for held in [h for h, items in done.items()
+                         if h.unreported == 0 or len(items) >= MAX_DELETE_IDS
+                         or now - first_at[h] >= FLUSH_AFTER]:
+                self._delete_done(done.pop(held))
+                first_at.pop(held)
             self._release_due()
 
     def _finish(self, task: _Task) -> None:
@@ -417,22 +434,19 @@ class Consumer:
             fields["error"] = error
         self.log("message", **fields)
 
-    def _delete_done(self, done: list[tuple[_Task, float]]) -> None:
-        by_claim: dict[int, list[tuple[_Task, float]]] = {}
-        for task, duration in done:
-            by_claim.setdefault(id(task.held), []).append((task, duration))
-        for items in by_claim.values():
-            claim = items[0][0].held.claim
-            for i in range(0, len(items), MAX_DELETE_IDS):
-                chunk = items[i:i + MAX_DELETE_IDS]
-                errors = self._delete(claim, [t.message for t, _ in chunk])
-                for task, duration in chunk:
-                    err = errors.get(task.message.id)
-                    if err:
-                        self._count("delete_errors", 1)
-                    self._failures.pop(task.message.id, None)
-                    self._record(task, DONE, duration, err)
-                    self._finish(task)
+    def _delete_done(self, items: list[tuple[_Task, float]]) -> None:
+        """Delete done messages of one claim (in bulk where possible), then log and count them."""
+        claim = items[0][0].held.claim
+        for i in range(0, len(items), MAX_DELETE_IDS):
+            chunk = items[i:i + MAX_DELETE_IDS]
+            errors = self._delete(claim, [t.message for t, _ in chunk])
+            for task, duration in chunk:
+                err = errors.get(task.message.id)
+                if err:
+                    self._count("delete_errors")
+                self._failures.pop(task.message.id, None)
+                self._record(task, DONE, duration, err)
+                self._finish(task)
 
     def _delete(self, claim: Claim, messages: list[Message]) -> dict[str, str]:
         """Delete handled messages; return {id: error} for those the service would not delete."""
@@ -447,7 +461,7 @@ class Consumer:
                     self.log("warning", consumer=self.consumer_id, queue=self.queue.name,
                              error=f"bulk delete refused ({exc}); deleting one by one")
                 else:
-                    self._count("service_errors", 1)
+                    self._count("service_errors")
         errors = {}
         for m in messages:
             try:
@@ -473,7 +487,7 @@ class Consumer:
             try:
                 self.queue.dead_letter(m, task.held.claim, f"after {attempts} attempt(s): {reason}")
             except QueueError as exc:
-                self._count("service_errors", 1)
+                self._count("service_errors")
                 self._hold_for_release(task)
                 self._record(task, RETRY, duration, f"{reason}; dead-letter failed: {exc}")
             else:
@@ -507,7 +521,7 @@ class Consumer:
             except ClaimLost:
                 pass  # expired already: its messages are free again anyway
             except QueueError as exc:
-                self._count("service_errors", 1)
+                self._count("service_errors")
                 self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="release",
                          claim_id=h.claim.id, error=str(exc))
 
@@ -523,16 +537,16 @@ class Consumer:
                 try:
                     self.queue.renew(h.claim, self.claim_ttl)
                     h.expires = time.monotonic() + self.claim_ttl
-                    self._count("renewals", 1)
+                    self._count("renewals")
                     self.log("renew", consumer=self.consumer_id, queue=self.queue.name,
                              claim_id=h.claim.id, ttl=self.claim_ttl, pending=h.pending)
                 except ClaimLost as exc:
                     h.lost = True
-                    self._count("claims_lost", 1)
+                    self._count("claims_lost")
                     self.log("claim-lost", consumer=self.consumer_id, queue=self.queue.name,
                              claim_id=h.claim.id, error=str(exc))
                 except QueueError as exc:
-                    self._count("service_errors", 1)
+                    self._count("service_errors")
                     self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="renew",
                              claim_id=h.claim.id, error=str(exc))
             self._force.wait(1.0)

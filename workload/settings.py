@@ -112,7 +112,7 @@ def add_queue_options(parser: argparse.ArgumentParser, queue_required: bool = Tr
            help="cloud name in clouds.yaml for Keystone credentials; OS_* variables also work")
     option(g, "-r", "--region", "--region_name", dest="region", env=("QW_REGION", "OS_REGION_NAME"),
            help="region of the queue service (OpenStack region, or AWS region for sqs)")
-    option(g, "--sqs-endpoint", env=("QW_SQS_ENDPOINT", "AWS_ENDPOINT_URL_SQS"),
+    option(g, "--sqs-endpoint", env=("QW_SQS_ENDPOINT_URL", "QW_SQS_ENDPOINT", "AWS_ENDPOINT_URL_SQS"),
            help="SQS endpoint URL (e.g. a local moto server); unset: AWS's own")
 
 
