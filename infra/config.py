@@ -235,8 +235,8 @@ SCHEMA: tuple[Setting, ...] = (
       (Range(1, 10_000_000),)),
     S("scaleDownThreshold", INTEGER, "threshold: free messages below which the group shrinks (the seed's -n)", 10,
       (Range(0, 10_000_000),)),
-    S("targetBacklogPerWorker", INTEGER, "target: free messages each consumer should have waiting", 50,
-      (Range(1, 1_000_000),)),
+    S("targetWait", INTEGER, "target: seconds from post to start of processing to keep under", 30,
+      (Range(1, 86400),)),
     S("scaleUpStep", INTEGER, "Servers added by one scale-up signal", 1, (Range(1, 100),)),
     S("scaleDownStep", INTEGER, "Servers removed by one scale-down signal", 1, (Range(1, 100),)),
     S("scaleUpCooldown", INTEGER, "Seconds after a resize before the group may grow again (the seed's -c)", 300,
@@ -261,6 +261,8 @@ SCHEMA: tuple[Setting, ...] = (
     S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "
       "http:<url>", "exec:cat", (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or "
                                                                       "http:<url>"),)),
+    S("consumerConcurrency", INTEGER, "Messages one consumer server handles at once (its -w)", 1,
+      (Range(1, 256),)),
     S("consumerEnv", MAP, "Extra QW_* settings written to every consumer's env file", {},
       key_constraints=(ENV_NAME,)),
     S("consumerSecretEnv", MAP, "Extra QW_* settings that are secrets (set with --secret)", {},
@@ -301,7 +303,7 @@ class StackConfig:
     scaling_policy: str
     scale_up_threshold: int
     scale_down_threshold: int
-    target_backlog_per_worker: int
+    target_wait: int
     scale_up_step: int
     scale_down_step: int
     scale_up_cooldown: int
@@ -316,6 +318,7 @@ class StackConfig:
     claim_grace: int
     max_claims: int
     handler: str
+    consumer_concurrency: int
     consumer_env: Mapping[str, str]
     consumer_secret_env: Mapping[str, str]
     credential_roles: tuple[str, ...]

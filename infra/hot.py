@@ -33,26 +33,32 @@ OUT_CURRENT_SIZE, OUT_SERVER_IDS = "current_size", "server_ids"
 P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
 P_CREDENTIALS_ENV = "credentials_env_b64"
 
-# The consumer settings the stack writes itself (workload/settings.py reads them); consumerEnv
-# may not override them.
+# The consumer settings the stack writes itself (options of `python -m workload consumer`,
+# workload/cli.py and workload/settings.py); consumerEnv may not override them.
 RESERVED_ENV = (
-    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_HANDLER", "QW_CLAIM_TTL", "QW_CLAIM_GRACE",
-    "QW_MAX_CLAIMS", "QW_MESSAGE_TTL",
+    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
+    "QW_CLAIM_GRACE", "QW_CONCURRENCY", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE",
 )
+HANDLER_ENV = {"exec": "QW_EXEC", "python": "QW_PYTHON", "http": "QW_HTTP"}
 
 
 def consumer_env(cfg: StackConfig) -> dict[str, str]:
-    """The consumer container's settings (not secret): the QW_* variables of workload/settings.py."""
+    """The consumer container's settings (not secret): QW_* variables of `workload consumer`."""
+    kind, target = cfg.handler.split(":", 1)
     env = {
         "QW_QUEUE": cfg.queue_name,
         "QW_QUEUE_BACKEND": cfg.queue_backend,
         "QW_REGION": cfg.region,
-        "QW_HANDLER": cfg.handler,
+        HANDLER_ENV[kind]: target,
         "QW_CLAIM_TTL": str(cfg.claim_ttl),
         "QW_CLAIM_GRACE": str(cfg.claim_grace),
-        "QW_MAX_CLAIMS": str(cfg.max_claims),
-        "QW_MESSAGE_TTL": str(cfg.message_ttl),
+        "QW_CONCURRENCY": str(cfg.consumer_concurrency),
+        # the consumer's access rules allow deleting one message at a time, not ?ids= bulk deletes
+        "QW_NO_BULK_DELETE": "true",
     }
+    if cfg.max_claims:
+        # Zaqar dead-letters on the claim after max_claims; the consumer's own count is the backstop
+        env["QW_MAX_ATTEMPTS"] = str(cfg.max_claims + 1)
     env.update(cfg.consumer_env)
     return env
 

@@ -16,25 +16,34 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 
 def monitor_env(cfg: StackConfig, stack: str, scale_up_url: str, scale_down_url: str) -> dict[str, str]:
-    """The monitor container's settings (not secret): queue, policy and the group's endpoints."""
+    """The monitor container's settings (not secret): options of `python -m workload monitor`.
+
+    The Heat actuator finds the group, its policies and their signal URLs from the stack named
+    by QW_GROUP; QW_HEAT_SCALE_UP_URL / QW_HEAT_SCALE_DOWN_URL record the endpoints for people
+    and tools that signal by hand.
+    """
     env = {
         "QW_QUEUE": cfg.queue_name,
         "QW_QUEUE_BACKEND": cfg.queue_backend,
         "QW_REGION": cfg.region,
         "QW_ACTUATOR": "heat",
-        "QW_HEAT_STACK": stack,  # name/id of the worker group's stack
+        "QW_GROUP": stack,
         "QW_HEAT_SCALE_UP_URL": scale_up_url or "",
         "QW_HEAT_SCALE_DOWN_URL": scale_down_url or "",
+        "QW_POLICY": cfg.scaling_policy,
         "QW_MIN": str(cfg.min_size),
         "QW_MAX": str(cfg.max_size),
-        "QW_POLICY": cfg.scaling_policy,
-        "QW_SCALE_UP_THRESHOLD": str(cfg.scale_up_threshold),
-        "QW_SCALE_DOWN_THRESHOLD": str(cfg.scale_down_threshold),
-        "QW_TARGET_BACKLOG": str(cfg.target_backlog_per_worker),
-        "QW_SCALE_UP_COOLDOWN": str(cfg.scale_up_cooldown),
-        "QW_SCALE_DOWN_COOLDOWN": str(cfg.scale_down_cooldown),
         "QW_INTERVAL": str(cfg.monitor_interval),
+        "QW_UP_COOLDOWN": str(cfg.scale_up_cooldown),
+        "QW_DOWN_COOLDOWN": str(cfg.scale_down_cooldown),
+        "QW_WORKER_CONCURRENCY": str(cfg.consumer_concurrency),
     }
+    if cfg.scaling_policy == "threshold":
+        env.update({"QW_SCALE_UP": str(cfg.scale_up_threshold), "QW_SCALE_DOWN": str(cfg.scale_down_threshold),
+                    "QW_STEP": str(cfg.scale_up_step)})
+    else:
+        env.update({"QW_TARGET_WAIT": str(cfg.target_wait), "QW_MAX_STEP_UP": str(cfg.scale_up_step),
+                    "QW_MAX_STEP_DOWN": str(cfg.scale_down_step)})
     return env
 
 
@@ -44,7 +53,7 @@ class MonitorArgs:
     image_id: pulumi.Input[str]
     security_group: pulumi.Input[str]  # name of the security group
     stack_name: str
-    stack_id: pulumi.Input[str]
+    stack_id: pulumi.Input[str]  # makes the monitor wait for the group's stack
     scale_up_url: pulumi.Input[str]
     scale_down_url: pulumi.Input[str]
     auth_url: str
@@ -64,7 +73,7 @@ class Monitor(pulumi.ComponentResource):
         def render(v: list) -> str:
             stack_id, up, down, cred_id, cred_secret = v
             creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret)
-            env = monitor_env(cfg, f"{args.stack_name}/{stack_id}", up, down)
+            env = monitor_env(cfg, args.stack_name, up, down)
             return hot.user_data(hot.cloud_config(hot.MONITOR_ENV_FILE, env, hot.MONITOR_UNIT,
                                                   base64.b64encode(creds.encode()).decode(),
                                                   unit_text=hot.MONITOR_UNIT_TEXT))

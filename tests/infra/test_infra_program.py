@@ -131,6 +131,9 @@ def test_hot_template_shape(stack):
     env = dict(line.split("=", 1) for line in ud["write_files"][0]["content"].splitlines())
     assert env["QW_QUEUE"] == cfg["queue-workers:queueName"] and env["QW_REGION"] == cfg["queue-workers:region"]
     assert env["QW_CLAIM_TTL"] == str(cfg["queue-workers:claimTtl"])
+    kind, target = cfg["queue-workers:handler"].split(":", 1)
+    assert env[{"exec": "QW_EXEC", "http": "QW_HTTP", "python": "QW_PYTHON"}[kind]] == target
+    assert env["QW_NO_BULK_DELETE"] == "true"  # the access rules refuse ?ids= bulk deletes
     assert ud["write_files"][1]["append"] is True and ud["write_files"][1]["path"] == ud["write_files"][0]["path"]
     assert ["systemctl", "start", "--no-block", hot.CONSUMER_UNIT] in ud["runcmd"]
 
@@ -154,7 +157,7 @@ def test_outputs_and_secrets(stack):
         ud = yaml.safe_load(seen["monitor_user_data"].split("\n", 1)[1])
         env = dict(line.split("=", 1) for line in ud["write_files"][0]["content"].splitlines())
         assert env["QW_HEAT_SCALE_UP_URL"] == seen["scale_up_url"]
-        assert env["QW_HEAT_STACK"] == f"queue-workers-{stack.stack}/workers-stack-id"
+        assert env["QW_GROUP"] == f"queue-workers-{stack.stack}" and env["QW_ACTUATOR"] == "heat"
         creds = base64.b64decode(ud["write_files"][1]["content"]).decode()
         assert "OS_APPLICATION_CREDENTIAL_ID=credentials-monitor-id" in creds
 
