@@ -1,0 +1,96 @@
+"""``python -m devenv zaqar|sqs|demo``: local stand-ins for the cloud, in the foreground."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def _serve(service, name: str) -> int:
+    """Start ``service``, print how to reach it, wait for Ctrl-C or SIGTERM, stop it."""
+    stop = threading.Event()
+    # SIGINT too: a shell that starts us in the background ignores SIGINT, so no KeyboardInterrupt.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        service.start()
+    except Exception as exc:  # a clear line, not a traceback, for a user at the terminal
+        print(f"{name}: could not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"{name} listening on {service.url}")
+        print("export the following to point the workload at it:")
+        for key, value in service.env().items():
+            print(f"export {key}={value}")
+        print("Ctrl-C stops it.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(f"stopping {name}...", flush=True)
+        service.stop()
+    print(f"{name} stopped")
+    return 0
+
+
+def _zaqar(args) -> int:
+    from devenv.zaqar import LocalZaqar
+    return _serve(LocalZaqar(venv=args.venv, project=args.project, gc_interval=args.gc_interval,
+                             workers=args.workers, threads=args.threads), "zaqar")
+
+
+def _sqs(args) -> int:
+    from devenv.sqs import LocalSQS
+    return _serve(LocalSQS(region=args.region, port=args.port), "sqs")
+
+
+def _demo(args) -> int:
+    from devenv import demo  # written by the autoscale developer; imported only when asked for
+    return demo.main(args.demo_args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv",
+        description="Local stand-ins for the cloud services queue-workers uses (loopback only).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    z = sub.add_parser("zaqar", help="run a real local Zaqar 23 (redis storage, no auth) until Ctrl-C",
+                       description="Run a real Zaqar 23 with redis on free 127.0.0.1 ports in the "
+                       "foreground; print its URL and the environment variables for the workload.")
+    z.add_argument("--venv", default=None,
+                   help="Zaqar virtualenv (default: $QW_ZAQAR_VENV or <repo>/.venv-zaqar)")
+    z.add_argument("--project", default="queue-workers-local",
+                   help="project id clients send as X-Project-ID (default: %(default)s)")
+    z.add_argument("--gc-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between runs of the redis driver's garbage collection of expired "
+                   "messages and claims (default: %(default)s)")
+    z.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
+    z.add_argument("--threads", type=int, default=4, help="threads per worker (default: %(default)s)")
+    z.set_defaults(func=_zaqar)
+
+    s = sub.add_parser("sqs", help="run moto's SQS server on loopback until Ctrl-C",
+                       description="Run moto's SQS-compatible server on 127.0.0.1 in the foreground; "
+                       "print its endpoint URL and the environment variables for the workload.")
+    s.add_argument("--region", default="us-east-1", help="AWS region clients name (default: %(default)s)")
+    s.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
+    s.set_defaults(func=_sqs)
+
+    d = sub.add_parser("demo", help="the whole loop locally: Zaqar, producer, monitor, autoscaled consumers",
+                       description="Run the local demo (devenv.demo); options after `demo` go to it "
+                       "(`python -m devenv demo --help` lists them).", add_help=False)
+    d.add_argument("demo_args", nargs=argparse.REMAINDER,
+                   help="arguments for the demo itself (see `python -m devenv demo --help`)")
+    d.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
