@@ -231,3 +231,30 @@ def test_identity_endpoint_from_clouds_yaml(tmp_path, monkeypatch):
     r = render("iad", cfg_override={"cloud": "lab", "region": "R", "flavor": "f", "network": "n"})
     creds = base64.b64decode(one(r, "StackV1").inputs["parameters"]["credentials_env_b64"]).decode()
     assert "OS_AUTH_URL=https://keystone.lab.example/v3" in creds
+
+
+def test_entry_point_declares_the_stack_as_pulumi_runs_it():
+    """`pulumi up` runs infra/ (its __main__.py) by path with the engine configured: it must declare."""
+    import runpy
+
+    import pulumi
+    from pulumi.runtime import config as rc, mocks as pm
+
+    from infra.mocks import RecordingMonitor, StackMocks
+    from infra.render import flatten
+
+    from conftest import REPO
+
+    mocks = StackMocks(stack="iad")
+    pulumi.runtime.set_mocks(mocks, project="queue-workers", stack="iad", preview=False,
+                             monitor=RecordingMonitor(mocks))
+    config, secrets = flatten(yaml.safe_load((REPO / "Pulumi.iad.yaml").read_text()))
+    rc.set_all_config(config, secrets)
+
+    @pm.test
+    def run():
+        runpy.run_path(str(REPO / "infra"), run_name="__main__")
+
+    run()
+    assert {r.type for r in mocks.resources} >= {"openstack:orchestration/stackV1:StackV1",
+                                                  "queue-workers:index:WorkQueue"}
