@@ -69,7 +69,9 @@ class WorkerGroup(pulumi.ComponentResource):
                 hot.P_CREDENTIALS_ENV: creds_b64,
             },
             timeout=cfg.stack_timeout, disable_rollback=False,
-            opts=pulumi.ResourceOptions(parent=self))
+            # The monitor may PATCH `desired` (heat-mode patch); a later `pulumi up` after a refresh
+            # must not undo its decision. desiredSize is the size at creation.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[f"parameters.{hot.P_DESIRED}"]))
         outs = self.stack.stack_outputs
         self.stack_id = self.stack.id
         self.scale_up_url = outs.apply(lambda o: _output(o, hot.OUT_SCALE_UP_URL))
