@@ -79,6 +79,7 @@ class PolicyState:
     last_free: int | None = None
     last_up_at: float | None = None  # time of the last scale-up this policy asked for
     last_action_at: float | None = None  # time of the last change in either direction
+    last_down_at: float | None = None  # time of the last scale-down this policy asked for
     arrival_rate: float | None = None  # messages/s, smoothed
     service_time: float | None = None  # seconds per message per slot, learnt from drains
     idle_since: float | None = None  # when the queue was last seen becoming empty
@@ -189,6 +190,8 @@ class TargetConfig(_Bounds):
     idle_to_zero_s: float | None = 120.0  # with min_size 0: empty this long -> 0 servers
     activation_backlog: int = 1  # messages that wake a group scaled to zero
     rate_smoothing_s: float = 30.0  # time constant of the arrival-rate average
+    up_tolerance: float = 0.5  # servers the need must pass the fleet by before one is added
+    down_tolerance: float = 0.0  # scale down only when the need is this share (at least half a server) below
     backlog_allowance: float = 0.5  # share of target_wait_s x arrival rate left queued on purpose
     drain_time_s: float | None = None  # drain excess backlog within this; None = target wait + boot time
 
@@ -206,6 +209,8 @@ class TargetConfig(_Bounds):
         _check("activation_backlog", self.activation_backlog, 1, 10**9, integer=True)
         _check("rate_smoothing_s", self.rate_smoothing_s, 0, 3600)
         _check("backlog_allowance", self.backlog_allowance, 0, 1)
+        _check("down_tolerance", self.down_tolerance, 0, 1)
+        _check("up_tolerance", self.up_tolerance, 0, 0.99)
         _check("drain_time_s", self.drain_time_s, 1, 86400, optional=True)
         if self.max_size < 1:
             raise PolicyConfigError("max_size", self.max_size, "at least 1 for the target policy")
@@ -368,7 +373,12 @@ class TargetPolicy:
             steady_slots = min(steady_slots, max(load, 1.0 if load > 0 else 0.0))
         drain_time = c.drain_time_s or (c.target_wait_s + c.boot_time_s)
         drain_slots = max(-load, projected - allowed) * service / drain_time
-        wanted = math.ceil((steady_slots + drain_slots) / slots - 1e-9)
+        need = max(0.0, (steady_slots + drain_slots) / slots)
+        # Hysteresis: a scale-up needs the need to pass the fleet by up_tolerance servers, a
+        # scale-down must free more than down_tolerance of it (at least half a server), or a
+        # fleet that is just right flaps by one server around the noise of the estimates.
+        wanted = math.ceil(need - (c.up_tolerance if need > 1 else 0.0) - 1e-9)
+        keep = math.ceil(need + max(0.5, c.down_tolerance * need) - 1e-9) if need > 0 else 0
 
         # Idle tracking, scale to zero and activation.
         idle_since = state.idle_since
@@ -385,15 +395,17 @@ class TargetPolicy:
             floor = 0
         if sleeps and current == 0 and total < c.activation_backlog:
             floor = 0  # asleep and not enough work to wake up
-            wanted = 0
+            wanted = keep = 0
         wanted = max(floor, min(c.max_size, wanted))
+        keep = max(wanted, min(c.max_size, keep))
 
         # Scale-down stabilisation: the highest wish of the window decides.
         recs = tuple((t, n) for t, n in state.recommendations
-                     if obs.now - t < c.scale_down_window_s) + ((obs.now, wanted),)
+                     if obs.now - t < c.scale_down_window_s) + ((obs.now, keep),)
         watching_since = obs.now if state.watching_since is None else state.watching_since
         if zero and wanted == 0:
             stable = 0
+            recs = ((obs.now, 0),)
         elif obs.now - watching_since < c.scale_down_window_s:
             stable = max(current, wanted)  # not watched a full window yet: no scale-down
         else:
@@ -401,7 +413,16 @@ class TargetPolicy:
 
         est = {"arrival_rate": rate, "service_time_s": service, "load_slots": load,
                "steady_slots": steady_slots, "projected_backlog": projected, "wanted": wanted}
-        if wanted > current:
+        # A server removed comes back only after a boot: within that long of a scale-down,
+        # growing again needs a real backlog beyond the allowance.
+        just_down = (state.last_down_at is not None and obs.now - state.last_down_at
+                     <= max(c.scale_down_window_s, c.boot_time_s))
+        if wanted > current and just_down and current > 0 and free <= allowed:
+            # The wish to grow again is the noise of the estimates, not load: growing would flap.
+            desired = current
+            reason = (f"hold: need {wanted} but scaled down {obs.now - state.last_down_at:.0f}s "
+                      f"ago and backlog {free} is within the allowance {allowed:.0f}")
+        elif wanted > current:
             desired = min(wanted, current + c.max_step_up)
             reason = (f"up: need {wanted} for {rate:.2f} msg/s x {service:.2f}s and backlog "
                       f"{free} (projected {projected:.0f} after boot) within {c.target_wait_s:g}s")
@@ -422,6 +443,7 @@ class TargetPolicy:
             last_now=obs.now, last_total=total, last_claimed=claimed, last_free=free,
             last_up_at=obs.now if desired > current else state.last_up_at,
             last_action_at=obs.now if desired != current else state.last_action_at,
+            last_down_at=obs.now if desired < current else state.last_down_at,
             arrival_rate=rate, service_time=service, idle_since=idle_since,
             recommendations=recs, watching_since=watching_since)
         return Decision(desired, reason, new, current, est)
