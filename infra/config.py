@@ -100,6 +100,15 @@ class Check:
         return self.meaning
 
 
+def _text(value: Any) -> str:
+    """An item of a list or map setting as the text a server will see."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
 def _is_cidr(value: str) -> bool:
     ipaddress.ip_network(value, strict=True)
     return True
@@ -176,10 +185,9 @@ class Setting:
             if not isinstance(value, want):
                 raise ConfigError(self.key, raw, self.allowed())
             if self.type == MAP:
-                value = {str(k): v if isinstance(v, str) else json.dumps(v) if not isinstance(v, (int, float))
-                         else str(v) for k, v in value.items()}
+                value = {str(k): _text(v) for k, v in value.items()}
             else:
-                value = [str(v) if not isinstance(v, str) else v for v in value]
+                value = [_text(v) for v in value]
         elif self.type == STRING:
             if not isinstance(raw, str):
                 raise ConfigError(self.key, raw, self.allowed())
