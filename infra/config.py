@@ -127,6 +127,7 @@ QUEUE_NAME = Pattern(r"[A-Za-z0-9_-]{1,60}", "1 to 60 letters, digits, '_' or '-
                      "leaving room for the '-dlq' suffix)")
 URL = Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")
 CIDR = Check(_is_cidr, "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 203.0.113.0/24")
+ONE_LINE = Pattern(r"[^\r\n]*", "values on one line (no line breaks)")
 ENV_NAME = Pattern(r"QW_[A-Z0-9_]+", "environment variable names starting with QW_ (upper case, digits, '_')")
 
 
@@ -199,7 +200,8 @@ class Setting:
         for item in items:
             for c in self.item_constraints:
                 if not c.ok(item):
-                    raise ConfigError(self.key, raw, f"{self.allowed()} ({item!r} is not)")
+                    shown = "a value" if self.secret else repr(item)
+                    raise ConfigError(self.key, raw, f"{self.allowed()} ({shown} is not)")
         for k in value if self.type == MAP else ():
             for c in self.key_constraints:
                 if not c.ok(k):
@@ -272,9 +274,9 @@ SCHEMA: tuple[Setting, ...] = (
     S("consumerConcurrency", INTEGER, "Messages one consumer server handles at once (its -w)", 1,
       (Range(1, 256),)),
     S("consumerEnv", MAP, "Extra QW_* settings written to every consumer's env file", {},
-      key_constraints=(ENV_NAME,)),
+      item_constraints=(ONE_LINE,), key_constraints=(ENV_NAME,)),
     S("consumerSecretEnv", MAP, "Extra QW_* settings that are secrets (set with --secret)", {},
-      key_constraints=(ENV_NAME,), secret=True),
+      item_constraints=(ONE_LINE,), key_constraints=(ENV_NAME,), secret=True),
     # credentials
     S("credentialRoles", LIST, "Roles the application credentials carry", ["member"], item_constraints=(NAME,)),
     S("credentialExpiresAt", STRING, "When the application credentials expire (ISO 8601); empty: never", "",

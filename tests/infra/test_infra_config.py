@@ -101,6 +101,7 @@ SINGLE = [
     ("monitorEnabled", "maybe", "true or false"),
     ("handler", "run-this", "exec:<command>"),
     ("consumerEnv", '{"PATH": "/x"}', "starting with QW_"),
+    ("consumerEnv", '{"QW_X": "a\\nb"}', "no line breaks"),
     ("credentialRoles", '["bad role"]', "letters, digits"),
     ("credentialExpiresAt", "next week", "ISO 8601"),
     ("stackTimeout", "0", "from 1 to 1440"),
@@ -177,3 +178,9 @@ def test_schema_documents_every_key():
     doc = C.document()
     for s in C.SCHEMA:
         assert s.key in doc and s.description
+
+
+def test_secret_item_values_never_appear_in_errors():
+    with pytest.raises(C.ConfigError) as e:
+        C.load({**BASE, "consumerSecretEnv": '{"QW_TOKEN": "hun\\nter2"}'}, secret_keys=["consumerSecretEnv"])
+    assert "hun" not in str(e.value) and "no line breaks" in str(e.value)
