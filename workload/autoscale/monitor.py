@@ -240,6 +240,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
          help="local: consumer processes on this machine; heat: a Heat AutoScalingGroup")
     _opt(g, "-g", "--group", "--group_name", dest="group", env="QW_GROUP",
          help="scaling group: the Heat stack name when --stack is not given")
+    for flags, env, what in ((("-l", "--flavor"), "QW_FLAVOR", "flavor"),
+                             (("-i", "--image"), "QW_IMAGE", "image"),
+                             (("-s", "--server-name", "--server_name"), "QW_SERVER_NAME", "server name")):
+        _opt(g, *flags, env=env, help=f"the seed's {what} option, accepted so its command lines run; "
+             "the group's template (the Pulumi stack) sets it here, so the monitor ignores it")
     _opt(g, "--consumer-args", env="QW_CONSUMER_ARGS", default="",
          help="local actuator: arguments for each 'python -m workload consumer' (shell-quoted); "
               "the monitor's queue options are added")
