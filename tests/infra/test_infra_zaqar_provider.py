@@ -25,9 +25,16 @@ def _http(zaqar):
 
 
 def queue_names(zaqar) -> set[str]:
-    r = _http(zaqar).get(f"{zaqar.url}/v2/queues", params={"limit": 1000})
-    assert r.status_code in (200, 204), r.text
-    return {q["name"] for q in (r.json().get("queues", []) if r.status_code == 200 else [])}
+    """Every queue of the project, as Zaqar lists them (20 a page)."""
+    s, names, marker = _http(zaqar), set(), None
+    while True:
+        r = s.get(f"{zaqar.url}/v2/queues", params={"limit": 20, **({"marker": marker} if marker else {})})
+        assert r.status_code in (200, 204), r.text
+        page = r.json().get("queues", []) if r.status_code == 200 else []
+        if not page:
+            return names
+        names |= {q["name"] for q in page}
+        marker = page[-1]["name"]
 
 
 def metadata(zaqar, name: str) -> dict:
