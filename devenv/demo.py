@@ -39,7 +39,7 @@ class Profile:
     every phase too.
     """
 
-    PHASES = (("low", 0.15), ("ramp", 0.30), ("burst", 0.15), ("idle", 0.40))
+    PHASES = (("low", 0.10), ("ramp", 0.25), ("burst", 0.20), ("idle", 0.45))
 
     def __init__(self, length: float, low: float, peak: float, burst: float):
         self.length, self.low, self.peak, self.burst = length, low, peak, burst
@@ -157,6 +157,8 @@ class View:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env_seconds = os.environ.get("DEMO_SECONDS")
+    if argv and argv[0] == "--":  # `python -m devenv demo -- --max-workers 4`
+        argv = argv[1:]
     p = argparse.ArgumentParser(
         prog="python -m devenv demo",
         description="Local Zaqar + producer (low, ramp, burst, idle) + monitor + autoscaled "
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     max_workers = 0
     reader = LogReader()
     last_reason = ["(none yet)"]
+    notes: list[str] = []  # scale events, printed by the main thread as they happen
     result: dict[str, Any] = {}
     started = time.monotonic()
     try:
@@ -260,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             if record.get("result") and record["result"].get("changed"):
                 r = record["result"]
                 events["up" if r["after"] > r["before"] else "down"] += 1
+                notes.append(f"  scale {'up' if r['after'] > r['before'] else 'down'} "
+                             f"{r['before']} -> {r['after']} workers: {d['reason']}")
             if d["action"] != "hold" or record.get("error"):
                 last_reason[0] = (f"{d['action']} -> {d['desired']}: {d['reason']}"
                                   + (f" [error: {record['error']}]" if record.get("error") else ""))
@@ -272,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                             progress=open(os.devnull, "w"))
         mon_thread.start()
         producer.start()
+        started = time.monotonic()  # the profile's clock: the producer's start
 
         def tick(now: float) -> None:
             nonlocal max_workers
             reader.poll(actuator.log_paths())
+            while notes:
+                view.note(f"t={now - started:5.1f}s" + notes.pop(0))
             g = monitor.last or {}
             obs = (g.get("observation") or {}).get("stats") or {}
             group = g.get("group") or {}

@@ -370,7 +370,7 @@ class TargetPolicy:
         # less than that lets the fleet shrink below the load until it builds up.
         allowed = c.backlog_allowance * rate * c.target_wait_s
         if c.backlog_allowance > 0:
-            steady_slots = min(steady_slots, max(load, 1.0 if load > 0 else 0.0))
+            steady_slots = min(steady_slots, load)
         drain_time = c.drain_time_s or (c.target_wait_s + c.boot_time_s)
         drain_slots = max(-load, projected - allowed) * service / drain_time
         need = max(0.0, (steady_slots + drain_slots) / slots)
@@ -378,6 +378,8 @@ class TargetPolicy:
         # scale-down must free more than down_tolerance of it (at least half a server), or a
         # fleet that is just right flaps by one server around the noise of the estimates.
         wanted = math.ceil(need - (c.up_tolerance if need > 1 else 0.0) - 1e-9)
+        if wanted < 1 and (load > 0 or total > 0):
+            wanted = 1  # any work at all needs a server
         keep = math.ceil(need + max(0.5, c.down_tolerance * need) - 1e-9) if need > 0 else 0
 
         # Idle tracking, scale to zero and activation.
