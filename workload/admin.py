@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from workload.queues.base import MAX_POST_MESSAGES, QueueDriver, QueueError, QueuePolicy
+from workload.queues.base import QueueDriver, QueueError, QueuePolicy
 
 REDRIVE_CLAIM_TTL = 60  # the shortest claim Zaqar allows: a crashed redrive gives messages back soon
 
@@ -72,37 +72,17 @@ def watch_status(queue: QueueDriver, interval: float, as_json: bool, out: TextIO
     return n
 
 
-def original_body(body: Any) -> Any:
-    """The body as first posted, for a message the consumer dead-lettered (the driver may wrap it).
-
-    Uses the driver package's ``original_body`` when it has one; a message the service moved is
-    unchanged.
-    """
-    try:
-        from workload.queues import original_body as unwrap  # the drivers' own wrapping, if any
-    except ImportError:
-        return body
-    return unwrap(body)
-
-
-def redrive(queue: QueueDriver, count: int | None = None, batch: int = MAX_POST_MESSAGES,
+def redrive(queue: QueueDriver, count: int | None = None, batch: int = 10,
             progress: TextIO | None = None) -> dict[str, Any]:
     """Move up to ``count`` messages (None: all that can be claimed) from the dead-letter queue
-    back to ``queue``. Each batch is posted to the queue before it is deleted from the dead-letter
-    queue, so a failure in between duplicates messages but never loses one."""
+    back to ``queue``, with their original bodies. Each batch is posted to the queue before it is
+    deleted from the dead-letter queue, so a failure in between duplicates messages but never
+    loses one (:func:`workload.queues.redrive` does the moving)."""
+    from workload.queues import redrive as move
+
     dlq = queue.dead_letter_queue()
-    moved = 0
-    while count is None or moved < count:
-        limit = min(batch, 20, (count - moved) if count is not None else 20)
-        claim = dlq.claim(limit=limit, ttl=REDRIVE_CLAIM_TTL, grace=60)
-        if claim is None or not claim.messages:
-            break
-        queue.post([original_body(m.body) for m in claim.messages])
-        for m in claim.messages:
-            dlq.delete(m, claim)
-        moved += len(claim.messages)
-        if progress is not None:
-            print(f"redrive: moved {moved}", file=progress, flush=True)
+    report = (lambda n: print(f"redrive: moved {n}", file=progress, flush=True)) if progress else None
+    moved = move(dlq, queue, limit=count, batch=batch, claim_ttl=REDRIVE_CLAIM_TTL, progress=report)
     result: dict[str, Any] = {"event": "redrive", "queue": queue.name, "dead_letter_queue": dlq.name,
                               "moved": moved}
     try:

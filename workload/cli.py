@@ -350,7 +350,10 @@ def run_consumer(args: argparse.Namespace) -> int:
         admin.ensure(queue, _policy(args))
     reply = settings.open_queue(args, args.reply_queue) if args.reply_queue else None
     with _log_stream(args) as out:
-        consumer = Consumer(queue, handler, config, reply_queue=reply, log=JsonLog(out))
+        try:
+            consumer = Consumer(queue, handler, config, reply_queue=reply, log=JsonLog(out))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         _on_signals(consumer.stop)
         try:
             summary = consumer.run()

@@ -38,7 +38,7 @@ from typing import Any, Callable, TextIO
 
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
 from workload.queues.base import (
-    MAX_DELETE_IDS, Claim, ClaimLost, Message, QueueDriver, QueueError, QueueNotFound)
+    MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
 
 #: Outcomes in the log, one per handled message.
 OUTCOMES = ("done", "retry", "timeout", "dead-letter", "released")
@@ -103,7 +103,7 @@ class ConsumerConfig:
         check("batch", 1 <= self.batch <= 20, "from 1 to 20")
         check("concurrency", self.concurrency >= 1, "1 or more")
         check("prefetch", self.prefetch is None or self.prefetch >= 0, "0 or more")
-        check("claim_ttl", self.claim_ttl is None or 60 <= self.claim_ttl <= 43200, "60 to 43200 s")
+        check("claim_ttl", self.claim_ttl is None or 1 <= self.claim_ttl <= 43200, "1 to 43200 s")
         check("claim_grace", self.claim_grace is None or 0 <= self.claim_grace <= 43200, "0 to 43200 s")
         check("timeout", self.timeout is None or self.timeout > 0, "above 0 s")
         check("max_attempts", self.max_attempts is None or self.max_attempts >= 0, "0 or more")
@@ -185,6 +185,7 @@ class Consumer:
         self.handler = handler
         self.config = config or ConsumerConfig()
         self.config.validate()
+        self._check_limits(queue)
         self.reply_queue = reply_queue
         self.log = log or JsonLog(sys.stdout)
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -210,9 +211,20 @@ class Consumer:
         self._failures: dict[str, int] = {}  # local failure counts where the service has none
         self._tasks: queue_mod.Queue[_Task | None] = queue_mod.Queue()
         self._results: queue_mod.Queue[tuple[_Task, Result, float] | None] = queue_mod.Queue()
-        self._bulk_ok = self.config.bulk_delete and hasattr(queue, "delete_many")
+        self._bulk_ok = self.config.bulk_delete
         self.stopped_by = ""
         self.started = 0.0
+
+    def _check_limits(self, queue: QueueDriver) -> None:
+        """Refuse a batch or claim TTL this queue's service would refuse, naming its range."""
+        limits = getattr(queue, "limits", None)
+        if limits is None:
+            return
+        for name, value, bounds in (("batch", self.config.batch, limits.claim_limit),
+                                    ("claim_ttl", self.config.claim_ttl, limits.claim_ttl)):
+            if value is not None and not bounds[0] <= value <= bounds[1]:
+                raise ValueError(f"{name}={value!r} is not allowed on {limits.service}: "
+                                 f"from {bounds[0]} to {bounds[1]}")
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -301,7 +313,7 @@ class Consumer:
                 limit = min(limit, cfg.max_messages - self.counters["claimed"])
             try:
                 claim = self.queue.claim(limit=limit, ttl=self.claim_ttl, grace=self.claim_grace)
-            except QueueNotFound as exc:
+            except (QueueNotFound, InvalidInput) as exc:
                 raise FatalQueueError(f"queue {self.queue.name!r}: {exc}") from exc
             except QueueError as exc:
                 if exc.status in (401, 403):
@@ -527,7 +539,9 @@ class Consumer:
 
     # -- renewal ---------------------------------------------------------------------------------
     def _renew_loop(self) -> None:
-        margin = max(5.0, self.claim_ttl / 3)
+        # Renew a third of the TTL before expiry (at most 5 s before, for very short claims).
+        margin = max(min(5.0, self.claim_ttl / 2), self.claim_ttl / 3)
+        tick = min(1.0, margin / 3)
         while not self._force.is_set():
             now = time.monotonic()
             with self._lock:
@@ -549,7 +563,7 @@ class Consumer:
                     self._count("service_errors")
                     self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="renew",
                              claim_id=h.claim.id, error=str(exc))
-            self._force.wait(1.0)
+            self._force.wait(tick)
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self, workers, settler, renewer) -> None:

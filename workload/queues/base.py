@@ -147,6 +147,16 @@ class QueueDriver(abc.ABC):
     def delete(self, message: Message, claim: Claim | None = None) -> None:
         """Delete a handled message. Deleting one that is already gone is not an error."""
 
+    def delete_many(self, messages: Sequence[Message], claim: Claim | None = None) -> None:
+        """Delete several handled messages of one claim (at most ``MAX_DELETE_IDS``).
+
+        The consumer deletes its done messages through this. Drivers override it with the
+        service's bulk call where there is one (Zaqar ``DELETE .../messages?ids=a,b`` with literal
+        commas, SQS DeleteMessageBatch); this default deletes them one by one.
+        """
+        for message in messages:
+            self.delete(message, claim)
+
     @abc.abstractmethod
     def stats(self) -> QueueStats:
         """Free, claimed, total and oldest age of this queue."""

@@ -1,0 +1,79 @@
+"""The consumer against real queues: every message handled once, retries, dead letters, replies."""
+from __future__ import annotations
+
+from workload.admin import queue_status, redrive
+from workload.consumer import Consumer, ConsumerConfig, JsonLog
+from workload.handlers import make_handler
+from workload.producer import Producer, widget_requests
+
+from wl_helpers import drain
+
+GOOD = "31f37378-54f4-11e5-ad75-3c970e65f731"
+
+
+def consume(q, handler: str, events: list, reply_queue=None, **cfg):
+    cfg.setdefault("idle_exit", 1.0)
+    cfg.setdefault("poll_max", 0.2)
+    c = Consumer(q, make_handler("python", handler), ConsumerConfig(**cfg), reply_queue=reply_queue,
+                 log=JsonLog(None, on_event=events.append), consumer_id="test")
+    return c.run()
+
+
+def messages(events):
+    return [e for e in events if e["event"] == "message"]
+
+
+def test_every_message_is_handled_once_and_deleted(new_queue):
+    q = new_queue()
+    Producer(q, widget_requests(seed=3), count=45, batch=20, progress_every=0).run()
+    events: list = []
+    summary = consume(q, "workload.handlers.builtin:noop", events, batch=10, concurrency=3)
+    done = [e for e in messages(events) if e["outcome"] == "done"]
+    assert sorted(e["seq"] for e in done) == list(range(45))
+    assert summary["done"] == 45 and summary["retry"] == 0 and summary["stopped_by"] == "idle"
+    for e in done:
+        assert e["message_id"] and e["claim_id"] and e["duration_s"] >= 0 and e["wait_s"] >= 0
+    assert events[-1]["event"] == "summary"
+    assert drain(q) == []  # nothing left to claim: all were deleted
+
+
+def test_poison_message_is_retried_dead_lettered_and_redriven_without_blocking(new_queue):
+    q = new_queue()
+    q.post([{"widget_id": "this_is_not_a_valid_widget_id", "seq": 0}] +
+           [{"widget_id": GOOD, "seq": i} for i in range(1, 6)])
+    events: list = []
+    summary = consume(q, "workload.handlers.builtin:flaky_widget", events, batch=2,
+                      max_attempts=3, retry_delay=0.0)
+    poison = [e for e in messages(events) if e["seq"] == 0]
+    assert [e["outcome"] for e in poison] == ["retry", "retry", "dead-letter"]
+    assert [e["attempt"] for e in poison] == [1, 2, 3]
+    assert sorted(e["seq"] for e in messages(events) if e["outcome"] == "done") == [1, 2, 3, 4, 5]
+    assert summary["dead_letter"] == 1
+    dlq_status = queue_status(q)["dead_letter_queue"]
+    assert dlq_status["total"] == 1
+    result = redrive(q)
+    assert result["moved"] == 1
+    back = drain(q)
+    assert len(back) == 1 and back[0]["widget_id"] == "this_is_not_a_valid_widget_id"
+    assert drain(q.dead_letter_queue()) == []
+
+
+def test_rejected_message_is_dead_lettered_at_once(new_queue):
+    q = new_queue()
+    q.post([{"widget_id": "nope", "seq": 0}, {"widget_id": GOOD, "seq": 1}])
+    events: list = []
+    consume(q, "workload.handlers.builtin:widget", events)
+    outcomes = {e["seq"]: e["outcome"] for e in messages(events)}
+    assert outcomes == {0: "dead-letter", 1: "done"}
+    assert "invalid widget id" in next(e["error"] for e in messages(events) if e["seq"] == 0)
+
+
+def test_replies_go_to_the_reply_queue(new_queue):
+    q, replies = new_queue(), new_queue(prefix="wr")
+    ids = q.post([{"widget_id": GOOD, "seq": i} for i in range(4)])
+    events: list = []
+    summary = consume(q, "workload.handlers.builtin:widget", events, reply_queue=replies)
+    assert summary["replies"] == 4
+    got = drain(replies)
+    assert sorted(r["request_id"] for r in got) == sorted(ids)
+    assert all(r["reply"] == {"widget_id": GOOD, "status": "created", "seq": r["seq"]} for r in got)
