@@ -228,10 +228,11 @@ SCHEMA: tuple[Setting, ...] = (
     S("sshCidrs", LIST, "Networks allowed to SSH to the servers; empty: no ingress at all", [],
       item_constraints=(CIDR,)),
     # template image
-    S("templateImageName", STRING, "Name of the baked template image (`fab bake-template` makes it)",
+    S("templateImageName", STRING, "Template the image was baked from (`fab bake-template`: the image is named "
+      "<name>-v<version>-<time> and carries qw_template_name=<name>, qw_bake_state=complete)",
       "queue-workers-consumer", (NAME,)),
-    S("templateImageProperties", MAP, "Glance properties the template image must carry (what the bake records)",
-      {"qw_template": "consumer"}, key_constraints=(Pattern(r"[A-Za-z0-9_.:-]{1,255}", "property names"),)),
+    S("templateImageProperties", MAP, "Further Glance properties the template image must carry, e.g. "
+      "qw_template_version", {}, key_constraints=(Pattern(r"[A-Za-z0-9_.:-]{1,255}", "property names"),)),
     # group size
     S("minSize", INTEGER, "Fewest consumer servers (the seed's -m)", 1, (Range(0, 1000),)),
     S("maxSize", INTEGER, "Most consumer servers (the seed's -x)", 10, (Range(1, 1000),)),

@@ -32,6 +32,7 @@ OUT_CURRENT_SIZE, OUT_SERVER_IDS = "current_size", "server_ids"
 # Parameters the program passes to the stack.
 P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
 P_CREDENTIALS_ENV = "credentials_env_b64"
+P_TEMPLATE_PROPERTIES, P_TEMPLATE_LABEL = "template_image_properties", "template_image"
 
 # The consumer settings the stack writes itself (options of `python -m workload consumer`,
 # workload/cli.py and workload/settings.py); consumerEnv may not override them.
@@ -166,7 +167,7 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
             "qw_role": "consumer",
             "qw_queue": cfg.queue_name,
             "qw_stack": stack_name,
-            "qw_template": {"get_param": "template_image_properties"},
+            "qw_template": {"get_param": P_TEMPLATE_LABEL},  # which bake this server runs
         },
         "user_data_format": "RAW",
         "user_data": {"str_replace": {"template": ud, "params": {placeholder: {"get_param": P_CREDENTIALS_ENV}}}},
@@ -184,8 +185,10 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
             P_DESIRED: {"type": "number", "default": cfg.desired_size,
                         "description": "desired number of consumers (the monitor may PATCH it)",
                         "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}]},
-            "template_image_properties": {"type": "json", "default": {},
-                                          "description": "what the bake recorded on the image"},
+            P_TEMPLATE_PROPERTIES: {"type": "json", "default": {},
+                                    "description": "what the bake recorded on the image (qw_* properties)"},
+            P_TEMPLATE_LABEL: {"type": "string", "default": "",
+                               "description": "template name, version and content hash (server metadata)"},
             P_CREDENTIALS_ENV: {"type": "string", "hidden": True,
                                 "description": "base64 of the consumers' credential env file"},
         },

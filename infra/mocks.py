@@ -6,6 +6,7 @@ its parent chain, so a reader can see exactly what `pulumi up` would ask for.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pulumi
@@ -13,6 +14,15 @@ import pulumi
 from infra import hot
 
 MOCK_IMAGE_ID = "00000000-0000-4000-8000-00000000feed"
+
+
+def baked_image(template: str = "queue-workers-consumer", image_id: str = MOCK_IMAGE_ID, version: int = 1,
+                **extra: str) -> dict:
+    """An image as `fab bake-template` leaves it: its name, its qw_* properties, Glance's own."""
+    return {"id": image_id, "name": f"{template}-v{version}-20261123-190000", "properties": {
+        "qw_template_name": template, "qw_template_version": str(version), "qw_template_hash": "ab" * 32,
+        "qw_bake_state": "complete", "qw_workload_image_digest": "sha256:" + "cd" * 32,
+        "os_hash_algo": "sha512", "os_hash_value": "ef" * 64, "stores": "file", **extra}}
 MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; never a real secret
 
 
@@ -98,16 +108,18 @@ class StackMocks(pulumi.runtime.Mocks):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "openstack:images/getImage:getImage":
             want = args.args
-            images = self.images if self.images is not None else [
-                {"id": MOCK_IMAGE_ID, "name": want.get("name"), "properties": dict(want.get("properties") or {})}]
+            images = self.images if self.images is not None else [baked_image()]
             props = dict(want.get("properties") or {})
-            found = [i for i in images if i["name"] == want.get("name")
+            pattern = want.get("nameRegex")
+            found = [i for i in images
+                     if (want.get("name") is None or i["name"] == want.get("name"))
+                     and (pattern is None or re.search(pattern, i["name"]))
                      and all(i["properties"].get(k) == v for k, v in props.items())]
             if not found:
                 # a failed invoke, with what pulumi-openstack (terraform-provider-openstack) says
                 return {}, [("name", "Your query returned no results. Please change your search criteria "
                                      "and try again.")]
-            img = found[-1]
+            img = found[-1]  # the list is oldest first, as created
             return {"id": img["id"], "name": img["name"], "properties": img["properties"], "region": want.get("region")}
         return {}
 

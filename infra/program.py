@@ -66,7 +66,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
         stack_name=heat_stack_name, roles=cfg.credential_roles, expires_at=cfg.credential_expires_at,
         monitor=cfg.monitor_enabled), use)
     group = WorkerGroup("workers", WorkerGroupArgs(
-        config=cfg, stack_name=heat_stack_name, image_id=image.image_id, image_properties=image.properties,
+        config=cfg, stack_name=heat_stack_name, image_id=image.image_id, image_properties=image.properties, image_label=image.label,
         security_group=network.security_group_id, auth_url=auth_url,
         credential_id=creds.consumer_id, credential_secret=creds.consumer_secret),
         pulumi.ResourceOptions(providers=[provider], depends_on=[queue]))

@@ -18,7 +18,8 @@ class WorkerGroupArgs:
     config: StackConfig
     stack_name: str  # the Heat stack's name (the monitor's access rules name it)
     image_id: pulumi.Input[str]
-    image_properties: pulumi.Input[dict]
+    image_properties: pulumi.Input[dict]  # the bake's qw_* properties
+    image_label: pulumi.Input[str]  # short name of the template for server metadata
     security_group: pulumi.Input[str]  # id (or name) of the consumers' security group
     auth_url: str  # Keystone the consumers authenticate against
     credential_id: pulumi.Input[str]
@@ -64,8 +65,9 @@ class WorkerGroup(pulumi.ComponentResource):
                 hot.P_IMAGE: args.image_id,
                 hot.P_SECURITY_GROUP: args.security_group,
                 hot.P_DESIRED: str(cfg.desired_size),
-                "template_image_properties": pulumi.Output.from_input(args.image_properties).apply(
+                hot.P_TEMPLATE_PROPERTIES: pulumi.Output.from_input(args.image_properties).apply(
                     lambda p: json.dumps(p or {}, sort_keys=True)),
+                hot.P_TEMPLATE_LABEL: args.image_label,
                 hot.P_CREDENTIALS_ENV: creds_b64,
             },
             timeout=cfg.stack_timeout, disable_rollback=False,

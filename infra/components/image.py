@@ -1,11 +1,36 @@
-"""TemplateImage: the baked consumer template, looked up by name and bake properties."""
+"""TemplateImage: the baked consumer template, looked up by name and bake properties.
+
+`fab bake-template` names each snapshot ``<name>-v<version>-<UTC time>`` and records on it
+``qw_template_name=<name>`` and ``qw_bake_state=complete`` once the bake finished (images/bake.py);
+the lookup asks for exactly those, plus any properties the stack adds, and takes the newest.
+"""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Mapping, Optional
 
 import pulumi
 import pulumi_openstack as openstack
+
+from images.bake import P_HASH, P_NAME, P_STATE, P_VERSION
+
+
+def lookup_filter(name: str, extra: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The name pattern and the properties a usable template image of ``name`` has."""
+    pattern = f"^{re.escape(name)}(-v[0-9]+-[0-9]{{8}}-[0-9]{{6}})?$"
+    return pattern, {P_NAME: name, P_STATE: "complete", **dict(extra)}
+
+
+def bake_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """The properties the bake recorded (``qw_*``), without Glance's own (hashes, stores...)."""
+    return {k: str(v) for k, v in (properties or {}).items() if k.startswith("qw_")}
+
+
+def label(properties: Mapping[str, str]) -> str:
+    """A short, Nova-metadata-sized name of the template: ``<name>-v<version> <hash[:12]>``."""
+    p = properties or {}
+    return f"{p.get(P_NAME, '?')}-v{p.get(P_VERSION, '?')} {str(p.get(P_HASH, ''))[:12]}".strip()[:255]
 
 
 class TemplateImageMissing(pulumi.RunError):
@@ -14,8 +39,8 @@ class TemplateImageMissing(pulumi.RunError):
 
 @dataclasses.dataclass
 class TemplateImageArgs:
-    name: str  # the image name `fab bake-template` gives its snapshot
-    properties: Mapping[str, str]  # what the bake records on the image; all must match
+    name: str  # the template name `fab bake-template` bakes (qw_template_name)
+    properties: Mapping[str, str]  # further properties the image must carry; all must match
     region: str
 
 
@@ -23,23 +48,25 @@ class TemplateImage(pulumi.ComponentResource):
     """The most recent image called ``name`` that carries ``properties`` (a lookup: makes nothing)."""
 
     image_id: pulumi.Output[str]
-    properties: pulumi.Output[dict]
+    properties: pulumi.Output[dict]  # the bake's qw_* properties of the image found
+    label: pulumi.Output[str]
 
     def __init__(self, name: str, args: TemplateImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("queue-workers:index:TemplateImage", name, None, opts)
+        pattern, props = lookup_filter(args.name, args.properties)
         try:
-            found = openstack.images.get_image(name=args.name, properties=dict(args.properties),
-                                               most_recent=True, region=args.region,
-                                               opts=pulumi.InvokeOptions(parent=self))
+            found = openstack.images.get_image(name_regex=pattern, properties=props, most_recent=True,
+                                               region=args.region, opts=pulumi.InvokeOptions(parent=self))
         except Exception as exc:  # the provider's "no results" (or another lookup failure)
             raise TemplateImageMissing(
-                f"no template image named {args.name!r} with properties {dict(args.properties)} in region "
+                f"no template image named {args.name!r} with properties {props} in region "
                 f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first "
                 f"(lookup said: {exc})") from None
         if not getattr(found, "id", None):
             raise TemplateImageMissing(
-                f"no template image named {args.name!r} with properties {dict(args.properties)} in region "
+                f"no template image named {args.name!r} with properties {props} in region "
                 f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first")
         self.image_id = pulumi.Output.from_input(found.id)
-        self.properties = pulumi.Output.from_input(dict(found.properties or {}))
-        self.register_outputs({"image_id": self.image_id, "properties": self.properties})
+        self.properties = pulumi.Output.from_input(bake_properties(found.properties))
+        self.label = pulumi.Output.from_input(label(found.properties))
+        self.register_outputs({"image_id": self.image_id, "properties": self.properties, "label": self.label})

@@ -22,7 +22,8 @@ QUEUE_PAIR = "pulumi-python:dynamic/queue-workers:QueuePair"
 INSTANCE = "openstack:compute/instance:Instance"
 
 DEFAULT_MAX_SIZE_CAP = 100
-DEFAULT_BAKE_PROPERTIES = ["qw_template"]
+# What `fab bake-template` records on every template image it finishes (images/bake.py).
+DEFAULT_BAKE_PROPERTIES = ["qw_template_name", "qw_template_version", "qw_template_hash", "qw_bake_state"]
 
 Report = Callable[..., None]
 
@@ -106,6 +107,9 @@ def check_template_image_baked(args: ResourceValidationArgs, report: Report) -> 
     if missing:
         report(f"stack {args.name!r} boots an image without the bake's properties {missing}: "
                "use an image made by `fab bake-template`")
+    elif props.get("qw_bake_state", "complete") != "complete":
+        report(f"stack {args.name!r} boots an image whose bake did not finish "
+               f"(qw_bake_state={props['qw_bake_state']!r}): run `fab bake-template` again")
 
 
 POLICIES = [

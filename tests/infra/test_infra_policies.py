@@ -8,6 +8,8 @@ from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.policy import PolicyCustomTimeouts
 
 from infra import hot
+from infra.components.image import bake_properties
+from infra.mocks import baked_image
 from infra.policies import rules
 
 from conftest import STACKS, rendered  # noqa: I100 - tests/infra/conftest.py
@@ -49,7 +51,7 @@ def test_no_ssh_from_anywhere_allows(a):
 def _stack_args(template: dict, params: dict | None = None, config=None):
     return args(rules.STACK_V1, {"templateOpts": {"Bin": hot.dump(template)},
                                  "parameters": params if params is not None else
-                                 {"template_image_properties": json.dumps({"qw_template": "consumer"})}},
+                                 {"template_image_properties": json.dumps(bake_properties(baked_image()["properties"]))}},
                 name="workers-stack", config=config)
 
 
@@ -80,8 +82,11 @@ def test_template_image_baked():
     assert "fab bake-template" in violations(rules.check_template_image_baked, bare)[0]
     missing = _stack_args(t, {})
     assert "template_image_properties" in violations(rules.check_template_image_baked, missing)[0]
-    stricter = _stack_args(t, config={"requiredProperties": ["qw_template", "qw_content_hash"]})
-    assert "qw_content_hash" in violations(rules.check_template_image_baked, stricter)[0]
+    stricter = _stack_args(t, config={"requiredProperties": ["qw_template_name", "qw_signed_by"]})
+    assert "qw_signed_by" in violations(rules.check_template_image_baked, stricter)[0]
+    half = bake_properties(baked_image(qw_bake_state="baking")["properties"])
+    unfinished = _stack_args(t, {"template_image_properties": json.dumps(half)})
+    assert "did not finish" in violations(rules.check_template_image_baked, unfinished)[0]
 
 
 @pytest.mark.parametrize("name", STACKS)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 import yaml
 
 from infra import hot
 from infra.config import ConfigError
-from infra.mocks import MOCK_IMAGE_ID, MOCK_SECRET
+from infra.mocks import MOCK_IMAGE_ID, MOCK_SECRET, baked_image
 from infra.render import render
 
 COMPONENTS = {"queue-workers:index:" + n for n in
@@ -63,10 +64,14 @@ def test_provider_from_the_stack_cloud_and_region(stack):
 
 
 def test_template_image_looked_up_by_name_and_properties(stack):
+    cfg = yaml.safe_load(open(f"Pulumi.{stack.stack}.yaml"))["config"]
     calls = [a for t, a in stack.calls if t == "openstack:images/getImage:getImage"]
     assert len(calls) == 1
-    assert calls[0]["mostRecent"] is True and calls[0]["name"] == "queue-workers-consumer"
-    assert calls[0]["properties"] == {"qw_template": "consumer"}
+    assert calls[0]["mostRecent"] is True and calls[0]["region"] == cfg["queue-workers:region"]
+    assert re.search(calls[0]["nameRegex"], "queue-workers-consumer-v1-20261123-190000")
+    assert not re.search(calls[0]["nameRegex"], "queue-workers-consumer-old")
+    assert calls[0]["properties"] == {"qw_template_name": "queue-workers-consumer", "qw_bake_state": "complete",
+                                      **cfg.get("queue-workers:templateImageProperties", {})}
     assert {t for t, _ in stack.calls} == {"openstack:images/getImage:getImage"}  # reads only
 
 
@@ -100,7 +105,10 @@ def test_worker_group_stack(stack):
     params = st.inputs["parameters"]
     assert params["image"] == MOCK_IMAGE_ID
     assert params["security_group"] == one(stack, "SecGroup").name + "-id"
-    assert json.loads(params["template_image_properties"]) == {"qw_template": "consumer"}
+    props = json.loads(params["template_image_properties"])
+    assert props["qw_template_name"] == "queue-workers-consumer" and props["qw_bake_state"] == "complete"
+    assert "os_hash_value" not in props  # only the bake's own properties
+    assert params["template_image"] == "queue-workers-consumer-v1 " + "ab" * 6  # fits Nova's 255
     creds = base64.b64decode(params["credentials_env_b64"]).decode()
     assert "OS_AUTH_TYPE=v3applicationcredential" in creds
     assert "OS_APPLICATION_CREDENTIAL_ID=credentials-consumer-id" in creds
@@ -185,16 +193,17 @@ def test_credentials_access_rules(stack):
 
 
 def test_missing_template_image_names_image_region_and_fix():
+    unfinished = baked_image(qw_bake_state="baking")
+    other = baked_image("another-template", image_id="x")
     with pytest.raises(Exception) as e:
-        render("iad", images=[{"id": "x", "name": "queue-workers-consumer", "properties": {"qw_template": "other"}}])
+        render("iad", images=[unfinished, other])
     msg = str(e.value)
     assert "'queue-workers-consumer'" in msg and "'IAD'" in msg and "fab bake-template" in msg
 
 
 def test_most_recent_matching_image_is_used():
-    r = render("iad", images=[
-        {"id": "old", "name": "queue-workers-consumer", "properties": {"qw_template": "consumer"}},
-        {"id": "new", "name": "queue-workers-consumer", "properties": {"qw_template": "consumer"}}])
+    r = render("iad", images=[baked_image(image_id="old"), baked_image(image_id="new"),
+                              baked_image(image_id="v2", version=2)])  # iad asks for version 1
     assert one(r, "StackV1").inputs["parameters"]["image"] == "new"
 
 
