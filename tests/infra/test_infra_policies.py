@@ -102,3 +102,17 @@ def test_rules_do_not_fire_on_other_types():
     a = args("openstack:compute/instance:Instance", {"name": "x"})
     for policy in rules.POLICIES:
         assert violations(policy.validate, a) == []
+
+
+def test_pack_module_builds_the_pack_from_these_rules():
+    """The pack file (run by `pulumi preview --policy-pack infra/policies`) compiles and uses POLICIES."""
+    import ast
+    from pathlib import Path
+
+    source = (Path(rules.__file__).with_name("__main__.py")).read_text()
+    tree = ast.parse(source)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PolicyPack"]
+    assert len(calls) == 1
+    assert any(k.arg == "policies" and getattr(k.value, "id", "") == "POLICIES" for k in calls[0].keywords)
+    assert {p.name for p in rules.POLICIES} == {"no-ssh-from-anywhere", "max-size-under-cap",
+                                                "claim-ttl-in-range", "template-image-baked"}
