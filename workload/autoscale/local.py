@@ -113,6 +113,7 @@ class LocalActuator(Actuator):
     # -- more for the demo and the tests ---------------------------------------------------------
     def pids(self) -> list[int]:
         """PIDs of every consumer still running (members and those stopping)."""
+        self._reap()
         return [m.proc.pid for m in self.members + self.stopping]
 
     def log_paths(self) -> list[Path]:

@@ -1,0 +1,109 @@
+"""The monitor on a real local Zaqar with the local pool: a backlog scales the pool up, the pool
+drains it, the monitor scales back to the minimum; errors hold; the CLI runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+from devenv.procs import free_port
+from workload.autoscale.local import LocalActuator
+from workload.autoscale.monitor import Monitor
+from workload.autoscale.policy import TargetConfig, TargetPolicy, ThresholdConfig, ThresholdPolicy
+from workload.queues import open_queue
+
+
+def run_monitor(monitor: Monitor, until, timeout: float) -> None:
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until():
+            time.sleep(0.2)
+    finally:
+        monitor.stop()
+        thread.join(10)
+
+
+def test_backlog_scales_up_drains_and_scales_back_to_minimum(work_queue, consumer_args, tmp_path):
+    work_queue.post([{"work_s": 0.25, "seq": i} for i in range(80)])  # 20 s for one consumer
+    pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=4, stop_timeout=15)
+    policy = TargetPolicy(TargetConfig(
+        min_size=0, max_size=4, target_wait_s=4, boot_time_s=2, service_time_s=0.25,
+        scale_down_window_s=2, idle_to_zero_s=3, rate_smoothing_s=2, max_step_down=4))
+    records = []
+    monitor = Monitor(work_queue, policy, pool, interval=0.5, log=records.append)
+    sizes = []
+
+    def done() -> bool:
+        last = records[-1] if records else None
+        if last and last["group"]:
+            sizes.append(last["group"]["current"])
+        stats = (last or {}).get("observation", {}).get("stats") or {}
+        return bool(sizes) and max(sizes) >= 3 and stats.get("total") == 0 and sizes[-1] == 0
+
+    try:
+        run_monitor(monitor, done, timeout=90)
+    finally:
+        pool.close(timeout=10)
+    actions = [r["decision"]["action"] for r in records]
+    assert max(sizes) >= 3, sizes  # the backlog made it grow past one consumer
+    assert work_queue.stats().total == 0  # the pool drained it
+    assert sizes[-1] == 0 and "down" in actions  # and it went back to the minimum
+    first_up = next(r for r in records if r["decision"]["action"] == "up")
+    assert first_up["result"]["after"] > first_up["result"]["before"]
+    assert "backlog" in first_up["decision"]["reason"]
+    handled = sum(1 for p in pool.log_paths() for line in open(p)
+                  if '"outcome": "done"' in line)
+    assert handled == 80
+
+
+def test_queue_errors_hold_capacity_and_back_off(consumer_args, tmp_path):
+    """A queue service that does not answer: the monitor holds the group and waits longer."""
+    dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p")
+    pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
+    policy = ThresholdPolicy(ThresholdConfig(min_size=0, max_size=2, scale_up_threshold=10,
+                                             scale_down_threshold=0, up_cooldown_s=0,
+                                             down_cooldown_s=0))
+    records = []
+    monitor = Monitor(dead, policy, pool, interval=0.2, max_backoff=5, log=records.append)
+    try:
+        pool.apply(1, "test: one consumer running")
+        monitor.step()
+        assert monitor.next_wait() > 0.2  # backing off
+        monitor.step()
+        assert monitor.next_wait() > 0.4
+    finally:
+        pool.close(timeout=10)
+    for r in records:
+        assert r["error"].startswith("queue: ")
+        assert r["decision"]["desired"] == 1 and r["decision"]["action"] == "hold"
+        assert r["result"] is None
+
+
+def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
+    work_queue.post([{"seq": i} for i in range(30)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
+         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-t", "0.2", "--iterations", "2",
+         "--dry-run", "-x", "3", "-j", "10", "-n", "0", "--consumer-log-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["policy"] == "threshold"
+    decisions = [r for r in lines if r["event"] == "decision"]
+    assert len(decisions) == 2
+    assert decisions[0]["observation"]["stats"]["free"] == 30
+    assert decisions[0]["decision"]["action"] == "up" and decisions[0]["result"] == {"dry_run": True}
+    assert lines[-1]["event"] == "summary"
+
+
+def test_cli_refuses_a_bad_policy_option_naming_it(zaqar, work_queue):
+    proc = subprocess.run(
+        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
+         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-j", "5", "-n", "5"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "scale_down_threshold=5" in proc.stderr and "less than scale_up_threshold" in proc.stderr
