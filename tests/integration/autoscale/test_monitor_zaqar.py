@@ -3,6 +3,7 @@ drains it, the monitor scales back to the minimum; errors hold; the CLI runs it.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -107,3 +108,34 @@ def test_cli_refuses_a_bad_policy_option_naming_it(zaqar, work_queue):
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "scale_down_threshold=5" in proc.stderr and "less than scale_up_threshold" in proc.stderr
+
+
+def test_cli_monitor_stops_cleanly_on_sigterm_and_stops_its_consumers(zaqar, work_queue, tmp_path):
+    work_queue.post([{"work_s": 0.2, "seq": i} for i in range(20)])
+    logs = tmp_path / "consumers"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
+         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-t", "0.5", "-x", "2",
+         "--target-wait", "2", "--service-time", "0.2", "--boot-time", "1",
+         "--consumer-log-dir", str(logs),
+         "--consumer-args", "--python workload.handlers.builtin:sleep --batch 1 --prefetch 0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(logs.glob("consumer-*.jsonl")):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["event"] == "summary" and lines[-1]["actions"] >= 1
+    # Every consumer it started logged its own summary: each was stopped, not orphaned.
+    logs_written = sorted(logs.glob("consumer-*.jsonl"))
+    assert logs_written
+    for path in logs_written:
+        assert '"event": "summary"' in path.read_text().splitlines()[-1]
