@@ -72,12 +72,18 @@ def measure(messages: int, rounds: int, progress: Callable[[str], None]) -> dict
     from devenv.zaqar import LocalZaqar
     from workload.queues import open_queue
 
+    from workload.queues.base import QueueDriver
+
     best: dict[str, float] = {}
+    delete_mode = "?"
     with LocalZaqar() as zaqar:
         progress(f"local Zaqar at {zaqar.url}")
 
         def fresh():
+            nonlocal delete_mode
             q = open_queue("zaqar", "bench-" + uuid.uuid4().hex[:10], **zaqar.queue_options)
+            delete_mode = ("parallel-single" if type(q).delete_many is QueueDriver.delete_many
+                           else "bulk")
             _fill(q, messages)
             return q
 
@@ -98,16 +104,19 @@ def measure(messages: int, rounds: int, progress: Callable[[str], None]) -> dict
             "raw_per_s": round(best["raw"], 1), "consumer_1_per_s": round(best["consumer_1"], 1),
             "consumer_4_per_s": round(best["consumer_4"], 1),
             "ratio": round(best["consumer_4"] / best["raw"], 3),
-            "ratio_1_worker": round(best["consumer_1"] / best["raw"], 3), "target_ratio": 0.8}
+            "ratio_1_worker": round(best["consumer_1"] / best["raw"], 3), "target_ratio": 0.8,
+            # The consumer deletes through the driver: "bulk" if the driver overrides delete_many
+            # with the service's bulk call, else "parallel-single" (one request per message).
+            "consumer_delete": delete_mode}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print only the JSON result (progress on stderr)")
-    p.add_argument("--messages", type=int, default=int(os.environ.get("QW_BENCH_MESSAGES", 2000)),
-                   help="messages per drain (default 2000) [env $QW_BENCH_MESSAGES]")
-    p.add_argument("--rounds", type=int, default=int(os.environ.get("QW_BENCH_ROUNDS", 2)),
-                   help="rounds; the best of each contender is kept (default 2) [env $QW_BENCH_ROUNDS]")
+    p.add_argument("--messages", type=int, default=int(os.environ.get("QW_BENCH_MESSAGES", 1500)),
+                   help="messages per drain (default 1500) [env $QW_BENCH_MESSAGES]")
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("QW_BENCH_ROUNDS", 3)),
+                   help="rounds; the best of each contender is kept (default 3) [env $QW_BENCH_ROUNDS]")
     args = p.parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
     result = measure(args.messages, args.rounds, lambda line: print(line, file=out, flush=True))
