@@ -1,0 +1,125 @@
+"""The stack's own HOT template in a real Heat, and its access rules in a real Keystone.
+
+A real Keystone 30 + Heat 27 on loopback (devenv.controlplane; no Nova, no Glance): the servers and
+the server group are mapped to ``OS::Heat::None`` in the stack's environment, and the image
+parameter's ``glance.image`` constraint is dropped (there is no Glance to ask). Everything else is
+the template ``pulumi up`` sends: the group reaches its desired size, the size output and the
+policies' signal URLs work, a scale-up signal adds ``scaleUpStep`` servers, and deleting the
+one stack leaves nothing. Keystone accepts both credentials' access rules as the program writes them.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+
+import pytest
+
+from infra import access_rules, hot
+from infra.render import render
+
+pytestmark = pytest.mark.controlplane
+
+NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None", "OS::Nova::ServerGroup": "OS::Heat::None"}}
+CONFIG = {"cloud": "local", "region": "RegionOne", "flavor": "m1.small", "network": "private",
+          "identityEndpoint": "http://127.0.0.1:5000/v3", "minSize": 1, "desiredSize": 2, "maxSize": 6,
+          "scaleUpStep": 2, "scaleUpCooldown": 0, "scaleDownCooldown": 0, "queueName": "jobs"}
+
+
+@pytest.fixture(scope="module")
+def controlplane():
+    from devenv.controlplane import ControlPlane, heat_venv
+
+    if not (heat_venv() / "bin" / "python").exists():
+        pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat` (make test does)")
+    cp = ControlPlane(progress=lambda msg: print(msg, flush=True))
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="module")
+def heat(controlplane):
+    from keystoneauth1 import adapter
+
+    return adapter.Adapter(controlplane.session("local"), service_type="orchestration", interface="public")
+
+
+def _wait(heat, path, timeout=120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = heat.get(path, params={"resolve_outputs": False}, raise_exc=False)
+        if resp.status_code == 200 and not resp.json()["stack"]["stack_status"].endswith("_IN_PROGRESS"):
+            return resp.json()["stack"]
+        assert time.monotonic() < deadline, f"{path} still in progress after {timeout} s"
+        time.sleep(0.5)
+
+
+def _output(heat, path, key):
+    return heat.get(f"{path}/outputs/{key}").json()["output"]["output_value"]
+
+
+def _wait_size(heat, path, want, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        size = _output(heat, path, hot.OUT_CURRENT_SIZE)
+        if size == want:
+            return size
+        assert time.monotonic() < deadline, f"group size {size}, expected {want}"
+        time.sleep(1)
+
+
+def test_the_stack_template_runs_in_real_heat(heat):
+    template = copy.deepcopy(render("iad", cfg_override=CONFIG).template)
+    template["parameters"][hot.P_IMAGE].pop("constraints")  # no Glance here
+    name = f"queue-workers-test-{uuid.uuid4().hex[:8]}"
+    resp = heat.post("/stacks", json={
+        "stack_name": name, "template": template, "environment": NO_NOVA, "timeout_mins": 5,
+        "parameters": {hot.P_IMAGE: "consumer-template", hot.P_SECURITY_GROUP: "sg",
+                       hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
+                       hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer"},
+                       hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab"}})
+    path = f"/stacks/{name}/{resp.json()['stack']['id']}"
+    try:
+        stack = _wait(heat, path)
+        assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
+        assert _output(heat, path, hot.OUT_CURRENT_SIZE) == 2  # desiredSize
+        up = _output(heat, path, hot.OUT_SCALE_UP_URL)
+        assert up.endswith(f"/stacks/{name}/{stack['id']}/resources/{hot.SCALE_UP}/signal")
+        # the monitor's way: POST the signal URL with a token; Heat adds scaleUpStep servers
+        r = heat.session.post(up, authenticated=True, raise_exc=False)
+        assert r.status_code == 200, r.text
+        _wait_size(heat, path, 4)
+        down = _output(heat, path, hot.OUT_SCALE_DOWN_URL)
+        assert heat.session.post(down, authenticated=True, raise_exc=False).status_code == 200
+        _wait_size(heat, path, 3)
+    finally:
+        heat.delete(path, raise_exc=False)
+    assert _wait(heat, path)["stack_status"] == "DELETE_COMPLETE"
+
+
+def test_keystone_accepts_both_credentials_access_rules(controlplane):
+    from keystoneauth1 import adapter
+
+    session = controlplane.session("local")
+    ks = adapter.Adapter(session, service_type="identity", interface="public")
+    user = session.get_user_id()
+    rules = {"consumer": access_rules.consumer_rules("jobs", "jobs-dlq"),
+             "monitor": access_rules.monitor_rules("jobs", "jobs-dlq", "queue-workers-iad")}
+    for role, wanted in rules.items():
+        body = {"application_credential": {"name": f"qw-test-{role}-{uuid.uuid4().hex[:6]}",
+                                           "access_rules": wanted, "roles": [{"name": "member"}]}}
+        r = ks.post(f"/users/{user}/application_credentials", json=body, raise_exc=False)
+        if r.status_code != 201:
+            tok = ks.get("/auth/tokens", headers={"X-Subject-Token": session.get_token()}).json()["token"]
+            print("token of the refused request:", user, [x["name"] for x in tok.get("roles", [])], tok.get("project"), tok.get("methods"))
+        assert r.status_code == 201, r.text
+        cred = r.json()["application_credential"]
+        try:
+            got = {(a["service"], a["method"], a["path"]) for a in cred["access_rules"]}
+            assert got == {(a["service"], a["method"], a["path"]) for a in wanted}
+            assert not cred["unrestricted"]  # Keystone answers null or false
+        finally:
+            ks.delete(f"/users/{user}/application_credentials/{cred['id']}", raise_exc=False)
