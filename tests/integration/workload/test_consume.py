@@ -77,3 +77,19 @@ def test_replies_go_to_the_reply_queue(new_queue):
     got = drain(replies)
     assert sorted(r["request_id"] for r in got) == sorted(ids)
     assert all(r["reply"] == {"widget_id": GOOD, "status": "created", "seq": r["seq"]} for r in got)
+
+
+def test_service_dead_letters_by_max_claims(zaqar_queue):
+    """With a max-claims policy Zaqar itself moves the poison message; the consumer only retries."""
+    from workload.queues.base import QueuePolicy
+    q = zaqar_queue(QueuePolicy(claim_ttl=60, claim_grace=60, max_claims=2))
+    q.post([{"widget_id": "bad", "seq": 0}, {"widget_id": GOOD, "seq": 1}])
+    events: list = []
+    summary = consume(q, "workload.handlers.builtin:flaky_widget", events, batch=1, retry_delay=0.0)
+    poison = [e["outcome"] for e in messages(events) if e["seq"] == 0]
+    assert poison == ["retry", "retry"] and summary["dead_letter"] == 0  # the service moved it
+    assert [e["outcome"] for e in messages(events) if e["seq"] == 1] == ["done"]
+    assert drain(q) == []
+    # Zaqar keeps the moved message tied to the claim that moved it until that claim expires,
+    # so here it shows in the dead-letter queue's stats but cannot be claimed (or redriven) yet.
+    assert queue_status(q)["dead_letter_queue"]["total"] == 1

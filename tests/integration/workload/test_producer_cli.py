@@ -99,3 +99,26 @@ def test_cli_env_config_reaches_the_queue(service, new_queue):
     out = run_cli(service, "producer", "--count", "3", "--progress-every", "0", QW_QUEUE=q.name)
     assert out.returncode == 0, out.stderr
     assert len(drain(q)) == 3
+
+
+def test_cli_status_watch_repeats_until_interrupted(zaqar, zaqar_queue):
+    import signal
+    import subprocess
+    import time
+
+    from wl_helpers import REPO, cli_env, workload_cmd
+    q = zaqar_queue()
+    q.post([{"seq": 0}])
+    proc = subprocess.Popen(workload_cmd("status", "-q", q.name, "--watch", "-t", "0.2", "--json"),
+                            env=cli_env(zaqar), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        second = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    for line in (first, second):
+        assert json.loads(line)["queue"]["total"] == 1

@@ -127,3 +127,10 @@ def test_queue_options_for_each_backend():
     assert settings.queue_options(a) == {"url": "http://127.0.0.1:1", "project": "p"}
     a = p.parse_args(["status", "-b", "sqs", "--sqs-endpoint", "http://127.0.0.1:2", "-r", "us-east-1"])
     assert settings.queue_options(a) == {"endpoint_url": "http://127.0.0.1:2", "region": "us-east-1"}
+
+
+def test_without_a_handler_the_consumer_sleeps_like_the_seed():
+    p = cli.build_parser()
+    assert cli.make_consumer_handler(p.parse_args(["consumer", "-t", "0.5"])).describe() == "sleep 0.5s"
+    assert cli.make_consumer_handler(p.parse_args(["consumer"])).describe() == \
+        "python workload.handlers.builtin:sleep"
