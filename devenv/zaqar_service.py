@@ -5,7 +5,7 @@ Both read the config file named by ``QW_ZAQAR_CONFIG``. Zaqar's stock WSGI modul
 (``zaqar.transport.wsgi.app``) only reads ``~/.zaqar`` or ``/etc/zaqar``, hence this entry.
 
 ``python zaqar_service.py gc INTERVAL`` runs the redis driver's own ``MessageController.gc``
-every INTERVAL seconds. ``zaqar-gc`` cannot do it: it calls ``gc()`` on the storage pipeline,
+every INTERVAL seconds (once if INTERVAL is 0). ``zaqar-gc`` cannot do it: it calls ``gc()`` on the storage pipeline,
 which never reaches the redis driver. Without it, expired claims and messages stay in redis
 and ``GET /v2/queues/Q/stats`` answers 503 for that queue.
 """
@@ -57,6 +57,10 @@ def gc_loop(interval: float) -> None:
                 logger.info("gc removed %s expired messages", removed)
         except Exception:  # keep collecting: a redis hiccup must not end the loop
             logger.exception("gc failed")
+            if interval <= 0:
+                raise
+        if interval <= 0:  # one collection, then exit
+            return
         deadline = time.monotonic() + interval
         while not stop and time.monotonic() < deadline:
             time.sleep(0.2)
