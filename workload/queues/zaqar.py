@@ -104,10 +104,11 @@ class ZaqarQueue(QueueDriver):
     :param name: queue name (Zaqar allows letters, digits, ``-`` and ``_``, up to 64).
     :param url: Zaqar base URL (``http://host:port``). With no ``cloud`` and no OpenStack
         credentials this is a Zaqar without Keystone and ``project`` is sent as ``X-Project-ID``.
-    :param project: project id for a Zaqar without Keystone (default ``queue-workers-local``).
+    :param project: project id for a Zaqar without Keystone (default ``queue-workers-local``);
+        with ``url``, it selects that mode even when ``cloud`` is also set.
     :param cloud: a cloud of clouds.yaml (or ``OS_CLOUD`` / ``OS_*`` when None and ``url`` is
-        None): authenticate with Keystone and find the endpoint in the catalog (``url``, if given,
-        overrides the endpoint).
+        None): authenticate with Keystone and find the endpoint in the catalog (``url``, if given
+        without ``project``, overrides the endpoint).
     :param region: the region whose messaging endpoint to use.
     :param policy: the queue's policy (defaults of :class:`QueuePolicy`).
     :param retry_policy: backoff for safe operations; ``retry.NO_RETRY`` turns retries off.
@@ -128,7 +129,7 @@ class ZaqarQueue(QueueDriver):
         self.retry_policy = retry_policy or retry.RetryPolicy()
         if _transport is not None:
             self._t = _transport
-        elif url and not cloud:
+        elif url and (project or not cloud):  # X-Project-ID only means something without Keystone
             self._t = _Transport(url, project, timeout=timeout)
         else:
             self._t = _Transport(url, None, adapter=_cloud_adapter(cloud, region, url),
