@@ -267,10 +267,13 @@ class Sim:
         raise NotImplementedError
 
 
+SERVICE_PRIOR_S = SERVICE_MEAN_S  # ours' first estimate of the service time (--service-prior)
+
+
 def ours_config() -> TargetConfig:
     """The one configuration of ours used for every trace (the monitor's defaults, bench world)."""
     return TargetConfig(min_size=0, max_size=MAX_SERVERS, target_wait_s=TARGET_WAIT_S,
-                        boot_time_s=BOOT_TIME_S, service_time_s=SERVICE_MEAN_S)
+                        boot_time_s=BOOT_TIME_S, service_time_s=SERVICE_PRIOR_S)
 
 
 class Ours(Sim):
@@ -552,7 +555,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder for the PNG plots (default: bench/out/)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--seed", type=int, default=1, help="random seed for arrivals and service times (default 1)")
+    p.add_argument("--service-prior", type=float, default=SERVICE_MEAN_S, metavar="SECONDS",
+                   help="ours' first estimate of the service time (default: the true mean, "
+                        f"{SERVICE_MEAN_S:g} s, as the baselines are told it); try 0.5 or 2 to "
+                        "see how much a wrong guess costs")
     args = p.parse_args(argv)
+    global SERVICE_PRIOR_S
+    if not 0.01 <= args.service_prior <= 100:
+        p.error(f"--service-prior={args.service_prior:g} is not allowed: from 0.01 to 100 seconds")
+    SERVICE_PRIOR_S = args.service_prior
 
     try:
         traces = [load_trace(f) for f in args.trace] if args.trace else \
