@@ -53,16 +53,20 @@ class LocalZaqar:
         0 runs no collector (then only :meth:`collect_garbage` collects, as with a bare Zaqar).
     :param workers: gunicorn worker processes; :param threads: threads per worker.
     :param startup_timeout: seconds to wait for each process to answer.
+    :param keystone: ``[keystone_authtoken]`` options (``auth_url``, ``username``, ``password``,
+        ``project_name``, ...) to run with ``auth_strategy = keystone`` instead of no auth;
+        clients then need a token (``project`` is unused).
     """
 
     def __init__(self, venv: str | os.PathLike | None = None, project: str = DEFAULT_PROJECT,
                  gc_interval: float = 2.0, workers: int = 2, threads: int = 4,
-                 startup_timeout: float = 60.0):
+                 startup_timeout: float = 60.0, keystone: dict[str, str] | None = None):
         self.venv = Path(venv) if venv else zaqar_venv()
         self.project = project
         self.gc_interval = gc_interval
         self.workers, self.threads = workers, threads
         self.startup_timeout = startup_timeout
+        self.keystone = dict(keystone) if keystone else None
         self.workdir: Path | None = None
         self.port: int | None = None
         self.redis_port: int | None = None
@@ -78,8 +82,9 @@ class LocalZaqar:
 
     @property
     def queue_options(self) -> dict[str, str]:
-        """Keyword options for ``workload.queues.open_queue("zaqar", name, **options)``."""
-        return {"url": self.url, "project": self.project}
+        """Keyword options for ``workload.queues.open_queue("zaqar", name, **options)``.
+        Behind Keystone only the URL: add ``cloud=...`` for the credentials."""
+        return {"url": self.url} if self.keystone else {"url": self.url, "project": self.project}
 
     def env(self) -> dict[str, str]:
         """Environment variables that point the workload at this server."""
@@ -118,9 +123,10 @@ class LocalZaqar:
         self.port = None
 
     def healthy(self) -> bool:
-        """True when Zaqar answers ``GET /`` with its 300 version document."""
+        """True when Zaqar answers ``GET /``: 300 (its versions), or 401 behind Keystone."""
         try:
-            return requests.get(self.url + "/", timeout=2).status_code == 300
+            return requests.get(self.url + "/", timeout=2).status_code in ((300, 401) if self.keystone
+                                                                           else (300,))
         except requests.RequestException:
             return False
 
@@ -183,9 +189,18 @@ class LocalZaqar:
         shutil.copy(SERVICE_SCRIPT, self.workdir / SERVICE_SCRIPT.name)
         redis_uri = f"redis://{LOOPBACK}:{self.redis_port}/0"
         conf = self.workdir / "zaqar.conf"
+        auth = ""
+        if self.keystone:
+            # service_type = messaging: without it keystonemiddleware refuses every credential
+            # restricted by access rules (measured; see ENVIRONMENT.md).
+            opts = {"www_authenticate_uri": self.keystone.get("auth_url"), "auth_type": "password",
+                    "user_domain_name": "Default", "project_domain_name": "Default",
+                    "interface": "public", "service_type": "messaging", **self.keystone}
+            auth = "\n[keystone_authtoken]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
+        conf.touch(mode=0o600)  # may hold the service user's password
         conf.write_text(textwrap.dedent(f"""\
             [DEFAULT]
-            auth_strategy =
+            auth_strategy = {"keystone" if self.keystone else ""}
             pooling = false
             default_log_levels = osprofiler.notifier=CRITICAL,stevedore=WARN,zaqar=WARN
             use_stderr = true
@@ -200,7 +215,7 @@ class LocalZaqar:
 
             [drivers:management_store:redis]
             uri = {redis_uri}
-            """))
+            """) + auth)
         return conf
 
     def _service_env(self, conf: Path) -> dict[str, str]:
