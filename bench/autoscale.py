@@ -365,7 +365,8 @@ class Aws(Sim):
     acceptable latency / average processing time; 1-minute metric (visible messages / InService
     instances); scale-out alarm 3 of 3 datapoints above target, scale-in alarm 15 of 15 below
     90% of target; instance warm-up = boot time (warming instances neither count in the metric
-    nor get added again); min capacity 1 (the metric divides by instances)."""
+    nor get added again); scale-in more gradual than scale-out (here at most 10% a minute while
+    the scale-in alarm holds); min capacity 1 (the metric divides by instances)."""
 
     name = "aws"
     poll_s = 60.0
@@ -377,6 +378,7 @@ class Aws(Sim):
     def params(self):
         return {"target_backlog_per_instance": self.target, "metric_period_s": 60,
                 "scale_out_datapoints": 3, "scale_in_datapoints": 15, "scale_in_below": 0.9,
+                "scale_in_step": "10% (at least 1) per minute while in alarm",
                 "instance_warmup_s": BOOT_TIME_S, "min_capacity": 1}
 
     def decide(self, obs):
@@ -388,8 +390,9 @@ class Aws(Sim):
         if len(self.history) >= 3 and all(m > self.target for m in self.history[-3:]):
             return max(cur, min(MAX_SERVERS, want + warming))
         if len(self.history) >= 15 and all(m < 0.9 * self.target for m in self.history) and not warming:
-            self.history = []
-            return max(1, min(cur, want))
+            # "More aggressive in adding capacity than in removing it": while the scale-in
+            # alarm holds, remove at most 10% (at least one) per minute.
+            return max(1, want, cur - max(1, cur // 10))
         return max(1, cur)
 
 
