@@ -121,13 +121,19 @@ exec chroot {mg} /usr/sbin/sshd -D -e
         self.host_keys = [" ".join(p.read_text().split()[:2]) for p in sorted((self.workdir / "keys").glob("*.pub"))]
         return self
 
-    def stop(self) -> None:
+    def power_off(self) -> None:
+        """Kill every process of the host (its mounts go with the namespace); files stay until stop()."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
         if getattr(self, "_log", None):
             self._log.close()
+            self._log = None
+
+    def stop(self) -> None:
+        """Power off and remove the host's files."""
+        self.power_off()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):

@@ -78,6 +78,7 @@ class CloudState:
         self.servers: dict[str, dict] = {}
         self.backends: dict[str, object] = {}
         self.stopping: list[threading.Thread] = []
+        self.stopped: dict[str, object] = {}
         self.images: dict[str, dict] = {}
         self.secgroups: dict[str, dict] = {}
         self.ports: dict[str, dict] = {}
@@ -137,8 +138,9 @@ class CloudState:
 
     def stop_all(self) -> None:
         with self.lock:
-            backends = list(self.backends.values())
+            backends = list(self.backends.values()) + list(self.stopped.values())
             self.backends.clear()
+            self.stopped.clear()
             stopping, self.stopping = self.stopping, []
         for t in stopping:
             t.join(timeout=60)
@@ -477,7 +479,7 @@ class StandinHandler(BaseHTTPRequestHandler):
         st = self.state
         with st.lock:
             st.servers.pop(srv["id"], None)
-            backend = st.backends.pop(srv["id"], None)
+            backend = st.backends.pop(srv["id"], None) or st.stopped.pop(srv["id"], None)
             for pid in [p["id"] for p in st.ports.values() if p["device_id"] == srv["id"]]:
                 del st.ports[pid]
                 for f in st.fips.values():
@@ -511,8 +513,10 @@ class StandinHandler(BaseHTTPRequestHandler):
                 srv["OS-EXT-STS:task_state"] = "powering-off"
 
             def power_off():  # asynchronous, as in Nova: the caller polls for SHUTOFF
-                if backend is not None:
-                    backend.stop()  # powered off: sshd is gone, as on a real server
+                if backend is not None:  # powered off: sshd is gone, as on a real server
+                    getattr(backend, "power_off", backend.stop)()
+                    with st.lock:
+                        st.stopped[srv["id"]] = backend  # its disk stays until the server is deleted
                 with st.lock:
                     srv.update({"status": "SHUTOFF", "OS-EXT-STS:vm_state": "stopped",
                                 "OS-EXT-STS:task_state": None, "OS-EXT-STS:power_state": 4})
