@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from workload.autoscale.actuator import Actuator, ActuatorError, GroupState
+from workload.autoscale.actuator import Actuator, ActuatorError
 from workload.autoscale.policy import (
     Decision, Observation, Policy, PolicyConfigError, PolicyState, TargetConfig, TargetPolicy,
     ThresholdConfig, ThresholdPolicy)
