@@ -14,7 +14,6 @@ python-zaqarclient drops those keys on an existing queue.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
@@ -26,7 +25,6 @@ from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, Queue
                                   QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
 from workload.queues.limits import ZAQAR, encode_json
 
-log = logging.getLogger(__name__)
 
 DEFAULT_LOCAL_PROJECT = "queue-workers-local"
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
