@@ -46,7 +46,7 @@ def _sqs(args) -> int:
     return _serve(LocalSQS(region=args.region, port=args.port), "sqs")
 
 
-def _demo(args) -> int:
+def _demo(args) -> int:  # reached only through build_parser() users; main() dispatches directly
     from devenv import demo  # written by the autoscale developer; imported only when asked for
     return demo.main(args.demo_args) or 0
 
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # everything after `demo` is the demo's own (argparse would eat --help)
+        from devenv import demo
+        return demo.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 

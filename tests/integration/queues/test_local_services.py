@@ -76,6 +76,7 @@ def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, hea
     (["zaqar", "--help"], ["--venv", "QW_ZAQAR_VENV", "--project", "X-Project-ID", "--gc-interval",
                            "garbage", "--workers", "--threads"]),
     (["sqs", "--help"], ["--region", "--port", "a free one"]),
+    (["demo", "--help"], ["python -m devenv demo"]),  # the demo's own help, not ours
 ])
 def test_every_subcommand_documents_its_options(argv, expected):
     out = subprocess.run([sys.executable, "-m", "devenv", *argv], cwd=REPO, capture_output=True,
