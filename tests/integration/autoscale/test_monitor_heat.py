@@ -1,0 +1,89 @@
+"""The monitor driving a real Heat AutoScalingGroup (local Keystone + Heat) from a real Zaqar
+backlog: the decisions PATCH the stack's desired capacity and the size read back follows."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from workload.autoscale.heat import HeatActuator
+from workload.autoscale.monitor import Monitor
+from workload.autoscale.policy import ThresholdConfig, ThresholdPolicy
+
+pytestmark = pytest.mark.controlplane
+
+TEMPLATE = {
+    "heat_template_version": "2018-08-31",
+    "parameters": {"desired_capacity": {"type": "number", "default": 0}},
+    "resources": {
+        "workers": {
+            "type": "OS::Heat::AutoScalingGroup",
+            "properties": {
+                "min_size": 0, "max_size": 3, "cooldown": 0,
+                "desired_capacity": {"get_param": "desired_capacity"},
+                "resource": {"type": "OS::Nova::Server",
+                             "properties": {"image": "consumer-template", "flavor": "m1.small"}},
+            },
+        },
+    },
+    "outputs": {"current_size": {"value": {"get_attr": ["workers", "current_size"]}}},
+}
+NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None"}}
+
+
+@pytest.fixture(scope="module")
+def heat_group():
+    """A control plane of our own (the controlplane tests' fixtures live in their folder) and
+    one stack with a group of 0..3 members that do nothing (no Nova here)."""
+    from keystoneauth1 import adapter
+
+    from devenv.controlplane import ControlPlane, heat_venv
+    if not (heat_venv() / "bin" / "python").exists():
+        pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat`")
+    cp = ControlPlane()
+    cp.start()
+    try:
+        session = cp.session("local")
+        api = adapter.Adapter(session, service_type="orchestration", interface="public")
+        name = f"qw-monitor-{uuid.uuid4().hex[:8]}"
+        stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
+                                             "environment": NO_NOVA, "timeout_mins": 5}
+                            ).json()["stack"]["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            resp = api.get(f"/stacks/{name}/{stack_id}", params={"resolve_outputs": False},
+                           raise_exc=False)
+            status = resp.json()["stack"]["stack_status"] if resp.status_code == 200 else ""
+            if status and not status.endswith("_IN_PROGRESS"):
+                assert status == "CREATE_COMPLETE", resp.json()["stack"].get("stack_status_reason")
+                break
+            assert time.monotonic() < deadline, "stack not created in 120 s"
+            time.sleep(0.5)
+        yield session, name
+        api.delete(f"/stacks/{name}/{stack_id}", raise_exc=False)
+    finally:
+        cp.stop()
+
+
+def test_backlog_grows_the_heat_group_and_an_empty_queue_shrinks_it(heat_group, work_queue):
+    session, stack = heat_group
+    actuator = HeatActuator(session, stack, mode="patch", update_timeout=120)
+    policy = ThresholdPolicy(ThresholdConfig(min_size=0, max_size=3, scale_up_threshold=10,
+                                             scale_down_threshold=0, up_cooldown_s=0,
+                                             down_cooldown_s=0))
+    records = []
+    monitor = Monitor(work_queue, policy, actuator, interval=0.5, log=records.append)
+
+    work_queue.post([{"seq": i} for i in range(40)])
+    sizes = [monitor.step()["group"]["current"] for _ in range(4)]
+    assert sizes == [0, 1, 2, 3]  # one step per look, each read back from the stack
+    ups = [r for r in records if r["decision"]["action"] == "up"]
+    assert [r["result"]["after"] for r in ups] == [1, 2, 3]
+    at_max = monitor.step()
+    assert at_max["decision"]["action"] == "hold" and "max 3" in at_max["decision"]["reason"]
+
+    work_queue.purge()
+    down = monitor.step()
+    assert down["decision"]["action"] == "down" and down["result"]["after"] == 2
+    assert actuator.observe().current == 2 and not actuator.observe().updating
