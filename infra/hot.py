@@ -79,9 +79,12 @@ def credentials_env(auth_url: str, region: str, credential_id: str, credential_s
     return env_file(env)
 
 
-def env_file(env: dict[str, str]) -> str:
-    """``KEY=value`` lines that both systemd's EnvironmentFile and ``docker --env-file`` read."""
-    lines = []
+def env_file(env: dict[str, str], comments: list[str] | tuple = ()) -> str:
+    """``KEY=value`` lines that both systemd's EnvironmentFile and ``docker --env-file`` read.
+
+    ``comments`` become ``#`` lines at the top (both formats skip them).
+    """
+    lines = [f"# {c}" for c in comments]
     for key, value in env.items():
         if "\n" in value or "\r" in value:
             raise ValueError(f"{key}: a setting's value may not hold a line break")
@@ -112,7 +115,7 @@ WantedBy=multi-user.target
 
 
 def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64: Any,
-                 unit_text: str | None = None) -> dict:
+                 unit_text: str | None = None, comments: list[str] | tuple = ()) -> dict:
     """cloud-init user data: write the settings, append the credential, start the unit.
 
     The baked unit reads one env file (``docker run --env-file``): the settings are written in
@@ -122,7 +125,7 @@ def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64:
     The unit is started with ``--no-block``: it is ordered after cloud-final, which runs this.
     """
     files = [
-        {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env)},
+        {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env, comments)},
         {"path": env_path, "permissions": "0600", "owner": "root:root", "encoding": "b64", "append": True,
          "content": credentials_b64},
     ]

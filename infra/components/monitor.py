@@ -15,12 +15,11 @@ from infra.config import StackConfig
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def monitor_env(cfg: StackConfig, stack: str, scale_up_url: str, scale_down_url: str) -> dict[str, str]:
+def monitor_env(cfg: StackConfig, stack: str) -> dict[str, str]:
     """The monitor container's settings (not secret): options of `python -m workload monitor`.
 
     The Heat actuator finds the group, its policies and their signal URLs from the stack named
-    by QW_GROUP; QW_HEAT_SCALE_UP_URL / QW_HEAT_SCALE_DOWN_URL record the endpoints for people
-    and tools that signal by hand.
+    by QW_GROUP (the credential may read and signal that stack only).
     """
     env = {
         "QW_QUEUE": cfg.queue_name,
@@ -28,8 +27,6 @@ def monitor_env(cfg: StackConfig, stack: str, scale_up_url: str, scale_down_url:
         "QW_REGION": cfg.region,
         "QW_ACTUATOR": "heat",
         "QW_GROUP": stack,
-        "QW_HEAT_SCALE_UP_URL": scale_up_url or "",
-        "QW_HEAT_SCALE_DOWN_URL": scale_down_url or "",
         "QW_POLICY": cfg.scaling_policy,
         "QW_MIN": str(cfg.min_size),
         "QW_MAX": str(cfg.max_size),
@@ -73,10 +70,13 @@ class Monitor(pulumi.ComponentResource):
         def render(v: list) -> str:
             stack_id, up, down, cred_id, cred_secret = v
             creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret)
-            env = monitor_env(cfg, args.stack_name, up, down)
+            env = monitor_env(cfg, args.stack_name)
+            # the group's scaling endpoints, for people and tools that signal by hand
+            endpoints = [f"heat stack {args.stack_name}/{stack_id}", f"scale-up signal URL: {up}",
+                         f"scale-down signal URL: {down}"]
             return hot.user_data(hot.cloud_config(hot.MONITOR_ENV_FILE, env, hot.MONITOR_UNIT,
                                                   base64.b64encode(creds.encode()).decode(),
-                                                  unit_text=hot.MONITOR_UNIT_TEXT))
+                                                  unit_text=hot.MONITOR_UNIT_TEXT, comments=endpoints))
 
         user_data = pulumi.Output.secret(pulumi.Output.all(
             args.stack_id, args.scale_up_url, args.scale_down_url, args.credential_id,

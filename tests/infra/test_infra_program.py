@@ -163,8 +163,9 @@ def test_outputs_and_secrets(stack):
         assert seen["monitor_secret_is_secret"] is True
         assert "userData" in one(stack, "Instance").secret_inputs
         ud = yaml.safe_load(seen["monitor_user_data"].split("\n", 1)[1])
-        env = dict(line.split("=", 1) for line in ud["write_files"][0]["content"].splitlines())
-        assert env["QW_HEAT_SCALE_UP_URL"] == seen["scale_up_url"]
+        content = ud["write_files"][0]["content"]
+        env = dict(line.split("=", 1) for line in content.splitlines() if not line.startswith("#"))
+        assert f"# scale-up signal URL: {seen['scale_up_url']}" in content.splitlines()
         assert env["QW_GROUP"] == f"queue-workers-{stack.stack}" and env["QW_ACTUATOR"] == "heat"
         creds = base64.b64decode(ud["write_files"][1]["content"]).decode()
         assert "OS_APPLICATION_CREDENTIAL_ID=credentials-monitor-id" in creds
@@ -267,3 +268,27 @@ def test_entry_point_declares_the_stack_as_pulumi_runs_it():
     run()
     assert {r.type for r in mocks.resources} >= {"openstack:orchestration/stackV1:StackV1",
                                                   "queue-workers:index:WorkQueue"}
+
+
+def _env_names(mode: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "workload", mode, "--help"], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in __import__("os").environ.items()
+                                          if not k.startswith("QW_")})
+    assert out.returncode == 0, out.stderr
+    return set(re.findall(r"\$(QW_[A-Z0-9_]+)", out.stdout))
+
+
+def test_env_files_use_the_workload_cli_own_variable_names():
+    """Every QW_* setting the servers get is an option `python -m workload consumer|monitor` reads."""
+    from infra.components.monitor import monitor_env
+    from infra.config import load
+
+    base = {"cloud": "c", "region": "R", "flavor": "f", "network": "n"}
+    consumer_names, monitor_names = _env_names("consumer"), _env_names("monitor")
+    for over in ({}, {"handler": "http:http://x/y"}, {"handler": "python:a.b:c"}):
+        assert set(hot.consumer_env(load({**base, **over}))) <= consumer_names
+    for policy in ("threshold", "target"):
+        assert set(monitor_env(load({**base, "scalingPolicy": policy}), "s")) <= monitor_names
