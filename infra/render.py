@@ -92,7 +92,6 @@ def render(name: str, images: list[dict] | None = None, root: Path | None = None
     import pulumi
     from pulumi.runtime import config as rc, mocks as pm
 
-    from infra import hot
     from infra.mocks import RecordingMonitor, StackMocks
 
     doc = yaml.safe_load(stack_file(name, root).read_text()) or {}
