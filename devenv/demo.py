@@ -302,14 +302,17 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait(0.5)
         producer.stop()
         producer.join(10)
-        view.note(f"producing stopped after {len(produced)} messages; draining what is queued...")
+        view.note(f"producing stopped after {len(produced)} messages; draining what is queued "
+                  "and waiting for the monitor to scale the idle pool to zero...")
         # Drain: the monitor keeps running (it wakes consumers for anything left) until every
-        # produced message was handled, bounded by the demo's length plus a margin.
+        # produced message was handled and it has scaled the idle pool to zero, bounded by the
+        # demo's length plus a margin.
         deadline = started + args.seconds + 15.0
         while not stop.is_set() and time.monotonic() < deadline:
             tick(time.monotonic())
-            if produced and produced <= set(reader.done):
-                break
+            group = (monitor.last or {}).get("group") or {}
+            if produced <= set(reader.done) and group.get("current") == 0:
+                break  # all handled, and the monitor has scaled the idle pool to zero
             stop.wait(0.5)
         monitor.stop()
         mon_thread.join(10)

@@ -395,6 +395,7 @@ class TargetPolicy:
         zero = (sleeps and idle_since is not None and obs.now - idle_since >= c.idle_to_zero_s)
         if zero:
             floor = 0
+            wanted = keep = 0  # empty that long: what is left of the rate average is not load
         if sleeps and current == 0 and total < c.activation_backlog:
             floor = 0  # asleep and not enough work to wake up
             wanted = keep = 0
