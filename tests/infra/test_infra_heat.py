@@ -13,7 +13,7 @@ import yaml
 
 from infra import hot
 
-from conftest import STACKS, heat_python, rendered  # noqa: I100 - tests/infra/conftest.py
+from infra_testlib import STACKS, heat_python, rendered
 
 VALIDATOR = Path(__file__).with_name("heat_validate.py")
 

@@ -12,7 +12,7 @@ import pytest
 
 from infra.render import render
 
-from conftest import STACKS  # noqa: I100 - tests/infra/conftest.py
+from infra_testlib import STACKS
 
 # Resource types Heat deletes with the stack, including what they make on the side (the scaling
 # policies' Keystone users in Heat's domain; the group's nested stack and its servers).

@@ -12,7 +12,7 @@ from infra.components.image import bake_properties
 from infra.mocks import baked_image
 from infra.policies import rules
 
-from conftest import STACKS, rendered  # noqa: I100 - tests/infra/conftest.py
+from infra_testlib import STACKS, rendered
 
 
 def args(resource_type: str, props: dict, name: str = "r", config: dict | None = None) -> ResourceValidationArgs:

@@ -253,7 +253,7 @@ def test_entry_point_declares_the_stack_as_pulumi_runs_it():
     from infra.mocks import RecordingMonitor, StackMocks
     from infra.render import flatten
 
-    from conftest import REPO
+    from infra_testlib import REPO
 
     mocks = StackMocks(stack="iad")
     pulumi.runtime.set_mocks(mocks, project="queue-workers", stack="iad", preview=False,

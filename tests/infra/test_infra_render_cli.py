@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, STACKS  # noqa: I100 - tests/infra/conftest.py
+from infra_testlib import REPO, STACKS
 
 
 def run(*argv, cwd=REPO):
