@@ -216,7 +216,8 @@ class HeatActuator(Actuator):
         if meta.get("scaling_in_progress"):
             return "scaling in progress"
         ends = list((meta.get("cooldown_end") or {}).keys())
-        if ends and now is not None and now < ends[0]:
+        # The Date header has whole seconds: only a cooldown that outlasts it by more counts.
+        if ends and now is not None and _seconds_between(now, ends[0]) > 1.0:
             return f"in cooldown until {ends[0]}"
         return ""
 
@@ -295,6 +296,11 @@ class HeatActuator(Actuator):
                 self._wait_group_idle(deadline + self.settle_timeout)
                 return self._size(allow_stale=True)
             if time.monotonic() >= deadline:
+                # Heat may have taken the signal after all: while it resizes, keep waiting.
+                if self._group_metadata().get("scaling_in_progress") and \
+                        time.monotonic() < deadline + self.settle_timeout:
+                    self._sleep(self.poll_interval)
+                    continue
                 return size
             self._sleep(self.poll_interval)
 
@@ -377,6 +383,12 @@ def session_from_cloud(cloud: str | None = None, region: str | None = None):
         return os_config.OpenStackConfig().get_one(cloud=cloud, region_name=region).get_session()
     except os_exc.OpenStackCloudException as exc:
         raise ActuatorError(f"cannot load OpenStack credentials ({cloud or 'OS_CLOUD / OS_*'}): {exc}")
+
+
+def _seconds_between(start_iso: str, end_iso: str) -> float:
+    """Seconds from one naive UTC ISO timestamp to another (Heat's and its Date header's)."""
+    parse = _dt.datetime.fromisoformat
+    return (parse(end_iso) - parse(start_iso)).total_seconds()
 
 
 def _clamp(value: int, low: int | None, high: int | None) -> int:

@@ -1,0 +1,146 @@
+"""Session fixtures for the control-plane tests: a real Keystone + Heat on loopback, and stacks.
+
+``controlplane`` starts :class:`devenv.controlplane.ControlPlane` once per session (about 6 s
+from the cached state; the first run on a machine builds that state, about 25 s) and stops it
+by PID at the end. ``heat_stack`` creates stacks with an AutoScalingGroup whose members are
+``OS::Heat::None`` (no Nova) and deletes them after the test.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from devenv.controlplane import ControlPlane, heat_venv
+
+
+@pytest.fixture(scope="session")
+def controlplane():
+    venv = heat_venv()
+    if not (venv / "bin" / "python").exists():
+        pytest.fail(f"no Keystone/Heat virtualenv at {venv}: run `make venv-heat` "
+                    "(make test does it) or set QW_HEAT_VENV")
+    # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log) after the run.
+    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None,
+                      progress=lambda msg: print(msg, flush=True))
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def heat_session(controlplane):
+    """The demo user's session (role member on project demo), built from clouds.yaml."""
+    return controlplane.session("local")
+
+
+def group_template(with_policies: bool = True) -> dict:
+    """A stack: AutoScalingGroup of OS::Nova::Server (mapped to OS::Heat::None), up/down policies."""
+    tmpl = {
+        "heat_template_version": "2018-08-31",
+        "parameters": {
+            "desired_capacity": {"type": "number", "default": 1},
+            "min_size": {"type": "number", "default": 1},
+            "max_size": {"type": "number", "default": 4},
+            # The policies' cooldown starts after each resize they make; the group's own starts
+            # when it is created (Heat counts creation as a resize), so keep that one at 0.
+            "cooldown": {"type": "number", "default": 0},
+            "group_cooldown": {"type": "number", "default": 0},
+        },
+        "resources": {
+            "workers": {
+                "type": "OS::Heat::AutoScalingGroup",
+                "properties": {
+                    "min_size": {"get_param": "min_size"},
+                    "max_size": {"get_param": "max_size"},
+                    "desired_capacity": {"get_param": "desired_capacity"},
+                    "cooldown": {"get_param": "group_cooldown"},
+                    "resource": {"type": "OS::Nova::Server",
+                                 "properties": {"image": "consumer-template", "flavor": "m1.small"}},
+                },
+            },
+        },
+        "outputs": {"current_size": {"value": {"get_attr": ["workers", "current_size"]}}},
+    }
+    if with_policies:
+        for name, step in (("scale_up", 1), ("scale_down", -1)):
+            tmpl["resources"][name] = {
+                "type": "OS::Heat::ScalingPolicy",
+                "properties": {"adjustment_type": "change_in_capacity",
+                               "auto_scaling_group_id": {"get_resource": "workers"},
+                               "scaling_adjustment": step,
+                               "cooldown": {"get_param": "cooldown"}},
+            }
+            tmpl["outputs"][f"{name}_signal_url"] = {"value": {"get_attr": [name, "signal_url"]}}
+            tmpl["outputs"][f"{name}_alarm_url"] = {"value": {"get_attr": [name, "alarm_url"]}}
+    return tmpl
+
+
+# No Nova here: the environment maps servers to a resource that does nothing (a Heat feature).
+NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None"}}
+
+
+class Stacks:
+    """Creates stacks through the orchestration API and deletes them all at teardown."""
+
+    def __init__(self, session):
+        from keystoneauth1 import adapter
+        self.api = adapter.Adapter(session, service_type="orchestration", interface="public")
+        self.created: list[str] = []
+
+    def create(self, template: dict | None = None, timeout: float = 120, **params) -> dict:
+        name = f"qw-test-{uuid.uuid4().hex[:8]}"
+        resp = self.api.post("/stacks", json={
+            "stack_name": name, "template": template or group_template(), "environment": NO_NOVA,
+            "parameters": params, "timeout_mins": 5})
+        path = f"/stacks/{name}/{resp.json()['stack']['id']}"
+        self.created.append(path)
+        stack = self.wait(path, timeout)
+        assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
+        return stack
+
+    def wait(self, path: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = self.api.get(path, params={"resolve_outputs": False}, raise_exc=False)
+            if resp.status_code == 200:
+                stack = resp.json()["stack"]
+                if not stack["stack_status"].endswith("_IN_PROGRESS"):
+                    return stack
+            assert time.monotonic() < deadline, f"{path} still in progress after {timeout} s"
+            time.sleep(0.5)
+
+    def output(self, stack: dict, key: str):
+        path = f"/stacks/{stack['stack_name']}/{stack['id']}/outputs/{key}"
+        return self.api.get(path).json()["output"]["output_value"]
+
+    def delete(self, path: str) -> dict:
+        self.api.delete(path, raise_exc=False)
+        return self.wait(path)
+
+    def wait_deletions(self, timeout: float = 120) -> None:
+        """Wait until no stack of the project is being deleted (their trusts come and go)."""
+        deadline = time.monotonic() + timeout
+        while any(s["stack_status"] == "DELETE_IN_PROGRESS"
+                  for s in self.api.get("/stacks").json()["stacks"]):
+            assert time.monotonic() < deadline, "stacks still DELETE_IN_PROGRESS"
+            time.sleep(0.5)
+
+    def cleanup(self) -> None:
+        """Delete every stack made here and wait: a delete overlapping the next test's create
+        has made Heat's trust creation fail (403) in this one-process engine."""
+        for path in self.created:
+            self.api.delete(path, raise_exc=False)
+        for path in self.created:
+            self.wait(path)
+
+
+@pytest.fixture
+def stacks(heat_session):
+    made = Stacks(heat_session)
+    yield made
+    made.cleanup()
