@@ -12,7 +12,8 @@ and until it exists the mode shows the seed's scaling options and exits 2 saying
 
 Exit codes: 0 success (the consumer: stopped by SIGTERM/SIGINT, --max-messages or --idle-exit);
 1 unexpected failure; 2 bad option, environment value or handler; 3 the queue service refused
-(queue missing, credentials refused, service unreachable after retries).
+(queue missing, credentials refused, or unreachable after retries; the consumer does not give up
+on an unreachable service: it logs an ``error`` line and tries again with backoff).
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Producer, consumer, monitor and queue administration for queue-workers. "
                     "Every option also reads the environment variable shown in its help.",
         epilog="Exit codes: 0 ok; 1 unexpected failure; 2 bad option or environment value; "
-               "3 the queue service refused (queue missing, credentials, unreachable). "
+               "3 the queue service refused (queue missing, credentials, unreachable; the consumer "
+               "instead keeps retrying an unreachable service). "
                "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs.")
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
