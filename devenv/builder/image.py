@@ -100,6 +100,11 @@ def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
         _log(f"{label}: done in {steps[-1][1]:.1f}s")
         return r
 
+    with rootfs._locked(rootfs.cache_dir() / "image" / ".build.lock"):  # one build at a time
+        return _build(tag, output, steps, step)
+
+
+def _build(tag, output, steps, step) -> dict:
     base = step("base image", ensure_base_image)
     with tempfile.TemporaryDirectory(prefix="qw-image-ctx-") as ctx:
         _stage_context(Path(ctx))

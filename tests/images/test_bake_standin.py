@@ -8,13 +8,19 @@ image may be left looking like a template.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import openstack
+import yaml
 import pytest
 
 from images import bake as bake_mod
 
 pytestmark = pytest.mark.builder
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -72,11 +78,27 @@ def test_bake_makes_a_template_with_properties_and_manifest_then_reuses_it(cloud
     err = capsys.readouterr().err
     assert "[bake] install docker: done in" in err and "floating IP on public: done in" in err
 
-    # Same content again: reused, no builder booted.
+    # Same content again, through the fab command and a clouds.yaml: reused, no builder booted.
     before = len([r for r in cloud.request_log if r == ("POST", "/compute/v2.1/servers")])
-    again = bake_mod.bake(_opts(cloud, tmp_path, workload_archive))
-    assert again["reused"] is True and again["template_image_id"] == img.id
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"standin": cloud.cloud_config()}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    fab = [str(Path(sys.executable).with_name("fab")), "-r", str(REPO_ROOT)]
+    run = subprocess.run([*fab, "bake-template", "--cloud", "standin", "--region", "RegionOne",
+                          "--image-archive", str(workload_archive), "--manifest", str(tmp_path / "again.json")],
+                         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    again = json.loads(run.stdout.strip().splitlines()[-1])
+    assert again == {"template_image_id": img.id, "template_name": img.name, "reused": True}
+    assert "unchanged content: reusing template" in run.stderr
     assert len([r for r in cloud.request_log if r == ("POST", "/compute/v2.1/servers")]) == before
+
+    # prune through fab too: the one template is the newest, so nothing goes.
+    run = subprocess.run([*fab, "prune-templates", "--cloud", "standin", "--keep", "1", "--dry-run"],
+                         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["kept"] == [img.name]
 
 
 CLOUD_FAULTS_EARLY = ["keypair.create", "secgroup.create", "secgroup_rule.create", "server.create",
