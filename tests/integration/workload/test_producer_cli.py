@@ -123,3 +123,13 @@ def test_cli_status_watch_repeats_until_interrupted(zaqar, zaqar_queue):
     assert proc.returncode == 0
     for line in (first, second):
         assert json.loads(line)["queue"]["total"] == 1
+
+
+def test_cli_redrive_moves_at_most_count(service, new_queue):
+    q = new_queue()
+    q.dead_letter_queue().post([{"seq": i} for i in range(3)])
+    out = run_cli(service, "redrive", "-q", q.name, "--count", "2")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["moved"] == 2 and result["left"] == 1
+    assert len(drain(q)) == 2 and len(drain(q.dead_letter_queue())) == 1
