@@ -33,7 +33,7 @@ def _sudo(c: Connection, cmd: str, **kw):
 
 def _put_root(c: Connection, content: str, path: str, mode: str = "0644") -> None:
     """Write a file as root (upload as the login user, then install)."""
-    tmp = f"/tmp/qw-{Path(path).name}.upload"
+    tmp = f".qw-{Path(path).name}.upload"  # in the login user's home, not a shared /tmp
     c.put(io.BytesIO(content.encode()), tmp)
     _sudo(c, f"install -D -o root -g root -m {mode} {tmp} {shlex.quote(path)} && rm -f {tmp}")
 
@@ -157,7 +157,7 @@ for f in /root/.ssh/authorized_keys {home}/.ssh/authorized_keys; do
   [ -f "$f" ] && sed -i '\\#{key_body}#d' "$f"
 done
 apt-get clean; rm -rf /var/lib/apt/lists/*
-rm -f /root/.bash_history {home}/.bash_history {REMOTE_ARCHIVE} /tmp/qw-*
+rm -f /root/.bash_history {home}/.bash_history {REMOTE_ARCHIVE} {home}/.qw-*.upload
 journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
 sync
 """
