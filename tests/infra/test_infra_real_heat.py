@@ -5,7 +5,10 @@ the server group are mapped to ``OS::Heat::None`` in the stack's environment, an
 parameter's ``glance.image`` constraint is dropped (there is no Glance to ask). Everything else is
 the template ``pulumi up`` sends: the group reaches its desired size, the size output and the
 policies' signal URLs work, a scale-up signal adds ``scaleUpStep`` servers, and deleting the
-one stack leaves nothing. Keystone accepts both credentials' access rules as the program writes them.
+one stack leaves nothing. Keystone accepts both credentials' access rules as the program writes them,
+and with Heat's keystonemiddleware told its service type (``service_type = orchestration``, which
+a cloud that supports access rules sets), a credential with the monitor's rules may find, read,
+signal and PATCH its own stack and nothing else.
 """
 from __future__ import annotations
 
@@ -28,12 +31,27 @@ CONFIG = {"cloud": "local", "region": "RegionOne", "flavor": "m1.small", "networ
 
 @pytest.fixture(scope="module")
 def controlplane():
+    """Keystone + Heat; Heat's keystonemiddleware told its service type, so access rules apply."""
+    from devenv import heat as devenv_heat
     from devenv.controlplane import ControlPlane, heat_venv
 
     if not (heat_venv() / "bin" / "python").exists():
         pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat` (make test does)")
+    write_config = devenv_heat.write_config
+
+    def with_service_type(*args, **kw):
+        conf = write_config(*args, **kw)
+        text = conf.read_text()
+        assert "[keystone_authtoken]\n" in text
+        conf.write_text(text.replace("[keystone_authtoken]\n", "[keystone_authtoken]\nservice_type = orchestration\n"))
+        return conf
+
     cp = ControlPlane(progress=lambda msg: print(msg, flush=True))
-    cp.start()
+    devenv_heat.write_config = with_service_type
+    try:
+        cp.start()
+    finally:
+        devenv_heat.write_config = write_config
     try:
         yield cp
     finally:
@@ -71,7 +89,9 @@ def _wait_size(heat, path, want, timeout=60.0):
         time.sleep(1)
 
 
-def test_the_stack_template_runs_in_real_heat(heat):
+@pytest.fixture(scope="module")
+def own_stack(heat):
+    """The stack `pulumi up` would create (servers mapped to OS::Heat::None); deleted at the end."""
     template = copy.deepcopy(render("iad", cfg_override=CONFIG).template)
     template["parameters"][hot.P_IMAGE].pop("constraints")  # no Glance here
     name = f"queue-workers-test-{uuid.uuid4().hex[:8]}"
@@ -85,19 +105,40 @@ def test_the_stack_template_runs_in_real_heat(heat):
     try:
         stack = _wait(heat, path)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
-        assert _output(heat, path, hot.OUT_CURRENT_SIZE) == 2  # desiredSize
-        up = _output(heat, path, hot.OUT_SCALE_UP_URL)
-        assert up.endswith(f"/stacks/{name}/{stack['id']}/resources/{hot.SCALE_UP}/signal")
-        # the monitor's way: POST the signal URL with a token; Heat adds scaleUpStep servers
-        r = heat.session.post(up, authenticated=True, raise_exc=False)
-        assert r.status_code == 200, r.text
-        _wait_size(heat, path, 4)
-        down = _output(heat, path, hot.OUT_SCALE_DOWN_URL)
-        assert heat.session.post(down, authenticated=True, raise_exc=False).status_code == 200
-        _wait_size(heat, path, 3)
+        yield path
     finally:
         heat.delete(path, raise_exc=False)
+    # deleting the one stack removes the group, its servers and the policies
     assert _wait(heat, path)["stack_status"] == "DELETE_COMPLETE"
+
+
+@pytest.fixture(scope="module")
+def other_stack(heat):
+    """Another stack of the same project, which the monitor's credential must not touch."""
+    name = f"someone-else-{uuid.uuid4().hex[:6]}"
+    resp = heat.post("/stacks", json={"stack_name": name, "timeout_mins": 5, "template": {
+        "heat_template_version": hot.HOT_VERSION, "resources": {"nothing": {"type": "OS::Heat::None"}}}})
+    path = f"/stacks/{name}/{resp.json()['stack']['id']}"
+    try:
+        assert _wait(heat, path)["stack_status"] == "CREATE_COMPLETE"
+        yield path
+    finally:
+        heat.delete(path, raise_exc=False)
+
+
+def test_the_stack_template_runs_in_real_heat(heat, own_stack):
+    path = own_stack
+    name, stack_id = path.split("/")[2:4]
+    assert _output(heat, path, hot.OUT_CURRENT_SIZE) == 2  # desiredSize
+    up = _output(heat, path, hot.OUT_SCALE_UP_URL)
+    assert up.endswith(f"/stacks/{name}/{stack_id}/resources/{hot.SCALE_UP}/signal")
+    # POST the signal URL with a token: Heat adds scaleUpStep servers
+    r = heat.session.post(up, authenticated=True, raise_exc=False)
+    assert r.status_code == 200, r.text
+    _wait_size(heat, path, 4)
+    down = _output(heat, path, hot.OUT_SCALE_DOWN_URL)
+    assert heat.session.post(down, authenticated=True, raise_exc=False).status_code == 200
+    _wait_size(heat, path, 3)
 
 
 def test_keystone_accepts_both_credentials_access_rules(controlplane):
@@ -123,3 +164,53 @@ def test_keystone_accepts_both_credentials_access_rules(controlplane):
             assert not cred["unrestricted"]  # Keystone answers null or false
         finally:
             ks.delete(f"/users/{user}/application_credentials/{cred['id']}", raise_exc=False)
+
+
+def _app_credential_token(controlplane, rules: list) -> str:
+    from keystoneauth1 import adapter
+
+    session = controlplane.session("local")
+    ks = adapter.Adapter(session, service_type="identity", interface="public")
+    r = ks.post(f"/users/{session.get_user_id()}/application_credentials", json={"application_credential": {
+        "name": f"qw-test-{uuid.uuid4().hex[:8]}", "access_rules": rules}}, raise_exc=False)
+    assert r.status_code == 201, r.text
+    cred = r.json()["application_credential"]
+    r = ks.post("/auth/tokens", json={"auth": {"identity": {"methods": ["application_credential"],
+                "application_credential": {"id": cred["id"], "secret": cred["secret"]}}}}, raise_exc=False)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+def test_monitor_credential_may_only_signal_read_and_update_its_own_stack(controlplane, heat, own_stack,
+                                                                           other_stack):
+    import requests
+
+    own_name = own_stack.split("/")[2]
+    token = _app_credential_token(controlplane, access_rules.monitor_rules("jobs", "jobs-dlq", own_name))
+    s = requests.Session()
+    s.headers["X-Auth-Token"] = token
+    base = heat.get_endpoint()
+
+    def call(method, path, **kw):
+        return s.request(method, base + path, timeout=60, allow_redirects=False, **kw)
+
+    # its job: find and read its stack, signal its policies, set its desired capacity
+    assert call("GET", f"/stacks/{own_name}").status_code == 302  # lookup by name
+    assert call("GET", own_stack, params={"resolve_outputs": False}).status_code == 200
+    before = call("GET", f"{own_stack}/outputs/{hot.OUT_CURRENT_SIZE}").json()["output"]["output_value"]
+    assert call("POST", f"{own_stack}/resources/{hot.SCALE_UP}/signal").status_code == 200
+    _wait_size(heat, own_stack, min(before + CONFIG["scaleUpStep"], CONFIG["maxSize"]))
+    r = call("PATCH", own_stack, json={"parameters": {hot.P_DESIRED: 2}})
+    assert r.status_code == 202, r.text
+    assert _wait(heat, own_stack)["stack_status"] == "UPDATE_COMPLETE"
+    _wait_size(heat, own_stack, 2)
+    # nothing else: Keystone refuses with 401
+    refused = [
+        call("DELETE", own_stack),
+        call("GET", other_stack),
+        call("POST", f"{other_stack}/resources/{hot.SCALE_UP}/signal"),
+        call("PATCH", other_stack, json={"parameters": {}}),
+        call("GET", "/stacks"),
+        call("POST", "/stacks", json={"stack_name": "x", "template": {"heat_template_version": hot.HOT_VERSION}}),
+    ]
+    assert [r.status_code for r in refused] == [401] * len(refused)
