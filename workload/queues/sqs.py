@@ -216,6 +216,23 @@ class SQSQueue(QueueDriver):
         if claim is not None and hasattr(claim, "_held"):
             claim._held.discard(message.id)
 
+    def delete_many(self, messages: Sequence[Message], claim: Claim | None = None) -> None:
+        """DeleteMessageBatch, 10 receipts a request; a receipt SQS no longer honours raises
+        :class:`ClaimLost` (after the others of its batch are deleted)."""
+        failed = []
+        for start in range(0, len(messages), self.limits.batch_messages):
+            chunk = list(messages[start:start + self.limits.batch_messages])
+            resp = self._call("delete_message_batch", safe=True, QueueUrl=self.url,
+                              Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)])
+            failed += [(chunk[int(f["Id"])], f) for f in resp.get("Failed", [])]
+            if claim is not None and hasattr(claim, "_held"):
+                claim._held.difference_update(m.id for m in chunk)
+        if failed:
+            message, f = failed[0]
+            cls = ClaimLost if f.get("Code") in _LOST_RECEIPT_CODES else QueueError
+            raise cls(f.get("Code", "DeleteMessageBatch failed"),
+                      f"{len(failed)} of {len(messages)} not deleted, first {message.id}: {f.get('Message', '')}")
+
     def stats(self) -> QueueStats:
         """Approximate counts, as SQS reports them (``ApproximateNumberOfMessages`` = free,
         ``...NotVisible`` = claimed, ``...Delayed`` counted in total). SQS's API has no oldest age

@@ -59,6 +59,22 @@ def test_post_claim_delete(make_queue):
     q.delete(claim.messages[0], None)  # deleting one that is gone is not an error
 
 
+def test_delete_many_deletes_claimed_messages_in_bulk(make_queue):
+    q = make_queue()
+    n = q.limits.claim_limit[1]
+    q.post([{"i": i} for i in range(n + 2)])
+    claim = q.claim(limit=n, ttl=60, grace=60)
+    assert claim is not None and len(claim.messages) == n
+    q.delete_many(claim.messages, claim)
+    rest = q.claim(limit=n, ttl=60, grace=60)
+    assert rest is not None and len(rest.messages) == 2  # only the two never claimed are left
+    assert {m.id for m in rest.messages}.isdisjoint(m.id for m in claim.messages)
+    q.delete_many(rest.messages, rest)
+    assert q.claim(limit=n, ttl=60, grace=60) is None
+    assert q.stats().total == 0
+    q.delete_many(claim.messages, None)  # deleting what is gone is not an error
+
+
 def test_posts_are_split_at_the_count_limit(make_queue):
     q = make_queue()
     n = q.limits.batch_messages * 2 + 3
