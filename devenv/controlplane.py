@@ -35,7 +35,7 @@ from devenv.procs import free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 # Bump when what build_state() creates changes, so old caches are not reused.
-RECIPE = "1"
+RECIPE = "2"
 CLOUD = "local"
 ADMIN_CLOUD = "local-admin"
 
@@ -120,7 +120,7 @@ def build_state(venv: Path | None = None, progress=print) -> Path:
 
 def _build(venv: Path, work: Path) -> None:
     secrets = {name: _secrets.token_urlsafe(18)
-               for name in ("admin", "heat", "heat_domain_admin", "demo")}
+               for name in ("admin", "heat", "heat_domain_admin", "demo", "zaqar")}
     secrets["auth_encryption_key"] = _secrets.token_hex(16)  # Heat wants exactly 32 characters
     secrets_file = work / "secrets.json"
     secrets_file.touch(mode=0o600)
@@ -174,8 +174,11 @@ class ControlPlane:
     """
 
     def __init__(self, run_dir: str | os.PathLike | None = None, venv: str | os.PathLike | None = None,
-                 progress=print):
+                 progress=print, messaging: bool = False, zaqar_venv: str | os.PathLike | None = None):
         self.venv = Path(venv or heat_venv())
+        self.messaging = messaging
+        self.zaqar_venv = zaqar_venv
+        self.zaqar = None  # devenv.zaqar.LocalZaqar behind this Keystone, when messaging=True
         self._own_dir = run_dir is None
         self.run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
@@ -196,6 +199,13 @@ class ControlPlane:
     @property
     def cfn_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['cfn']}/v1"
+
+    @property
+    def messaging_url(self) -> str:
+        """Zaqar's URL (messaging in the catalog), when started with ``messaging=True``."""
+        if self.zaqar is None:
+            raise RuntimeError("this control plane runs no Zaqar (start it with messaging=True)")
+        return self.zaqar.url
 
     @property
     def clouds_yaml(self) -> Path:
@@ -230,6 +240,10 @@ class ControlPlane:
         keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
         conf = heat.write_config(self.run_dir, copy, self.venv, self.ports, self.secrets,
                                  log_file=self.run_dir / "heat.log")
+        zaqar_thread = None
+        if self.messaging:
+            zaqar_thread = threading.Thread(target=_capture, args=(self._start_zaqar,))
+            zaqar_thread.start()  # in parallel: its readiness check accepts 401 before Keystone is up
         try:
             self.procs["keystone"] = _start_keystone(self.venv, copy, self.ports["keystone"],
                                                      self.run_dir / "keystone.out")
@@ -246,13 +260,28 @@ class ControlPlane:
             wait_until(lambda: _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
                        and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/"), 90, "heat",
                        self.procs["heat"], str(self.run_dir / "heat.out"))
+            if zaqar_thread is not None:
+                zaqar_thread.join()
+                if zaqar_thread.error:  # type: ignore[attr-defined]
+                    raise zaqar_thread.error  # type: ignore[attr-defined]
+                keystone.add_endpoint(_admin_session(self.ports["keystone"], self.secrets["admin"]),
+                                      "messaging", self.zaqar.url)
         except BaseException:
+            if zaqar_thread is not None:
+                zaqar_thread.join()
             self.stop()
             raise
         self._write_clouds_yaml()
         self.progress(f"controlplane: Keystone {self.url} and Heat {self.heat_url} ready in "
                       f"{time.monotonic() - started:.1f} s")
         return self
+
+    def _start_zaqar(self) -> None:
+        from devenv.zaqar import LocalZaqar
+        self.zaqar = LocalZaqar(venv=self.zaqar_venv, keystone={
+            "auth_url": self.url, "username": keystone.ZAQAR_USER,
+            "password": self.secrets["zaqar"], "project_name": keystone.SERVICE_PROJECT})
+        self.zaqar.start()
 
     def _write_clouds_yaml(self) -> None:
         def cloud(user, password, project):
@@ -276,6 +305,9 @@ class ControlPlane:
         for t in threads:
             t.join()
         self.procs.clear()
+        if self.zaqar is not None:
+            self.zaqar.stop()
+            self.zaqar = None
         if self._own_dir and self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -297,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: a temporary folder removed on exit)")
     parser.add_argument("--venv", default=None,
                         help="virtualenv with Keystone and Heat (default: $QW_HEAT_VENV or <repo>/.venv-heat)")
+    parser.add_argument("--messaging", action="store_true",
+                        help="also run Zaqar (from $QW_ZAQAR_VENV or <repo>/.venv-zaqar) with Keystone "
+                        "auth, registered as the messaging service in the same catalog")
     parser.add_argument("--build-only", action="store_true",
                         help="only build the cached state (if missing) and exit")
     return parser
@@ -310,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cp = ControlPlane(run_dir=args.run_dir, venv=args.venv)
+    cp = ControlPlane(run_dir=args.run_dir, venv=args.venv, messaging=args.messaging)
     try:
         cp.start()
     except Exception as exc:  # a clear line for a user at the terminal
@@ -318,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"orchestration: {cp.heat_url}/<project_id>   cloudformation: {cp.cfn_url}")
+        if cp.zaqar is not None:
+            print(f"messaging: {cp.messaging_url} (Keystone auth)")
         print("clouds: local (user demo, project demo, role member), local-admin (admin)")
         for key, value in cp.env().items():
             print(f"export {key}={value}")

@@ -64,6 +64,8 @@ def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secret
         "[keystone_authtoken]\n"
         f"www_authenticate_uri = {ks}/v3\n"
         "interface = public\n"
+        # Application credentials with access rules are refused (401) without it.
+        "service_type = orchestration\n"
         + service_auth +
         "[trustee]\n"
         + password_auth +

@@ -33,6 +33,7 @@ STACK_DOMAIN = "heat"
 STACK_DOMAIN_ADMIN = "heat_domain_admin"
 DEMO_PROJECT = "demo"
 DEMO_USER = "demo"
+ZAQAR_USER = "zaqar"
 ROLES = ("admin", "member", "reader", "service", "heat_stack_user")
 
 # Catalog: service type -> (service name, URL template). Ports are filled in at every start.
@@ -40,6 +41,8 @@ CATALOG = {
     "identity": ("keystone", "http://127.0.0.1:{keystone}/v3"),
     "orchestration": ("heat", "http://127.0.0.1:{heat}/v1/%(tenant_id)s"),
     "cloudformation": ("heat-cfn", "http://127.0.0.1:{cfn}/v1"),
+    # Zaqar's endpoint is added at start (its port is chosen when it starts), only when it runs.
+    "messaging": ("zaqar", "http://127.0.0.1:{zaqar}"),
 }
 
 
@@ -122,6 +125,8 @@ def create_objects(session, secrets: dict, ports: dict) -> None:
     heat = ks.ensure("users", HEAT_USER, {"domain_id": default, "password": secrets["heat"]})
     ks.grant(f"projects/{service}/users/{heat}/roles/{roles['admin']}")
     ks.grant(f"projects/{service}/users/{heat}/roles/{roles['service']}")
+    zaqar = ks.ensure("users", ZAQAR_USER, {"domain_id": default, "password": secrets["zaqar"]})
+    ks.grant(f"projects/{service}/users/{zaqar}/roles/{roles['service']}")
     demo_user = ks.ensure("users", DEMO_USER, {"domain_id": default, "password": secrets["demo"]})
     ks.grant(f"projects/{demo}/users/{demo_user}/roles/{roles['member']}")
     domain = ks.ensure("domains", STACK_DOMAIN, {"description": "Heat stack users"})
@@ -132,6 +137,8 @@ def create_objects(session, secrets: dict, ports: dict) -> None:
         if stype == "identity":
             continue  # bootstrap made it
         sid = ks.ensure("services", name, {"type": stype})
+        if not all(k in ports for k in _fields(template)):
+            continue
         ks.post("endpoints", "endpoint", {"service_id": sid, "interface": "public",
                                           "region_id": REGION, "url": template.format(**ports)})
 
@@ -162,6 +169,18 @@ class _Rest:
 
     def grant(self, path: str) -> None:
         self._call("PUT", path)
+
+
+def add_endpoint(session, service_type: str, url: str) -> None:
+    """Register (or re-point) the public endpoint of ``service_type`` in a running Keystone."""
+    ks = _Rest(session)
+    sid = ks.ensure("services", CATALOG[service_type][0], {"type": service_type})
+    found = ks._call("GET", f"endpoints?service_id={sid}&interface=public").json()["endpoints"]
+    if found:
+        ks._call("PATCH", f"endpoints/{found[0]['id']}", json={"endpoint": {"url": url}})
+    else:
+        ks.post("endpoints", "endpoint", {"service_id": sid, "interface": "public",
+                                          "region_id": REGION, "url": url})
 
 
 def set_endpoints(db_path: Path, ports: dict) -> None:
