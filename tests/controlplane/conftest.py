@@ -1,4 +1,4 @@
-"""Session fixtures for the control-plane tests: a real Keystone + Heat on loopback, and stacks.
+"""Session fixtures for the control-plane tests: real Keystone, Heat and Zaqar on loopback, stacks.
 
 ``controlplane`` starts :class:`devenv.controlplane.ControlPlane` once per session (about 6 s
 from the cached state; the first run on a machine builds that state, about 25 s) and stops it
@@ -23,7 +23,8 @@ def controlplane():
         pytest.fail(f"no Keystone/Heat virtualenv at {venv}: run `make venv-heat` "
                     "(make test does it) or set QW_HEAT_VENV")
     # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log) after the run.
-    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None,
+    # One Keystone and one catalog for Heat and Zaqar (messaging, Keystone auth).
+    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None, messaging=True,
                       progress=lambda msg: print(msg, flush=True))
     cp.start()
     try:
