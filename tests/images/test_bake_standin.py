@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openstack
@@ -168,3 +169,37 @@ def test_prune_keeps_newest_and_images_in_use(cloud):
                          "queue-workers-consumer-v1-4"}
     with pytest.raises(bake_mod.BakeError, match="keep at least 1"):
         bake_mod.prune(cloud.conn, keep=0)
+
+
+def test_ctrl_c_on_the_fab_command_cleans_up(cloud, tmp_path, workload_archive):
+    """A real SIGINT to `fab bake-template` while a Fabric step runs: exit 130, nothing left."""
+    import signal
+
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"standin": cloud.cloud_config()}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(OS_CLIENT_CONFIG_FILE=str(clouds), PYTHONWARNINGS="ignore")
+    p = subprocess.Popen([str(Path(sys.executable).with_name("fab")), "-r", str(REPO_ROOT), "bake-template",
+                          "--cloud", "standin", "--ssh-port", str(cloud.state.ssh_port),
+                          "--image-archive", str(workload_archive), "--manifest", str(tmp_path / "m.json")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+    seen = []
+    try:
+        while True:
+            line = p.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+            if line.startswith("[bake] install docker ..."):
+                break
+        time.sleep(1)
+        p.send_signal(signal.SIGINT)
+        seen += p.stderr.readlines()
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = "".join(seen)
+    assert p.returncode == 130, err
+    assert "everything it created was removed" in err
+    assert cloud.state.leftovers() == NOTHING_LEFT
+    assert _non_base_images(cloud) == [] and not (tmp_path / "m.json").exists()
