@@ -1,0 +1,71 @@
+"""The fab task list and help, and the template definition (pure: no hosts, no cloud)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from images import template
+from images.bake import archive_image_id, template_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAB = [str(Path(sys.executable).with_name("fab")), "-r", str(REPO_ROOT)]
+
+
+def _fab(*args):
+    return subprocess.run([*FAB, *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+
+
+def test_fab_list_shows_each_task_with_a_line_of_help():
+    out = _fab("--list")
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split()[0]: ln for ln in out.stdout.splitlines() if ln.startswith("  ") and ln.split()}
+    assert "Bake the consumer template image" in lines["bake-template"]
+    assert "Delete old template images" in lines["prune-templates"]
+
+
+@pytest.mark.parametrize("task,options", [
+    ("bake-template", ["--cloud", "--region", "--base-image", "--flavor", "--network", "--floating-ip-network",
+                       "--image-archive", "--image-reference", "--template-name", "--keep-builder-on-error",
+                       "--force", "--docker-method", "--ssh-port", "--ssh-source", "--manifest", "--timeout"]),
+    ("prune-templates", ["--keep", "--cloud", "--region", "--name", "--dry-run"]),
+])
+def test_fab_help_documents_every_option(task, options):
+    out = _fab("--help", task)
+    assert out.returncode == 0, out.stderr
+    body = out.stdout.split("Options:", 1)[1]
+    for opt in options:
+        line = next((ln for ln in body.splitlines() if ln.strip().startswith(opt)), None)
+        assert line is not None, f"{opt} missing from fab --help {task}"
+        assert len(line.split(None, 1)) == 2, f"{opt} has no help text"
+
+
+def test_template_loads_and_rejects_an_unknown_docker_method():
+    t = template.load()
+    assert t.docker_method in template.DOCKER_METHODS and t.unit_name.endswith(".service")
+    assert '"max-size"' in t.daemon_json and "EnvironmentFile=/etc/queue-workers/consumer.env" in t.unit
+    assert template.load(docker_method="docker-ce").docker_method == "docker-ce"
+    with pytest.raises(template.TemplateError, match="docker.method = 'snap': allowed distro, docker-ce"):
+        template.load(docker_method="snap")
+
+
+def test_content_hash_follows_the_workload_image_and_names_carry_the_version():
+    t = template.load()
+    assert t.content_hash("sha256:aa") == t.content_hash("sha256:aa") != t.content_hash("sha256:bb")
+    assert template_name(t, 0) == f"{t.name}-v{t.version}-19700101-000000"
+
+
+def test_archive_image_id_reads_the_docker_archive_manifest(tmp_path):
+    import io
+    import json
+    import tarfile
+
+    path = tmp_path / "a.tar"
+    with tarfile.open(path, "w") as tf:
+        data = json.dumps([{"Config": "abc123.json", "RepoTags": ["x:latest"], "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    assert archive_image_id(path) == "sha256:abc123"
