@@ -111,6 +111,9 @@ def build_state(venv: Path | None = None, progress=print) -> Path:
             (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
+            for old in root.glob("keystone-*"):  # states of other versions or recipes
+                if old != target:
+                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

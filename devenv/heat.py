@@ -42,7 +42,7 @@ def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secret
     conf.write_text(
         "[DEFAULT]\n"
         f"{log}"
-        "debug = false\n"
+        f"debug = {_debug()}\n"
         "transport_url = fake://\n"
         "host = local-heat\n"
         "num_engine_workers = 1\n"
@@ -79,6 +79,10 @@ def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secret
         + service_auth
     )
     return conf
+
+
+def _debug() -> str:
+    return keystone._debug()
 
 
 def init_database(venv: Path, conf: Path) -> None:

@@ -54,7 +54,7 @@ def write_config(state_dir: Path, log_file: Path | None = None) -> Path:
     conf.write_text(
         "[DEFAULT]\n"
         f"{log}"
-        "debug = false\n"
+        f"debug = {_debug()}\n"
         "[database]\n"
         f"connection = sqlite:///{state_dir / 'keystone.sqlite'}\n"
         "[token]\n"
@@ -73,6 +73,11 @@ def write_config(state_dir: Path, log_file: Path | None = None) -> Path:
         "enabled = false\n"
     )
     return conf
+
+
+def _debug() -> str:
+    """QW_CONTROLPLANE_DEBUG=1 turns on the servers' debug logs (in the run folder)."""
+    return "true" if os.environ.get("QW_CONTROLPLANE_DEBUG") == "1" else "false"
 
 
 def manage(venv: Path, conf: Path, *args: str) -> None:
@@ -236,6 +241,27 @@ def install_sqlite_begin_immediate(busy_timeout_ms: int = 30000) -> None:
         conn.info.pop("in_transaction", None)
 
 
+def serialized(app):
+    """Let ``app`` handle one request at a time (the other connections wait their turn).
+
+    Keystone is not safe with concurrent requests in one process: under Heat's load a request's
+    auth context was built with another request's token (measured: create_trust refused, 403,
+    for the demo user carrying the stack-domain admin's token). Its stock servers (uwsgi,
+    Apache) run one request per process; one at a time is fast enough here.
+    """
+    lock = threading.Lock()
+
+    def call(environ, start_response):
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+    return call
+
+
 def serve_wsgi(apps: dict[int, object], log_path: str | None = None) -> None:
     """Serve each ``{port: wsgi_app}`` on 127.0.0.1 from threads until SIGTERM or SIGINT."""
     from socketserver import ThreadingMixIn
@@ -280,7 +306,7 @@ def _serve(argv: list[str]) -> None:
     install_sqlite_begin_immediate()
     sys.argv = [sys.argv[0]]  # keystone's config parser reads argv
     from keystone.server import wsgi
-    serve_wsgi({args.port: wsgi.initialize_public_application()}, args.access_log)
+    serve_wsgi({args.port: serialized(wsgi.initialize_public_application())}, args.access_log)
 
 
 if __name__ == "__main__":

@@ -139,3 +139,24 @@ def test_monitor_credential_reads_stats_and_scales_its_own_stack_only(
     assert {what: r.status_code for what, r in refused.items()} == {what: 401 for what in refused}
     assert stacks.output(other, "current_size") == 1
     assert stacks.output(stack, "current_size") == 3
+
+
+def test_zaqar_driver_works_through_clouds_yaml(
+        controlplane, monkeypatch):
+    """The workload's own Zaqar driver, configured only by clouds.yaml (catalog endpoint, token)."""
+    from workload.queues import open_queue
+
+    for key, value in controlplane.env().items():
+        monkeypatch.setenv(key, value)
+    name = f"jobs-{uuid.uuid4().hex[:8]}"
+    queue = open_queue("zaqar", name, cloud="local")
+    queue.ensure()
+    try:
+        queue.post([{"n": 1}, {"n": 2}], ttl=300)
+        assert queue.stats().free == 2
+        claim = queue.claim(limit=1, ttl=60, grace=60)
+        assert claim is not None and len(claim.messages) == 1
+        queue.delete(claim.messages[0], claim)
+        assert queue.stats().total == 1
+    finally:
+        queue.drop()
