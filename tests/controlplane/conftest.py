@@ -145,3 +145,11 @@ def stacks(heat_session):
     made = Stacks(heat_session)
     yield made
     made.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(heat_session):
+    """One stack the read-only tests of a module share (min 1, max 4, two members)."""
+    made = Stacks(heat_session)
+    yield made.create(min_size=1, max_size=4, desired_capacity=2)
+    made.cleanup()

@@ -14,21 +14,11 @@ import requests
 from workload.autoscale.actuator import ActuatorError
 from workload.autoscale.heat import HeatActuator
 
-from conftest import Stacks
-
 pytestmark = pytest.mark.controlplane
 
 
 def actuator(session, stack, mode="signal", **kw) -> HeatActuator:
     return HeatActuator(session, stack["stack_name"], mode=mode, settle_timeout=20, **kw)
-
-
-@pytest.fixture(scope="module")
-def shared_stack(heat_session):
-    """One stack the read-only tests share (min 1, max 4, two members)."""
-    made = Stacks(heat_session)
-    yield made.create(min_size=1, max_size=4, desired_capacity=2)
-    made.cleanup()
 
 
 def test_discovers_group_policies_and_bounds_from_the_template(heat_session, shared_stack):
