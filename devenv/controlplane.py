@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("controlplane: stopping...", flush=True)
         cp.stop()
+    print("controlplane: stopped")
     return 0
 
 
