@@ -1,4 +1,4 @@
-"""``python -m devenv zaqar|sqs|demo``: local stand-ins for the cloud, in the foreground."""
+"""``python -m devenv zaqar|sqs|controlplane|demo``: local stand-ins for the cloud, in the foreground."""
 from __future__ import annotations
 
 import argparse
@@ -46,9 +46,14 @@ def _sqs(args) -> int:
     return _serve(LocalSQS(region=args.region, port=args.port), "sqs")
 
 
-def _demo(args) -> int:  # reached only through build_parser() users; main() dispatches directly
-    from devenv import demo  # written by the autoscale developer; imported only when asked for
-    return demo.main(args.demo_args) or 0
+# Commands whose options are their own module's: everything after the command name goes to it
+# (argparse here would eat their --help). Imported only when asked for.
+PASS_THROUGH = {"demo": "devenv.demo", "controlplane": "devenv.controlplane"}
+
+
+def _pass_through(command: str, argv: list[str]) -> int:
+    import importlib
+    return importlib.import_module(PASS_THROUGH[command]).main(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,20 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
     s.set_defaults(func=_sqs)
 
-    d = sub.add_parser("demo", help="the whole loop locally: Zaqar, producer, monitor, autoscaled consumers",
-                       description="Run the local demo (devenv.demo); options after `demo` go to it "
-                       "(`python -m devenv demo --help` lists them).", add_help=False)
-    d.add_argument("demo_args", nargs=argparse.REMAINDER,
-                   help="arguments for the demo itself (see `python -m devenv demo --help`)")
-    d.set_defaults(func=_demo)
+    for command, text in (
+            ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
+            ("controlplane", "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, "
+                             "with a clouds.yaml, until Ctrl-C")):
+        p = sub.add_parser(command, help=text, add_help=False,
+                           description=f"{text}. Options after `{command}` go to it "
+                           f"(`python -m devenv {command} --help` lists them).")
+        p.add_argument("args", nargs=argparse.REMAINDER,
+                       help=f"arguments for {command} itself (see `python -m devenv {command} --help`)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["demo"]:  # everything after `demo` is the demo's own (argparse would eat --help)
-        from devenv import demo
-        return demo.main(argv[1:]) or 0
+    if argv[:1] and argv[0] in PASS_THROUGH:
+        return _pass_through(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

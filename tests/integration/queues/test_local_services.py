@@ -72,11 +72,12 @@ def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, hea
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["--help"], ["zaqar", "sqs", "demo"]),
+    (["--help"], ["zaqar", "sqs", "demo", "controlplane"]),
     (["zaqar", "--help"], ["--venv", "QW_ZAQAR_VENV", "--project", "X-Project-ID", "--gc-interval",
                            "garbage", "--workers", "--threads"]),
     (["sqs", "--help"], ["--region", "--port", "a free one"]),
     (["demo", "--help"], ["python -m devenv demo"]),  # the demo's own help, not ours
+    (["controlplane", "--help"], ["python -m devenv controlplane", "--messaging", "--run-dir"]),
 ])
 def test_every_subcommand_documents_its_options(argv, expected):
     out = subprocess.run([sys.executable, "-m", "devenv", *argv], cwd=REPO, capture_output=True,
