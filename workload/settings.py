@@ -91,6 +91,11 @@ def option(parser: argparse._ActionsContainer, *flags: str, env: str | tuple[str
         return parser.add_argument(*flags, action="store_true", default=value,
                                    help=f"{help} [env {shown}]", **kw)
     value = env_default(env, default, type)
+    choices = kw.get("choices")
+    if choices is not None and value not in (default, *choices):  # argparse checks only the command line
+        set_name = next(n for n in names if os.environ.get(n))
+        raise SettingError(f"environment variable {set_name}={value!r} is not allowed: "
+                           f"one of {', '.join(map(str, choices))}")
     suffix = f" (default: {default})" if default not in (None, "", [], ()) else ""
     return parser.add_argument(*flags, default=value, type=type,
                                help=f"{help}{suffix} [env {shown}]", **kw)

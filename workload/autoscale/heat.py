@@ -99,25 +99,28 @@ class HeatActuator(Actuator):
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """Add the ``--stack``, ``--heat-mode`` ... options that :meth:`from_args` reads."""
+        from workload.settings import option  # every option also from the environment (containers)
+
         g = parser.add_argument_group("Heat actuator (--actuator heat)")
-        g.add_argument("--stack", help="name or id of the Heat stack holding the scaling group")
-        g.add_argument("--heat-mode", choices=MODES, default="signal",
-                       help="signal: POST the scaling policies' signal URLs with a token; "
-                       "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
-                       "desired-capacity parameter and wait for UPDATE_COMPLETE (default: %(default)s)")
-        g.add_argument("--heat-size-output", default=DEFAULT_SIZE_OUTPUT, metavar="OUTPUT",
-                       help="stack output holding the group's current size (default: %(default)s)")
-        g.add_argument("--heat-group", default=None, metavar="RESOURCE",
-                       help="AutoScalingGroup resource name (default: the only one in the stack)")
-        g.add_argument("--heat-up-policy", default=None, metavar="RESOURCE",
-                       help="scale-up ScalingPolicy (default: the one with a positive adjustment)")
-        g.add_argument("--heat-down-policy", default=None, metavar="RESOURCE",
-                       help="scale-down ScalingPolicy (default: the one with a negative adjustment)")
-        g.add_argument("--heat-desired-parameter", default=None, metavar="PARAM",
-                       help="stack parameter behind the group's desired_capacity, for --heat-mode "
-                       "patch (default: read from the template)")
-        g.add_argument("--heat-timeout", type=float, default=300.0, metavar="SECONDS",
-                       help="longest wait for a stack update or a resize (default: %(default)s)")
+        option(g, "--stack", env="QW_STACK",
+               help="name or id of the Heat stack holding the scaling group")
+        option(g, "--heat-mode", env="QW_HEAT_MODE", choices=MODES, default="signal",
+               help="signal: POST the scaling policies' signal URLs with a token; "
+               "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
+               "desired-capacity parameter and wait for UPDATE_COMPLETE")
+        option(g, "--heat-size-output", env="QW_HEAT_SIZE_OUTPUT", default=DEFAULT_SIZE_OUTPUT,
+               metavar="OUTPUT", help="stack output holding the group's current size")
+        option(g, "--heat-group", env="QW_HEAT_GROUP", metavar="RESOURCE",
+               help="AutoScalingGroup resource name (default: the only one in the stack)")
+        option(g, "--heat-up-policy", env="QW_HEAT_UP_POLICY", metavar="RESOURCE",
+               help="scale-up ScalingPolicy (default: the one with a positive adjustment)")
+        option(g, "--heat-down-policy", env="QW_HEAT_DOWN_POLICY", metavar="RESOURCE",
+               help="scale-down ScalingPolicy (default: the one with a negative adjustment)")
+        option(g, "--heat-desired-parameter", env="QW_HEAT_DESIRED_PARAMETER", metavar="PARAM",
+               help="stack parameter behind the group's desired_capacity, for --heat-mode "
+               "patch (default: read from the template)")
+        option(g, "--heat-timeout", env="QW_HEAT_TIMEOUT", type=float, default=300.0,
+               metavar="SECONDS", help="longest wait for a stack update or a resize")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, session=None) -> "HeatActuator":
