@@ -6,14 +6,21 @@
   ``.queue_options``, ``.env()``).
 - ``queue_name``: a factory of unique queue names. Zaqar's redis driver leaves a deleted queue's
   claims behind, so a re-created queue of the same name would report stale counts.
+- ``backend`` / ``service``: run a test on both drivers (``"zaqar"`` and ``"sqs"``) and get that
+  backend's running local service.
+- ``make_queue`` (on ``backend``) and ``zaqar_queue`` (Zaqar only): factories of ensured queues
+  with unique names, dropped with their dead-letter queues after the test.
 
 Subfolders add their own conftest.py for fixtures that concern only them.
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
+
+from workload.queues import QueuePolicy, open_queue
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +49,52 @@ def queue_name():
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
     return make
+
+
+@pytest.fixture(params=["zaqar", "sqs"])
+def backend(request):
+    """Run a test on both drivers."""
+    return request.param
+
+
+@pytest.fixture
+def service(request, backend):
+    """The running local service of ``backend`` (the session fixtures ``zaqar`` / ``sqs``)."""
+    return request.getfixturevalue(backend)
+
+
+@contextlib.contextmanager
+def _queue_factory(backend: str, service, queue_name):
+    """``make(policy=None, prefix="q", ensure=True, **options)`` -> a queue with a unique name;
+    every queue made (and its dead-letter queue) is dropped at the end. Without a policy the
+    queue never dead-letters by itself (max_claims=0) and claims last the minimum 60 s."""
+    made = []
+
+    def make(policy: QueuePolicy | None = None, prefix: str = "q", ensure: bool = True, **options):
+        q = open_queue(backend, queue_name(prefix), **{**service.queue_options, **options})
+        if ensure:
+            q.ensure(policy or QueuePolicy(claim_ttl=60, claim_grace=60, max_claims=0))
+        made.append(q)
+        return q
+
+    try:
+        yield make
+    finally:
+        for q in made:
+            try:
+                q.drop()
+            except Exception:  # a failed cleanup must not hide the test's own result
+                pass
+
+
+@pytest.fixture
+def make_queue(backend, service, queue_name):
+    with _queue_factory(backend, service, queue_name) as make:
+        yield make
+
+
+@pytest.fixture
+def zaqar_queue(zaqar, queue_name):
+    """Zaqar only: real claim TTLs and the service's own dead-lettering."""
+    with _queue_factory("zaqar", zaqar, queue_name) as make:
+        yield make

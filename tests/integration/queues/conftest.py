@@ -13,40 +13,7 @@ from workload.queues import QueuePolicy, open_queue, retry
 
 # Short claim times a test can wait for: Zaqar's minimum claim ttl is 60 s; SQS allows 1 s.
 SHORT_TTL = {"zaqar": 60, "sqs": 2}
-BACKENDS = [pytest.param("zaqar", id="zaqar"), pytest.param("sqs", id="sqs")]
 FAST_RETRY = retry.RetryPolicy(attempts=3, base=0.05, cap=0.2)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def service(request, backend):
-    """The running local service of ``backend`` (the session fixtures ``zaqar`` / ``sqs``)."""
-    return request.getfixturevalue(backend)
-
-
-@pytest.fixture
-def make_queue(backend, service, queue_name):
-    """Factory: ``make_queue(policy=None, **options)`` -> an ensured queue with a unique name;
-    dropped (with its dead-letter queue) after the test."""
-    made = []
-
-    def make(policy: QueuePolicy | None = None, ensure: bool = True, **options):
-        q = open_queue(backend, queue_name("cq"), **{**service.queue_options, **options})
-        if ensure:
-            q.ensure(policy or QueuePolicy(claim_ttl=60, claim_grace=60, max_claims=0))
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        try:
-            q.drop()
-        except Exception:  # cleanup must not hide the test's own result
-            pass
 
 
 class FlakyProxy:

@@ -23,8 +23,8 @@ def messages(events):
     return [e for e in events if e["event"] == "message"]
 
 
-def test_every_message_is_handled_once_and_deleted(new_queue):
-    q = new_queue()
+def test_every_message_is_handled_once_and_deleted(make_queue):
+    q = make_queue()
     Producer(q, widget_requests(seed=3), count=45, batch=20, progress_every=0).run()
     events: list = []
     summary = consume(q, "workload.handlers.builtin:noop", events, batch=10, concurrency=3)
@@ -37,8 +37,8 @@ def test_every_message_is_handled_once_and_deleted(new_queue):
     assert drain(q) == []  # nothing left to claim: all were deleted
 
 
-def test_poison_message_is_retried_dead_lettered_and_redriven_without_blocking(new_queue):
-    q = new_queue()
+def test_poison_message_is_retried_dead_lettered_and_redriven_without_blocking(make_queue):
+    q = make_queue()
     q.post([{"widget_id": "this_is_not_a_valid_widget_id", "seq": 0}] +
            [{"widget_id": GOOD, "seq": i} for i in range(1, 6)])
     events: list = []
@@ -61,8 +61,8 @@ def test_poison_message_is_retried_dead_lettered_and_redriven_without_blocking(n
     assert drain(q.dead_letter_queue()) == []
 
 
-def test_rejected_message_is_dead_lettered_at_once(new_queue):
-    q = new_queue()
+def test_rejected_message_is_dead_lettered_at_once(make_queue):
+    q = make_queue()
     q.post([{"widget_id": "nope", "seq": 0}, {"widget_id": GOOD, "seq": 1}])
     events: list = []
     consume(q, "workload.handlers.builtin:widget", events)
@@ -71,8 +71,8 @@ def test_rejected_message_is_dead_lettered_at_once(new_queue):
     assert "invalid widget id" in next(e["error"] for e in messages(events) if e["seq"] == 0)
 
 
-def test_replies_go_to_the_reply_queue(new_queue):
-    q, replies = new_queue(), new_queue(prefix="wr")
+def test_replies_go_to_the_reply_queue(make_queue):
+    q, replies = make_queue(), make_queue(prefix="wr")
     ids = q.post([{"widget_id": GOOD, "seq": i} for i in range(4)])
     events: list = []
     summary = consume(q, "workload.handlers.builtin:widget", events, reply_queue=replies)

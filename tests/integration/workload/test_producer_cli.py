@@ -21,8 +21,8 @@ class StepClock:
         return self.t
 
 
-def test_count_is_exact_and_posts_are_batched(new_queue):
-    q = new_queue()
+def test_count_is_exact_and_posts_are_batched(make_queue):
+    q = make_queue()
     s = Producer(q, widget_requests(seed=1), count=25, batch=10, progress_every=0).run()
     assert (s.sent, s.batches, s.first_seq, s.last_seq, s.stopped_by) == (25, 3, 0, 24, "count")
     bodies = drain(q)
@@ -30,25 +30,25 @@ def test_count_is_exact_and_posts_are_batched(new_queue):
     assert all(b["producer"] == s.producer and "produced_at" in b for b in bodies)
 
 
-def test_rate_schedule_ramp_and_idle(new_queue):
+def test_rate_schedule_ramp_and_idle(make_queue):
     """At 0.05 s per clock reading, 2 s of a schedule that idles for 1 s then runs at 40/s
     posts 40 messages."""
-    q = new_queue()
+    q = make_queue()
     s = Producer(q, widget_requests(seed=2), rate=lambda t: 0 if t < 1.0 else 40, duration=2.0,
                  batch=20, progress_every=0, clock=StepClock(0.05)).run()
     assert 38 <= s.sent <= 41 and s.stopped_by == "duration"
     assert len(drain(q)) == s.sent
 
 
-def test_payloads_running_out_end_the_run(new_queue):
-    q = new_queue()
+def test_payloads_running_out_end_the_run(make_queue):
+    q = make_queue()
     s = Producer(q, ["a", {"b": 1}, "c"], progress_every=0).run()
     assert (s.sent, s.stopped_by) == (3, "payloads-exhausted")
     assert sorted(json.dumps(b.get("data", b.get("b"))) for b in drain(q)) == ['"a"', '"c"', '1']
 
 
-def test_progress_lines_while_it_runs(new_queue):
-    q = new_queue()
+def test_progress_lines_while_it_runs(make_queue):
+    q = make_queue()
     out = io.StringIO()
     Producer(q, itertools.repeat({"x": 1}), count=30, batch=1, progress_every=0.5, progress=out,
              clock=StepClock(0.05)).run()
@@ -56,8 +56,8 @@ def test_progress_lines_while_it_runs(new_queue):
     assert len(lines) >= 2 and all("sent" in line for line in lines)
 
 
-def test_cli_producer_from_stdin_and_status_purge_delete(service, new_queue):
-    q = new_queue()
+def test_cli_producer_from_stdin_and_status_purge_delete(service, make_queue):
+    q = make_queue()
     out = run_cli(service, "producer", "-q", q.name, "--stdin", "--progress-every", "0",
                   input='{"widget_id": "w1"}\nplain line\n')
     assert out.returncode == 0, out.stderr
@@ -80,8 +80,8 @@ def test_cli_producer_from_stdin_and_status_purge_delete(service, new_queue):
     assert gone.returncode == 0 and q.name in gone.stdout
 
 
-def test_cli_producer_interval_and_consumer_exec(service, new_queue):
-    q = new_queue()
+def test_cli_producer_interval_and_consumer_exec(service, make_queue):
+    q = make_queue()
     out = run_cli(service, "producer", "-q", q.name, "-t", "0.01", "--count", "5",
                   "--invalid-share", "0", "--progress-every", "0")
     assert out.returncode == 0 and json.loads(out.stdout.splitlines()[-1])["sent"] == 5
@@ -96,8 +96,8 @@ def test_cli_producer_interval_and_consumer_exec(service, new_queue):
     assert lines[-1]["event"] == "summary" and lines[-1]["done"] == 5
 
 
-def test_cli_env_config_reaches_the_queue(service, new_queue):
-    q = new_queue()
+def test_cli_env_config_reaches_the_queue(service, make_queue):
+    q = make_queue()
     out = run_cli(service, "producer", "--count", "3", "--progress-every", "0", QW_QUEUE=q.name)
     assert out.returncode == 0, out.stderr
     assert len(drain(q)) == 3
@@ -125,8 +125,8 @@ def test_cli_status_watch_repeats_until_interrupted(zaqar, zaqar_queue):
         assert json.loads(line)["queue"]["total"] == 1
 
 
-def test_cli_redrive_moves_at_most_count(service, new_queue):
-    q = new_queue()
+def test_cli_redrive_moves_at_most_count(service, make_queue):
+    q = make_queue()
     q.dead_letter_queue().post([{"seq": i} for i in range(3)])
     out = run_cli(service, "redrive", "-q", q.name, "--count", "2")
     assert out.returncode == 0, out.stderr
