@@ -26,6 +26,8 @@ Both hold capacity when the queue stats or the group size could not be read.
 """
 from __future__ import annotations
 
+import abc
+
 import dataclasses
 import math
 from typing import Any, Mapping, Protocol
@@ -267,19 +269,30 @@ class Policy(Protocol):
     def decide(self, obs: Observation, state: PolicyState) -> Decision: ...
 
 
-class ThresholdPolicy:
-    """The seed's policy: one ``step`` at a time on free-message thresholds, with cooldowns."""
+class _Guarded(abc.ABC):
+    """What every policy does first: validate its config once, and hold the group's size when the
+    observation is missing or failed (never scale, least of all to zero, on missing data)."""
 
-    name = "threshold"
-
-    def __init__(self, config: ThresholdConfig):
+    def __init__(self, config):
         self.config = config.validate()
 
     def decide(self, obs: Observation, state: PolicyState) -> Decision:
-        c = self.config
         why = _missing(obs)
-        if why:
-            return _hold(obs, state, why)
+        return _hold(obs, state, why) if why else self._decide(obs, state)
+
+    @abc.abstractmethod
+    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
+        """The policy's own rule, on an observation known to be complete."""
+
+
+class ThresholdPolicy(_Guarded):
+    """The seed's policy: one ``step`` at a time on free-message thresholds, with cooldowns."""
+
+    name = "threshold"
+    config: ThresholdConfig
+
+    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
+        c = self.config
         current, free = obs.current, obs.stats.free
         since_up = math.inf if state.last_up_at is None else obs.now - state.last_up_at
         since_any = math.inf if state.last_action_at is None else obs.now - state.last_action_at
@@ -311,19 +324,14 @@ class ThresholdPolicy:
         return Decision(desired, reason, new, current)
 
 
-class TargetPolicy:
+class TargetPolicy(_Guarded):
     """Sizes the group for a target wait from backlog, arrival rate, throughput and boot time."""
 
     name = "target"
+    config: TargetConfig
 
-    def __init__(self, config: TargetConfig):
-        self.config = config.validate()
-
-    def decide(self, obs: Observation, state: PolicyState) -> Decision:
+    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
         c = self.config
-        why = _missing(obs)
-        if why:
-            return _hold(obs, state, why)
         st, current, pending = obs.stats, obs.current, max(0, min(obs.pending, obs.current))
         free, claimed = max(0, st.free), max(0, st.claimed)
         total = free + claimed
