@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs.")
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
+    def _ensure_options(p: argparse.ArgumentParser) -> None:
+        option(p, "--ensure", env="QW_ENSURE", flag=True,
+               help="create the queue and its dead-letter queue first (policy options of 'ensure')")
+        _policy_options(p.add_argument_group("queue policy (with --ensure)"))
+
     def mode(name: str, help: str, description: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description)
         settings.add_queue_options(p)
@@ -189,18 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
              "batches; progress on stderr; a JSON summary on stdout at the end. Each body carries "
              "seq, produced_at and producer.")
     _producer_options(p)
-    option(p, "--ensure", env="QW_ENSURE", flag=True,
-           help="create the queue and its dead-letter queue first (policy options of 'ensure')")
-    _policy_options(p.add_argument_group("queue policy (with --ensure)"))
+    _ensure_options(p)
 
     p = mode("consumer", "claim messages and run a handler on each",
              "Claim messages, run a handler on each, delete done ones, retry or dead-letter "
              "failing ones. JSON-lines log, one line per message, a summary line at the end. "
              "SIGTERM/SIGINT: stop claiming, drain, release, exit 0.")
     _consumer_options(p)
-    option(p, "--ensure", env="QW_ENSURE", flag=True,
-           help="create the queue and its dead-letter queue first (policy options of 'ensure')")
-    _policy_options(p.add_argument_group("queue policy (with --ensure)"))
+    _ensure_options(p)
 
     p = mode("monitor", "scale the consumer group on the queue's depth",
              "Watch the queue and scale the consumer group between --min and --max.")
