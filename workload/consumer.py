@@ -37,6 +37,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
+from workload.heartbeat import Heartbeat
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
 from workload.queues.base import (
     MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
@@ -191,6 +192,7 @@ class Consumer:
         self.reply_queue = reply_queue
         self.log = log or JsonLog(sys.stdout)
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.heartbeat = Heartbeat()
         policy = getattr(queue, "policy", None)
         self.claim_ttl = self.config.claim_ttl or getattr(policy, "claim_ttl", 300)
         self.claim_grace = self.config.claim_grace
@@ -302,6 +304,7 @@ class Consumer:
         poll = cfg.poll_min
         idle_since = time.monotonic()
         while not self._stopping.is_set():
+            self.heartbeat.beat()
             if cfg.max_messages is not None and self.counters["claimed"] >= cfg.max_messages:
                 # wait for what we hold to settle, then stop
                 with self._lock:

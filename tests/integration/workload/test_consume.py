@@ -1,6 +1,8 @@
 """The consumer against real queues: every message handled once, retries, dead letters, replies."""
 from __future__ import annotations
 
+import time
+
 from workload.admin import queue_status, redrive
 from workload.consumer import Consumer, ConsumerConfig, JsonLog
 from workload.handlers import make_handler
@@ -96,3 +98,15 @@ def test_service_dead_letters_by_max_claims(zaqar_queue):
     # Zaqar keeps the moved message tied to the claim that moved it until that claim expires,
     # so here it shows in the dead-letter queue's stats but cannot be claimed (or redriven) yet.
     assert queue_status(q)["dead_letter_queue"]["total"] == 1
+
+
+def test_the_consumer_touches_its_heartbeat_file_while_it_runs(make_queue, tmp_path, monkeypatch):
+    """The image's health check reads this file: a live claim loop keeps it fresh."""
+    beat = tmp_path / "heartbeat"
+    monkeypatch.setenv("QW_HEARTBEAT_FILE", str(beat))
+    q = make_queue()
+    q.post([{"seq": 0}])
+    consume(q, "workload.handlers.builtin:noop", [], idle_exit=1.0)
+    assert beat.exists()
+    # The loop beats whether or not there is work: after an idle second the file is still fresh.
+    assert time.time() - beat.stat().st_mtime < 5
