@@ -27,14 +27,9 @@ import time
 from pathlib import Path
 
 from devenv.builder import rootfs
+from devenv.procs import free_port
 
 LOGIN_USER = "debian"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_root() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -38,15 +37,11 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from devenv.procs import free_port
+
 NOVA_MIN, NOVA_MAX = (2, 1), (2, 96)
 PROJECT_ID = "5e4c8ab5b0d44e1d8a9e4dbbd8f1c0a1"
 USER_ID = "0f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _now() -> str:
@@ -69,7 +64,7 @@ class CloudState:
         self.server_factory = server_factory
         self.fixed_ip, self.floating_ip = fixed_ip, floating_ip
         # Every server's sshd listens on this loopback port (a cloud's would use 22).
-        self.ssh_port = ssh_port or _free_port()
+        self.ssh_port = ssh_port or free_port()
         self.boot_seconds, self.snapshot_seconds = boot_seconds, snapshot_seconds
         self.username, self.password, self.project = username, password, project
         self.faults: set[str] = set()

@@ -29,6 +29,15 @@ def builder_prereqs():
 
 
 @pytest.fixture(scope="session")
+def builder_rootfs(builder_prereqs):
+    """The cached Debian rootfs every builder host boots from, built once (about a minute on a
+    fresh clone) before any test starts a host: a host's own start timeout must not pay for it."""
+    from devenv.builder import rootfs
+
+    return rootfs.builder_host_rootfs()
+
+
+@pytest.fixture(scope="session")
 def bake_key(tmp_path_factory):
     """An ed25519 key pair, as the bake makes for each run: (private key path, public key line)."""
     d = tmp_path_factory.mktemp("bake-key")
@@ -52,7 +61,7 @@ def workload_archive(builder_prereqs):
 
 
 @pytest.fixture()
-def builder_host(builder_prereqs, bake_key):
+def builder_host(builder_rootfs, bake_key):
     """A fresh real builder host (Debian rootfs, sshd on 127.0.0.1:PORT) that accepts the bake key."""
     from devenv.builder.host import BuilderHost
 

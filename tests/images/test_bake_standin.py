@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
-def cloud(builder_prereqs):
+def cloud(builder_rootfs):
     from devenv.builder.host import BuilderHost
     from devenv.cloud_standin import CloudStandin
 

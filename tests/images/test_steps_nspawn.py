@@ -14,7 +14,7 @@ pytestmark = pytest.mark.builder
 
 
 @pytest.fixture()
-def nspawn_host(builder_prereqs, bake_key):
+def nspawn_host(builder_rootfs, bake_key):
     from devenv.builder.nspawn import NspawnHost
 
     with NspawnHost(authorized_key=bake_key[1]) as host:
