@@ -58,5 +58,5 @@ builder-deps: ## apt packages the builder host tests and `make image` need (mmde
 image: builder-deps ## the workload container image -> build/queue-workers-image.tar (no registry needed)
 	$(PYTHON) -m devenv.builder.image
 
-clean: ## remove virtualenvs and caches
-	rm -rf $(VENV) $(ZAQAR_VENV) $(HEAT_VENV) .cache .pytest_cache
+clean: ## remove virtualenvs, caches and what the demo, benchmarks and image build wrote
+	rm -rf $(VENV) $(ZAQAR_VENV) $(HEAT_VENV) .cache .pytest_cache build demo-out bench/out
