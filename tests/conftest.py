@@ -10,12 +10,18 @@
   backend's running local service.
 - ``make_queue`` (on ``backend``) and ``zaqar_queue`` (Zaqar only): factories of ensured queues
   with unique names, dropped with their dead-letter queues after the test.
+- ``controlplane``: one real Keystone + Heat + Zaqar-behind-Keystone
+  (:class:`devenv.controlplane.ControlPlane` with ``messaging=True``) for the whole session, shared
+  by tests/controlplane and tests/infra; ``heat_session``: the demo user's keystoneauth session on
+  it. Tests using it create their own stacks, queues and credentials (unique names) and check only
+  those, since other modules use the same catalog.
 
 Subfolders add their own conftest.py for fixtures that concern only them.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 
 import pytest
@@ -98,3 +104,33 @@ def zaqar_queue(zaqar, queue_name):
     """Zaqar only: real claim TTLs and the service's own dead-lettering."""
     with _queue_factory("zaqar", zaqar, queue_name) as make:
         yield make
+
+
+@pytest.fixture(scope="session")
+def controlplane():
+    """Keystone + Heat + Zaqar (messaging, Keystone auth) in one catalog, once per session.
+
+    Started by :class:`devenv.controlplane.ControlPlane` (about 6 s from the cached state; the
+    first run on a machine builds that state, about 25 s) and stopped by PID at the end.
+    """
+    from devenv.controlplane import ControlPlane, heat_venv
+
+    venv = heat_venv()
+    if not (venv / "bin" / "python").exists():
+        pytest.fail(f"no Keystone/Heat virtualenv at {venv}: run `make venv-heat` "
+                    "(make test does it) or set QW_HEAT_VENV")
+    # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log) after the run.
+    # One Keystone and one catalog for Heat and Zaqar (messaging, Keystone auth).
+    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None, messaging=True,
+                      progress=lambda msg: print(msg, flush=True))
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def heat_session(controlplane):
+    """The demo user's session (role member on project demo), built from clouds.yaml."""
+    return controlplane.session("local")

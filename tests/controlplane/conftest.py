@@ -1,42 +1,16 @@
-"""Session fixtures for the control-plane tests: real Keystone, Heat and Zaqar on loopback, stacks.
+"""Fixtures of the control-plane tests: stacks on the real Keystone + Heat + Zaqar on loopback.
 
-``controlplane`` starts :class:`devenv.controlplane.ControlPlane` once per session (about 6 s
-from the cached state; the first run on a machine builds that state, about 25 s) and stops it
-by PID at the end. ``heat_stack`` creates stacks with an AutoScalingGroup whose members are
-``OS::Heat::None`` (no Nova) and deletes them after the test.
+The control plane itself (``controlplane``, session-wide) and the demo user's ``heat_session``
+live in the root tests/conftest.py, shared with tests/infra. ``stacks`` creates stacks with an
+AutoScalingGroup whose members are ``OS::Heat::None`` (no Nova) and deletes them after the test;
+``shared_stack`` is one such stack the read-only tests of a module share.
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
 import pytest
-
-from devenv.controlplane import ControlPlane, heat_venv
-
-
-@pytest.fixture(scope="session")
-def controlplane():
-    venv = heat_venv()
-    if not (venv / "bin" / "python").exists():
-        pytest.fail(f"no Keystone/Heat virtualenv at {venv}: run `make venv-heat` "
-                    "(make test does it) or set QW_HEAT_VENV")
-    # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log) after the run.
-    # One Keystone and one catalog for Heat and Zaqar (messaging, Keystone auth).
-    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None, messaging=True,
-                      progress=lambda msg: print(msg, flush=True))
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture(scope="session")
-def heat_session(controlplane):
-    """The demo user's session (role member on project demo), built from clouds.yaml."""
-    return controlplane.session("local")
 
 
 def group_template(with_policies: bool = True) -> dict:

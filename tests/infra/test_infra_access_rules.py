@@ -1,16 +1,16 @@
 """The credentials' access rules, enforced by a real Keystone in front of a real Zaqar.
 
-A real Keystone (devenv.controlplane) and a real Zaqar 23 whose API checks every token with
-keystonemiddleware (``auth_strategy = keystone``, ``service_type = messaging``). The queue pair is
-made by the stack's own dynamic provider with the owner's cloud credentials (clouds.yaml); then
-application credentials carrying exactly the rules the program declares are used: each may do
-its job and nothing else (Keystone's refusal is a 401).
+The session's control plane (``controlplane`` in tests/conftest.py: devenv.controlplane with
+``messaging=True``): a real Keystone and a real Zaqar 23 in its catalog whose API checks every
+token with keystonemiddleware (``auth_strategy = keystone``, ``service_type = messaging``). The
+queue pair is made by the stack's own dynamic provider with the owner's cloud credentials
+(clouds.yaml); then application credentials carrying exactly the rules the program declares are
+used: each may do its job and nothing else (Keystone's refusal is a 401). Other tests share this
+Zaqar, so the queues here have unique names and only they are checked.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
-import textwrap
 import uuid
 
 import pytest
@@ -21,57 +21,6 @@ from infra.zaqar_provider import QueuePairProvider
 from workload.queues.base import QueuePolicy
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture(scope="module")
-def controlplane():
-    from devenv.controlplane import ControlPlane, heat_venv
-
-    if not (heat_venv() / "bin" / "python").exists():
-        pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat` (make test does)")
-    cp = ControlPlane(progress=lambda msg: print(msg, flush=True))
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture(scope="module")
-def keystone_zaqar(controlplane):
-    """A local Zaqar that authenticates every request against the control plane's Keystone."""
-    from devenv import keystone
-    from devenv.zaqar import LocalZaqar
-
-    class KeystoneZaqar(LocalZaqar):
-        def _write_config(self):
-            conf = super()._write_config()
-            text, n = re.subn(r"(?m)^auth_strategy\s*=.*$", "auth_strategy = keystone", conf.read_text())
-            assert n == 1, "devenv.zaqar's config has no auth_strategy line to switch to keystone"
-            conf.write_text(text + textwrap.dedent(f"""
-                [keystone_authtoken]
-                www_authenticate_uri = {controlplane.url}
-                auth_url = {controlplane.url}
-                auth_type = password
-                username = {keystone.HEAT_USER}
-                password = {controlplane.secrets['heat']}
-                user_domain_name = Default
-                project_name = {keystone.SERVICE_PROJECT}
-                project_domain_name = Default
-                interface = public
-                service_type = messaging
-                """))
-            return conf
-
-    with KeystoneZaqar(workers=1, threads=4) as server:
-        # keystonemiddleware checks access rules only for a service type the catalog has
-        from keystoneauth1 import adapter
-
-        admin = adapter.Adapter(controlplane.session("local-admin"), service_type="identity", interface="public")
-        svc = admin.post("/services", json={"service": {"type": "messaging", "name": "zaqar"}}).json()["service"]
-        admin.post("/endpoints", json={"endpoint": {"service_id": svc["id"], "interface": "public",
-                                                    "url": server.url, "region_id": keystone.REGION}})
-        yield server
 
 
 def _token(controlplane, identity: dict, scope: dict | None = None) -> str:
@@ -106,6 +55,20 @@ def _credential_token(controlplane, owner_token: str, rules: list) -> str:
                                  "application_credential": {"id": cred["id"], "secret": cred["secret"]}})
 
 
+def _all_queue_names(client: "Client") -> set[str]:
+    """Every queue the token's project has, page by page (Zaqar gives at most 20 a page)."""
+    names: set[str] = set()
+    params = {"limit": 20}
+    while True:
+        r = client("GET", "/v2/queues", params=params)
+        assert r.status_code in (200, 204), r.text
+        page = [q["name"] for q in (r.json().get("queues", []) if r.status_code == 200 else [])]
+        if not page:
+            return names
+        names.update(page)
+        params = {"limit": 20, "marker": page[-1]}
+
+
 class Client:
     """Raw Zaqar v2 calls with one token (no retry on 401, unlike keystoneauth)."""
 
@@ -119,12 +82,12 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def pair(controlplane, keystone_zaqar):
+def pair(controlplane):
     """The queue pair, made and finally dropped by the stack's provider with the owner's cloud."""
     import os
 
     name = f"qwrules-{uuid.uuid4().hex[:8]}"
-    props = {"backend": "zaqar", "name": name, "cloud": "local", "region": "", "url": keystone_zaqar.url,
+    props = {"backend": "zaqar", "name": name, "cloud": "local", "region": "", "url": controlplane.messaging_url,
              "project": "", "policy": dataclasses.asdict(QueuePolicy(max_claims=3))}
     old = os.environ.get("OS_CLIENT_CONFIG_FILE")
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(controlplane.clouds_yaml)
@@ -133,9 +96,10 @@ def pair(controlplane, keystone_zaqar):
         outs = prov.create(props).outs
         owner = _token(controlplane, _owner(controlplane), _project())
         yield name, outs, owner
+        both = {name, outs["dead_letter_queue"]}
+        assert both <= _all_queue_names(Client(controlplane.messaging_url, owner))  # still there
         prov.delete(name, outs)
-        listed = Client(keystone_zaqar.url, owner)("GET", "/v2/queues", params={"limit": 20}).json()
-        assert not {name, f"{name}-dlq"} & {q["name"] for q in listed.get("queues", [])}
+        assert not both & _all_queue_names(Client(controlplane.messaging_url, owner))  # both gone
     finally:
         if old is None:
             os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
@@ -143,18 +107,18 @@ def pair(controlplane, keystone_zaqar):
             os.environ["OS_CLIENT_CONFIG_FILE"] = old
 
 
-def test_owner_made_both_queues_with_their_policy(pair, keystone_zaqar):
+def test_owner_made_both_queues_with_their_policy(controlplane, pair):
     name, outs, owner = pair
-    z = Client(keystone_zaqar.url, owner)
+    z = Client(controlplane.messaging_url, owner)
     assert z("GET", "/v2/queues/x/stats").status_code != 401  # the owner is not restricted
     meta = z("GET", f"/v2/queues/{name}").json()
     assert meta["_max_claim_count"] == 3 and meta["_dead_letter_queue"] == outs["dead_letter_queue"]
 
 
-def test_consumer_may_work_its_two_queues_and_nothing_else(controlplane, keystone_zaqar, pair):
+def test_consumer_may_work_its_two_queues_and_nothing_else(controlplane, pair):
     name, outs, owner = pair
     dlq = outs["dead_letter_queue"]
-    z = Client(keystone_zaqar.url, _credential_token(controlplane, owner, access_rules.consumer_rules(name, dlq)))
+    z = Client(controlplane.messaging_url, _credential_token(controlplane, owner, access_rules.consumer_rules(name, dlq)))
     # its job
     assert z("POST", f"/v2/queues/{name}/messages", json={"messages": [{"body": 1}, {"body": 2}]}).status_code == 201
     r = z("POST", f"/v2/queues/{name}/claims", json={"ttl": 60, "grace": 60}, params={"limit": 2})
@@ -180,11 +144,11 @@ def test_consumer_may_work_its_two_queues_and_nothing_else(controlplane, keyston
     assert [r.status_code for r in refused] == [401] * len(refused)
 
 
-def test_monitor_may_only_read_the_two_queues_stats(controlplane, keystone_zaqar, pair):
+def test_monitor_may_only_read_the_two_queues_stats(controlplane, pair):
     name, outs, owner = pair
     dlq = outs["dead_letter_queue"]
     rules = access_rules.monitor_rules(name, dlq, "queue-workers-test")
-    z = Client(keystone_zaqar.url, _credential_token(controlplane, owner, rules))
+    z = Client(controlplane.messaging_url, _credential_token(controlplane, owner, rules))
     for q in (name, dlq):
         r = z("GET", f"/v2/queues/{q}/stats")
         assert r.status_code == 200 and "messages" in r.json(), r.text

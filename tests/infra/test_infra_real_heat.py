@@ -7,8 +7,11 @@ the template ``pulumi up`` sends: the group reaches its desired size, the size o
 policies' signal URLs work, a scale-up signal adds ``scaleUpStep`` servers, and deleting the
 one stack leaves nothing. Keystone accepts both credentials' access rules as the program writes them,
 and with Heat's keystonemiddleware told its service type (``service_type = orchestration``, which
-a cloud that supports access rules sets), a credential with the monitor's rules may find, read,
-signal and PATCH its own stack and nothing else.
+a cloud that supports access rules sets, and devenv.heat writes), a credential with the monitor's
+rules may find, read, signal and PATCH its own stack and nothing else.
+
+The control plane is the session's ``controlplane`` (tests/conftest.py), shared with other tests:
+the stacks here have unique names and only they are checked.
 """
 from __future__ import annotations
 
@@ -30,39 +33,11 @@ CONFIG = {"cloud": "local", "region": "RegionOne", "flavor": "m1.small", "networ
 
 
 @pytest.fixture(scope="module")
-def controlplane():
-    """Keystone + Heat; Heat's keystonemiddleware told its service type, so access rules apply."""
-    from devenv import heat as devenv_heat
-    from devenv.controlplane import ControlPlane, heat_venv
-
-    if not (heat_venv() / "bin" / "python").exists():
-        pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat` (make test does)")
-    write_config = devenv_heat.write_config
-
-    def with_service_type(*args, **kw):
-        conf = write_config(*args, **kw)
-        text = conf.read_text()
-        assert "[keystone_authtoken]\n" in text
-        conf.write_text(text.replace("[keystone_authtoken]\n", "[keystone_authtoken]\nservice_type = orchestration\n"))
-        return conf
-
-    cp = ControlPlane(progress=lambda msg: print(msg, flush=True))
-    devenv_heat.write_config = with_service_type
-    try:
-        cp.start()
-    finally:
-        devenv_heat.write_config = write_config
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture(scope="module")
-def heat(controlplane):
+def heat(heat_session):
+    """The orchestration API as the demo user (the owner of the stacks)."""
     from keystoneauth1 import adapter
 
-    return adapter.Adapter(controlplane.session("local"), service_type="orchestration", interface="public")
+    return adapter.Adapter(heat_session, service_type="orchestration", interface="public")
 
 
 def _wait(heat, path, timeout=120.0) -> dict:
@@ -124,6 +99,8 @@ def other_stack(heat):
         yield path
     finally:
         heat.delete(path, raise_exc=False)
+    # wait for it: a delete still running when the next stack is made has made Heat's trust fail
+    assert _wait(heat, path)["stack_status"] == "DELETE_COMPLETE"
 
 
 def test_the_stack_template_runs_in_real_heat(heat, own_stack):
