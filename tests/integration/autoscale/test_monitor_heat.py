@@ -33,23 +33,18 @@ NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None"}}
 
 
 @pytest.fixture(scope="module")
-def heat_group():
-    """A control plane of our own (the controlplane tests' fixtures live in their folder) and
-    one stack with a group of 0..3 members that do nothing (no Nova here)."""
+def heat_group(controlplane):
+    """One stack on the session's real Heat with a group of 0..3 members that do nothing (no
+    Nova here); deleted at the end."""
     from keystoneauth1 import adapter
 
-    from devenv.controlplane import ControlPlane, heat_venv
-    if not (heat_venv() / "bin" / "python").exists():
-        pytest.fail(f"no Keystone/Heat virtualenv at {heat_venv()}: run `make venv-heat`")
-    cp = ControlPlane()
-    cp.start()
+    session = controlplane.session("local")
+    api = adapter.Adapter(session, service_type="orchestration", interface="public")
+    name = f"qw-monitor-{uuid.uuid4().hex[:8]}"
+    stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
+                                         "environment": NO_NOVA, "timeout_mins": 5}
+                        ).json()["stack"]["id"]
     try:
-        session = cp.session("local")
-        api = adapter.Adapter(session, service_type="orchestration", interface="public")
-        name = f"qw-monitor-{uuid.uuid4().hex[:8]}"
-        stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
-                                             "environment": NO_NOVA, "timeout_mins": 5}
-                            ).json()["stack"]["id"]
         deadline = time.monotonic() + 120
         while True:
             resp = api.get(f"/stacks/{name}/{stack_id}", params={"resolve_outputs": False},
@@ -61,9 +56,17 @@ def heat_group():
             assert time.monotonic() < deadline, "stack not created in 120 s"
             time.sleep(0.5)
         yield session, name
-        api.delete(f"/stacks/{name}/{stack_id}", raise_exc=False)
     finally:
-        cp.stop()
+        # Wait for the delete: the control plane is shared by the session, and a delete still
+        # running while the next test creates a stack has made Heat's trust creation fail.
+        api.delete(f"/stacks/{name}/{stack_id}", raise_exc=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            resp = api.get(f"/stacks/{name}/{stack_id}", params={"resolve_outputs": False},
+                           raise_exc=False)
+            if resp.status_code == 404 or resp.json()["stack"]["stack_status"] == "DELETE_COMPLETE":
+                break
+            time.sleep(0.5)
 
 
 def test_backlog_grows_the_heat_group_and_an_empty_queue_shrinks_it(heat_group, work_queue):

@@ -12,29 +12,11 @@ from workload.queues import QueueError, QueuePolicy, open_queue, retry
 pytestmark = pytest.mark.controlplane
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    """(Keystone + Heat control plane, Zaqar with auth_strategy = keystone in its catalog)."""
-    from devenv.controlplane import ControlPlane, heat_venv
-    from devenv.zaqar import LocalZaqar
-
-    if not (heat_venv() / "bin" / "python").exists():
-        pytest.fail(f"no Keystone virtualenv at {heat_venv()}: run `make venv-heat` or set QW_HEAT_VENV")
-    with ControlPlane(progress=lambda msg: None) as cp:
-        with LocalZaqar(keystone={"auth_url": cp.url, "username": "admin",
-                                  "password": cp.secrets["admin"], "project_name": "admin"}) as zaqar:
-            admin = cp.session("local-admin")
-            service = admin.post(cp.url + "/services", json={"service": {
-                "type": "messaging", "name": "zaqar"}}).json()["service"]["id"]
-            admin.post(cp.url + "/endpoints", json={"endpoint": {
-                "service_id": service, "interface": "public", "url": zaqar.url,
-                "region_id": "RegionOne"}})
-            yield cp, zaqar
-
-
 @pytest.fixture
-def clouds_env(cloud, monkeypatch):
-    cp, _ = cloud
+def clouds_env(controlplane, monkeypatch):
+    """The session control plane (Keystone + Heat + Zaqar with Keystone auth in its catalog),
+    reached the OpenStack way: OS_CLIENT_CONFIG_FILE + OS_CLOUD and nothing else."""
+    cp = controlplane
     for key in [k for k in __import__("os").environ if k.startswith("OS_")]:
         monkeypatch.delenv(key)
     for key, value in cp.env().items():
@@ -42,8 +24,7 @@ def clouds_env(cloud, monkeypatch):
     return cp
 
 
-def test_a_queue_through_keystone_and_the_catalog(clouds_env, cloud):
-    _, zaqar = cloud
+def test_a_queue_through_keystone_and_the_catalog(clouds_env):
     q = open_queue("zaqar", f"ks-{uuid.uuid4().hex[:10]}", cloud="local")  # OS_CLOUD's clouds.yaml
     try:
         q.ensure(QueuePolicy(max_claims=3))
@@ -55,7 +36,7 @@ def test_a_queue_through_keystone_and_the_catalog(clouds_env, cloud):
         assert q.stats().total == 0
         # The request reached Zaqar with a token, not with a project header: without one it says no.
         import requests
-        r = requests.get(f"{zaqar.url}/v2/queues/{q.name}/stats",
+        r = requests.get(f"{clouds_env.messaging_url}/v2/queues/{q.name}/stats",
                          headers={"Client-ID": str(uuid.uuid4()), "X-Project-ID": "demo"})
         assert r.status_code == 401
     finally:
