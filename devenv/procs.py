@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from typing import Callable
+from typing import Any, Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -16,16 +16,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str,
-               proc: subprocess.Popen | None = None, log_path: str | None = None) -> None:
-    """Poll ``check`` until it is true; fail with the process's log tail if it dies or time runs out."""
+def wait_until(check: Callable[[], Any], timeout: float, what: str,
+               proc: subprocess.Popen | None = None, log_path: str | None = None) -> Any:
+    """Poll ``check`` until it returns something true and return that; fail with the process's
+    log tail if it dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}{log_tail(log_path)}")
         try:
-            if check():
-                return
+            value = check()
+            if value:
+                return value
         except OSError:
             pass
         time.sleep(0.1)

@@ -3,22 +3,16 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
+from devenv.procs import wait_until
 from workload.autoscale.actuator import ActuatorError
 from workload.autoscale.local import LocalActuator
 
 
 def wait_for(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, what)
 
 
 def alive(pid: int) -> bool:

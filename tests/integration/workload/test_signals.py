@@ -12,6 +12,7 @@ import pytest
 
 from workload.consumer import Consumer, ConsumerConfig, JsonLog
 from workload.handlers import make_handler
+from devenv.procs import wait_until
 from workload.queues.base import QueuePolicy
 
 from wl_helpers import REPO, cli_env, workload_cmd
@@ -19,14 +20,6 @@ from wl_helpers import REPO, cli_env, workload_cmd
 SLOW_JOB = f"{sys.executable} -c 'import sys, time; sys.stdin.read(); time.sleep(60)'"
 
 
-def wait_for(check, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def log_lines(path):
@@ -45,7 +38,7 @@ def test_sigterm_releases_claims_and_exits_zero(zaqar, zaqar_queue, tmp_path):
                      "--drain-timeout", "1", "--log-file", str(log), "--exec", SLOW_JOB),
         env=cli_env(zaqar), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: q.stats().claimed == 5, 30, "the consumer to claim all 5 messages")
+        wait_until(lambda: q.stats().claimed == 5, 30, "the consumer to claim all 5 messages")
         time.sleep(0.5)  # two handlers are running their 60 s jobs now
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -74,7 +67,7 @@ def test_sigkill_mid_message_loses_nothing(zaqar, zaqar_queue, tmp_path):
                      "--log-file", str(log), "--python", "workload.handlers.builtin:sleep"),
         env=cli_env(zaqar), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: sum(e.get("outcome") == "done" for e in log_lines(log)) >= 6, 60,
+        wait_until(lambda: sum(e.get("outcome") == "done" for e in log_lines(log)) >= 6, 60,
                  "the first consumer to finish a few messages")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
