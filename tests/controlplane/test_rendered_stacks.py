@@ -286,23 +286,28 @@ def test_the_actuator_scales_the_rendered_group_within_min_max_and_cooldown(
     assert heat_size(api, path) == high == signal.observe().current
 
 
-# Heat 27's AutoScalingGroup.handle_update takes ``desired_capacity or current size``: a desired
-# capacity of 0 reads as "not given", so the update completes and the group keeps its size.
-ZERO_IGNORED = ("Heat 27 ignores a PATCHed desired_capacity of 0 (autoscaling_group.py handle_update: "
-                "`desired_capacity or capacity`): UPDATE_COMPLETE and the group keeps its size, so "
-                "PATCH mode cannot scale a minSize 0 stack (dfw) to zero")
-
-
 def test_patch_mode_scales_the_rendered_group_down_to_min_size(controlplane, monkeypatch, orchestration,
-                                                               deployed, request):
+                                                               deployed):
     api, path, low = orchestration, deployed.path, deployed.cfg.min_size
     patch = actuator(controlplane, monkeypatch, deployed.stack_name, "patch")
     before = patch.observe().current
     assert before > low, "the previous test should have left the group above minSize"
     if low == 0:
-        # Only what follows is the known failure; strict: once Heat or the actuator copes with
-        # it, this test passes, the xfail fails the run and must be removed.
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ZERO_IGNORED))
+        # Heat 27 reads a PATCHed desired_capacity of 0 as "not given" (autoscaling_group.py
+        # handle_update: `desired_capacity or capacity`): UPDATE_COMPLETE, size unchanged. The
+        # actuator PATCHes to 1 and lets the scale-down policy take the last server, which Heat
+        # honours once the update's cooldown is over; the monitor's next look asks again.
+        first = patch.apply(0, "queue drained")
+        assert (first.before, first.after) in ((before, 1), (before, 0)), first.detail
+        assert "PATCH" in first.detail and "by signal" in first.detail, first.detail
+        assert wait_stack(api, path)["stack_status"] == "UPDATE_COMPLETE"
+        if first.after == 1:
+            wait_cooldown_over(api, path)
+            second = patch.apply(0, "queue still drained")
+            assert (second.before, second.after) == (1, 0), second.detail
+        time.sleep(3)
+        assert heat_size(api, path) == 0 == patch.observe().current
+        return
     # A PATCH is no signal: the cooldown the previous signals started does not hold it back.
     floor = patch.apply(low, "queue drained")
     assert "UPDATE_COMPLETE" in floor.detail, floor.detail

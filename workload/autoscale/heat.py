@@ -170,6 +170,8 @@ class HeatActuator(Actuator):
             if target == before:
                 return ApplyResult(desired, before, before,
                                    f"already at the bound ({state.min_size}..{state.max_size})")
+            if target == 0:
+                return self._apply_zero(before, state)
             result = self._apply_patch(target, before)
             if target != desired:
                 result = dataclasses.replace(
@@ -190,13 +192,37 @@ class HeatActuator(Actuator):
         after = self._size()
         return ApplyResult(desired, before, after, f"PATCH {self.desired_parameter}={desired}: {status}")
 
-    def _apply_signals(self, desired: int, before: int, state: GroupState) -> ApplyResult:
+    def _apply_zero(self, before: int, state: GroupState) -> ApplyResult:
+        """PATCH mode down to an empty group.
+
+        Heat 27's AutoScalingGroup reads a desired_capacity of 0 as "not given" and keeps its size
+        (handle_update: ``desired_capacity or capacity``) while the stack reports UPDATE_COMPLETE.
+        So: PATCH to 1, then the last server goes through the scale-down policy's signal, which
+        Heat honours once the update's cooldown is over (until then the size stays 1, and the
+        monitor's next look asks again).
+        """
+        steps = []
+        if before > 1:
+            patched = self._apply_patch(1, before)
+            steps.append(patched.detail)
+            before_signal = patched.after
+        else:
+            before_signal = before
+        last = self._apply_signals(0, before_signal, dataclasses.replace(state, current=before_signal),
+                                   via="signal")
+        steps.append(last.detail)
+        return ApplyResult(0, before, last.after, "; ".join(steps) +
+                           f" (Heat ignores {self.desired_parameter}=0: the last server goes by signal)")
+
+    def _apply_signals(self, desired: int, before: int, state: GroupState,
+                       via: str | None = None) -> ApplyResult:
+        via = via or self.mode
         up = desired > before
         policy = self.up_policy if up else self.down_policy
         current, sent, notes = before, 0, []
         while (current < desired) if up else (current > desired):
             ignored = self._will_ignore(up, current, state)
-            self._signal(policy)
+            self._signal(policy, via)
             sent += 1
             new = self._wait_size_change(current, self.quiet_wait if ignored else self.settle_timeout)
             if new == current:
@@ -204,7 +230,7 @@ class HeatActuator(Actuator):
                 break
             current = new
             state = GroupState(current=current, min_size=state.min_size, max_size=state.max_size)
-        detail = f"{sent} {self.mode} to {policy}"
+        detail = f"{sent} {via} to {policy}"
         if notes:
             detail += "; " + "; ".join(notes)
         return ApplyResult(desired, before, current, detail)
@@ -224,8 +250,9 @@ class HeatActuator(Actuator):
             return f"in cooldown until {ends[0]}"
         return ""
 
-    def _signal(self, policy: str) -> None:
-        if self.mode == "signal":
+    def _signal(self, policy: str, via: str) -> None:
+        """POST the policy's signal URL with a token (``via="signal"``) or its pre-signed alarm_url."""
+        if via == "signal":
             self._request("POST", f"{self._path}/resources/{policy}/signal",
                           what=f"signal to {policy}", expect_json=False)
             return
