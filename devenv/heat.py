@@ -14,9 +14,37 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from devenv import keystone
+
+
+def wait_stack(api, path: str, timeout: float = 120.0) -> dict:
+    """The stack at ``path`` (``/stacks/NAME/ID``) once it is no longer *_IN_PROGRESS.
+
+    ``api`` is a keystoneauth Adapter for the orchestration service. Polls with
+    ``resolve_outputs=False``: a plain GET resolves every output and can answer a transient 404
+    while an update runs. A deleted stack still answers by id, with DELETE_COMPLETE.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = api.get(path, params={"resolve_outputs": False}, raise_exc=False)
+        if resp.status_code == 200 and not resp.json()["stack"]["stack_status"].endswith("_IN_PROGRESS"):
+            return resp.json()["stack"]
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{path} still in progress after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def wait_no_deletions(api, timeout: float = 120.0) -> None:
+    """Wait until no stack of the project is being deleted: in this one-process engine a delete
+    overlapping a create has made Heat's trust creation fail (403)."""
+    deadline = time.monotonic() + timeout
+    while any(s["stack_status"] == "DELETE_IN_PROGRESS" for s in api.get("/stacks").json()["stacks"]):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"stacks still DELETE_IN_PROGRESS after {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secrets: dict,

@@ -7,10 +7,11 @@ AutoScalingGroup whose members are ``OS::Heat::None`` (no Nova) and deletes them
 """
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
+
+from devenv.heat import wait_no_deletions, wait_stack
 
 
 def group_template(with_policies: bool = True) -> dict:
@@ -79,15 +80,7 @@ class Stacks:
         return stack
 
     def wait(self, path: str, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            resp = self.api.get(path, params={"resolve_outputs": False}, raise_exc=False)
-            if resp.status_code == 200:
-                stack = resp.json()["stack"]
-                if not stack["stack_status"].endswith("_IN_PROGRESS"):
-                    return stack
-            assert time.monotonic() < deadline, f"{path} still in progress after {timeout} s"
-            time.sleep(0.5)
+        return wait_stack(self.api, path, timeout)
 
     def output(self, stack: dict, key: str):
         path = f"/stacks/{stack['stack_name']}/{stack['id']}/outputs/{key}"
@@ -99,11 +92,7 @@ class Stacks:
 
     def wait_deletions(self, timeout: float = 120) -> None:
         """Wait until no stack of the project is being deleted (their trusts come and go)."""
-        deadline = time.monotonic() + timeout
-        while any(s["stack_status"] == "DELETE_IN_PROGRESS"
-                  for s in self.api.get("/stacks").json()["stacks"]):
-            assert time.monotonic() < deadline, "stacks still DELETE_IN_PROGRESS"
-            time.sleep(0.5)
+        wait_no_deletions(self.api, timeout)
 
     def cleanup(self) -> None:
         """Delete every stack made here and wait: a delete overlapping the next test's create

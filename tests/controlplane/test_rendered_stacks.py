@@ -40,6 +40,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devenv.heat import wait_no_deletions, wait_stack
 from infra import hot
 from infra.config import PROJECT, StackConfig, load
 from infra.render import flatten, render, stack_file, stack_names
@@ -121,26 +122,6 @@ def identity(controlplane):
     from keystoneauth1 import adapter
 
     return adapter.Adapter(controlplane.session("local-admin"), service_type="identity", interface="public")
-
-
-def wait_stack(api, path: str, timeout: float = 120.0) -> dict:
-    """The stack once it is no longer *_IN_PROGRESS (resolve_outputs=False: no transient 404)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = api.get(path, params={"resolve_outputs": False}, raise_exc=False)
-        if resp.status_code == 200 and not resp.json()["stack"]["stack_status"].endswith("_IN_PROGRESS"):
-            return resp.json()["stack"]
-        assert time.monotonic() < deadline, f"{path} still in progress after {timeout} s"
-        time.sleep(0.5)
-
-
-def wait_no_deletions(api, timeout: float = 120.0) -> None:
-    """Wait until no stack of the project is being deleted: a delete overlapping a create has
-    made Heat's trust creation fail (403) in this one-process engine."""
-    deadline = time.monotonic() + timeout
-    while any(s["stack_status"] == "DELETE_IN_PROGRESS" for s in api.get("/stacks").json()["stacks"]):
-        assert time.monotonic() < deadline, "stacks still DELETE_IN_PROGRESS"
-        time.sleep(0.5)
 
 
 def heat_size(api, path: str) -> int:

@@ -22,6 +22,7 @@ import uuid
 import pytest
 
 from infra import access_rules, hot
+from devenv.heat import wait_stack
 from infra.render import render
 
 pytestmark = pytest.mark.controlplane
@@ -40,14 +41,6 @@ def heat(heat_session):
     return adapter.Adapter(heat_session, service_type="orchestration", interface="public")
 
 
-def _wait(heat, path, timeout=120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = heat.get(path, params={"resolve_outputs": False}, raise_exc=False)
-        if resp.status_code == 200 and not resp.json()["stack"]["stack_status"].endswith("_IN_PROGRESS"):
-            return resp.json()["stack"]
-        assert time.monotonic() < deadline, f"{path} still in progress after {timeout} s"
-        time.sleep(0.5)
 
 
 def _output(heat, path, key):
@@ -78,13 +71,13 @@ def own_stack(heat):
                        hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab"}})
     path = f"/stacks/{name}/{resp.json()['stack']['id']}"
     try:
-        stack = _wait(heat, path)
+        stack = wait_stack(heat, path)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
         yield path
     finally:
         heat.delete(path, raise_exc=False)
     # deleting the one stack removes the group, its servers and the policies
-    assert _wait(heat, path)["stack_status"] == "DELETE_COMPLETE"
+    assert wait_stack(heat, path)["stack_status"] == "DELETE_COMPLETE"
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +88,12 @@ def other_stack(heat):
         "heat_template_version": hot.HOT_VERSION, "resources": {"nothing": {"type": "OS::Heat::None"}}}})
     path = f"/stacks/{name}/{resp.json()['stack']['id']}"
     try:
-        assert _wait(heat, path)["stack_status"] == "CREATE_COMPLETE"
+        assert wait_stack(heat, path)["stack_status"] == "CREATE_COMPLETE"
         yield path
     finally:
         heat.delete(path, raise_exc=False)
     # wait for it: a delete still running when the next stack is made has made Heat's trust fail
-    assert _wait(heat, path)["stack_status"] == "DELETE_COMPLETE"
+    assert wait_stack(heat, path)["stack_status"] == "DELETE_COMPLETE"
 
 
 def test_the_stack_template_runs_in_real_heat(heat, own_stack):
@@ -179,7 +172,7 @@ def test_monitor_credential_may_only_signal_read_and_update_its_own_stack(contro
     _wait_size(heat, own_stack, min(before + CONFIG["scaleUpStep"], CONFIG["maxSize"]))
     r = call("PATCH", own_stack, json={"parameters": {hot.P_DESIRED: 2}})
     assert r.status_code == 202, r.text
-    assert _wait(heat, own_stack)["stack_status"] == "UPDATE_COMPLETE"
+    assert wait_stack(heat, own_stack)["stack_status"] == "UPDATE_COMPLETE"
     _wait_size(heat, own_stack, 2)
     # nothing else: Keystone refuses with 401
     refused = [

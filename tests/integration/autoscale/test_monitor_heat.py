@@ -2,10 +2,11 @@
 backlog: the decisions PATCH the stack's desired capacity and the size read back follows."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
+
+from devenv.heat import wait_stack
 
 from workload.autoscale.heat import HeatActuator
 from workload.autoscale.monitor import Monitor
@@ -44,29 +45,16 @@ def heat_group(controlplane):
     stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
                                          "environment": NO_NOVA, "timeout_mins": 5}
                         ).json()["stack"]["id"]
+    path = f"/stacks/{name}/{stack_id}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            resp = api.get(f"/stacks/{name}/{stack_id}", params={"resolve_outputs": False},
-                           raise_exc=False)
-            status = resp.json()["stack"]["stack_status"] if resp.status_code == 200 else ""
-            if status and not status.endswith("_IN_PROGRESS"):
-                assert status == "CREATE_COMPLETE", resp.json()["stack"].get("stack_status_reason")
-                break
-            assert time.monotonic() < deadline, "stack not created in 120 s"
-            time.sleep(0.5)
+        stack = wait_stack(api, path)
+        assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
         yield session, name
     finally:
         # Wait for the delete: the control plane is shared by the session, and a delete still
         # running while the next test creates a stack has made Heat's trust creation fail.
-        api.delete(f"/stacks/{name}/{stack_id}", raise_exc=False)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            resp = api.get(f"/stacks/{name}/{stack_id}", params={"resolve_outputs": False},
-                           raise_exc=False)
-            if resp.status_code == 404 or resp.json()["stack"]["stack_status"] == "DELETE_COMPLETE":
-                break
-            time.sleep(0.5)
+        api.delete(path, raise_exc=False)
+        wait_stack(api, path)
 
 
 def test_backlog_grows_the_heat_group_and_an_empty_queue_shrinks_it(heat_group, work_queue):
