@@ -23,6 +23,7 @@ and workers over time per policy) and, with ``--json``, one JSON object on the l
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import bisect
 import collections
@@ -254,7 +255,7 @@ class Fleet:
 
 # ---------------------------------------------------------------------------- policies
 
-class Sim:
+class Sim(abc.ABC):
     """A policy as the simulation drives it: a poll interval and ``decide(obs) -> desired``."""
 
     name = ""
@@ -263,8 +264,9 @@ class Sim:
     def params(self) -> dict:
         return {}
 
+    @abc.abstractmethod
     def decide(self, obs: Observation) -> int:
-        raise NotImplementedError
+        """The desired number of servers after this look."""
 
 
 SERVICE_PRIOR_S = SERVICE_MEAN_S  # ours' first estimate of the service time (--service-prior)

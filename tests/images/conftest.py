@@ -25,7 +25,7 @@ def builder_prereqs():
     """Root and the builder tools; `make test` installs the tools first, so this never skips there."""
     reason = _builder_prereqs()
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ Three kinds, one contract (:class:`Handler`): ``exec`` runs a program with the b
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 from typing import Any
@@ -48,13 +49,14 @@ class Context:
     timeout: float | None  # seconds the handler may run; None = no limit
 
 
-class Handler:
+class Handler(abc.ABC):
     """Base class: :meth:`handle` one message; :meth:`cancel` stops running work at shutdown."""
 
     kind = "?"
 
-    def handle(self, message: Message, ctx: Context) -> Result:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def handle(self, message: Message, ctx: Context) -> Result:
+        """Run the work for one message and say how it ended (done, retry, reject, timeout)."""
 
     def cancel(self) -> None:
         """Stop work still running (kill child processes). Called when the drain time is over."""
