@@ -71,12 +71,7 @@ def install_docker(c: Connection, t: Template) -> str:
     if t.docker_method == "distro":
         apt_install(c, ["docker.io"])
     else:
-        repo = t.docker_ce_repository.rstrip("/")
-        _sudo(c, "install -d -m 0755 /etc/apt/keyrings && "
-                 f"curl -fsSL {shlex.quote(repo)}/gpg | gpg --batch --yes --dearmor -o /etc/apt/keyrings/docker.gpg && "
-                 "chmod a+r /etc/apt/keyrings/docker.gpg", timeout=120)
-        _put_root(c, f"deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] {repo} {t.docker_ce_suite} stable\n",
-                  "/etc/apt/sources.list.d/docker.list")
+        add_docker_repository(c, t)
         apt_install(c, ["docker-ce", "docker-ce-cli", "containerd.io"])
     _sudo(c, "systemctl enable docker.service containerd.service >/dev/null 2>&1 || systemctl enable docker.service")
     if systemd_running(c):
@@ -85,6 +80,32 @@ def install_docker(c: Connection, t: Template) -> str:
     if cfg.get("log-opts", {}).get("max-size") is None:
         raise StepError("/etc/docker/daemon.json has no log rotation (log-opts.max-size)")
     return c.run("docker --version", hide=True).stdout.strip()
+
+
+DOCKER_KEYRING = "/etc/apt/keyrings/docker.gpg"
+DOCKER_SOURCE = "/etc/apt/sources.list.d/docker.list"
+
+
+def add_docker_repository(c: Connection, t: Template) -> None:
+    """Docker's apt repository as its install guide adds it, with the signing key checked first.
+
+    The key at ``<repository>/gpg`` is used only if its fingerprint is the template's
+    ``docker.docker_ce_key_fingerprint`` (Docker's published one by default); apt then accepts
+    only packages signed by it (``signed-by``), for this machine's architecture."""
+    repo = t.docker_ce_repository.rstrip("/")
+    staged = f"{DOCKER_KEYRING}.download"
+    _sudo(c, f"install -d -m 0755 /etc/apt/keyrings && curl -fsSL {shlex.quote(repo + '/gpg')} -o {staged}",
+          timeout=120)
+    colons = _sudo(c, f"gpg --batch --with-colons --show-keys {staged}", warn=True).stdout
+    found = [line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:")]
+    if t.docker_ce_key_fingerprint not in found:
+        _sudo(c, f"rm -f {staged}")
+        raise StepError(f"the key at {repo}/gpg has fingerprint {', '.join(found) or '(none: not an OpenPGP key)'}; "
+                        f"the template trusts only {t.docker_ce_key_fingerprint} (docker.docker_ce_key_fingerprint, "
+                        "or --docker-key-fingerprint)")
+    _sudo(c, f"gpg --batch --yes --dearmor -o {DOCKER_KEYRING} {staged} && rm -f {staged} && chmod a+r {DOCKER_KEYRING}")
+    arch = c.run("dpkg --print-architecture", hide=True).stdout.strip()
+    _put_root(c, f"deb [arch={arch} signed-by={DOCKER_KEYRING}] {repo} {t.docker_ce_suite} stable\n", DOCKER_SOURCE)
 
 
 def docker_running(c: Connection, wait: float = 0) -> bool:

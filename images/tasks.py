@@ -26,6 +26,10 @@ from images import bake as bake_mod
         "template-name": "name of the template image (default: queue-workers-consumer-v<version>-<UTC time>)",
         "docker-method": "how Docker is installed: distro (Debian's docker.io) or docker-ce (Docker's apt "
                          "repository); default: the template's",
+        "docker-repository": "with docker-ce: the apt repository to install from, e.g. a mirror of Docker's "
+                             "(default: the template's, https://download.docker.com/linux/debian)",
+        "docker-key-fingerprint": "with docker-ce: fingerprint of the key the repository signs with; its <repository>/gpg "
+                                  "must be that key (default: Docker's, 9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88)",
         "keep-builder-on-error": "on failure, keep the builder server, floating IP, key pair and security "
                                  "group for debugging (a half-made image is still deleted)",
         "force": "bake even if a complete template with the same content already exists",
@@ -37,8 +41,8 @@ from images import bake as bake_mod
 )
 def bake_template(c, cloud=None, region=None, base_image=None, flavor=None, network=None,
                   floating_ip_network=None, image_archive=None, image_reference=None, template_name=None,
-                  docker_method=None, keep_builder_on_error=False, force=False, ssh_port=22, ssh_source=None,
-                  manifest=None, timeout=1800):
+                  docker_method=None, docker_repository=None, docker_key_fingerprint=None,
+                  keep_builder_on_error=False, force=False, ssh_port=22, ssh_source=None, manifest=None, timeout=1800):
     """Bake the consumer template image: builder server, Docker, workload image, unit, snapshot.
 
     Needs OpenStack credentials the usual way (clouds.yaml with --cloud / $OS_CLOUD, or OS_*
@@ -52,6 +56,7 @@ def bake_template(c, cloud=None, region=None, base_image=None, flavor=None, netw
         cloud=cloud, region=region, base_image=base_image, flavor=flavor, network=network,
         floating_ip_network=floating_ip_network, image_archive=Path(image_archive) if image_archive else None,
         image_reference=image_reference, template_name=template_name, docker_method=docker_method,
+        docker_repository=docker_repository, docker_key_fingerprint=docker_key_fingerprint,
         keep_builder_on_error=keep_builder_on_error, force=force, ssh_port=int(ssh_port), ssh_source=ssh_source,
         manifest=Path(manifest) if manifest else bake_mod.DEFAULT_MANIFEST, timeout=float(timeout))
     try:

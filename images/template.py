@@ -7,13 +7,18 @@ means: same definition, same steps, same workload image.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "consumer"
 DOCKER_METHODS = ("distro", "docker-ce")
+DOCKER_CE_REPOSITORY = "https://download.docker.com/linux/debian"
+# Docker's release key, as docs.docker.com/engine/install/debian publishes it.
+DOCKER_CE_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 
 
 class TemplateError(ValueError):
@@ -32,6 +37,7 @@ class Template:
     docker_method: str
     docker_ce_repository: str
     docker_ce_suite: str
+    docker_ce_key_fingerprint: str      # 40 hex digits, upper case
     daemon_json: str                    # file content
     workload_image: str
     unit_name: str
@@ -47,6 +53,9 @@ class Template:
         for p in files:
             h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
         h.update(workload_image_id.encode())
+        # What flags can change without touching a file: a docker-ce template is not a distro one.
+        h.update("\0".join((self.docker_method, self.docker_ce_repository, self.docker_ce_suite,
+                             self.docker_ce_key_fingerprint)).encode())
         return h.hexdigest()
 
 
@@ -59,8 +68,26 @@ def _require(doc: dict, key: str, kind, where: str = ""):
     return val
 
 
-def load(directory: Path = TEMPLATE_DIR, docker_method: str | None = None) -> Template:
-    """Load and validate the template; `docker_method` overrides docker.method."""
+def fingerprint(value: str, where: str = "docker.docker_ce_key_fingerprint") -> str:
+    """An OpenPGP v4 fingerprint, normalised (spaces dropped, upper case), or TemplateError."""
+    fpr = "".join(str(value).split()).upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", fpr):
+        raise TemplateError(f"{where} = {value!r}: a key fingerprint is 40 hex digits (spaces allowed)")
+    return fpr
+
+
+def repository_url(value: str, where: str = "docker.docker_ce_repository") -> str:
+    """An http(s) URL of an apt repository, or TemplateError."""
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TemplateError(f"{where} = {value!r}: an apt repository URL, http:// or https://")
+    return str(value).rstrip("/")
+
+
+def load(directory: Path = TEMPLATE_DIR, docker_method: str | None = None, docker_repository: str | None = None,
+         docker_key_fingerprint: str | None = None) -> Template:
+    """Load and validate the template; the arguments override docker.method,
+    docker.docker_ce_repository and docker.docker_ce_key_fingerprint."""
     doc = yaml.safe_load((directory / "template.yaml").read_text())
     base = _require(doc, "base_image", dict)
     docker = _require(doc, "docker", dict)
@@ -80,8 +107,12 @@ def load(directory: Path = TEMPLATE_DIR, docker_method: str | None = None) -> Te
         flavor=_require(doc, "flavor", str),
         packages=list(_require(doc, "packages", list)),
         docker_method=method,
-        docker_ce_repository=docker.get("docker_ce_repository", "https://download.docker.com/linux/debian"),
+        docker_ce_repository=repository_url(docker_repository or docker.get("docker_ce_repository", DOCKER_CE_REPOSITORY),
+                                            "--docker-repository" if docker_repository else "docker.docker_ce_repository"),
         docker_ce_suite=docker.get("docker_ce_suite", "bookworm"),
+        docker_ce_key_fingerprint=fingerprint(
+            docker_key_fingerprint or docker.get("docker_ce_key_fingerprint", DOCKER_CE_KEY_FINGERPRINT),
+            "--docker-key-fingerprint" if docker_key_fingerprint else "docker.docker_ce_key_fingerprint"),
         daemon_json=(directory / _require(docker, "daemon_json", str, "docker.")).read_text(),
         workload_image=_require(doc, "workload_image", str),
         unit_name=unit_name,

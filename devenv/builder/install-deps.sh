@@ -11,6 +11,7 @@ PACKAGES=(
   systemd-container   # systemd-nspawn: a builder host where systemd and dockerd really run
   iproute2 socat      # network namespace + veth for nspawn, loopback relay to the mirror
   openssh-client      # ssh-keygen for the bake key and pinned known_hosts
+  gnupg               # signs the local stand-in of Docker's apt repository (devenv/docker_repo.py)
   ca-certificates util-linux
 )
 
