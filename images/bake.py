@@ -61,6 +61,8 @@ class BakeOptions:
     image_reference: str | None = None     # or a reference the builder pulls
     template_name: str | None = None
     docker_method: str | None = None
+    docker_repository: str | None = None   # docker-ce: apt repository (a mirror); default Docker's
+    docker_key_fingerprint: str | None = None  # docker-ce: the repository key's; default Docker's
     keep_builder_on_error: bool = False
     force: bool = False
     ssh_port: int = 22
@@ -320,7 +322,8 @@ def cleanup(conn, created: Created, keep_builder: bool, progress: Progress) -> l
 # -- the bake ---------------------------------------------------------------------------------
 def bake(opts: BakeOptions, out=None) -> dict:
     """Bake (or reuse) the template image; returns the manifest (also written to opts.manifest)."""
-    t = template.load(docker_method=opts.docker_method)
+    t = template.load(docker_method=opts.docker_method, docker_repository=opts.docker_repository,
+                      docker_key_fingerprint=opts.docker_key_fingerprint)
     progress = Progress(out, opts.step_hook)
     started = time.time()
     if opts.image_archive and opts.image_reference:
@@ -473,33 +476,40 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 
 
 # -- prune ------------------------------------------------------------------------------------
-def images_in_use(conn) -> tuple[set[str], list[str]]:
-    """Image ids (and names) used by servers or referenced by Heat stacks; plus notes on what was checked."""
-    used, notes = set(), []
+def images_in_use(conn) -> tuple[dict[str, str], list[str]]:
+    """Image ids (and names) that servers boot or Heat stacks name, each with who uses it
+    (``server NAME`` / ``stack NAME``); plus notes on what was checked."""
+    import openstack.exceptions
+
+    used: dict[str, str] = {}
+    notes = []
     for s in conn.compute.servers(details=True):
         img = s.image or {}
-        if isinstance(img, dict) and img.get("id"):
-            used.add(img["id"])
-        elif getattr(img, "id", None):
-            used.add(img.id)
+        image_id = img.get("id") if isinstance(img, dict) else getattr(img, "id", None)
+        if image_id:
+            used.setdefault(image_id, f"server {s.name}")
     notes.append("servers checked")
     try:
         conn.session.get_endpoint(service_type="orchestration", interface="public")
-        has_heat = True
     except Exception:  # noqa: BLE001 - no orchestration service in the catalog
-        has_heat = False
-    if has_heat:
-        for st in conn.orchestration.stacks():
-            for v in (getattr(st, "parameters", None) or {}).values():
-                used.add(str(v))
-            try:
-                tmpl = conn.orchestration.get_stack_template(st)
-                used.update(_strings(tmpl))
-            except Exception as e:  # noqa: BLE001 - a stack we cannot read might use any image
-                raise BakeError(f"cannot read the template of stack {st.name}: {e}; not pruning") from e
-        notes.append("stacks checked")
-    else:
         notes.append("no orchestration service: stacks not checked (servers were)")
+        return used, notes
+    # The list carries no parameters, and a template names its image by `get_param`: read each
+    # stack (nested ones too: a scaling group's member template has the id written out).
+    for listed in conn.orchestration.stacks(show_nested=True):
+        try:
+            st = conn.orchestration.get_stack(listed.id, resolve_outputs=False)
+            if st is None:  # deleted since the list: it uses nothing any more
+                continue
+            values = [str(v) for v in (st.parameters or {}).values()]
+            values += _strings(conn.orchestration.get_stack_template(st))
+        except openstack.exceptions.NotFoundException:
+            continue
+        except Exception as e:  # noqa: BLE001 - a stack we cannot read might use any image
+            raise BakeError(f"cannot read stack {listed.name}: {e}; not pruning") from e
+        for v in values:
+            used.setdefault(v, f"stack {listed.name}")
+    notes.append("stacks checked")
     return used, notes
 
 
@@ -530,9 +540,10 @@ def prune(conn, keep: int, name: str | None = None, dry_run: bool = False, out=N
     used, notes = images_in_use(conn)
     result = {"kept": [i.name for i in complete[:keep]], "deleted": [], "in_use": [], "checked": notes}
     for img in complete[keep:] + half:
-        if img.id in used or img.name in used:
+        user = used.get(img.id) or used.get(img.name)
+        if user:
             result["in_use"].append(img.name)
-            print(f"[prune] keeping {img.name} ({img.id}): in use", file=out)
+            print(f"[prune] keeping {img.name} ({img.id}): in use by {user}", file=out)
             continue
         print(f"[prune] {'would delete' if dry_run else 'deleting'} {img.name} ({img.id})", file=out)
         if not dry_run:

@@ -12,6 +12,10 @@ Location), for what the bake does:
   A createImage snapshot goes queued -> saving -> active (or `killed` when a fault says so).
 - Neutron: networks, ports (one per server), security groups and rules (409 while a port uses
   the group), floating IPs (create with port_id, update, delete).
+- Heat (only when given `orchestration=`, a keystoneauth Adapter on a real Heat such as the
+  local control plane's): the catalog lists /orchestration/v1/<project>, and every request under
+  it goes to that Heat as it came (method, path, query, body) with the Adapter's own token; Heat's
+  answer comes back unchanged. So `prune-templates` reads real stacks through the stand-in's token.
 
 A server is backed by a factory (by default a real builder host, devenv.builder.host) started
 with the key pair's public key and the stand-in's SSH port; its console output is the host's
@@ -22,7 +26,8 @@ Faults: `standin.faults` is a set of names; each makes one step fail the way a c
   keypair.create, secgroup.create, secgroup_rule.create, server.create (500s), server.error
   (the server goes to ERROR), console.nokey (cloud-init never prints keys), fip.create,
   server.stop, server.create_image (500), image.killed (the snapshot ends `killed`),
-  image.stuck (the snapshot stays `saving`).
+  image.stuck (the snapshot stays `saving`), stack.forbidden (Heat's 403 on reading one stack;
+  the list still answers).
 What it does not cover: volumes, quotas, pagination beyond one page, policy (any valid token is
 admin of its one project), real disk snapshots (the image record has no data).
 """
@@ -152,6 +157,7 @@ class StandinHandler(BaseHTTPRequestHandler):
     state: CloudState  # set on the subclass made per server
     base_url: str
     request_log: list
+    orchestration = None  # a keystoneauth Adapter on a real Heat, or None: no orchestration service
 
     def log_message(self, fmt, *args):  # quiet: the request log is kept in memory instead
         pass
@@ -195,7 +201,8 @@ class StandinHandler(BaseHTTPRequestHandler):
             else:
                 if method != "GET" or rest not in ("/", "/v2.1", "/v2", "/v2.0"):
                     self._auth()
-                handler = {"compute": self._compute, "image": self._image, "network": self._network}.get(service)
+                handler = {"compute": self._compute, "image": self._image, "network": self._network,
+                           "orchestration": self._orchestration if self.orchestration else None}.get(service)
                 if handler is None:
                     raise HTTPError(404, f"no service at /{service}", "itemNotFound")
                 status, out = handler(method, rest, query, body)
@@ -212,6 +219,9 @@ class StandinHandler(BaseHTTPRequestHandler):
             return {"code": e.status, "title": e.kind, "message": e.message}
         if path.startswith("/identity"):
             return {"error": {"code": e.status, "title": e.kind, "message": e.message}}
+        if path.startswith("/orchestration"):  # heat.api.middleware.fault's shape
+            return {"code": e.status, "title": e.kind, "explanation": e.message,
+                    "error": {"type": e.kind, "message": e.message, "traceback": None}}
         return {e.kind: {"code": e.status, "message": e.message}}
 
     def do_GET(self):
@@ -271,7 +281,8 @@ class StandinHandler(BaseHTTPRequestHandler):
                 "roles": [{"id": uuid.uuid4().hex, "name": "member"}],
                 "is_domain": False,
                 "catalog": [svc("identity", "keystone", "/identity/v3"), svc("compute", "nova", "/compute/v2.1"),
-                            svc("image", "glance", "/image"), svc("network", "neutron", "/network")]}}
+                            svc("image", "glance", "/image"), svc("network", "neutron", "/network")]
+                + ([svc("orchestration", "heat", f"/orchestration/v1/{PROJECT_ID}")] if self.orchestration else [])}}
         if method == "GET" and rest == "/v3/auth/tokens":
             self._auth()
             return 200, {"token": {}}
@@ -718,6 +729,23 @@ class StandinHandler(BaseHTTPRequestHandler):
                 return 200, {"floatingip": dict(fip)}
         raise HTTPError(404, f"{method} {rest} is not supported by the stand-in", "HTTPNotFound")
 
+    # -- Heat (passed through to a real one) --------------------------------------------------
+    def _orchestration(self, method, rest, query, body):
+        prefix = f"/v1/{PROJECT_ID}"
+        if method == "GET" and rest == "/":  # version discovery, as Heat answers it
+            return 300, {"versions": [{"id": "v1.0", "status": "CURRENT",
+                                       "links": [{"rel": "self", "href": f"{self.base_url}/orchestration/v1/"}]}]}
+        if rest != prefix and not rest.startswith(prefix + "/"):
+            raise HTTPError(404, f"{rest}: the orchestration API is at /v1/{PROJECT_ID}", "NotFound")
+        if self.state.fault("stack.forbidden") and method == "GET" and re.match(r"/stacks/[^/]+", rest[len(prefix):]):
+            raise HTTPError(403, "You are not authorized to complete stacks:show.", "Forbidden")
+        resp = self.orchestration.request(rest[len(prefix):] or "/", method, json=body, params=query,
+                                          raise_exc=False)
+        try:
+            return resp.status_code, (resp.json() if resp.content else None)
+        except ValueError:  # Heat answered something else than JSON: pass it on as text
+            raise HTTPError(resp.status_code, resp.text, "HeatError")
+
     def _fip_associate(self, fip, port_id):
         st = self.state
         if port_id is None:
@@ -733,10 +761,11 @@ class StandinHandler(BaseHTTPRequestHandler):
 class CloudStandin:
     """Run the stand-in on 127.0.0.1 (a free port unless given). `with CloudStandin(factory) as cloud:`."""
 
-    def __init__(self, server_factory, port: int = 0, **state_kw):
+    def __init__(self, server_factory, port: int = 0, orchestration=None, **state_kw):
         self.state = CloudState(server_factory, **state_kw)
         self.request_log: list = []
-        handler = type("Handler", (StandinHandler,), {"state": self.state, "request_log": self.request_log})
+        handler = type("Handler", (StandinHandler,), {"state": self.state, "request_log": self.request_log,
+                                                      "orchestration": orchestration})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from devenv.heat import wait_no_deletions, wait_stack
+from devenv.heat import NO_NOVA_ENVIRONMENT, wait_no_deletions, wait_stack
 
 
 def group_template(with_policies: bool = True) -> dict:
@@ -56,10 +56,6 @@ def group_template(with_policies: bool = True) -> dict:
     return tmpl
 
 
-# No Nova here: the environment maps servers to a resource that does nothing (a Heat feature).
-NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None"}}
-
-
 class Stacks:
     """Creates stacks through the orchestration API and deletes them all at teardown."""
 
@@ -71,7 +67,7 @@ class Stacks:
     def create(self, template: dict | None = None, timeout: float = 120, **params) -> dict:
         name = f"qw-test-{uuid.uuid4().hex[:8]}"
         resp = self.api.post("/stacks", json={
-            "stack_name": name, "template": template or group_template(), "environment": NO_NOVA,
+            "stack_name": name, "template": template or group_template(), "environment": NO_NOVA_ENVIRONMENT,
             "parameters": params, "timeout_mins": 5})
         path = f"/stacks/{name}/{resp.json()['stack']['id']}"
         self.created.append(path)

@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.heat import wait_no_deletions, wait_stack
+from devenv.heat import NO_NOVA_ENVIRONMENT as NO_NOVA, wait_no_deletions, wait_stack, without_glance
 from infra import hot
 from infra.config import PROJECT, StackConfig, load
 from infra.render import flatten, render, stack_file, stack_names
@@ -54,10 +54,6 @@ STACKS = stack_names()
 # Seconds of scaleUpCooldown the stacks are created with: long enough that a second signal lands
 # inside it on a busy 2-core machine, short enough to wait out twice per stack.
 COOLDOWN = 15
-
-# No Nova here: servers and the server group do nothing (a Heat feature, not a change of template).
-NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None",
-                                 "OS::Nova::ServerGroup": "OS::Heat::None"}}
 
 # What the Pulumi program passes for the parameters it fills at deploy time (image lookup,
 # security group, credential).
@@ -76,20 +72,6 @@ def stack_config(name: str, **changes) -> dict:
     assert not secrets, f"Pulumi.{name}.yaml holds secrets this test cannot read: {secrets}"
     plain = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
     return {**plain, **changes}
-
-
-def without_glance(template: dict) -> dict:
-    """The template with only the ``glance.image`` custom constraints removed: Heat would ask
-    Glance whether the image exists, and there is no Glance here."""
-    out = copy.deepcopy(template)
-    for param in out.get("parameters", {}).values():
-        kept = [c for c in param.get("constraints", ()) if c.get("custom_constraint") != "glance.image"]
-        if "constraints" in param:
-            if kept:
-                param["constraints"] = kept
-            else:
-                del param["constraints"]
-    return out
 
 
 @dataclasses.dataclass

@@ -15,19 +15,17 @@ the stacks here have unique names and only they are checked.
 """
 from __future__ import annotations
 
-import copy
 import time
 import uuid
 
 import pytest
 
 from infra import access_rules, hot
-from devenv.heat import wait_stack
+from devenv.heat import NO_NOVA_ENVIRONMENT, wait_stack, without_glance
 from infra.render import render
 
 pytestmark = pytest.mark.controlplane
 
-NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None", "OS::Nova::ServerGroup": "OS::Heat::None"}}
 CONFIG = {"cloud": "local", "region": "RegionOne", "flavor": "m1.small", "network": "private",
           "identityEndpoint": "http://127.0.0.1:5000/v3", "minSize": 1, "desiredSize": 2, "maxSize": 6,
           "scaleUpStep": 2, "scaleUpCooldown": 0, "scaleDownCooldown": 0, "queueName": "jobs"}
@@ -60,11 +58,10 @@ def _wait_size(heat, path, want, timeout=60.0):
 @pytest.fixture(scope="module")
 def own_stack(heat):
     """The stack `pulumi up` would create (servers mapped to OS::Heat::None); deleted at the end."""
-    template = copy.deepcopy(render("iad", cfg_override=CONFIG).template)
-    template["parameters"][hot.P_IMAGE].pop("constraints")  # no Glance here
+    template = without_glance(render("iad", cfg_override=CONFIG).template)
     name = f"queue-workers-test-{uuid.uuid4().hex[:8]}"
     resp = heat.post("/stacks", json={
-        "stack_name": name, "template": template, "environment": NO_NOVA, "timeout_mins": 5,
+        "stack_name": name, "template": template, "environment": NO_NOVA_ENVIRONMENT, "timeout_mins": 5,
         "parameters": {hot.P_IMAGE: "consumer-template", hot.P_SECURITY_GROUP: "sg",
                        hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
                        hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer"},
