@@ -71,14 +71,22 @@ def _podman(*args: str, capture: bool = False) -> str:
     return (res.stdout or "").strip()
 
 
+BASE_RECIPE_LABEL = "org.queue-workers.base-recipe"
+
+
 def ensure_base_image(name: str | None = None) -> str:
-    """Import the cached base rootfs into podman as `name` unless an image of that name exists."""
+    """Import the cached base rootfs into podman as `name` unless an image of that name made from
+    the same recipe (label BASE_RECIPE_LABEL) exists."""
     name = name or base_image_name()
-    if subprocess.run(["podman", "image", "exists", name]).returncode == 0:
+    recipe = rootfs.base_recipe()
+    have = subprocess.run(["podman", "image", "inspect", "--format", f'{{{{index .Labels "{BASE_RECIPE_LABEL}"}}}}',
+                           name], capture_output=True, text=True)
+    if have.returncode == 0 and have.stdout.strip() == recipe:
         return name
     tar = rootfs.container_base_tar()
     _log(f"importing {tar.name} as {name}")
-    _podman("import", "--change", "CMD [\"python3\"]", str(tar), name, capture=True)
+    _podman("import", "--change", "CMD [\"python3\"]", "--change", f"LABEL {BASE_RECIPE_LABEL}={recipe}",
+            str(tar), name, capture=True)
     return name
 
 

@@ -3,7 +3,7 @@
 Two are used:
 - the *builder host* rootfs (a directory): what a fresh cloud server of the base image has that the
   bake relies on (sshd, python3, sudo, systemd, cloud-init's tools are not needed);
-- the *container base* rootfs (a tar): python3 + pip + venv, imported into podman under the name
+- the *container base* rootfs (a tar): python3 + venv (no perl, no pip outside venvs), imported into podman under the name
   the workload Dockerfile's FROM uses.
 
 Both carry this machine's CA certificates, because HTTPS (pip, Docker's apt repository) goes
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,7 +36,12 @@ HOST_PACKAGES = [
 ]
 # The packages the bake installs (images/consumer/template.yaml + Docker from Debian).
 PREFETCH_PACKAGES = ["docker.io", "jq"]
-BASE_IMAGE_PACKAGES = ["python3", "python3-pip", "python3-venv", "ca-certificates"]
+# The container base: python3 and venv (whose ensurepip needs no python3-pip). usr-is-merged
+# stands in for usrmerge, which bookworm's minbase pulls in with all of perl (about 50 MB) only
+# to merge /usr, already merged here; the purge below takes them out again.
+BASE_IMAGE_PACKAGES = ["python3", "python3-venv", "ca-certificates", "usr-is-merged"]
+BASE_IMAGE_PURGE = ["usrmerge", "perl", "libperl5.36", "perl-modules-5.36", "libfile-find-rule-perl",
+                    "libnumber-compare-perl", "libtext-glob-perl"]
 
 
 def cache_dir() -> Path:
@@ -58,7 +64,7 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase") -> list[str]:
+def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase", purge: list[str] = ()) -> list[str]:
     if shutil.which("mmdebstrap") is None:
         raise RuntimeError("mmdebstrap is not installed: run devenv/builder/install-deps.sh (make builder-deps)")
     certs = sorted(glob.glob(CA_GLOB))
@@ -75,6 +81,9 @@ def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase") -> list[s
         args.append(f"--customize-hook=copy-in {cert} /usr/local/share/ca-certificates/")
     if certs:
         args.append('--customize-hook=chroot "$1" update-ca-certificates --fresh >/dev/null')
+    if purge:
+        args.append('--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq '
+                    + " ".join(purge))
     # No stale apt lists in the cache: every user starts with `apt-get update`, as on a cloud image.
     args.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
     return args
@@ -119,16 +128,22 @@ def _prefetch(root: Path) -> None:
                     f"rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin'; umount {root}/proc"], check=True)
 
 
+def base_recipe() -> str:
+    """A short hash of what goes into the container base: a cache (or an imported image) made
+    from an older package list is not reused."""
+    return hashlib.sha256(" ".join([SUITE, *BASE_IMAGE_PACKAGES, "--purge", *BASE_IMAGE_PURGE]).encode()).hexdigest()[:12]
+
+
 def container_base_tar() -> Path:
     """A tar of the container base rootfs (python3, pip, venv), built once and reused."""
-    target = cache_dir() / "image" / f"{SUITE}-python-base.tar"
+    target = cache_dir() / "image" / f"{SUITE}-python-base-{base_recipe()}.tar"
     with _locked(cache_dir() / "image" / ".lock"):
         if target.exists():
             return target
         _log(f"building the container base rootfs ({SUITE} + python3, mmdebstrap; about a minute)")
         t0 = time.monotonic()
         tmp = target.with_suffix(".tmp.tar")
-        subprocess.run(_mmdebstrap_args(BASE_IMAGE_PACKAGES) + [
+        subprocess.run(_mmdebstrap_args(BASE_IMAGE_PACKAGES, purge=BASE_IMAGE_PURGE) + [
             "--format=tar", SUITE, str(tmp), MIRROR], check=True)
         tmp.rename(target)
         _log(f"container base rootfs ready in {time.monotonic() - t0:.0f}s: {target}")
