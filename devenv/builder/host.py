@@ -13,9 +13,13 @@ so that the image can really be loaded and run: a small watcher plays systemd's 
 docker.service only, starting the real dockerd (data root bind-mounted from the host, no bridge,
 no iptables) once the package is installed and the service is enabled. Killing the
 unshare process (SIGKILL to its children) removes every mount with the namespace.
+
+`SSHBuilder` holds what this host and the systemd one (devenv.builder.nspawn) share: the work
+folder, the wait for sshd, start/stop, the log and the console log.
 """
 from __future__ import annotations
 
+import abc
 import os
 import shlex
 import shutil
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 
 from devenv.builder import rootfs
-from devenv.procs import free_port
+from devenv.procs import LOOPBACK, free_port, wait_until
 
 LOGIN_USER = "debian"
 
@@ -37,22 +41,118 @@ def require_root() -> None:
         raise PermissionError("the builder host needs root (unshare, overlay mounts, chroot)")
 
 
-class BuilderHost:
-    """A Debian host reachable over SSH on 127.0.0.1:port; see the module docstring."""
+class SSHBuilder(abc.ABC):
+    """What every local builder host shares: a work folder over the cached rootfs, the wait for
+    sshd's banner, start/stop as a ``with`` block, the host's log and the console log a cloud
+    would show. A subclass boots the host (:meth:`_boot`), says where sshd answers
+    (:attr:`address`, :attr:`port`) and how to power it off (:meth:`power_off`)."""
 
-    def __init__(self, authorized_key: str, port: int | None = None, hostname: str = "qw-builder"):
+    what: str  # how errors name the host
+    log_name: str  # the file in the work folder that takes the host's output
+    workdir_prefix: str
+    start_timeout: float  # default seconds for sshd to answer
+    required_commands: tuple[str, ...] = ()  # besides root; checked before the rootfs is built
+    address: str
+    port: int
+
+    def __init__(self, authorized_key: str, hostname: str):
         require_root()
+        for command in self.required_commands:
+            if shutil.which(command) is None:
+                raise RuntimeError(f"{command} is not installed: run devenv/builder/install-deps.sh")
         self.authorized_key = authorized_key.strip()
-        self.port = port or free_port()
         self.hostname = hostname
         self.lower = rootfs.builder_host_rootfs()
-        self.workdir = Path(tempfile.mkdtemp(prefix="qw-builder-"))
-        self.root = self.workdir / "merged"  # visible to this process only inside the namespace
-        self.proc: subprocess.Popen | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix=self.workdir_prefix))
         self.host_keys: list[str] = []  # "type base64" lines, as cloud-init prints them
+        self._log = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> "BuilderHost":
+    def start(self, timeout: float | None = None):
+        """Boot the host and return it once sshd answers; on any failure, stop it again."""
+        try:
+            self._log = open(self.workdir / self.log_name, "wb")
+            proc = self._boot(self._log)
+            wait_until(self._sshd_answers, self.start_timeout if timeout is None else timeout,
+                       f"{self.what} (sshd at {self.address}:{self.port})", proc,
+                       str(self.workdir / self.log_name))
+            self.host_keys = [" ".join(p.read_text().split()[:2])
+                              for p in sorted(self._host_key_folder().glob("ssh_host_*_key.pub"))]
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @abc.abstractmethod
+    def _boot(self, log) -> subprocess.Popen:
+        """Start the host with its output going to ``log``; return the process whose exit means
+        the host is gone."""
+
+    @abc.abstractmethod
+    def _host_key_folder(self) -> Path:
+        """A folder on this machine holding the host's ``ssh_host_*_key.pub`` files once sshd answers."""
+
+    @abc.abstractmethod
+    def power_off(self) -> None:
+        """Stop every process of the host (its mounts and network go too); files stay until stop()."""
+
+    def _sshd_answers(self) -> bool:
+        with socket.create_connection((self.address, self.port), timeout=1) as s:
+            return s.recv(64).startswith(b"SSH-")
+
+    def stop(self) -> None:
+        """Power off and remove the host's files."""
+        self.power_off()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- what a cloud would show the baker ---------------------------------------------------
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self.workdir / self.log_name).read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def console_log(self) -> str:
+        """A console log as cloud-init writes it on first boot, carrying this host's real keys."""
+        lines = [f"[    0.000000] Linux version 6.1.0-cloud-amd64 (debian) #1 SMP",
+                 f"Cloud-init v. 22.4.2 running 'init' at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}.",
+                 "ci-info: +++++++++++++++++++++++Net device info++++++++++++++++++++++++",
+                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+                 "<14>Nov 23 00:00:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
+                 "<14>Nov 23 00:00:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
+                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+                 "-----BEGIN SSH HOST KEY KEYS-----"]
+        lines += [f"{k} root@{self.hostname}" for k in self.host_keys]
+        lines += ["-----END SSH HOST KEY KEYS-----",
+                  f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStackLocal.  Up 9.12 seconds"]
+        return "\n".join(lines) + "\n"
+
+
+class BuilderHost(SSHBuilder):
+    """A Debian host reachable over SSH on 127.0.0.1:port; see the module docstring."""
+
+    what = "builder host"
+    log_name = "sshd.log"
+    workdir_prefix = "qw-builder-"
+    start_timeout = 20.0
+    address = LOOPBACK
+
+    def __init__(self, authorized_key: str, port: int | None = None, hostname: str = "qw-builder"):
+        super().__init__(authorized_key, hostname)
+        self.port = port or free_port()
+        self.root = self.workdir / "merged"  # visible to this process only inside the namespace
+        self.proc: subprocess.Popen | None = None
+
+    def _boot(self, log) -> subprocess.Popen:
         for d in ("upper", "work", "merged", "keys", "docker"):
             (self.workdir / d).mkdir()
         up, wk, mg, keys = (self.workdir / d for d in ("upper", "work", "merged", "keys"))
@@ -95,26 +195,14 @@ EOF
 ) &
 exec chroot {mg} /usr/sbin/sshd -D -e
 """
-        self._log = open(self.workdir / "sshd.log", "wb")
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
              "--propagation", "private", "sh", "-c", script],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"builder host exited ({self.proc.returncode}): {self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(64).startswith(b"SSH-"):
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            self.stop()
-            raise TimeoutError(f"builder host sshd not ready on 127.0.0.1:{self.port}: {self.log_tail()}")
-        self.host_keys = [" ".join(p.read_text().split()[:2]) for p in sorted((self.workdir / "keys").glob("*.pub"))]
-        return self
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.proc
+
+    def _host_key_folder(self) -> Path:
+        return self.workdir / "keys"  # copied out of the namespace by the boot script
 
     def power_off(self) -> None:
         """Kill every process of the host (its mounts go with the namespace); files stay until stop()."""
@@ -122,42 +210,6 @@ exec chroot {mg} /usr/sbin/sshd -D -e
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
-        if getattr(self, "_log", None):
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        """Power off and remove the host's files."""
-        self.power_off()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # -- what a cloud would show the baker ---------------------------------------------------
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return (self.workdir / "sshd.log").read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
 
     def known_hosts_lines(self) -> list[str]:
         return [f"[127.0.0.1]:{self.port} {k}" for k in self.host_keys]
-
-    def console_log(self) -> str:
-        """A console log as cloud-init writes it on first boot, carrying this host's real keys."""
-        lines = [f"[    0.000000] Linux version 6.1.0-cloud-amd64 (debian) #1 SMP",
-                 f"Cloud-init v. 22.4.2 running 'init' at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}.",
-                 "ci-info: +++++++++++++++++++++++Net device info++++++++++++++++++++++++",
-                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
-                 "<14>Nov 23 00:00:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
-                 "<14>Nov 23 00:00:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
-                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
-                 "-----BEGIN SSH HOST KEY KEYS-----"]
-        lines += [f"{k} root@{self.hostname}" for k in self.host_keys]
-        lines += ["-----END SSH HOST KEY KEYS-----",
-                  f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStackLocal.  Up 9.12 seconds"]
-        return "\n".join(lines) + "\n"

@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from devenv.builder import rootfs
-from devenv.builder.host import LOGIN_USER, require_root
+from devenv.builder.host import LOGIN_USER, SSHBuilder
 
 MIRROR_HOST = "deb.debian.org"
 
@@ -40,25 +36,23 @@ def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-class NspawnHost:
+class NspawnHost(SSHBuilder):
     """A booted Debian (systemd as PID 1) reachable over SSH at address:22; see the module docstring."""
 
+    what = "nspawn builder"
+    log_name = "console.log"
+    workdir_prefix = "qw-nspawn-"
+    start_timeout = 60.0
+    required_commands = ("systemd-nspawn",)
     port = 22
 
     def __init__(self, authorized_key: str, hostname: str = "qw-builder"):
-        require_root()
-        if shutil.which("systemd-nspawn") is None:
-            raise RuntimeError("systemd-nspawn is not installed: run devenv/builder/install-deps.sh")
-        self.authorized_key = authorized_key.strip()
-        self.hostname = hostname
-        self.lower = rootfs.builder_host_rootfs()
-        self.workdir = Path(tempfile.mkdtemp(prefix="qw-nspawn-"))
+        super().__init__(authorized_key, hostname)
         self.merged = self.workdir / "merged"
         tag = os.urandom(3).hex()
         self.netns, self.veth_host, self.veth_ns = f"qwb-{tag}", f"qwh{tag}", f"qwc{tag}"
         self.subnet = self._free_subnet()
         self.address = f"10.231.{self.subnet}.2"
-        self.host_keys: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.nspawn: subprocess.Popen | None = None
         self._mounted = False
@@ -71,23 +65,20 @@ class NspawnHost:
         return random.choice(free)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "NspawnHost":
-        try:
-            self._prepare_rootfs()
-            self._make_netns()
-            self._relay(80, MIRROR_HOST, 80)
-            log = open(self.workdir / "console.log", "wb")
-            self.nspawn = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", "--console=read-only",
-                 "-D", str(self.merged), f"--machine=qwb{self.netns[4:]}", f"--hostname={self.hostname}",
-                 f"--network-namespace-path=/run/netns/{self.netns}", "--capability=all",
-                 "--system-call-filter=@keyring bpf", f"--bind={self.workdir / 'docker'}:/var/lib/docker"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            self._wait_ssh(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _boot(self, log) -> subprocess.Popen:
+        self._prepare_rootfs()
+        self._make_netns()
+        self._relay(80, MIRROR_HOST, 80)
+        self.nspawn = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", "--console=read-only",
+             "-D", str(self.merged), f"--machine=qwb{self.netns[4:]}", f"--hostname={self.hostname}",
+             f"--network-namespace-path=/run/netns/{self.netns}", "--capability=all",
+             "--system-call-filter=@keyring bpf", f"--bind={self.workdir / 'docker'}:/var/lib/docker"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return self.nspawn
+
+    def _host_key_folder(self) -> Path:
+        return self.merged / "etc/ssh"
 
     def _prepare_rootfs(self) -> None:
         for d in ("upper", "work", "merged", "docker"):
@@ -96,7 +87,6 @@ class NspawnHost:
         _run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={self.lower},upperdir={up},workdir={wk}", str(mg))
         self._mounted = True
         _run("chroot", str(mg), "ssh-keygen", "-A", "-q")
-        self.host_keys = [" ".join(p.read_text().split()[:2]) for p in sorted((mg / "etc/ssh").glob("ssh_host_*_key.pub"))]
         _run("chroot", str(mg), "useradd", "-m", "-s", "/bin/bash", LOGIN_USER)
         (mg / "etc/sudoers.d/90-cloud-init-users").write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
         os.chmod(mg / "etc/sudoers.d/90-cloud-init-users", 0o440)
@@ -139,20 +129,8 @@ class NspawnHost:
         self._relay(port, "127.0.0.1", port)
         time.sleep(0.3)
 
-    def _wait_ssh(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.nspawn.poll() is not None:
-                raise RuntimeError(f"systemd-nspawn exited ({self.nspawn.returncode}): {self.log_tail()}")
-            try:
-                with socket.create_connection((self.address, 22), timeout=1) as s:
-                    if s.recv(64).startswith(b"SSH-"):
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"nspawn builder sshd not ready at {self.address}:22: {self.log_tail()}")
-
-    def stop(self) -> None:
+    def power_off(self) -> None:
+        """Power the container off, stop the relays, remove its network and unmount its rootfs."""
         if self.nspawn is not None and self.nspawn.poll() is None:
             self.nspawn.send_signal(signal.SIGTERM)  # nspawn asks systemd to power off
             try:
@@ -174,24 +152,3 @@ class NspawnHost:
             subprocess.run(["umount", "-R", str(self.merged)], capture_output=True)
             subprocess.run(["umount", "-l", str(self.merged)], capture_output=True)
             self._mounted = False
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    power_off = stop
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # -- what a cloud would show the baker ---------------------------------------------------
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return (self.workdir / "console.log").read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def console_log(self) -> str:
-        from devenv.builder.host import BuilderHost
-
-        return BuilderHost.console_log(self)  # same cloud-init host key block, this host's keys
