@@ -9,8 +9,7 @@ moto's dummy ones; nothing leaves the machine::
 """
 from __future__ import annotations
 
-import requests
-
+from devenv.loopback import LoopbackService
 from devenv.procs import LOOPBACK, free_port, wait_until
 
 # moto accepts any credentials; these are placeholders, not secrets.
@@ -18,25 +17,20 @@ DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "t
 DEFAULT_REGION = "us-east-1"
 
 
-class LocalSQS:
-    """moto's SQS endpoint on loopback. ``.url`` is the ``endpoint_url`` for boto3.
+class LocalSQS(LoopbackService):
+    """moto's SQS endpoint on loopback. ``.url`` (``http://127.0.0.1:PORT``) is the ``endpoint_url`` for boto3.
 
     :param region: the region clients name (moto keeps queues per region).
     :param port: a fixed port; default a free one.
     """
+
+    health_path = "/moto-api/"
 
     def __init__(self, region: str = DEFAULT_REGION, port: int | None = None):
         self.region = region
         self._requested_port = port
         self.port: int | None = None
         self._server = None
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL, e.g. ``http://127.0.0.1:PORT``."""
-        if self.port is None:
-            raise RuntimeError("LocalSQS is not started")
-        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def queue_options(self) -> dict[str, str]:
@@ -63,11 +57,8 @@ class LocalSQS:
         wait_until(self.healthy, 30, "moto server")
         return self
 
-    def healthy(self) -> bool:
-        try:
-            return requests.get(self.url + "/moto-api/", timeout=2).status_code < 500
-        except requests.RequestException:
-            return False
+    def _ready_status(self, status: int) -> bool:
+        return status < 500
 
     def stop(self) -> None:
         """Stop the server thread."""
@@ -75,9 +66,3 @@ class LocalSQS:
             self._server.stop()
             self._server = None
         self.port = None
-
-    def __enter__(self) -> "LocalSQS":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -24,9 +24,9 @@ import tempfile
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Callable
 
-import requests
-
+from devenv.loopback import LoopbackService
 from devenv.procs import LOOPBACK, free_port, log_tail, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ class ZaqarNotInstalled(RuntimeError):
     """The Zaqar virtualenv is missing or incomplete."""
 
 
-class LocalZaqar:
+class LocalZaqar(LoopbackService):
     """A local Zaqar with redis. Start with :meth:`start` or ``with``; ``.url`` once started.
 
     :param venv: the Zaqar virtualenv (default :func:`zaqar_venv`).
@@ -72,13 +72,6 @@ class LocalZaqar:
         self._redis = self._server = self._gc = None
 
     # -- public -------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """Base URL of the Zaqar API (no trailing slash), e.g. ``http://127.0.0.1:PORT``."""
-        if self.port is None:
-            raise RuntimeError("LocalZaqar is not started")
-        return f"http://{LOOPBACK}:{self.port}"
-
     @property
     def queue_options(self) -> dict[str, str]:
         """Keyword options for ``workload.queues.open_queue("zaqar", name, **options)``.
@@ -121,23 +114,13 @@ class LocalZaqar:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.port = None
 
-    def healthy(self) -> bool:
-        """True when Zaqar answers ``GET /``: 300 (its versions), or 401 behind Keystone."""
-        try:
-            return requests.get(self.url + "/", timeout=2).status_code in ((300, 401) if self.keystone
-                                                                           else (300,))
-        except requests.RequestException:
-            return False
+    def _ready_status(self, status: int) -> bool:
+        """Zaqar answers ``GET /`` with 300 (its versions), or 401 behind Keystone."""
+        return status in ((300, 401) if self.keystone else (300,))
 
     def log_path(self, which: str) -> Path:
         """Log file of ``redis``, ``zaqar`` or ``gc`` (while started)."""
         return self.workdir / f"{which}.log"
-
-    def __enter__(self) -> "LocalZaqar":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- processes ------------------------------------------------------------------------------
     def _check_venv(self) -> None:
@@ -160,21 +143,31 @@ class LocalZaqar:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=self.workdir, start_new_session=True, **kw)
 
-    def _start_redis(self) -> None:
-        for _ in range(3):  # a free port can be taken between picking and binding: pick again
-            self.redis_port = free_port()
-            self._redis = self._popen("redis", [
-                str(self._bin("redis-server")), "--bind", LOOPBACK, "--port", str(self.redis_port),
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--protected-mode", "yes"])
+    def _start_on_free_port(self, name: str, what: str, launch: Callable[[int], subprocess.Popen],
+                            ready: Callable[[], bool]) -> None:
+        """``launch`` the process ``name`` on a free port and wait until it is ``ready``. A free port
+        can be taken between picking and binding: then pick another (three tries)."""
+        for _ in range(3):
+            proc = launch(free_port())
             try:
-                wait_until(self._redis_ready, self.startup_timeout, "redis-server", self._redis,
-                           str(self.log_path("redis")))
+                wait_until(ready, self.startup_timeout, what, proc, str(self.log_path(name)))
                 return
             except RuntimeError:
-                if "Address already in use" not in log_tail(str(self.log_path("redis"))):
+                if "Address already in use" not in log_tail(str(self.log_path(name))):
                     raise
-        raise RuntimeError("redis-server could not bind a free port")
+                stop_process(proc)
+        raise RuntimeError(f"{what} could not bind a free port")
+
+    def _start_redis(self) -> None:
+        def launch(port: int) -> subprocess.Popen:
+            self.redis_port = port
+            self._redis = self._popen("redis", [
+                str(self._bin("redis-server")), "--bind", LOOPBACK, "--port", str(port),
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--protected-mode", "yes"])
+            return self._redis
+
+        self._start_on_free_port("redis", "redis-server", launch, self._redis_ready)
 
     def _redis_ready(self) -> bool:
         import socket
@@ -223,24 +216,18 @@ class LocalZaqar:
         return env
 
     def _start_zaqar(self, conf: Path) -> None:
-        for _ in range(3):
-            self.port = free_port()
+        def launch(port: int) -> subprocess.Popen:
+            self.port = port
             self._server = self._popen("zaqar", [
                 str(self._bin("python")), "-m", "gunicorn",
-                "--bind", f"{LOOPBACK}:{self.port}",
+                "--bind", f"{LOOPBACK}:{port}",
                 "--workers", str(self.workers), "--threads", str(self.threads),
                 "--worker-class", "gthread", "--timeout", "60", "--graceful-timeout", "5",
                 "--no-control-socket", "--pythonpath", str(self.workdir),
                 "zaqar_service:application"], env=self._service_env(conf))
-            try:
-                wait_until(self.healthy, self.startup_timeout, "zaqar (gunicorn)", self._server,
-                           str(self.log_path("zaqar")))
-                return
-            except RuntimeError:
-                if "Address already in use" not in log_tail(str(self.log_path("zaqar"))):
-                    raise
-                stop_process(self._server)
-        raise RuntimeError("zaqar could not bind a free port")
+            return self._server
+
+        self._start_on_free_port("zaqar", "zaqar (gunicorn)", launch, self.healthy)
 
     def collect_garbage(self, timeout: float = 60.0) -> None:
         """Run the redis driver's garbage collection once, now, and wait for it to finish."""
