@@ -303,8 +303,10 @@ class Consumer:
         threshold = min(cfg.batch, limit_in_hand) if self.prefetch else 1
         poll = cfg.poll_min
         idle_since = time.monotonic()
+        queue_answered = False  # beat only once the queue answers, and not while claims fail
         while not self._stopping.is_set():
-            self.heartbeat.beat()
+            if queue_answered:
+                self.heartbeat.beat()
             if cfg.max_messages is not None and self.counters["claimed"] >= cfg.max_messages:
                 # wait for what we hold to settle, then stop
                 with self._lock:
@@ -327,12 +329,16 @@ class Consumer:
             except QueueError as exc:
                 if exc.status in (401, 403):
                     raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
+                queue_answered = False
                 self._count("service_errors")
                 self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="claim",
                          error=str(exc))
                 self._stopping.wait(min(poll * 4, 30.0))
                 poll = min(max(poll * 2, 1.0), 30.0)
                 continue
+            if not queue_answered:
+                queue_answered = True
+                self.heartbeat.beat()
             now = time.monotonic()
             if claim is None or not claim.messages:
                 if cfg.idle_exit is not None and now - idle_since >= cfg.idle_exit:

@@ -1,10 +1,15 @@
 """A liveness file for container health checks.
 
 The consumer's claim loop touches ``$QW_HEARTBEAT_FILE`` as it goes (at most every few seconds,
-idle or busy); the image's HEALTHCHECK calls the container unhealthy when the file is older than
-``$QW_HEARTBEAT_MAX_AGE``. A loop that is stuck (a deadlock, a queue it cannot reach through all
-its retries) stops touching it, which a process check alone would never show. The monitor keeps
-no heartbeat: a Heat update it waits for can rightly take longer than that age.
+idle or busy) once the queue has answered a claim, and stops while its claims fail; the image's
+HEALTHCHECK (workload/health.py) calls the container unhealthy when the file is missing or older
+than ``$QW_HEARTBEAT_MAX_AGE``. A loop that is stuck (a deadlock, a hung request) or a queue it
+cannot reach stops the beat, which a process check alone would never show.
+
+The monitor touches it after every look that read the queue and the group, while it waits for the
+next look after such a look, and while it polls a Heat update or resize it is waiting for
+(:meth:`Heartbeat.sleep` is the Heat actuator's sleep): a long stack update is progress, a hung
+request or looks that keep failing are not.
 """
 from __future__ import annotations
 
@@ -35,3 +40,14 @@ class Heartbeat:
                 os.utime(self.path)
         except OSError:  # a health file we cannot write must never stop the work itself
             pass
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, beating at least every ``every`` seconds: the sleep of a loop that
+        polls for progress (the Heat actuator's waits)."""
+        end = time.monotonic() + seconds
+        while True:
+            self.beat()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, self.every))

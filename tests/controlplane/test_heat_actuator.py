@@ -152,6 +152,25 @@ def test_from_args_uses_clouds_yaml(controlplane, shared_stack, monkeypatch):
         HeatActuator.from_args(parser.parse_args([]))
 
 
+def test_the_waits_of_an_update_sleep_through_the_sleep_it_is_given(controlplane, stacks, monkeypatch, tmp_path):
+    """The monitor hands its heartbeat's sleep to the actuator: a PATCH it waits for beats, so a
+    long stack update does not make the monitor's container look stuck."""
+    from workload.heartbeat import Heartbeat
+
+    stack = stacks.create(min_size=1, max_size=4, desired_capacity=1)
+    for key, value in controlplane.env().items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser()
+    HeatActuator.add_arguments(parser)
+    beat = tmp_path / "heartbeat"
+    act = HeatActuator.from_args(parser.parse_args(["--stack", stack["stack_name"], "--heat-mode", "patch"]),
+                                 sleep=Heartbeat(str(beat), every=0.1).sleep)
+    assert not beat.exists()
+    result = act.apply(2, "backlog")
+    assert (result.before, result.after) == (1, 2)
+    assert beat.is_file()  # written only by the sleeps of the wait for UPDATE_COMPLETE
+
+
 def test_deleting_the_stack_leaves_nothing(controlplane, heat_session, stacks):
     from keystoneauth1 import adapter
     identity = adapter.Adapter(controlplane.session("local-admin"), service_type="identity",

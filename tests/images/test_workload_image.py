@@ -65,20 +65,62 @@ def test_image_producer_and_consumer_work_against_local_zaqar(zaqar, workload_ar
     assert st.returncode == 0, st.stderr
 
 
-def test_healthcheck_reports_a_running_consumer_healthy(zaqar, workload_archive):
+def _healthcheck(name: str) -> subprocess.CompletedProcess:
+    return _podman("healthcheck", "run", name)
+
+
+def _last_health_output(name: str) -> str:
+    """What the image's check printed last (podman keeps it in the container's health log)."""
+    health = json.loads(_podman("inspect", "--format", "{{json .State.Health}}", name).stdout)
+    return health["Log"][-1]["Output"].strip()
+
+
+def test_healthcheck_follows_the_consumer_and_the_monitor(zaqar, workload_archive):
+    """Both long-running roles are healthy once they work on their queue, and a stopped one is not."""
+    from devenv.procs import wait_until
+    from workload.queues import open_queue
+
     tag = json.loads(workload_archive.with_suffix(".json").read_text())["tag"]
-    name = f"qw-hc-{uuid.uuid4().hex[:8]}"
     queue = f"img-{uuid.uuid4().hex[:10]}"
-    run = _podman("run", "-d", "--name", name, "--network", "host",
-                  *_env_args(zaqar, QW_QUEUE=queue, QW_EXEC="cat"), tag, "consumer", "--ensure")
-    assert run.returncode == 0, run.stderr
+    open_queue("zaqar", queue, **zaqar.queue_options).ensure()
+    roles = {"consumer": ["consumer"], "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"]}
+    names = {role: f"qw-hc-{role}-{uuid.uuid4().hex[:8]}" for role in roles}
     try:
-        time.sleep(2)
-        hc = _podman("healthcheck", "run", name)
-        assert hc.returncode == 0, hc.stdout + hc.stderr
-        _podman("kill", name)
-        _podman("wait", name, timeout=30)
-        hc = _podman("healthcheck", "run", name)
-        assert hc.returncode != 0  # a stopped consumer is not healthy
+        for role, argv in roles.items():
+            run = _podman("run", "-d", "--name", names[role], "--network", "host",
+                          *_env_args(zaqar, QW_QUEUE=queue, QW_EXEC="cat"), tag, *argv)
+            assert run.returncode == 0, run.stderr
+        for role, name in names.items():
+            wait_until(lambda: _healthcheck(name).returncode == 0, timeout=60, what=f"the {role} container to be healthy")
+            assert _last_health_output(name).startswith(f"healthy: {role}: heartbeat")
+            _podman("kill", name)
+            _podman("wait", name, timeout=30)
+            assert _healthcheck(name).returncode != 0  # a stopped one is not healthy
     finally:
-        _podman("rm", "-f", name)
+        for name in names.values():
+            _podman("rm", "-f", name)
+
+
+def test_healthcheck_calls_a_consumer_or_monitor_that_never_reaches_its_queue_unhealthy(workload_archive):
+    from devenv.procs import free_port
+
+    tag = json.loads(workload_archive.with_suffix(".json").read_text())["tag"]
+    env = ["-e", f"QW_ZAQAR_URL=http://127.0.0.1:{free_port()}", "-e", "QW_PROJECT=p", "-e", "QW_QUEUE=q",
+           "-e", "QW_EXEC=cat"]
+    roles = {"consumer": ["consumer"], "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"]}
+    names = {role: f"qw-hc-dead-{role}-{uuid.uuid4().hex[:8]}" for role in roles}
+    try:
+        for role, argv in roles.items():
+            # No start period: the image's 20 s grace would make `healthcheck run` report "starting".
+            run = _podman("run", "-d", "--name", names[role], "--health-start-period", "0s", "--network", "host",
+                          *env, tag, *argv)
+            assert run.returncode == 0, run.stderr
+        time.sleep(3)  # running, and trying its queue
+        for role, name in names.items():
+            state = _podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+            hc = _healthcheck(name)
+            assert state == "true" and hc.returncode == 1, (state, hc.stdout, hc.stderr)
+            assert _last_health_output(name).startswith(f"unhealthy: {role}: no heartbeat")
+    finally:
+        for name in names.values():
+            _podman("rm", "-f", name)

@@ -123,7 +123,8 @@ class HeatActuator(Actuator):
                metavar="SECONDS", help="longest wait for a stack update or a resize")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, session=None) -> "HeatActuator":
+    def from_args(cls, args: argparse.Namespace, session=None,
+                  sleep: Callable[[float], None] = time.sleep) -> "HeatActuator":
         """Build from :meth:`add_arguments`' options; the session comes from clouds.yaml / OS_CLOUD.
 
         ``args.os_cloud`` (if the CLI has it) names the cloud; otherwise openstacksdk's usual
@@ -141,7 +142,7 @@ class HeatActuator(Actuator):
                    up_policy=getattr(args, "heat_up_policy", None),
                    down_policy=getattr(args, "heat_down_policy", None),
                    desired_parameter=getattr(args, "heat_desired_parameter", None),
-                   settle_timeout=min(timeout, 60.0), update_timeout=timeout)
+                   settle_timeout=min(timeout, 60.0), update_timeout=timeout, sleep=sleep)
 
     # --- the Actuator interface ----------------------------------------------------------------
     def observe(self) -> GroupState:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workload.autoscale.actuator import Actuator, ActuatorError
+from workload.heartbeat import Heartbeat
 from workload.autoscale.policy import (
     Decision, Observation, Policy, PolicyConfigError, PolicyState, TargetConfig, TargetPolicy,
     ThresholdConfig, ThresholdPolicy)
@@ -43,12 +44,14 @@ class Monitor:
     :param log: called with every record (a dict); default: JSON lines on stdout.
     :param dry_run: decide and log, never apply.
     :param clock: monotonic seconds (the policy's ``now``); replaceable in tests.
+    :param heartbeat: touched after every look that read the queue and the group, and while
+        waiting for the next look after one (see workload/heartbeat.py); None: no heartbeat.
     """
 
     def __init__(self, queue: QueueDriver, policy: Policy, actuator: Actuator, *,
                  interval: float = 10.0, max_backoff: float = 300.0, dry_run: bool = False,
                  log: Callable[[dict[str, Any]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: Heartbeat | None = None):
         if not interval > 0:
             raise ValueError(f"interval={interval!r} is not allowed: a number of seconds above 0")
         self.queue, self.policy, self.actuator = queue, policy, actuator
@@ -56,6 +59,7 @@ class Monitor:
         self.dry_run = dry_run
         self.log = log or _print_json
         self.clock = clock
+        self.heartbeat = heartbeat
         self.state = PolicyState()
         self.failures = 0
         self.decisions = 0
@@ -115,6 +119,8 @@ class Monitor:
             record["result"] = {"dry_run": True}
         self.last = record
         self.log(record)
+        if self.heartbeat and not errors:
+            self.heartbeat.beat()
         return record
 
     def next_wait(self) -> float:
@@ -132,8 +138,20 @@ class Monitor:
             n += 1
             if iterations is not None and n >= iterations:
                 break
-            self._stop.wait(max(0.0, self.next_wait() - (self.clock() - began)))
+            self._wait(max(0.0, self.next_wait() - (self.clock() - began)))
         return n
+
+    def _wait(self, seconds: float) -> None:
+        """Wait for the next look (or a stop); beat meanwhile if the last look worked."""
+        beating = self.heartbeat is not None and not self.failures
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            if beating:
+                self.heartbeat.beat()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, self.heartbeat.every) if beating else left)
 
 
 def _print_json(record: dict[str, Any]) -> None:
@@ -288,12 +306,13 @@ def _queue_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def actuator_from_args(args: argparse.Namespace) -> Actuator:
+def actuator_from_args(args: argparse.Namespace, sleep: Callable[[float], None] = time.sleep) -> Actuator:
+    """The actuator the options name; ``sleep`` is what the Heat actuator's waits sleep with."""
     if args.actuator == "heat":
         from workload.autoscale.heat import HeatActuator
         if not getattr(args, "stack", None) and args.group:
             args.stack = args.group
-        return HeatActuator.from_args(args)
+        return HeatActuator.from_args(args, sleep=sleep)
     from workload.autoscale.local import LocalActuator
     return LocalActuator(_queue_argv(args) + shlex.split(args.consumer_args or ""),
                          Path(args.consumer_log_dir), min_size=0, max_size=args.max)
@@ -307,8 +326,9 @@ def run(args: argparse.Namespace) -> int:
     except PolicyConfigError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    heartbeat = Heartbeat()  # $QW_HEARTBEAT_FILE; nothing when unset
     try:
-        actuator = actuator_from_args(args)
+        actuator = actuator_from_args(args, sleep=heartbeat.sleep)
     except ActuatorError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -321,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         (out or sys.stdout).flush()
 
     monitor = Monitor(queue, policy, actuator, interval=args.interval,
-                      max_backoff=args.max_backoff, dry_run=args.dry_run, log=log)
+                      max_backoff=args.max_backoff, dry_run=args.dry_run, log=log, heartbeat=heartbeat)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: monitor.stop())
     log({"event": "start", "policy": policy.name,

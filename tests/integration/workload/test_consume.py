@@ -110,3 +110,28 @@ def test_the_consumer_touches_its_heartbeat_file_while_it_runs(make_queue, tmp_p
     assert beat.exists()
     # The loop beats whether or not there is work: after an idle second the file is still fresh.
     assert time.time() - beat.stat().st_mtime < 5
+
+
+def test_a_consumer_that_cannot_reach_its_queue_never_touches_its_heartbeat(tmp_path, monkeypatch):
+    """The health check then calls it unhealthy instead of healthy (workload/health.py)."""
+    import threading
+
+    from devenv.procs import free_port, wait_until
+    from workload.queues import open_queue, retry
+
+    beat = tmp_path / "heartbeat"
+    monkeypatch.setenv("QW_HEARTBEAT_FILE", str(beat))
+    dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p",
+                      retry_policy=retry.NO_RETRY)
+    events: list = []
+    consumer = Consumer(dead, make_handler("python", "workload.handlers.builtin:noop"),
+                        ConsumerConfig(poll_min=0.05, poll_max=0.1), log=JsonLog(None, on_event=events.append),
+                        consumer_id="test")
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: sum(e.get("event") == "error" for e in events) >= 2, timeout=60, what="two failed claims")
+    finally:
+        consumer.stop()
+        thread.join(30)
+    assert not beat.exists()
