@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from devenv.heat import wait_stack
+from devenv.heat import NO_NOVA_ENVIRONMENT, wait_stack
 
 from workload.autoscale.heat import HeatActuator
 from workload.autoscale.monitor import Monitor
@@ -30,7 +30,6 @@ TEMPLATE = {
     },
     "outputs": {"current_size": {"value": {"get_attr": ["workers", "current_size"]}}},
 }
-NO_NOVA = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None"}}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def heat_group(controlplane):
     api = adapter.Adapter(session, service_type="orchestration", interface="public")
     name = f"qw-monitor-{uuid.uuid4().hex[:8]}"
     stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
-                                         "environment": NO_NOVA, "timeout_mins": 5}
+                                         "environment": NO_NOVA_ENVIRONMENT, "timeout_mins": 5}
                         ).json()["stack"]["id"]
     path = f"/stacks/{name}/{stack_id}"
     try:
