@@ -179,10 +179,6 @@ class DockerRepo:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1] if self._httpd else 0
-
 
 def _parse_control(text: str) -> dict[str, str]:
     """A deb822 stanza as {field: value}, continuation lines kept (joined with newlines)."""

@@ -80,7 +80,13 @@ def bake_template(c, cloud=None, region=None, base_image=None, flavor=None, netw
     },
 )
 def prune_templates(c, keep=3, cloud=None, region=None, name=None, dry_run=False):
-    """Delete old template images, keeping the newest N and any a server or a Heat stack uses."""
+    """Delete old template images, keeping the newest N and any a server or a Heat stack uses.
+
+    Needs credentials (as for bake-template) allowed to list servers, list and delete images, and,
+    where the cloud has Heat, list stacks and show each one and its template: a stack it cannot
+    read stops the prune with nothing deleted. Prints which server or stack keeps an image, then
+    a JSON line of what was kept, deleted and found in use.
+    """
     conn = bake_mod.connect(bake_mod.BakeOptions(cloud=cloud, region=region))
     try:
         result = bake_mod.prune(conn, int(keep), name=name, dry_run=dry_run)
