@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the group's member as a template of its own instead (what the validator checks)")
     st = sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
     st.add_argument("--project-dir", type=Path, default=None, help="folder holding Pulumi.yaml (default: this project's)")
-    sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
+    se = sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
+    se.add_argument("--markdown", action="store_true", help="as the Markdown table the README holds")
     args = parser.parse_args(argv)
 
     from infra import render
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(render.stack_names(args.project_dir)))
         return 0
     if args.command == "settings":
-        print(config_mod.document())
+        print(config_mod.document(markdown=args.markdown))
         return 0
     try:
         result = render.render(args.stack, root=args.project_dir)

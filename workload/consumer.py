@@ -81,11 +81,11 @@ class ConsumerConfig:
     claim_ttl: int | None = setting(
         None, "seconds a claim lasts, within the backend's limits (zaqar 60..43200); renewed while "
         "a handler still runs (unset: the queue policy's)", flags=("--claim-ttl",), env=("QW_CLAIM_TTL",),
-        kind=int, lo=1, hi=43200, optional=True, stack="claimTtl", stack_default=300)
+        kind=int, lo=1, hi=43200, optional=True)
     claim_grace: int | None = setting(
         None, "Zaqar claim grace seconds, within the backend's limits (zaqar 60..43200; unset: the "
         "queue policy's)", flags=("--grace",), env=("QW_CLAIM_GRACE",), kind=int, lo=0, hi=43200,
-        optional=True, stack="claimGrace", stack_default=60)
+        optional=True)
     timeout: float | None = setting(
         None, "seconds a handler may run per message; an exec program is then killed (unset: none)",
         flags=("--timeout",), env=("QW_TIMEOUT",), kind=float, lo=0, lo_open=True, optional=True,

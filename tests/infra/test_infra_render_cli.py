@@ -45,7 +45,7 @@ def test_bad_stack_config_names_the_key(tmp_path):
     bad["config"]["queue-workers:claimTtl"] = 30
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(bad))
     p = run("render", "--stack", "bad", "--project-dir", str(tmp_path))
-    assert p.returncode == 2 and "queue-workers:claimTtl = '30' is not allowed: an integer from 60 to 43200" in p.stderr
+    assert p.returncode == 2 and "queue-workers:claimTtl='30' is not allowed: an integer from 60 to 43200" in p.stderr
 
 
 def test_help_and_settings():
