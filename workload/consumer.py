@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 from workload.heartbeat import Heartbeat
-from workload.settings import check_fields, setting
+from workload.settings import check_fields, check_limits, setting
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
 from workload.queues.base import (
     MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
@@ -228,13 +228,8 @@ class Consumer:
     def _check_limits(self, queue: QueueDriver) -> None:
         """Refuse a batch or claim TTL this queue's service would refuse, naming its range."""
         limits = getattr(queue, "limits", None)
-        if limits is None:
-            return
-        for name, value, bounds in (("batch", self.config.batch, limits.claim_limit),
-                                    ("claim_ttl", self.config.claim_ttl, limits.claim_ttl)):
-            if value is not None and not bounds[0] <= value <= bounds[1]:
-                raise ValueError(f"{name}={value!r} is not allowed on {limits.service}: "
-                                 f"from {bounds[0]} to {bounds[1]}")
+        if limits is not None:
+            check_limits(limits, dataclasses.asdict(self.config))
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -281,15 +281,9 @@ class Backend:
 
     def check_limits(self, settings: Iterable[Setting], values: Mapping[str, Any]) -> None:
         """Values the service would refuse (a claim TTL, a claim size) refused now, before any
-        request, naming the option: ``settings`` by field name, ``values`` the ones to check."""
-        if self.limits is None:
-            return
-        for s in settings:
-            bounds = getattr(self.limits, _LIMIT_OF.get(s.name, ""), None)
-            value = values.get(s.name)
-            if bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]:
-                raise SettingError(s.long_flag if s.flags else s.name, value,
-                                   f"from {bounds[0]} to {bounds[1]} (the {self.name} backend's limit)")
+        request, each named by its option's flag."""
+        if self.limits is not None:
+            check_limits(self.limits, values, {s.name: s.long_flag for s in settings if s.flags})
 
     def driver_options(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword options for the driver from parsed arguments (unset ones left out)."""
@@ -306,6 +300,16 @@ BACKEND_REGISTRY: dict[str, Backend] = {}
 
 # Options whose range depends on the service, and the attribute of Limits that holds it.
 _LIMIT_OF = {"batch": "claim_limit", "claim_ttl": "claim_ttl", "claim_grace": "claim_grace"}
+
+
+def check_limits(limits: Limits, values: Mapping[str, Any], keys: Mapping[str, str] | None = None) -> None:
+    """:class:`SettingError` for the first of ``values`` (by field name) outside ``limits``;
+    ``keys`` names a field in the error (default: the field's name)."""
+    for name, attr in _LIMIT_OF.items():
+        value, bounds = values.get(name), getattr(limits, attr)
+        if value is not None and not bounds[0] <= value <= bounds[1]:
+            raise SettingError((keys or {}).get(name, name), value,
+                               f"from {bounds[0]} to {bounds[1]} (the {limits.service} backend's limit)")
 
 
 def backend(name: str, help: str, limits: Limits | None = None, **driver_names: str):
