@@ -229,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     groups = {MonitorOptions: parser.add_argument_group("the loop and the actuator"),
               TargetConfig: parser.add_argument_group("target policy (and both policies' -m/-x)"),
-              ThresholdConfig: parser.add_argument_group("threshold policy (the seed's options)")}
+              ThresholdConfig: parser.add_argument_group("threshold policy (the seed's options; its -x default is 2)")}
     seen: set[str] = set()
     for cls, group in groups.items():
         fields = [s.name for s in declared(cls) if s.name not in seen]

@@ -119,7 +119,7 @@ class Decision:
 _MIN = dict(help="fewest consumer servers in the group (target policy with 0: scale to zero when idle)",
             flags=("-m", "--min"), env=("QW_MIN",), kind=int, lo=0, hi=10000, stack="minSize",
             stack_default=1)
-_MAX = dict(help="most consumer servers in the group (the threshold policy's default: 2)",
+_MAX = dict(help="most consumer servers in the group",
             flags=("-x", "--max"), env=("QW_MAX",), kind=int, lo=0, hi=10000, stack="maxSize",
             stack_default=10)
 
@@ -182,7 +182,7 @@ class TargetConfig(_Bounds):
     """
 
     min_size: int = setting(0, **_MIN)
-    max_size: int = setting(20, **{**_MAX, "help": "most consumer servers in the group"})
+    max_size: int = setting(20, **_MAX)
     target_wait_s: float = setting(
         30.0, "seconds from post to start of processing to keep under, at --wait-quantile",
         flags=("--target-wait",), env=("QW_TARGET_WAIT",), kind=float, lo=0.1, hi=86400, stack="targetWait")
