@@ -37,6 +37,11 @@ P_TEMPLATE_PROPERTIES, P_TEMPLATE_LABEL = "template_image_properties", "template
 HANDLER_ENV = {"exec": "QW_EXEC", "python": "QW_PYTHON", "http": "QW_HTTP"}
 
 
+def group_stack_name(stack: str) -> str:
+    """The name of the Heat stack that holds the worker group of Pulumi stack ``stack``."""
+    return f"queue-workers-{stack}"
+
+
 def consumer_env(cfg: StackConfig) -> dict[str, str]:
     """The consumer container's settings (not secret): QW_* variables of `workload consumer`.
 

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_openstack as openstack
 
-from infra import config as config_mod
+from infra import config as config_mod, hot
 from infra.components import (
     Credentials, CredentialsArgs, MonitorArgs, MonitorServer, Network, NetworkArgs, TemplateImage,
     TemplateImageArgs, WorkerGroup, WorkerGroupArgs, WorkQueue, WorkQueueArgs,
@@ -52,7 +52,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     cfg = cfg or config_mod.from_pulumi()  # raises ConfigError before anything is declared
     auth_url = auth_url_of(cfg)
     stack = pulumi.get_stack()
-    heat_stack_name = f"queue-workers-{stack}"
+    heat_stack_name = hot.group_stack_name(stack)
     provider = openstack.Provider("openstack", cloud=cfg.cloud, region=cfg.region)
     use = pulumi.ResourceOptions(providers=[provider])  # every openstack child uses this stack's cloud
 
