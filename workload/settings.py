@@ -179,11 +179,11 @@ class Setting:
 
     # -- environment ---------------------------------------------------------------------------
     def from_env(self, environ: Mapping[str, str] | None = None) -> Any:
-        """The value of the first of its variables that is set, else NOT_SET."""
+        """The value of the first of its variables that is set and not empty, else NOT_SET."""
         environ = os.environ if environ is None else environ
         for name in self.env:
             raw = environ.get(name)
-            if raw is None or (raw == "" and self.kind is not str):
+            if raw is None or raw == "":
                 continue
             return self.parse(raw, key=f"environment variable {name}")
         return NOT_SET
