@@ -27,12 +27,7 @@ import re
 from typing import Any, Callable, Mapping, Sequence
 
 from workload import settings as wsettings
-from workload.queues.base import (
-    CLAIM_GRACE_RANGE,
-    CLAIM_TTL_RANGE,
-    MESSAGE_TTL_RANGE,
-    QueuePolicy,
-)
+from workload.queues.base import QueuePolicy
 
 PROJECT = "queue-workers"
 TYPE_PREFIX = f"{PROJECT}:index:"  # every component's type token starts with it
@@ -286,13 +281,6 @@ INFRA: tuple[Setting, ...] = (
     # queue
     S("queueBackend", STRING, "Queue service (the stack creates Zaqar queues)", "zaqar", (AllowedValues(("zaqar",)),)),
     S("queueName", STRING, "Work queue name; its dead-letter queue is <name>-dlq", "jobs", (QUEUE_NAME,)),
-    S("messageTtl", INTEGER, "Seconds a message lives in the queue", 3600, (Range(*MESSAGE_TTL_RANGE),)),
-    S("deadLetterTtl", INTEGER, "Seconds a message lives in the dead-letter queue", 1209600,
-      (Range(*MESSAGE_TTL_RANGE),)),
-    S("claimTtl", INTEGER, "Seconds a consumer holds a claim before renewing", 300, (Range(*CLAIM_TTL_RANGE),)),
-    S("claimGrace", INTEGER, "Seconds a claimed message outlives its claim", 60, (Range(*CLAIM_GRACE_RANGE),)),
-    S("maxClaims", INTEGER, "Claims before a message moves to the dead-letter queue; 0: never", 5,
-      (Range(0, 1000),)),
     # consumer
     S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "
       "http:<url>", "exec:cat", (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or "
@@ -311,11 +299,14 @@ INFRA: tuple[Setting, ...] = (
 
 # -- the workload's options with a stack key --------------------------------------------------------
 def workload_options() -> dict[str, list[wsettings.Setting]]:
-    """Every declared option of each program the stack runs: ``{"consumer": [...], "monitor": [...]}``."""
+    """Every declared option of what the stack makes: the queue pair's policy (the options of
+    `ensure`, given to the queue provider), the consumer's and the monitor's (written to their
+    env files)."""
     from workload.autoscale.monitor import monitor_settings
     from workload.consumer import ConsumerConfig
 
-    return {"consumer": wsettings.declared(ConsumerConfig), "monitor": monitor_settings()}
+    return {"queue": wsettings.declared(wsettings.QueuePolicyOptions),
+            "consumer": wsettings.declared(ConsumerConfig), "monitor": monitor_settings()}
 
 
 # What a workload option's stack setting also sets in the stack itself.
@@ -324,7 +315,13 @@ STACK_NOTES = {
     "scaleUpCooldown": "also Heat's cooldown of the group and of its scale-up policy (Heat keeps one "
                        "cooldown per group, started by creation, updates and either policy's resize)",
     "scaleDownCooldown": "also the cooldown of Heat's scale-down policy",
+    "claimTtl": "also what each consumer claims for (its --claim-ttl)",
+    "claimGrace": "also each consumer's --grace",
+    "maxClaims": "each consumer's --max-attempts is this plus one, a backstop",
 }
+
+
+_PROGRAM = {"queue": "queue pair; ensure", "consumer": "consumer", "monitor": "monitor"}
 
 
 def _from_workload() -> tuple[Setting, ...]:
@@ -346,7 +343,8 @@ def _from_workload() -> tuple[Setting, ...]:
         # a setting whose stack default is a value keeps one: "unset" is no choice there
         pairs = [(program, dataclasses.replace(opt, optional=opt.optional and default is None))
                  for program, opt in pairs]
-        where = "; ".join(f"{program} {opt.long_flag} ${opt.env[0]}" for program, opt in pairs)
+        where = "; ".join(f"{_PROGRAM[program]} {opt.long_flag} ${opt.env[0]}" if opt.flags else _PROGRAM[program]
+                          for program, opt in pairs)
         note = f"; {STACK_NOTES[key]}" if key in STACK_NOTES else ""
         out.append(Setting(key, _KINDS[first.kind], f"{first.help}{note} ({where})", default,
                            feeds=tuple(pairs)))

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from workload import settings
 from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 from workload.handlers import DONE, Handler, Result
+from workload.queues.base import MAX_POST_MESSAGES
 from workload.settings import option
 
 MODES = ("producer", "consumer", "monitor", "status", "redrive", "purge", "delete", "ensure")
@@ -51,7 +52,7 @@ def _producer_options(p: argparse.ArgumentParser) -> None:
            help="stop after this many messages (unset: no limit)")
     option(g, "--duration", env="QW_DURATION", type=float, lo=0,
            help="stop after this many seconds (unset: no limit)")
-    option(g, "--batch", env="QW_BATCH", type=int, lo=1, hi=20, default=10,
+    option(g, "--batch", env="QW_BATCH", type=int, lo=1, hi=MAX_POST_MESSAGES, default=10,
            help="most messages per post (low rates post each message when due)")
     option(g, "--progress-every", env="QW_PROGRESS_EVERY", type=float, lo=0, default=5.0,
            help="seconds between progress lines on stderr; 0 = none")
@@ -94,22 +95,6 @@ def _consumer_options(p: argparse.ArgumentParser) -> None:
            help="delete done messages one by one (for credentials whose access rules forbid bulk delete)")
 
 
-def _queue_policy_options(p: argparse._ActionsContainer) -> None:
-    from workload.queues.base import (CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE, MESSAGE_TTL_RANGE,
-                                      QueuePolicy)
-    d = QueuePolicy()
-    option(p, "--message-ttl", env="QW_MESSAGE_TTL", type=int, default=d.message_ttl,
-           lo=MESSAGE_TTL_RANGE[0], hi=MESSAGE_TTL_RANGE[1], help="seconds a message lives")
-    option(p, "--policy-claim-ttl", env="QW_POLICY_CLAIM_TTL", type=int, default=d.claim_ttl,
-           lo=CLAIM_TTL_RANGE[0], hi=CLAIM_TTL_RANGE[1], help="default claim seconds consumers ask for")
-    option(p, "--policy-grace", env="QW_POLICY_GRACE", type=int, default=d.claim_grace,
-           lo=CLAIM_GRACE_RANGE[0], hi=CLAIM_GRACE_RANGE[1], help="claim grace seconds")
-    option(p, "--delay", env="QW_DELAY", type=int, default=d.delay, lo=DELAY_RANGE[0], hi=DELAY_RANGE[1],
-           help="seconds before a posted message can be claimed")
-    option(p, "--max-claims", env="QW_MAX_CLAIMS", type=int, default=d.max_claims, lo=0, hi=1000,
-           help="the service dead-letters a message claimed this many times; 0 = never")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI: one subcommand per mode, each with the queue and output options."""
     parser = argparse.ArgumentParser(
@@ -125,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     def _ensure_options(p: argparse.ArgumentParser) -> None:
         option(p, "--ensure", env="QW_ENSURE", flag=True,
                help="create the queue and its dead-letter queue first (policy options of 'ensure')")
-        _queue_policy_options(p.add_argument_group("queue policy (with --ensure)"))
+        settings.add_options(p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions)
 
     def mode(name: str, help: str, description: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description)
@@ -173,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = mode("ensure", "create the queue and its dead-letter queue with a policy",
              "Create the queue and its dead-letter queue, or update their policy.")
-    _queue_policy_options(p.add_argument_group("queue policy"))
+    settings.add_options(p.add_argument_group("queue policy"), settings.QueuePolicyOptions)
     return parser
 
 
@@ -192,9 +177,7 @@ def _log_stream(args: argparse.Namespace):
 
 
 def _queue_policy(args: argparse.Namespace):
-    from workload.queues.base import QueuePolicy
-    return QueuePolicy(message_ttl=args.message_ttl, claim_ttl=args.policy_claim_ttl,
-                       claim_grace=args.policy_grace, delay=args.delay, max_claims=args.max_claims)
+    return settings.from_args(settings.QueuePolicyOptions, args).policy()
 
 
 def _on_signals(stop: Callable[[], None]) -> None:

@@ -39,6 +39,7 @@ import os
 from typing import Any, Iterable, Mapping
 
 from workload.queues import BACKENDS as DRIVER_BACKENDS
+from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE, MESSAGE_TTL_RANGE, QueuePolicy
 from workload.queues.limits import SQS, ZAQAR, Limits
 
 DEFAULT_QUEUE = "jobs"
@@ -375,6 +376,39 @@ class QueueOptions:
                          stack="queueName")
     backend: str = setting("zaqar", "queue service", flags=("-b", "--backend"),
                            env=("QW_QUEUE_BACKEND", "QW_BACKEND"), choices=backends(), stack="queueBackend")
+
+
+_P = QueuePolicy()
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuePolicyOptions:
+    """The policy `ensure` (and `--ensure`) gives the queue pair; the stack's queue settings."""
+
+    message_ttl: int = setting(_P.message_ttl, "seconds a message lives in the queue", flags=("--message-ttl",),
+                               env=("QW_MESSAGE_TTL",), kind=int, lo=MESSAGE_TTL_RANGE[0],
+                               hi=MESSAGE_TTL_RANGE[1], stack="messageTtl")
+    policy_claim_ttl: int = setting(_P.claim_ttl, "seconds a consumer's claim lasts unless it asks for "
+                                    "another (the queue's default claim)", flags=("--policy-claim-ttl",),
+                                    env=("QW_POLICY_CLAIM_TTL",), kind=int, lo=CLAIM_TTL_RANGE[0],
+                                    hi=CLAIM_TTL_RANGE[1], stack="claimTtl")
+    policy_grace: int = setting(_P.claim_grace, "seconds a claimed message outlives its claim",
+                                flags=("--policy-grace",), env=("QW_POLICY_GRACE",), kind=int,
+                                lo=CLAIM_GRACE_RANGE[0], hi=CLAIM_GRACE_RANGE[1], stack="claimGrace")
+    delay: int = setting(_P.delay, "seconds before a posted message can be claimed", flags=("--delay",),
+                         env=("QW_DELAY",), kind=int, lo=DELAY_RANGE[0], hi=DELAY_RANGE[1])
+    max_claims: int = setting(_P.max_claims, "claims after which the service dead-letters a message; 0 = never",
+                              flags=("--max-claims",), env=("QW_MAX_CLAIMS",), kind=int, lo=0, hi=1000,
+                              stack="maxClaims")
+    dead_letter_ttl: int = setting(_P.dead_letter_ttl, "seconds a message lives in the dead-letter queue",
+                                   kind=int, lo=MESSAGE_TTL_RANGE[0], hi=MESSAGE_TTL_RANGE[1],
+                                   stack="deadLetterTtl")
+
+    def policy(self) -> QueuePolicy:
+        """The queue interface's own policy object."""
+        return QueuePolicy(message_ttl=self.message_ttl, claim_ttl=self.policy_claim_ttl,
+                           claim_grace=self.policy_grace, delay=self.delay, max_claims=self.max_claims,
+                           dead_letter_ttl=self.dead_letter_ttl)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,10 +80,12 @@ def test_every_workload_option_of_a_stack_reaches_the_process(name, policy, monk
     checked = 0
     for s in C.SCHEMA:
         for program, opt in s.feeds:
+            if program not in args:  # the queue pair's policy: test_infra_program checks the QueuePair
+                continue
             want = getattr(cfg, re_snake(s.key))
             assert getattr(args[program], opt.name) == want, (s.key, program, opt.long_flag)
             checked += 1
-    assert checked >= len([s for s in C.SCHEMA if s.feeds])
+    assert checked >= len([s for s in C.SCHEMA if any(p in args for p, _ in s.feeds)])
     # and the monitor builds the policy the stack asked for, with the stack's values
     from workload.autoscale.monitor import policy_from_args
 
