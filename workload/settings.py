@@ -367,6 +367,10 @@ class SQSOptions:
     region: str | None = setting(None, "region of the queue service", **_REGION)
 
 
+# A new backend is one more dataclass like these two, registered above this line (QueueOptions
+# reads --backend's choices from the registry).
+
+
 @dataclasses.dataclass(frozen=True)
 class QueueOptions:
     """Which queue, on which service (every mode has these)."""
