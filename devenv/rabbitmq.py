@@ -217,7 +217,7 @@ class LocalRabbitMQ(LoopbackService):
 
     def _ensure_workload_user(self) -> None:
         wait_until(lambda: self.api("GET", "/overview").ok, 30, "rabbitmq management API")
-        self.add_user(*self.workload, tags="monitoring")
+        self.add_user(*self.workload, tags="policymaker,monitoring")  # ensure sets policies
 
     def kill(self) -> None:
         """SIGKILL the broker (a crash); :meth:`start` brings it back on the same ports and data."""
