@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any, Callable
 
-BACKENDS = ("zaqar", "sqs")
+BACKENDS = ("zaqar", "sqs", "amqp")
 DEFAULT_QUEUE = "jobs"
 
 
@@ -107,7 +107,7 @@ def add_queue_options(parser: argparse.ArgumentParser, queue_required: bool = Tr
     option(g, "-q", "--queue", "--queue_name", dest="queue", env="QW_QUEUE", default=DEFAULT_QUEUE,
            help="name of the work queue; its dead-letter queue is this name plus '-dlq'")
     option(g, "-b", "--backend", env=("QW_QUEUE_BACKEND", "QW_BACKEND"), default="zaqar",
-           choices=BACKENDS, help="queue service: zaqar (OpenStack Messaging v2) or sqs")
+           choices=BACKENDS, help="queue service: zaqar (OpenStack Messaging v2), sqs or amqp (RabbitMQ)")
     option(g, "--zaqar-url", env="QW_ZAQAR_URL",
            help="Zaqar endpoint, e.g. http://127.0.0.1:8888; unset: the 'messaging' endpoint of "
                 "the cloud's catalog (needs OpenStack credentials)")
@@ -119,6 +119,12 @@ def add_queue_options(parser: argparse.ArgumentParser, queue_required: bool = Tr
            help="region of the queue service (OpenStack region, or AWS region for sqs)")
     option(g, "--sqs-endpoint", env=("QW_SQS_ENDPOINT_URL", "QW_SQS_ENDPOINT", "AWS_ENDPOINT_URL_SQS"),
            help="SQS endpoint URL (e.g. a local moto server); unset: AWS's own")
+    option(g, "--amqp-url", env="QW_AMQP_URL",
+           help="AMQP broker URL for amqp, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...; "
+                "QW_AMQP_USER / QW_AMQP_PASSWORD override the URL's credentials (never logged)")
+    option(g, "--amqp-management-url", env="QW_AMQP_MANAGEMENT_URL",
+           help="RabbitMQ management API for amqp (stats, policies); unset: the broker host on "
+                "15672 (15671 for amqps)")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +141,10 @@ def queue_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "zaqar":
         opts = {"url": args.zaqar_url, "project": args.project, "cloud": args.os_cloud,
                 "region": args.region}
+    elif args.backend == "amqp":
+        opts = {"url": args.amqp_url, "management_url": args.amqp_management_url}
+        if getattr(args, "concurrency", None):  # the consumer: the broker pushes what it keeps in hand
+            opts["prefetch"] = min(1000, args.concurrency + (args.batch if args.prefetch is None else args.prefetch))
     else:
         opts = {"endpoint_url": args.sqs_endpoint, "region": args.region}
     return {k: v for k, v in opts.items() if v not in (None, "")}
