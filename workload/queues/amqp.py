@@ -74,6 +74,7 @@ DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
 POSTED_AT = "x-qw-posted-at"  # header: wall-clock seconds of the post (AMQP timestamps are whole s)
 SCHEMES = ("amqp", "amqps")
+LINGER = 0.02  # seconds a claim waits for one more delivery of a burst before it returns
 
 
 # -- URLs, without ever showing a password -------------------------------------------------------
@@ -230,8 +231,12 @@ class _Inbox:
         except asyncio.TimeoutError:
             return []
         got = [first]
-        while len(got) < limit and not self.ready.empty():
-            got.append(self.ready.get_nowait())
+        while len(got) < limit:  # the rest of a burst arrives within milliseconds: linger briefly
+            try:
+                got.append(self.ready.get_nowait() if not self.ready.empty()
+                           else await asyncio.wait_for(self.ready.get(), LINGER))
+            except asyncio.TimeoutError:
+                break
         return got
 
 
