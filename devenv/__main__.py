@@ -49,7 +49,7 @@ def _sqs(args) -> int:
 def _amqp(args) -> int:
     from devenv.rabbitmq import LocalRabbitMQ
     return _serve(LocalRabbitMQ(data_dir=args.data_dir, consumer_timeout=args.consumer_timeout,
-                                heartbeat=args.heartbeat), "rabbitmq")
+                                heartbeat=args.heartbeat), "amqp")
 
 
 # Commands whose options are their own module's: everything after the command name goes to it

@@ -167,9 +167,11 @@ class _Link:
             await self._close()
             import aio_pika
 
+            # a heartbeat in the URL's query (?heartbeat=N) wins over the option
+            options = {} if "heartbeat=" in urlsplit(self.address.url).query else {"heartbeat": self.heartbeat}
             self._conn = await asyncio.wait_for(aio_pika.connect(
-                self.address.url, timeout=self.connect_timeout, heartbeat=self.heartbeat,
-                client_properties={"connection_name": f"queue-workers-{os.getpid()}"}),
+                self.address.url, timeout=self.connect_timeout,
+                client_properties={"connection_name": f"queue-workers-{os.getpid()}"}, **options),
                 self.connect_timeout)
             self._channel = await self._conn.channel(publisher_confirms=True)
             self.generation += 1
