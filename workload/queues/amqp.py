@@ -65,7 +65,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from workload.queues import batching, deadletter, retry
+from workload.queues import batching, retry
 from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
                                   QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
 from workload.queues.limits import AMQP, encode_json
@@ -614,18 +614,11 @@ class AMQPQueue(QueueDriver):
             self._management("DELETE", self._vhost_path("policies", "qw." + q), missing_ok=True)
 
     def dead_letter_queue(self) -> "AMQPQueue":
-        dlq_policy = QueuePolicy(message_ttl=self.policy.dead_letter_ttl, claim_ttl=self.policy.claim_ttl,
-                                 claim_grace=self.policy.claim_grace, max_claims=0,
-                                 dead_letter_ttl=self.policy.dead_letter_ttl)
+        dlq_policy = self.policy.for_dead_letters()
         return AMQPQueue(self.dead_letter_name, policy=dlq_policy, prefetch=self.prefetch,
                          wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,
                          timeout=self.timeout, _link=self._link)
 
-    def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:
-        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
-                               claim_count=message.claim_count)
-        self.dead_letter_queue().post([body])
-        self.delete(message, claim)
 
     def close(self) -> None:
         """Close the connection; unacknowledged deliveries go back to the broker's queues."""
