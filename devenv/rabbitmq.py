@@ -231,10 +231,15 @@ class LocalRabbitMQ(LoopbackService):
             self._proc.kill()
             self._proc.wait(10)
 
-    def restart(self) -> None:
-        """Stop the broker (not its data) and start it again on the same ports."""
+    def restart(self, while_down=None) -> None:
+        """Stop the broker (not its data), call ``while_down()`` if given, and start it again on
+        the same ports (an outage, for tests)."""
         self._stop_processes()
-        self._start_processes()
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            self._start_processes()
 
     def _stop_processes(self) -> None:
         stop_process(self._proc, timeout=30)

@@ -74,6 +74,7 @@ DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
 POSTED_AT = "x-qw-posted-at"  # header: wall-clock seconds of the post (AMQP timestamps are whole s)
 SCHEMES = ("amqp", "amqps")
+MAX_REMEMBERED = 10_000  # given-back receipts kept to answer a late delete with ClaimLost
 LINGER = 0.02  # seconds a claim waits for one more delivery of a burst before it returns
 
 
@@ -224,8 +225,17 @@ class _Inbox:
         self.ready = asyncio.Queue()  # deliveries of the old channel are void
         self.generation = generation
         await channel.set_qos(prefetch_count=self.prefetch)
-        q = await channel.get_queue(self.queue, ensure=False)
-        await q.consume(self.ready.put, no_ack=False)
+        self._queue = await channel.get_queue(self.queue, ensure=False)
+        self._tag = await self._queue.consume(self.ready.put, no_ack=False)
+
+    async def cancel(self, generation: int) -> None:
+        """Stop consuming (what was pushed and not handed out goes back), e.g. before a delete."""
+        if self.generation == generation:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:  # a channel already gone has no consumer left to cancel
+                pass
+        self.generation = -1
 
     async def take(self, limit: int, wait: float) -> list:
         try:
@@ -307,7 +317,8 @@ class AMQPQueue(QueueDriver):
         self._link = _link
         self.address: BrokerAddress = _link.address
         self._held: dict[str, tuple[int, Any]] = {}  # receipt -> (generation, delivery)
-        self._lost: set[str] = set()  # receipts released by us, or of a lost connection
+        self._lost: dict[str, None] = {}  # receipts we gave back (oldest first, bounded)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AMQPQueue({self.name!r} at {self.address})"
@@ -457,7 +468,8 @@ class AMQPQueue(QueueDriver):
         messages = []
         for d in deliveries:
             receipt = f"{generation}:{d.delivery_tag}"
-            self._held[receipt] = (generation, d)
+            with self._lock:
+                self._held[receipt] = (generation, d)
             messages.append(_message(d, receipt, now))
         claim = Claim(id=str(uuid.uuid4()), messages=messages, ttl=ttl, grace=grace)
         claim._generation = generation
@@ -480,58 +492,60 @@ class AMQPQueue(QueueDriver):
         return [m.receipt for m in source if m.receipt]
 
     def _settle(self, receipts: list[str], how: str, missing_ok: bool) -> None:
-        """ack / nack(requeue) / reject the deliveries of ``receipts`` on the loop."""
+        """ack or nack(requeue) the deliveries of ``receipts`` on the loop. Each receipt is taken
+        out of ``_held`` under the lock first, so two threads never settle one delivery twice
+        (a second ack of a tag would make the broker close the channel)."""
         live, lost = [], []
-        for r in receipts:
-            held = self._held.get(r)
-            if held is None:
-                if r in self._lost:
+        with self._lock:
+            for r in receipts:
+                held = self._held.pop(r, None)
+                if held is None:
+                    if r in self._lost or not missing_ok:
+                        lost.append(r)
+                elif held[0] != self._link.generation:
                     lost.append(r)
-                elif not missing_ok:
-                    lost.append(r)
-                continue
-            if held[0] != self._link.generation:
-                lost.append(r)
-                continue
-            live.append(r)
+                else:
+                    live.append((r, held[1]))
 
         async def settle():
-            for r in live:
-                d = self._held[r][1]
-                if how == "ack":
-                    await d.ack()
-                else:
-                    await d.nack(requeue=True)
+            for _, d in live:
+                await (d.ack() if how == "ack" else d.nack(requeue=True))
 
         if live:
             try:
                 self._do(how, settle, safe=False)
             except QueueError:
-                lost += live
-            for r in live:
-                self._held.pop(r, None)
-                if how != "ack":
-                    self._lost.add(r)
-        for r in lost:
-            self._held.pop(r, None)
+                lost += [r for r, _ in live]
+            if how != "ack":
+                self._forget_later(r for r, _ in live)
         if lost:
             raise ClaimLost("Delivery lost", f"{len(lost)} message(s) of {self.name!r}: the connection "
                             "they came on was closed or they were given back; the broker delivers "
                             "them again")
+
+    def _forget_later(self, receipts: Iterable[str]) -> None:
+        """Remember given-back receipts (so a late delete says ClaimLost), the newest 10,000."""
+        with self._lock:
+            for r in receipts:
+                self._lost[r] = None
+            while len(self._lost) > MAX_REMEMBERED:
+                del self._lost[next(iter(self._lost))]
 
     def renew(self, claim: Claim, ttl: int | None = None) -> None:
         """Nothing to extend (a delivery is ours until settled); raises :class:`ClaimLost` if the
         connection it came on is gone or it was given back."""
         ttl = claim.ttl if ttl is None else ttl
         self.limits.check_claim(1, ttl, 0)
-        gone = [r for r in self._receipts(claim, None) if r in self._lost
-                or (r in self._held and self._held[r][0] != self._link.generation)]
+        with self._lock:
+            gone = [r for r in self._receipts(claim, None) if r in self._lost
+                    or (r in self._held and self._held[r][0] != self._link.generation)]
         if gone or getattr(claim, "_generation", self._link.generation) != self._link.generation:
             raise ClaimLost("Delivery lost", f"claim {claim.id}: its connection was closed or it was given back")
         claim.ttl = ttl
 
     def release(self, claim: Claim, messages: Iterable[Message] | None = None) -> None:
-        receipts = [r for r in self._receipts(claim, messages) if r in self._held]
+        with self._lock:
+            receipts = [r for r in self._receipts(claim, messages) if r in self._held]
         self._settle(receipts, "nack", missing_ok=True)
 
     def delete(self, message: Message, claim: Claim | None = None) -> None:
@@ -558,7 +572,8 @@ class AMQPQueue(QueueDriver):
         except QueueNotFound:
             return QueueStats(0, 0, 0, None)
         own_buffered = self._buffered()
-        own_claimed = sum(1 for g, _ in self._held.values() if g == self._link.generation)
+        with self._lock:
+            own_claimed = sum(1 for g, _ in self._held.values() if g == self._link.generation)
         info = self._management("GET", self._vhost_path("queues", self.name), missing_ok=True)
         doc = info.json() if info is not None else {}
         unacked = max(int(doc.get("messages_unacknowledged") or 0), own_claimed + own_buffered)
@@ -597,17 +612,16 @@ class AMQPQueue(QueueDriver):
         """Delete the queue, its dead-letter queue and exchange, and their policies."""
         async def delete():
             inbox = self._link._consumers.pop(self.name, None)
+            if inbox is not None:
+                await inbox.cancel(self._link.generation)
             ch = await self._link.control_channel()
             try:
                 for q in (self.name, self.dead_letter_name):
-                    await ch.queue_delete(q) if hasattr(ch, "queue_delete") else \
-                        await ch.channel.queue_delete(q)
+                    await ch.queue_delete(q)
                 await ch.exchange_delete(self.name + "-dlx")
             finally:
                 if not ch.is_closed:
                     await ch.close()
-            if inbox is not None:
-                inbox.generation = -1
 
         self._do("drop", delete, safe=True)
         for q in (self.name, self.dead_letter_name):

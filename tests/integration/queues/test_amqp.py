@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workload.queues import QueuePolicy, open_queue
+from workload.queues import QueuePolicy, ServiceUnavailable, open_queue
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -113,10 +113,21 @@ def test_a_broker_restart_loses_nothing_and_consumers_resume_by_themselves(rabbi
     try:
         q.post([{"seq": i, "work_s": 0.02} for i in range(100)])
         wait_for(lambda: len(done_seqs(log)) >= 30, 60, "30 done before the restart")
-        rabbitmq.restart()  # stop (graceful) and start again on the same ports and data
-        q.post([{"seq": i, "work_s": 0.02} for i in range(100, 150)])
+        outage = []
+
+        def post_while_down():
+            start = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as err:
+                q.post([{"seq": -1}])  # a post is never retried: it fails, and says why
+            outage.append((time.monotonic() - start, str(err.value)))
+
+        rabbitmq.restart(while_down=post_while_down)  # same ports and data
+        took, error = outage[0]
+        assert took < 15 and "Connection failed" in error and rabbitmq.workload[1] not in error
+        q.post([{"seq": i, "work_s": 0.02} for i in range(100, 150)])  # the same driver reconnects
         wait_for(lambda: set(done_seqs(log)) >= set(range(150)), 120, "every message done")
         assert proc.poll() is None  # it rode out the outage
+        assert -1 not in done_seqs(log)  # the failed post stored nothing
     finally:
         code = stop(proc)
     assert code == 0
@@ -210,3 +221,34 @@ def test_a_url_that_is_not_an_amqp_url_is_a_usage_error(rabbitmq, url, expected)
     assert "amqp url" in proc.stderr and expected in proc.stderr
     assert "secret-45" not in proc.stderr
     assert took < 15
+
+
+def test_every_cli_mode_runs_on_amqp(rabbitmq, queue_name, tmp_path):
+    """ensure, producer, status, consumer, redrive, purge, monitor, delete with ``-b amqp``."""
+    name = queue_name("cli")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "workload", *argv, "-b", "amqp", "-q", name],
+                              env=cli_env(rabbitmq), cwd=REPO, capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, (argv, proc.stderr[-2000:])
+        return proc
+
+    def total(queue: str = "queue") -> int:
+        return json.loads(cli("status", "--json").stdout)[queue]["total"]
+
+    cli("ensure", "--max-claims", "3")
+    assert json.loads(cli("producer", "--count", "6", "--progress-every", "0").stdout.splitlines()[-1])["sent"] == 6
+    wait_for(lambda: total() == 6, 10, "six queued")
+    consumed = cli("consumer", "--max-messages", "2", "--python", "workload.handlers.builtin:noop")
+    assert json.loads(consumed.stdout.splitlines()[-1])["done"] == 2
+    rejected = cli("consumer", "--max-messages", "1", "--max-attempts", "1", "--exec", "false")
+    assert json.loads(rejected.stdout.splitlines()[-1])["dead_letter"] == 1
+    wait_for(lambda: total("dead_letter_queue") == 1, 10, "one dead letter")
+    cli("redrive")
+    wait_for(lambda: (total(), total("dead_letter_queue")) == (4, 0), 10, "the dead letter back")
+    looks = cli("monitor", "--dry-run", "--iterations", "2", "-t", "0.5", "--actuator", "local")
+    assert '"free"' in looks.stdout  # it read the queue's stats
+    cli("purge")
+    wait_for(lambda: total() == 0, 10, "purged")
+    cli("delete", "--yes")
+    assert name not in {q["name"] for q in rabbitmq.api("GET", "/queues/%2F").json()}
