@@ -36,9 +36,10 @@ confirms of a batch are awaited together, and it is well kept (aio-pika 10, aior
 - **post** publishes each body persistent, ``mandatory`` (a missing queue is an error, not a
   silent drop) on a channel with publisher confirms: ``post`` returns once the broker has
   confirmed every message of the batch. A post is never retried (the broker may have it).
-- **heartbeats**: ``heartbeat`` seconds (default 20), answered by the loop thread while
-  handlers run in others. **Reconnect**: a lost connection is re-opened on the next call with
-  the retry policy's backoff; consumers are re-registered; what was unacknowledged is redelivered.
+- **heartbeats**: ``heartbeat`` seconds (default 20; ``?heartbeat=N`` in the URL wins), answered
+  by the loop thread while handlers run in others. **Reconnect**: a lost connection is re-opened
+  on the next call with the retry policy's backoff; a queue's consumer is registered again at its
+  next claim; what was unacknowledged is redelivered by the broker.
 - **stats**: ``free`` is the ready count (``queue.declare`` passive, exact, AMQP) plus deliveries
   this client holds but has not handed out; ``claimed`` the broker's unacknowledged count from
   the management API (refreshed every ``collect_statistics_interval``, 5 s by default), at least
@@ -174,10 +175,12 @@ class _Link:
                 self.address.url, timeout=self.connect_timeout,
                 client_properties={"connection_name": f"queue-workers-{os.getpid()}"}, **options),
                 self.connect_timeout)
-            self._channel = await self._conn.channel(publisher_confirms=True)
+            # on_return_raises: an unroutable message (no such queue) fails its publish
+            self._channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+            # Consumers of the old connection resume at their queue's next claim (inbox), after
+            # a passive declare on a control channel: a queue dropped meanwhile must not take
+            # the new work channel down with it.
             self.generation += 1
-            for inbox in list(self._consumers.values()):
-                await inbox.start(self._channel, self.generation)
             return self._channel
 
     async def control_channel(self):
@@ -445,11 +448,15 @@ class AMQPQueue(QueueDriver):
                                      headers={POSTED_AT: repr(now)}) for mid, body in items]
         results = await asyncio.gather(*(channel.default_exchange.publish(
             m, routing_key=routing_key, mandatory=True) for m in messages), return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            if getattr(r, "name", "") == "basic.return" or type(r).__name__ == "Return":
-                raise QueueNotFound("NO_ROUTE", f"queue {routing_key!r} does not exist on {self.address}", 404)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            import aio_pika.exceptions as ape
+
+            posted = len(results) - len(failed)
+            if all(isinstance(r, ape.DeliveryError) for r in failed):
+                raise QueueNotFound("NO_ROUTE", f"queue {routing_key!r} does not exist on {self.address} "
+                                    f"({posted} of {len(results)} messages of this batch were taken)", 404)
+            raise failed[0]
 
     def claim(self, limit: int = 10, ttl: int | None = None, grace: int | None = None) -> Claim | None:
         ttl = self.policy.claim_ttl if ttl is None else ttl
@@ -611,9 +618,10 @@ class AMQPQueue(QueueDriver):
     def drop(self) -> None:
         """Delete the queue, its dead-letter queue and exchange, and their policies."""
         async def delete():
-            inbox = self._link._consumers.pop(self.name, None)
-            if inbox is not None:
-                await inbox.cancel(self._link.generation)
+            for q in (self.name, self.dead_letter_name):
+                inbox = self._link._consumers.pop(q, None)
+                if inbox is not None:
+                    await inbox.cancel(self._link.generation)
             ch = await self._link.control_channel()
             try:
                 for q in (self.name, self.dead_letter_name):

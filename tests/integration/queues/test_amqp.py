@@ -252,3 +252,26 @@ def test_every_cli_mode_runs_on_amqp(rabbitmq, queue_name, tmp_path):
     wait_for(lambda: total() == 0, 10, "purged")
     cli("delete", "--yes")
     assert name not in {q["name"] for q in rabbitmq.api("GET", "/queues/%2F").json()}
+
+
+def test_a_post_to_a_missing_queue_is_an_error_not_a_silent_drop(rabbitmq, queue_name):
+    from workload.queues import QueueNotFound
+
+    q = open_queue("amqp", queue_name("missing"), **rabbitmq.queue_options)
+    try:
+        with pytest.raises(QueueNotFound) as err:
+            q.post(["lost?"])
+        assert "does not exist" in str(err.value) and "0 of 1" in str(err.value)
+    finally:
+        q.close()
+
+
+def test_an_expired_message_is_dead_lettered_not_dropped(amqp_queue):
+    q = amqp_queue(QueuePolicy(max_claims=0))
+    q.post(["short-lived"], ttl=1)
+    q.post(["long-lived"])
+    dlq = q.dead_letter_queue()
+    claim = wait_for(lambda: dlq.claim(limit=5), 15, "the expired message in the dead-letter queue")
+    assert [m.body for m in claim.messages] == ["short-lived"]
+    live = q.claim(limit=5)
+    assert [m.body for m in live.messages] == ["long-lived"]
