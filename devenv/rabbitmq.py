@@ -9,6 +9,7 @@ started). Its node name, mnesia, log and config folder are its own (a temporary 
 
     with LocalRabbitMQ() as rabbit:
         rabbit.amqp_url          # amqp://qw:<password>@127.0.0.1:PORT/%2F (the workload's user)
+        rabbit.amqps_url         # the same over TLS, ?cafile= the broker's own CA
         rabbit.management_url    # http://127.0.0.1:PORT (the HTTP API; admin credentials in .admin)
         rabbit.add_user("nova", "secret", vhost="openstack")
         rabbit.env()             # QW_QUEUE_BACKEND=amqp, QW_AMQP_URL=...
@@ -60,6 +61,46 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
+def make_certificates(folder: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (EC P-256, 30 days), written to
+    ``folder``; returns the paths (ca, certificate, key). Made per broker: nothing is shared."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, sign_key, ca: bool):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]), critical=False)
+        return b.sign(sign_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "queue-workers local RabbitMQ CA")])
+    ca = cert(ca_name, ca_name, ca_key, ca_key, True)
+    server = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]), ca_name, key, ca_key, False)
+    paths = tuple(os.path.join(folder, n) for n in ("ca.pem", "server.pem", "server.key"))
+    for path, data in zip(paths, (ca.public_bytes(serialization.Encoding.PEM),
+                                  server.public_bytes(serialization.Encoding.PEM),
+                                  key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                                    serialization.NoEncryption()))):
+        with open(path, "wb") as f:
+            f.write(data)
+    os.chmod(paths[2], 0o600)
+    return paths
+
+
 class LocalRabbitMQ(LoopbackService):
     """One RabbitMQ node on loopback ports. ``.url`` is the management API's base URL.
 
@@ -67,12 +108,14 @@ class LocalRabbitMQ(LoopbackService):
     :param consumer_timeout: seconds the broker lets a delivery stay unacknowledged before it
         closes the channel (RabbitMQ's ``consumer_timeout``; its default is 30 min).
     :param heartbeat: the heartbeat interval (s) the broker proposes; clients may ask for less.
+    :param tls: also listen for ``amqps://`` (on ``tls_port``) with a certificate for 127.0.0.1
+        signed by a CA made for this broker (``ca_file``); see :attr:`amqps_url`.
     """
 
     health_path = "/api/overview"
 
     def __init__(self, data_dir: str | None = None, consumer_timeout: int = 1800,
-                 heartbeat: int = 60):
+                 heartbeat: int = 60, tls: bool = True):
         self._own_dir = data_dir is None
         self.data_dir = data_dir
         self.consumer_timeout = consumer_timeout
@@ -81,6 +124,9 @@ class LocalRabbitMQ(LoopbackService):
         self.amqp_port: int | None = None
         self.dist_port: int | None = None
         self.epmd_port: int | None = None
+        self.tls = tls
+        self.tls_port: int | None = None
+        self.ca_file: str | None = None
         self.node = ""
         self.admin = (ADMIN_USER, secrets.token_urlsafe(16))
         self.workload = (WORKLOAD_USER, secrets.token_urlsafe(16))
@@ -99,6 +145,15 @@ class LocalRabbitMQ(LoopbackService):
             raise RuntimeError("LocalRabbitMQ is not started")
         return (f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:"
                 f"{self.amqp_port}/{quote(vhost, safe='')}")
+
+    @property
+    def amqps_url(self) -> str:
+        """The workload user's ``amqps://`` URL, trusting this broker's own CA (``?cafile=``)."""
+        if not self.tls_port:
+            raise RuntimeError("LocalRabbitMQ was started without tls")
+        user, password = self.workload
+        return (f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:{self.tls_port}"
+                f"/%2F?cafile={quote(self.ca_file, safe='/')}")
 
     @property
     def amqp_url(self) -> str:
@@ -140,8 +195,15 @@ class LocalRabbitMQ(LoopbackService):
     def _write_config(self) -> str:
         conf = os.path.join(self.data_dir, "rabbitmq.conf")
         admin, admin_pw = self.admin
+        tls = []
+        if self.tls:
+            self.ca_file, cert, key = make_certificates(self.data_dir)
+            tls = [f"listeners.ssl.1 = {LOOPBACK}:{self.tls_port}", f"ssl_options.cacertfile = {self.ca_file}",
+                   f"ssl_options.certfile = {cert}", f"ssl_options.keyfile = {key}",
+                   "ssl_options.verify = verify_none", "ssl_options.fail_if_no_peer_cert = false"]
         with open(conf, "w") as f:
             f.write("\n".join([
+                *tls,
                 f"listeners.tcp.1 = {LOOPBACK}:{self.amqp_port}",
                 f"management.tcp.ip = {LOOPBACK}",
                 f"management.tcp.port = {self.port}",
@@ -198,6 +260,7 @@ class LocalRabbitMQ(LoopbackService):
         open(os.path.join(self.data_dir, "rabbitmq-env.conf"), "a").close()
         if self.amqp_port is None:  # a restart keeps its ports, so clients reconnect to the same URL
             self.port, self.amqp_port, self.dist_port, self.epmd_port = (free_port() for _ in range(4))
+            self.tls_port = free_port() if self.tls else None
             self.node = f"qw-{self.amqp_port}@localhost"
         self._start_processes()
         return self
@@ -252,4 +315,4 @@ class LocalRabbitMQ(LoopbackService):
         if self._own_dir and self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
-        self.port = self.amqp_port = None
+        self.port = self.amqp_port = self.tls_port = None

@@ -60,6 +60,7 @@ import dataclasses
 import json
 import os
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -264,6 +265,10 @@ def _queue_error(exc: BaseException, address: BrokerAddress, what: str) -> Excep
     if isinstance(exc, (ae.ProbableAuthenticationError, ae.AuthenticationError)) or "ACCESS_REFUSED" in text:
         return QueueError("ACCESS_REFUSED", f"{what} on {address}: the broker refused user "
                           f"{address.user!r}: {text}", 403)
+    if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(exc).__name__:
+        # a certificate the client does not trust will not become trusted by retrying
+        return QueueError("TLS failed", f"{what} on {address}: {text} (a private CA: add "
+                          "?cafile=PATH to the amqps:// URL)")
     if isinstance(exc, ae.ChannelAccessRefused):
         return QueueError("ACCESS_REFUSED", f"{what}: {text}", 403)
     if isinstance(exc, ae.ChannelNotFoundEntity):

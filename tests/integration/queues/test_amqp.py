@@ -275,3 +275,30 @@ def test_an_expired_message_is_dead_lettered_not_dropped(amqp_queue):
     assert [m.body for m in claim.messages] == ["short-lived"]
     live = q.claim(limit=5)
     assert [m.body for m in live.messages] == ["long-lived"]
+
+
+def test_amqps_with_the_broker_ca_works_and_an_untrusted_certificate_fails_at_once(rabbitmq, queue_name):
+    from workload.queues import QueueError
+
+    name = queue_name("tls")
+    q = open_queue("amqp", name, url=rabbitmq.amqps_url, management_url=rabbitmq.management_url)
+    try:
+        q.ensure(QueuePolicy(max_claims=0))
+        q.post([{"over": "tls"}])
+        claim = q.claim(limit=1)
+        assert [m.body for m in claim.messages] == [{"over": "tls"}]
+        q.delete(claim.messages[0], claim)
+    finally:
+        q.drop()
+        q.close()
+    untrusted = open_queue("amqp", name, url=rabbitmq.amqps_url.split("?")[0],
+                           management_url=rabbitmq.management_url)
+    start = time.monotonic()
+    try:
+        with pytest.raises(QueueError) as err:
+            untrusted.post(["x"])
+    finally:
+        untrusted.close()
+    assert err.value.title == "TLS failed" and "cafile" in str(err.value)
+    assert rabbitmq.workload[1] not in str(err.value)
+    assert time.monotonic() - start < 10
