@@ -48,15 +48,15 @@ confirms of a batch are awaited together, and it is well kept (aio-pika 10, aior
   no AMQP call can read the head of a queue without delivering it (which a quorum queue counts
   as a delivery). The monitor then scales on counts, as with SQS.
 
-**URLs and credentials**: ``amqp://`` or ``amqps://`` (TLS, verified against the system CAs or
-``?cafile=``), user and password in the URL or from ``QW_AMQP_USER`` / ``QW_AMQP_PASSWORD``;
-the management API is ``management_url`` (default ``http(s)://HOST:15672`` / ``15671``) with the
+**URLs and credentials** (:mod:`workload.queues.amqp_address`): ``amqp://`` or ``amqps://``
+(TLS, verified against the system CAs or ``?cafile=``), user and password in the URL, from
+``QW_AMQP_USER`` / ``QW_AMQP_PASSWORD``, or from a clouds.yaml-like ``amqp.yaml`` entry; the
+management API is ``management_url`` (default ``http(s)://HOST:15672`` / ``15671``) with the
 same credentials. A password never appears in a repr, a log line or an error.
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -65,9 +65,10 @@ import threading
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Iterable, Sequence
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
+from workload.queues.amqp_address import BrokerAddress, resolve
 from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
                                   QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
 from workload.queues.limits import AMQP, encode_json
@@ -75,61 +76,8 @@ from workload.queues.limits import AMQP, encode_json
 DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
 POSTED_AT = "x-qw-posted-at"  # header: wall-clock seconds of the post (AMQP timestamps are whole s)
-SCHEMES = ("amqp", "amqps")
 MAX_REMEMBERED = 10_000  # given-back receipts kept to answer a late delete with ClaimLost
 LINGER = 0.02  # seconds a claim waits for one more delivery of a burst before it returns
-
-
-# -- URLs, without ever showing a password -------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is and who we are. ``str()`` hides the password."""
-
-    url: str  # as given, credentials folded in
-    scheme: str
-    host: str
-    port: int
-    vhost: str
-    user: str
-    password: str = dataclasses.field(repr=False)
-    management_url: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{quote(self.user, safe='')}:***@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
-
-    __repr__ = __str__
-
-
-def parse_url(url: str | None, management_url: str | None = None,
-              environ: dict[str, str] | None = None) -> BrokerAddress:
-    """Check an AMQP URL and fold in credentials from ``QW_AMQP_USER``/``QW_AMQP_PASSWORD``;
-    raise :class:`InvalidInput` (naming the URL without its password) if it is not usable."""
-    environ = os.environ if environ is None else environ
-    if not url or not isinstance(url, str):
-        raise InvalidInput("amqp url", url, "amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://... "
-                           "(--amqp-url or QW_AMQP_URL)")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidInput("amqp url", _mask(url), f"a valid URL ({exc})") from None
-    if parts.scheme not in SCHEMES or not parts.hostname:
-        raise InvalidInput("amqp url", _mask(url), "amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...")
-    user = environ.get("QW_AMQP_USER") or unquote(parts.username or "") or "guest"
-    password = environ.get("QW_AMQP_PASSWORD") or unquote(parts.password or "") or "guest"
-    tls = parts.scheme == "amqps"
-    port = port or (5671 if tls else 5672)
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    host = parts.hostname
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
-    full = urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), parts.query, ""))
-    mgmt = (management_url or environ.get("QW_AMQP_MANAGEMENT_URL")
-            or f"{'https' if tls else 'http'}://{host}:{15671 if tls else 15672}").rstrip("/")
-    return BrokerAddress(full, parts.scheme, host, port, vhost, user, password, mgmt)
-
-
-def _mask(url: str) -> str:
-    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
 # -- one connection on its own loop thread -------------------------------------------------------
@@ -320,7 +268,7 @@ class AMQPQueue(QueueDriver):
         self.retry_policy = retry_policy or retry.RetryPolicy()
         self.timeout = timeout
         if _link is None:
-            address = parse_url(url or os.environ.get("QW_AMQP_URL"), management_url)
+            address = resolve(url, management_url)
             _link = _Link(address, heartbeat, connect_timeout=min(10.0, timeout))
         self._link = _link
         self.address: BrokerAddress = _link.address

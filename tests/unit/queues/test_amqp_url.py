@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from workload.queues import InvalidInput, QueuePolicy, open_queue
-from workload.queues.amqp import parse_url
+from workload.queues.amqp_address import parse_url, resolve
 
 
 def test_credentials_from_the_url_and_the_defaults_of_each_scheme():
@@ -47,3 +47,39 @@ def test_a_delay_is_refused_on_amqp_before_anything_is_sent():
     with pytest.raises(InvalidInput) as err:
         open_queue("amqp", "jobs", url="amqp://u:p@127.0.0.1:1/", prefetch=0)
     assert "prefetch=0" in str(err.value) and "1 to 1000" in str(err.value)
+
+
+def _config(tmp_path, text: str) -> dict[str, str]:
+    path = tmp_path / "amqp.yaml"
+    path.write_text(text)
+    return {"QW_AMQP_CONFIG": str(path)}
+
+
+def test_a_broker_from_a_clouds_style_file(tmp_path):
+    env = _config(tmp_path, """brokers:
+  prod:
+    url: amqps://broker.example/jobs
+    user: worker
+    password: file-secret
+    management_url: https://broker.example:15671
+    cafile: /etc/ssl/private-ca.pem
+  test:
+    url: amqp://other.example/
+""")
+    a = resolve(None, environ={**env, "QW_AMQP_BROKER": "prod"})
+    assert (a.user, a.password, a.host, a.port, a.vhost) == ("worker", "file-secret", "broker.example", 5671, "jobs")
+    assert a.management_url == "https://broker.example:15671"
+    assert a.url.endswith("?cafile=/etc/ssl/private-ca.pem")
+    overridden = resolve(None, environ={**env, "QW_AMQP_BROKER": "prod", "QW_AMQP_PASSWORD": "env-wins"})
+    assert overridden.password == "env-wins"
+    assert resolve("amqp://u:p@given.example/", environ=env).host == "given.example"  # a URL wins
+
+
+def test_a_config_file_that_names_no_usable_broker_is_refused_by_name(tmp_path):
+    env = _config(tmp_path, "brokers:\n  a: {url: 'amqp://a/'}\n  b: {url: 'amqp://b/'}\n")
+    with pytest.raises(InvalidInput) as err:
+        resolve(None, environ=env)  # two brokers, none chosen
+    assert "QW_AMQP_BROKER" in str(err.value) and "a, b" in str(err.value)
+    with pytest.raises(InvalidInput) as err:
+        resolve(None, environ={"QW_AMQP_CONFIG": str(tmp_path / "missing.yaml")})
+    assert "QW_AMQP_CONFIG" in str(err.value)
