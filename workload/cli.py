@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok; 1 unexpected failure; 2 bad option or environment value; "
                "3 the queue service refused (queue missing, credentials, unreachable; the consumer "
                "instead keeps retrying an unreachable service). "
-               "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs.")
+               "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs; "
+               "QW_AMQP_URL (or QW_AMQP_USER/QW_AMQP_PASSWORD) for amqp.")
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
     def _ensure_options(p: argparse.ArgumentParser) -> None:

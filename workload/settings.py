@@ -36,11 +36,11 @@ import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from workload.queues import BACKENDS as DRIVER_BACKENDS
 from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE, MESSAGE_TTL_RANGE, QueuePolicy
-from workload.queues.limits import SQS, ZAQAR, Limits
+from workload.queues.limits import AMQP, SQS, ZAQAR, Limits
 
 DEFAULT_QUEUE = "jobs"
 NOT_SET: Any = object()  # "no stack default of its own": the field's default applies
@@ -279,6 +279,7 @@ class Backend:
     help: str
     driver_names: Mapping[str, str]
     limits: Limits | None = None
+    derived: Callable[[argparse.Namespace], dict[str, Any]] | None = None
 
     def check_limits(self, settings: Iterable[Setting], values: Mapping[str, Any]) -> None:
         """Values the service would refuse (a claim TTL, a claim size) refused now, before any
@@ -293,6 +294,8 @@ class Backend:
             value = getattr(args, field_name, None)
             if value not in (None, ""):
                 out[keyword] = value
+        if self.derived is not None:
+            out.update(self.derived(args))
         return out
 
 
@@ -313,15 +316,17 @@ def check_limits(limits: Limits, values: Mapping[str, Any], keys: Mapping[str, s
                                f"from {bounds[0]} to {bounds[1]} (the {limits.service} backend's limit)")
 
 
-def backend(name: str, help: str, limits: Limits | None = None, **driver_names: str):
+def backend(name: str, help: str, limits: Limits | None = None,
+            derived: Callable[[argparse.Namespace], dict[str, Any]] | None = None, **driver_names: str):
     """Class decorator: register the dataclass as the options of backend ``name``.
 
     ``limits`` are the service's hard limits (workload/queues/limits.py), checked before
-    connecting; ``driver_names`` maps a field to its keyword in the driver (default: its name).
+    connecting; ``driver_names`` maps a field to its keyword in the driver (default: its name);
+    ``derived`` gives driver options computed from other modes' options (the AMQP prefetch).
     """
     def register(cls: type) -> type:
         names = {s.name: driver_names.get(s.name, s.name) for s in declared(cls)}
-        BACKEND_REGISTRY[name] = Backend(name, cls, help, names, limits)
+        BACKEND_REGISTRY[name] = Backend(name, cls, help, names, limits, derived)
         return cls
     return register
 
@@ -367,7 +372,30 @@ class SQSOptions:
     region: str | None = setting(None, "region of the queue service", **_REGION)
 
 
-# A new backend is one more dataclass like these two, registered above this line (QueueOptions
+def _amqp_prefetch(args: argparse.Namespace) -> dict[str, Any]:
+    """The consumer's broker prefetch: what it keeps in hand (concurrency + prefetch, or + batch)."""
+    if not getattr(args, "concurrency", None):
+        return {}
+    ahead = args.batch if getattr(args, "prefetch", None) is None else args.prefetch
+    return {"prefetch": min(1000, args.concurrency + ahead)}
+
+
+@backend("amqp", "RabbitMQ (AMQP 0-9-1, quorum queues)", limits=AMQP, derived=_amqp_prefetch,
+         amqp_url="url", amqp_management_url="management_url")
+@dataclasses.dataclass(frozen=True)
+class AMQPOptions:
+    """How to reach a RabbitMQ broker: its AMQP URL and its management API (stats, policies)."""
+
+    amqp_url: str | None = setting(
+        None, "AMQP broker URL, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...; "
+        "QW_AMQP_USER / QW_AMQP_PASSWORD override the URL's credentials (never logged)",
+        flags=("--amqp-url",), env=("QW_AMQP_URL",), optional=True)
+    amqp_management_url: str | None = setting(
+        None, "RabbitMQ management API (stats, policies); unset: the broker host on 15672 (15671 "
+        "for amqps)", flags=("--amqp-management-url",), env=("QW_AMQP_MANAGEMENT_URL",), optional=True)
+
+
+# A new backend is one more dataclass like these, registered above this line (QueueOptions
 # reads --backend's choices from the registry).
 
 
