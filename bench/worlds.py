@@ -49,11 +49,12 @@ class World:
                 "service_cv": self.service_cv, "max_servers": self.max_servers}
 
 
-# The default run: the old bench world, a slow boot with heavy-tailed work, long messages.
+# The default run: boot 60/180 s, service 1/5 s and cv 0.5/1.5, each pair of values once together.
 DEFAULT_WORLDS = (
     World(boot_s=60, service_mean_s=1, service_cv=0.5),
     World(boot_s=180, service_mean_s=1, service_cv=1.5),
     World(boot_s=60, service_mean_s=5, service_cv=1.5),
+    World(boot_s=180, service_mean_s=5, service_cv=0.5),
 )
 
 

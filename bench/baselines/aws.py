@@ -24,6 +24,7 @@ import math
 
 from workload.autoscale.policy import Observation
 
+from bench.baselines.knobs import backlog_grid, positive
 from bench.sim import Controller
 from bench.worlds import World
 
@@ -33,10 +34,7 @@ OUT_DATAPOINTS, IN_DATAPOINTS, IN_BELOW = 3, 15, 0.9
 MIN_CAPACITY = 1
 
 
-def sweep(world: World) -> list[float]:
-    """Targets: from 1/16 to 2x the acceptable backlog (target wait / mean processing time)."""
-    base = world.target_wait_s / world.service_mean_s
-    return sorted({max(0.5, round(base * f, 2)) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2)})
+sweep = backlog_grid  # the values swept
 
 
 class Aws(Controller):
@@ -46,9 +44,8 @@ class Aws(Controller):
     poll_s = PERIOD_S
 
     def __init__(self, target: float, world: World):
-        if target <= 0:
-            raise ValueError(f"{KNOB}={target!r} is not allowed: a number above 0")
-        self.target, self.max_capacity, self.warmup_s = target, world.max_servers, world.boot_s
+        self.target, self.max_capacity = positive(KNOB, target), world.max_servers
+        self.warmup_s = world.boot_s  # the instance warm-up, set to the boot time as recommended
         self.datapoints: list[float] = []
         self.launched: list[float] = []  # launch times of instances still warming up
 

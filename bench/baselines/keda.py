@@ -29,6 +29,7 @@ import math
 
 from workload.autoscale.policy import Observation
 
+from bench.baselines.knobs import backlog_grid, positive
 from bench.sim import Controller
 from bench.worlds import World
 
@@ -42,10 +43,7 @@ SCALE_UP_PODS, SCALE_UP_PERCENT = 4, 100
 SCALE_DOWN_STABILISATION_S = 300.0
 
 
-def sweep(world: World) -> list[float]:
-    """queueLength values: from 1/16 to 2x the messages one replica clears in the target wait."""
-    base = world.target_wait_s / world.service_mean_s
-    return sorted({max(0.5, round(base * f, 2)) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2)})
+sweep = backlog_grid  # the values swept
 
 
 class Keda(Controller):
@@ -55,9 +53,7 @@ class Keda(Controller):
     poll_s = SYNC_S
 
     def __init__(self, queue_length: float, world: World):
-        if queue_length <= 0:
-            raise ValueError(f"{KNOB}={queue_length!r} is not allowed: a number above 0")
-        self.target, self.max_replicas = queue_length, world.max_servers
+        self.target, self.max_replicas = positive(KNOB, queue_length), world.max_servers
         self.recommendations: list[tuple[float, int]] = []
         self.last_poll = -math.inf
         self.last_active: float | None = None
