@@ -29,13 +29,30 @@ import sys
 import time
 from pathlib import Path
 
-from bench import report
-from bench.actuators import ACTUATOR_SPECS, DRAIN_S, HEAT_UPDATE_S, make_actuator
+from bench import report, sim
+from bench.actuators import ACTUATOR_SPECS, DRAIN_S, HEAT_UPDATE_S, Direct, make_actuator
+from bench.monitor_policy import MonitorPolicy
+from bench.ours import ours_argv
 from bench.sweep import Job, default_processes, entries, run_all
-from bench.traces import builtin_traces, load_trace
-from bench.worlds import DEFAULT_WORLDS, World
+from bench.traces import Trace, builtin_traces, load_trace
+from bench.worlds import DEFAULT_WORLDS, World, sample
+
+__all__ = ["main", "Ours", "Trace", "simulate"]
 
 HERE = Path(__file__).resolve().parent
+
+
+class Ours(MonitorPolicy):
+    """Ours in one world (default: the first default world), for tests that drive the policy."""
+
+    def __init__(self, world: World = DEFAULT_WORLDS[0]):
+        super().__init__("ours", ours_argv(world))
+
+
+def simulate(trace: Trace, controller: sim.Controller, seed: int,
+             world: World = DEFAULT_WORLDS[0]) -> sim.Run:
+    """One controller on one seed of ``trace`` in ``world``, resized directly."""
+    return sim.simulate(trace, world, sample(trace, world, seed), controller, Direct())
 
 
 def _key(entry) -> tuple:

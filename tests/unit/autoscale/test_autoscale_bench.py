@@ -124,3 +124,22 @@ def test_poisson_arrivals_follow_the_rate_and_worlds_scale_it_by_the_service_tim
     assert 330 < len(slow.arrivals) < 470  # 2/s for a 1 s service is 0.4/s for a 5 s one
     mean = slow.work / len(slow.services)
     assert 4.0 < mean < 6.0
+
+
+def test_every_actuator_asked_for_gets_its_own_world_rows(tiny, capsys):
+    argv = ["--json", "--trace", str(tiny), "--seeds", "1", "--boot-time", "30", "--no-priors",
+            "--no-plots", "--jobs", "1", "--actuator", "direct", "--actuator", "signal-iad"]
+    assert autoscale.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["actuators"] == ["direct", "signal-iad"]
+    direct, signal = result["worlds"]
+    assert (direct["actuator"], signal["actuator"]) == ("direct", "signal-iad")
+    assert signal["traces"]["tiny"]["ours_priors"] == []
+    # One step of 2 per 300 s cooldown cannot follow the burst the way a direct resize does.
+    assert signal["traces"]["tiny"]["ours"]["p95_wait_s"] > direct["traces"]["tiny"]["ours"]["p95_wait_s"]
+
+
+def test_the_old_entry_points_still_drive_the_policy():
+    trace = Trace("steady", (0.0, 300.0), (2.0,))
+    run = autoscale.simulate(trace, autoscale.Ours(), 3)
+    assert run.cost > run.work > 0 and len(run.waits) > 400
