@@ -12,9 +12,10 @@ proportion to the metric (``ceil(instances x metric / target)``). CloudWatch kee
 Auto Scaling action once a minute while its alarm stays in ALARM
 (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html).
 Instance warm-up (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-default-instance-warmup.html):
-set to the boot time, as recommended; a warming instance is not InService for the metric, counts
-toward the current capacity when a scale-out is computed (no capacity added twice), and blocks
-scale-in until it is warm. EC2 Auto Scaling target tracking uses no cooldown (the scale-in /
+set to the boot time, as recommended; a warming instance counts toward the current capacity when
+a scale-out is computed (no capacity added twice) and blocks scale-in until it is warm. The metric
+here divides by the warm instances only: metric math over GroupInServiceInstances would divide by
+the booting ones too, which only lowers the metric and delays the alarms (we favour AWS). EC2 Auto Scaling target tracking uses no cooldown (the scale-in /
 scale-out cooldowns are "not used if the scalable resource is an Auto Scaling group") and no
 rate limit beyond the alarms. Minimum capacity 1: with none InService the metric divides by 0.
 """
