@@ -150,7 +150,7 @@ def plot(world: World, actuator: str, trace: str, tr: dict, out: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("cost (worker-seconds, mean over seeds)")
-    ax.set_ylabel("p95 wait (s, pooled over seeds)")
+    ax.set_ylabel(f"p95 wait (s, pooled over seeds; above {cap:g} or never drawn at {cap:g})")
     ax.set_title(f"{trace}: {world.label}, max {world.max_servers}, actuator {actuator}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
