@@ -10,7 +10,7 @@ import os
 from typing import Iterable
 
 from bench import baselines
-from bench.actuators import make_actuator
+from bench.actuators import DRAIN_S, HEAT_UPDATE_S, make_actuator
 from bench.oracle import Oracle
 from bench.ours import PRIOR_FACTORS, make_ours
 from bench.sim import simulate
@@ -44,8 +44,8 @@ class Job:
     entry: Entry
     seeds: int
     actuator: str = "direct"
-    update_s: float = 30.0
-    drain_s: float = 30.0
+    update_s: float = HEAT_UPDATE_S
+    drain_s: float = DRAIN_S
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
