@@ -175,7 +175,7 @@ def summary_lines(result: dict) -> list[str]:
                 parts.append(f"{t} {v['ours_over_cheapest_tuned']:.2f}x"
                              f"{'' if o['meets_target'] else ' (ours misses: p95 ' + _num(o['p95_wait_s'], '{:.1f}') + ')'}")
             else:
-                parts.append(f"{t} none meets (ours p95 {_num(o['p95_wait_s'], '{:.1f}')}, best baseline "
+                parts.append(f"{t} no baseline meets (ours p95 {_num(o['p95_wait_s'], '{:.1f}')}, best baseline "
                              f"{_num(v['lowest_baseline_p95']['p95_wait_s'], '{:.1f}')})")
         aim = sum(1 for t in traces if traces[t]["verdict"]["aim_met"])
         lines.append(f"  boot {w['boot_s']:g}s service {w['service_mean_s']:g}s cv {w['service_cv']:g} "
