@@ -25,8 +25,7 @@ import math
 
 from workload.autoscale.policy import Observation
 
-from bench.baselines.knobs import backlog_grid, positive
-from bench.sim import Controller
+from bench.baselines.knobs import PerServerTarget, backlog_grid
 from bench.worlds import World
 
 KNOB = "target_backlog_per_instance"
@@ -38,14 +37,15 @@ MIN_CAPACITY = 1
 sweep = backlog_grid  # the values swept
 
 
-class Aws(Controller):
+class Aws(PerServerTarget):
     """Target tracking with ``target`` visible messages per InService instance."""
 
+    KNOB = KNOB
     name = "aws"
     poll_s = PERIOD_S
 
     def __init__(self, target: float, world: World):
-        self.target, self.max_capacity = positive(KNOB, target), world.max_servers
+        super().__init__(target, world)
         self.warmup_s = world.boot_s  # the instance warm-up, set to the boot time as recommended
         self.datapoints: list[float] = []
         self.launched: list[float] = []  # launch times of instances still warming up
@@ -59,7 +59,7 @@ class Aws(Controller):
             self.datapoints = (self.datapoints + [obs.stats.free / in_service])[-IN_DATAPOINTS:]
         else:
             self.datapoints = []  # no data: the alarms are in INSUFFICIENT_DATA
-        want = max(MIN_CAPACITY, min(self.max_capacity, math.ceil(obs.stats.free / self.target - 1e-9)))
+        want = max(MIN_CAPACITY, min(self.max_size, math.ceil(obs.stats.free / self.target - 1e-9)))
         desired = max(MIN_CAPACITY, cur)
         last = self.datapoints[-OUT_DATAPOINTS:]
         if len(last) == OUT_DATAPOINTS and all(m > self.target for m in last):

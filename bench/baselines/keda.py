@@ -29,8 +29,7 @@ import math
 
 from workload.autoscale.policy import Observation
 
-from bench.baselines.knobs import backlog_grid, positive
-from bench.sim import Controller
+from bench.baselines.knobs import PerServerTarget, backlog_grid
 from bench.worlds import World
 
 KNOB = "queueLength"
@@ -46,14 +45,15 @@ SCALE_DOWN_STABILISATION_S = 300.0
 sweep = backlog_grid  # the values swept
 
 
-class Keda(Controller):
+class Keda(PerServerTarget):
     """KEDA + HPA with ``queueLength`` messages per replica (see the module docstring)."""
 
+    KNOB = KNOB
     name = "keda"
     poll_s = SYNC_S
 
     def __init__(self, queue_length: float, world: World):
-        self.target, self.max_replicas = positive(KNOB, queue_length), world.max_servers
+        super().__init__(queue_length, world)
         self.recommendations: list[tuple[float, int]] = []
         self.last_poll = -math.inf
         self.last_active: float | None = None
@@ -80,7 +80,7 @@ class Keda(Controller):
         """One HPA sync: tolerance, recommendation, stabilisation, rate limit."""
         ratio = metric / (self.target * cur)
         rec = cur if abs(ratio - 1) <= TOLERANCE else math.ceil(metric / self.target - 1e-9)
-        rec = max(1, min(self.max_replicas, rec))
+        rec = max(1, min(self.max_size, rec))
         window = [(tt, n) for tt, n in self.recommendations if t - tt < SCALE_DOWN_STABILISATION_S]
         self.recommendations = window + [(t, rec)]
         if rec > cur:
