@@ -120,10 +120,10 @@ def test_ours_gets_the_monitors_defaults_and_only_the_users_guesses():
 
 
 def test_ours_ignores_the_benchmarks_environment(monkeypatch):
-    monkeypatch.setenv("QW_BACKLOG_ALLOWANCE", "0.9")
+    monkeypatch.setenv("QW_WAIT_QUANTILE", "0.6")
     monkeypatch.setenv("QW_INTERVAL", "99")
     ours = make_ours(WORLD)
-    assert ours.poll_s != 99 and ours.policy.config.backlog_allowance != 0.9
+    assert ours.poll_s != 99 and ours.policy.config.wait_quantile != 0.6
 
 
 @pytest.mark.parametrize("world", DEFAULT_WORLDS)
