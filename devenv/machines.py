@@ -108,8 +108,8 @@ def spawn_detached(argv: list[str], pidfile: Path, output: Path | None = None, n
     pidfile.unlink(missing_ok=True)
     if netns:
         argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
-    out = f">>{_sh(str(output))} 2>&1" if output else ">/dev/null 2>&1"
-    script = f"echo $$ > {_sh(str(pidfile))}; exec {' '.join(_sh(a) for a in argv)} </dev/null {out}"
+    out = f">>{shlex.quote(str(output))} 2>&1" if output else ">/dev/null 2>&1"
+    script = f"echo $$ > {shlex.quote(str(pidfile))}; exec {shlex.join(argv)} </dev/null {out}"
     run("setsid", "--fork", "sh", "-c", script)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -119,18 +119,13 @@ def spawn_detached(argv: list[str], pidfile: Path, output: Path | None = None, n
     raise RuntimeError(f"{argv[0]} did not start (no pid in {pidfile})")
 
 
-def _sh(s: str) -> str:
-    return shlex.quote(s)
-
-
 def _alive(pid: int, marker: str) -> bool:
     """True if ``pid`` runs (not a zombie) and its command line contains ``marker`` (no pid reuse)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in cmdline
+    return _state(pid) not in "ZX" and marker in cmdline
 
 
 def _descendants(pid: int) -> list[int]:
@@ -157,7 +152,7 @@ def _kill(pids: list[int]) -> None:
 def _wait_gone(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
+        left = [p for p in pids if _state(p) not in "ZX"]
         if not left:
             return True
         time.sleep(0.05)
@@ -165,6 +160,7 @@ def _wait_gone(pids: list[int], timeout: float) -> bool:
 
 
 def _state(pid: int) -> str:
+    """The process's state letter from /proc (Z: a zombie), X if there is no such process."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -208,6 +204,17 @@ def unpacked_image(image: Path) -> Path:
         return root
 
 
+def drop_unpacked(image: Path) -> bool:
+    """Remove the image's unpacked root from the cache (after its Glance image is deleted, or a
+    test's snapshot); False if a machine still boots from it (then it stays)."""
+    root = cache_dir() / file_sha256(image)
+    with locked(cache_dir() / ".lock"):
+        if f"lowerdir={root}," in Path("/proc/mounts").read_text():
+            return False
+        shutil.rmtree(root, ignore_errors=True)
+        return True
+
+
 class Machine:
     """One server: a systemd-nspawn machine booted from an image, in a network namespace of its own."""
 
@@ -246,11 +253,10 @@ class Machine:
     def create(self, image: Path, nics: list[Nic], config_drive: Path | None, forward_ports: list[int]) -> None:
         """Prepare the machine (overlay over the unpacked image, network namespace, relays); it
         is not started. On any failure what was made is removed again."""
-        self.create_from_root(unpacked_image(Path(image)), nics, config_drive, forward_ports,
-                              image_sha256=None)
+        self.create_from_root(unpacked_image(Path(image)), nics, config_drive, forward_ports)
 
     def create_from_root(self, lower: Path, nics: list[Nic], config_drive: Path | None,
-                         forward_ports: list[int], image_sha256: str | None = None) -> None:
+                         forward_ports: list[int]) -> None:
         """:meth:`create` from an already unpacked root folder ``lower`` (never written to)."""
         if self._state():
             raise RuntimeError(f"machine {self.name} already exists in {self.run_dir}: destroy it first")
@@ -272,34 +278,43 @@ class Machine:
             self._mount(lower)
             if config_drive is not None:
                 shutil.copytree(config_drive, self.run_dir / "config_drive", symlinks=True)
-            network_data = config_drive is not None and \
-                (Path(config_drive) / "openstack/latest/network_data.json").is_file()
-            self._make_network(nics, configure_inside=not network_data)
-            self.sockets.mkdir(parents=True, exist_ok=True)
-            for inner, host, port in [(80, MIRROR_HOST, 80), *((p, "127.0.0.1", p) for p in state["forward_ports"])]:
-                state["relays"].append(self._relay(inner, host, port))
-                self._save(state)  # so that destroy() finds every relay, even if the next one fails
+            self._connect(state)
         except BaseException:
             self.destroy()
             raise
 
-    def _mount(self, lower: Path) -> None:
+    def _mount(self, lower: Path, seed_docker: bool = True) -> None:
         for d in ("upper", "work", "merged", "docker"):
             (self.run_dir / d).mkdir(exist_ok=True)
         up, wk = self.run_dir / "upper", self.run_dir / "work"
         run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={up},workdir={wk}",
             str(self.root))
         # dockerd's storage is a real folder (see the module docstring), seeded from the image.
-        if (Path(lower) / DOCKER).is_dir():
+        if seed_docker and (Path(lower) / DOCKER).is_dir():
             run("cp", "-a", f"{Path(lower) / DOCKER}/.", str(self.run_dir / "docker"))
+
+    def _restore(self) -> None:
+        """Mount the overlay and make the network again if they are gone (this host rebooted)."""
+        state = self._state()
+        if not os.path.ismount(self.root):
+            self._mount(Path(state["lower"]), seed_docker=False)
+        if not Path(f"/run/netns/{self.name}").exists():
+            self._connect(state)
+
+    def _connect(self, state: dict) -> None:
+        """The network namespace with one veth per Nic, and the relays into it."""
+        network_data = (self.run_dir / "config_drive/openstack/latest/network_data.json").is_file()
+        self._make_network(self.nics, configure_inside=not network_data)
+        self.sockets.mkdir(parents=True, exist_ok=True)
+        state["relays"] = []
+        for inner, host, port in [(80, MIRROR_HOST, 80), *((p, "127.0.0.1", p) for p in state["forward_ports"])]:
+            state["relays"].append(self._relay(inner, host, port))
+            self._save(state)  # so that destroy() finds every relay, even if the next one fails
 
     def _make_network(self, nics: list[Nic], configure_inside: bool) -> None:
         ns = ["ip", "netns", "exec", self.name]
         run("ip", "netns", "add", self.name)
         run(*ns, "ip", "link", "set", "lo", "up")
-        # The local networks are IPv4 only: without IPv6, networkd does not wait for router
-        # advertisements that never come (systemd-networkd-wait-online held boot ~14 s).
-        run(*ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
         for i, nic in enumerate(nics):
             host = self.host_veth(i)
             run("ip", "link", "add", host, "type", "veth", "peer", "name", f"eth{i}", "address", nic.mac,
@@ -321,7 +336,16 @@ class Machine:
                                self.sockets / f"{inner_port}.outer.pid")
         inner = spawn_detached(["socat", f"TCP-LISTEN:{inner_port},bind=127.0.0.1,fork,reuseaddr",
                                 f"UNIX-CONNECT:{sock}"], self.sockets / f"{inner_port}.inner.pid", netns=self.name)
-        return [outer, inner]
+        # Return once it listens: the process's /proc/PID/net/tcp lists its namespace's sockets.
+        listening = f"0100007F:{inner_port:04X} 00000000:0000 0A"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(inner, "socat"):
+            with contextlib.suppress(OSError):
+                if listening in Path(f"/proc/{inner}/net/tcp").read_text():
+                    return [outer, inner]
+            time.sleep(0.02)
+        _kill([outer, inner])
+        raise RuntimeError(f"machine {self.name}: the relay to {host}:{port} does not listen on 127.0.0.1:{inner_port}")
 
     def forward_port(self, port: int) -> None:
         """Add a relay (as ``forward_ports`` in :meth:`create`) to a created machine."""
@@ -360,6 +384,7 @@ class Machine:
             raise RuntimeError(f"machine {self.name} is not created (no {self.run_dir / _STATE})")
         if self.running():
             return
+        self._restore()
         argv = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", "--console=read-only",
                 "-D", str(self.root), f"--machine={self.name}", f"--network-namespace-path=/run/netns/{self.name}",
                 # private: nspawn then mounts a sysfs of that namespace (else /sys/class/net shows

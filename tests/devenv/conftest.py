@@ -1,9 +1,8 @@
 """Fixtures for the machines tests: the cloud image, a key pair, a config drive made as Nova makes one."""
 from __future__ import annotations
 
+import ipaddress
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -11,23 +10,15 @@ from pathlib import Path
 import pytest
 
 
-def _prereqs() -> str | None:
-    if os.geteuid() != 0:
-        return "machines need root (network namespaces, overlay mounts, systemd-nspawn)"
-    for tool in ("mmdebstrap", "systemd-nspawn", "socat"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed: run `make builder-deps` (devenv/builder/install-deps.sh)"
-    return None
-
-
 @pytest.fixture(scope="session")
 def cloud_image():
-    """The base image debian-12 (rootfs tar), built once per recipe (about a minute when new)."""
-    reason = _prereqs()
+    """The base image debian-12 (rootfs tar), built once per recipe (one to five minutes when new)."""
+    from devenv.builder import rootfs
+    from devenv.builder.host import missing_prerequisite
+
+    reason = missing_prerequisite(("mmdebstrap", "systemd-nspawn", "socat"))
     if reason:
         pytest.skip(reason=reason)
-    from devenv.builder import rootfs
-
     return rootfs.cloud_image()
 
 
@@ -46,7 +37,7 @@ def write_config_drive(folder: Path, *, name: str, public_key: str, user_data: s
     instance = str(uuid.uuid4())
     latest = folder / "openstack" / "latest"
     latest.mkdir(parents=True)
-    net = __import__("ipaddress").ip_interface(f"{nic.address}/{nic.prefixlen}")
+    net = ipaddress.ip_interface(f"{nic.address}/{nic.prefixlen}")
     meta = {"uuid": instance, "name": name, "hostname": name, "launch_index": 0,
             "availability_zone": "nova", "project_id": "p" * 32, "devices": [],
             "public_keys": {"test-key": public_key + "\n"}, "keys": [
