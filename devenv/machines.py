@@ -27,8 +27,9 @@ How a machine is made, and how it differs from a VM on a real cloud:
   it. Unlike a cloud network, machines do not reach each other and nothing routes off this host.
 - **Services of this machine.** ``forward_ports`` relay 127.0.0.1:P inside the namespace over a
   Unix socket to 127.0.0.1:P here (socat; nothing listens on any other address). Debian's
-  mirror is relayed the same way at 127.0.0.1:80, which the image's /etc/hosts names
-  deb.debian.org (a cloud's images point at its local mirror in the same way).
+  mirror is relayed the same way at 127.0.0.1:80, which the image's /etc/hosts (written by
+  cloud-init from the image's template) names deb.debian.org, as a cloud's images point at
+  its own mirror. There is no DNS server.
 - **Console.** ``systemd-nspawn --console=read-only`` gives the machine a pty as /dev/console and
   copies what it prints (systemd, cloud-init's host key block, the getty) into console.log.
 - **Power.** ``shutdown`` sends systemd's poweroff signal (SIGRTMIN+4, what ``systemctl
@@ -172,7 +173,19 @@ def cache_dir() -> Path:
     return repo_cache() / "machines" / "images"
 
 
+_DIGESTS: dict[tuple, str] = {}  # (device, inode, size, mtime) -> sha256: each image file is read once
+
+
 def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), remembered for as long as the file is unchanged."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash(path)
+    return _DIGESTS[key]
+
+
+def _hash(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -390,6 +403,7 @@ class Machine:
                 # private: nspawn then mounts a sysfs of that namespace (else /sys/class/net shows
                 # this machine's interfaces and cloud-init finds no NIC with the port's MAC)
                 "--private-network",
+                "--resolv-conf=off",  # the image's own (no DNS here), not this machine's
                 # what dockerd (installed by a bake) needs inside
                 "--capability=all", "--system-call-filter=@keyring bpf",
                 f"--bind={self.run_dir / 'docker'}:/{DOCKER}"]

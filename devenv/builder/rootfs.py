@@ -71,6 +71,7 @@ system_info:
     renderers: [ networkd ]
 locale: C.UTF-8
 ssh_genkeytypes: [ ed25519, ecdsa ]
+manage_etc_hosts: true
 """,
 }
 
@@ -200,11 +201,16 @@ def _cloud_image_hooks() -> list[str]:
         # module, systemd), never shared by every server of the image.
         '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
         '--customize-hook=: > "$1"/etc/machine-id',
-        # Debian's mirror is relayed into each server's namespace at 127.0.0.1:80 (devenv.machines),
-        # as a cloud's images point at its local mirror; cloud-init leaves /etc/hosts alone
-        # (manage_etc_hosts is off).
-        f"--customize-hook=printf '127.0.0.1 localhost\\n::1 localhost ip6-localhost ip6-loopback\\n"
-        f"127.0.0.1 {MIRROR_HOST}\\n' > \"$1\"/etc/hosts",
+        # mmdebstrap leaves this machine's resolv.conf and hostname behind. The local networks
+        # have no DNS server (the metadata names none): an empty resolv.conf makes lookups fail
+        # at once (127.0.0.1:53 refuses) instead of timing out on an unreachable server.
+        '--customize-hook=echo "# no DNS server on the local cloud\'s networks" > "$1"/etc/resolv.conf',
+        '--customize-hook=echo localhost > "$1"/etc/hostname',
+        # cloud-init writes /etc/hosts from its template at every boot (so sudo resolves the
+        # server's own name). The template also names Debian's mirror 127.0.0.1: the mirror is
+        # relayed into each server's namespace there (devenv.machines), as a cloud's images
+        # point at the cloud's own mirror.
+        f'--customize-hook=echo "127.0.0.1 {MIRROR_HOST}" >> "$1"/etc/cloud/templates/hosts.debian.tmpl',
         # cloud-init renders the network for systemd-networkd, which Debian leaves disabled.
         '--customize-hook=chroot "$1" systemctl enable systemd-networkd.service',
         # The local networks have no IPv6 router: networkd would hold the link "configuring"

@@ -117,6 +117,12 @@ def test_cloud_init_runs_nova_user_data_from_the_config_drive(first, user_key):
         assert f"{nic.address}/24" in c.run("ip -o -4 addr show eth0", hide=True).stdout
         assert c.run("ls /etc/systemd/network/", hide=True).stdout.strip().startswith("10-cloud-init-eth0")
         assert f"default via {nic.gateway}" in c.run("ip route", hide=True).stdout
+        # cloud-init's /etc/hosts names the server and the mirror relayed into its namespace.
+        assert m.name in c.run(f"getent hosts {m.name}", hide=True).stdout.split()[1:]
+        assert c.run("getent hosts deb.debian.org", hide=True).stdout.split()[0] == "127.0.0.1"
+        head = c.run("curl -sS -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release",
+                     hide=True).stdout
+        assert head == "200"
 
 
 def test_console_is_the_real_console_with_cloud_inits_host_key_block(first):
