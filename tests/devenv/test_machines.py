@@ -162,7 +162,7 @@ def test_shutdown_snapshot_and_a_new_server_from_it(first, user_key):
 
     a, a_nic, a_instance, a_keys, tmp = first
     with pinned_connection(a_nic.address, 22, "debian", user_key[0], a_keys) as c:
-        c.sudo("sh -c 'echo baked > /etc/qw-baked'", hide=True)
+        c.sudo("sh -c 'echo baked > /etc/qw-baked; echo layer > /var/lib/docker/qw-probe'", hide=True)
     t0 = time.monotonic()
     assert a.shutdown(60)
     print(f"\nclean shutdown: {time.monotonic() - t0:.1f} s")
@@ -172,7 +172,7 @@ def test_shutdown_snapshot_and_a_new_server_from_it(first, user_key):
     snap = tmp / "snapshot.tar"
     a.snapshot(snap)
     listing = subprocess.run(["tar", "-tf", str(snap)], capture_output=True, text=True, check=True).stdout.split()
-    assert "./etc/qw-baked" in listing
+    assert "./etc/qw-baked" in listing and "./var/lib/docker/qw-probe" in listing
     assert not [p for p in listing if p.startswith("./var/lib/cloud/seed/config_drive/")]  # not the disk's
 
     c_m = Machine(f"qwt-{os.urandom(3).hex()}", tmp / "c")
@@ -183,6 +183,8 @@ def test_shutdown_snapshot_and_a_new_server_from_it(first, user_key):
         assert set(c_keys).isdisjoint(a_keys)
         with pinned_connection(c_nic.address, 22, "debian", user_key[0], c_keys) as c:
             assert c.run("cat /etc/qw-baked", hide=True).stdout.strip() == "baked"
+            # dockerd's folder (not on the overlay) is part of the disk image too
+            assert c.sudo("cat /var/lib/docker/qw-probe", hide=True).stdout.strip() == "layer"
             assert c.run("cat /var/lib/cloud/data/instance-id", hide=True).stdout.strip() == instance
             assert c.run("cat /run/qw-runcmd", hide=True).stdout.strip() == "second"
             assert c.sudo("cat /etc/queue-workers/x.env", hide=True).stdout.strip() == "QW_QUEUE=jobs-c"
