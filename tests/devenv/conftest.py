@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -24,11 +23,10 @@ def cloud_image():
 
 @pytest.fixture(scope="session")
 def user_key(tmp_path_factory):
-    """The key pair a user uploads to Nova: (private key path, public key line)."""
-    d = tmp_path_factory.mktemp("user-key")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qw-machines-test", "-f", str(d / "id")],
-                   check=True)
-    return str(d / "id"), (d / "id.pub").read_text().strip()
+    """The key pair a user uploads to Nova: (private key path, public key line), made as the bake makes its own."""
+    from images.bake import make_key
+
+    return make_key(tmp_path_factory.mktemp("user-key"))
 
 
 def write_config_drive(folder: Path, *, name: str, public_key: str, user_data: str, nic) -> str:
