@@ -125,7 +125,7 @@ def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64:
     plain text (a reviewer sees them in the template) and the credential, base64 of an env file,
     is appended to the same file (``append``; the file is 0600). ``credentials_b64`` is a HOT
     ``get_param`` placeholder inside the template, or the value itself for the monitor's server.
-    The unit is started with ``--no-block``: it is ordered after cloud-final, which runs this.
+    The unit is started with ``--no-block`` so that runcmd (cloud-final) does not wait for the container.
     """
     files = [
         {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env, comments)},
