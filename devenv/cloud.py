@@ -34,7 +34,7 @@ from devenv.procs import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 # Bump when what init_databases() or create_objects() make changes, so old caches are not reused.
-RECIPE = "1"
+RECIPE = "2"
 
 # The services (their keystone users are keystone.CLOUD_USERS) and their catalog port names.
 WSGI_SERVICES = {
@@ -50,13 +50,15 @@ NOVA_COMMANDS = {"nova-conductor": "nova.cmd.conductor:main", "nova-scheduler": 
 COMPUTE_HOST = "local-compute"
 
 # What the cloud offers (made once, in the cached state).
-PROVIDER_NETWORK = "provider"      # shared flat network the servers get their fixed IPs on
+# The servers' network is named as the example stacks name it (queue-workers:network: public,
+# a Rackspace-style public network servers attach to directly).
+PROVIDER_NETWORK = "public"        # shared flat network the servers get their fixed IPs on
 PROVIDER_CIDR = "10.254.77.0/24"
 PROVIDER_GATEWAY = "10.254.77.1"
-EXTERNAL_NETWORK = "public"        # external flat network floating IPs come from
+EXTERNAL_NETWORK = "ext-net"       # external flat network floating IPs come from
 EXTERNAL_CIDR = "10.254.78.0/24"
 EXTERNAL_GATEWAY = "10.254.78.1"
-ROUTER = "provider-router"         # gateway on public, interface on provider: floating IPs work
+ROUTER = "public-router"           # gateway on ext-net, interface on public: floating IPs work
 BASE_IMAGE = "debian-12"
 # name: (RAM MiB, vCPUs, disk GiB). general1-* are the names the example stacks ask for.
 FLAVORS = {
@@ -70,6 +72,11 @@ FLAVORS = {
 # exists, Nova's own fake driver otherwise (servers are records only).
 MACHINE_DRIVER = "qw_machines.MachineDriver"
 FAKE_DRIVER = "fake.FakeDriverWithoutFakeNodes"
+
+
+def machine_name(instance_uuid: str) -> str:
+    """The machine (and namespace) name of a server: short enough for interface names."""
+    return "qw-" + instance_uuid[:8]
 
 
 def machines_available() -> bool:
@@ -438,8 +445,34 @@ class CloudServices:
                                    f"{log_tail(str(self.cfg.run_dir / (name + '.out')))}"
                                    f"{log_tail(str(self.cfg.run_dir / 'nova.log'))}")
 
+    def delete_servers(self, admin_session, timeout: float = 120) -> None:
+        """Delete every server of every project through Nova (what a user's delete does), so the
+        compute driver tears its machine down; used before the services stop."""
+        from keystoneauth1 import adapter
+        nova = adapter.Adapter(admin_session, service_type="compute", interface="public")
+
+        def servers():
+            resp = nova.get("/servers?all_tenants=1", raise_exc=False)
+            return resp.json()["servers"] if resp.status_code == 200 else []
+        for server in servers():
+            nova.delete(f"/servers/{server['id']}", raise_exc=False)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not servers(), timeout, "servers deleted")
+
+    def destroy_machines(self) -> None:
+        """Destroy any machine still in the instances folder (nova-compute is stopped): nothing
+        of a server (nspawn process, namespace, veths, mounts) outlives the cloud."""
+        instances = self.cfg.run_dir / "instances"
+        if not machines_available() or not instances.is_dir():
+            return
+        from devenv.machines import Machine
+        for run_dir in instances.iterdir():
+            if run_dir.is_dir() and len(run_dir.name) == 36:
+                Machine(machine_name(run_dir.name), run_dir).destroy()
+
     def stop(self) -> None:
-        """Stop every process by its PID, in parallel; nova-compute last (it owns the machines)."""
+        """Stop every process by its PID, in parallel; nova-compute last (it owns the machines),
+        then destroy any machine left behind."""
         compute = self.procs.pop("nova-compute", None)
         threads = [threading.Thread(target=stop_group, args=(p, 15)) for p in self.procs.values()]
         for t in threads:
@@ -448,6 +481,7 @@ class CloudServices:
         for t in threads:
             t.join()
         self.procs.clear()
+        self.destroy_machines()
 
 
 def stop_group(proc: subprocess.Popen | None, timeout: float) -> None:

@@ -90,7 +90,10 @@ def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess
 
 
 def build_state(venv: Path | None = None, progress=print) -> Path:
-    """Build (once) and return the cached Keystone + Heat state for ``venv``'s versions."""
+    """Build (once) and return the cached Keystone + Heat state for ``venv``'s versions.
+
+    States of other versions or recipes are left alone (checkouts of other branches may share
+    the cache and still use them); ``make clean`` removes them all."""
     venv = Path(venv or openstack_venv())
     root = cache_dir()
     target = root / state_key(venv)
@@ -109,9 +112,6 @@ def build_state(venv: Path | None = None, progress=print) -> Path:
             (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
-            for old in root.glob("keystone-*"):  # states of other versions or recipes
-                if old != target:
-                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -182,9 +182,6 @@ def build_cloud_state(venv: Path | None = None, progress=print) -> Path:
             (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
-            for old in root.glob("cloud_*"):
-                if old != target:
-                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -298,8 +295,8 @@ class ControlPlane:
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "ControlPlane":
         """Start from a fresh copy of the cached state (built first if missing); prints the time."""
-        started = time.monotonic()
         state = (build_cloud_state if self.cloud else build_state)(self.venv, self.progress)
+        started = time.monotonic()  # the start from the cached state (a build is timed on its own)
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -420,6 +417,10 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop the servers this object started (by PID) and remove a temporary run folder."""
         if self.services is not None:
+            if self.services.procs.get("nova-compute") is not None and "keystone" in self.procs:
+                with contextlib.suppress(Exception):  # best effort: destroy_machines() follows
+                    self.services.delete_servers(_admin_session(self.ports["keystone"],
+                                                                self.secrets["admin"]))
             self.services.stop()
             self.services = None
         if self.rabbit is not None:

@@ -4,7 +4,7 @@ Two halves live here:
 
 * the project side (runs in ``.venv``): :func:`write_config`, :func:`build_state` (db_sync, key
   repositories, bootstrap, the objects Heat needs) and :func:`set_endpoints`;
-* the server side (runs in ``.venv-heat`` as ``python -m devenv.keystone serve``): the Flask app
+* the server side (runs in ``.venv-openstack`` as ``python -m devenv.keystone serve``): the Flask app
   under a small threaded WSGI server, and :func:`install_sqlite_begin_immediate`, which Heat's
   server uses too.
 

@@ -35,16 +35,12 @@ from nova.image import glance
 from nova.virt import fake, hardware
 from oslo_log import log as logging
 
+from devenv.cloud import machine_name
 from devenv.machines import Machine, Nic
 
 CONF = nova_conf.CONF
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a clean stop may take before the hard power-off
-
-
-def machine_name(instance_uuid: str) -> str:
-    """The machine (and namespace) name of a server: short enough for interface names."""
-    return "qw-" + instance_uuid[:8]
 
 
 def nics_from_network_info(network_info) -> list[Nic]:
@@ -108,7 +104,8 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
             for service in catalog:
                 for endpoint in service.get("endpoints", []):
                     url = urlsplit(endpoint["url"])
-                    if url.hostname == "127.0.0.1" and url.port:
+                    # Port 80 is each machine's relay to Debian's mirror (devenv.machines).
+                    if url.hostname == "127.0.0.1" and url.port and url.port != 80:
                         ports.add(url.port)
             self._ports = sorted(ports)
         return self._ports
@@ -189,7 +186,10 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
     def get_console_output(self, context, instance):
         if not (self.root / instance.uuid).exists():
             raise exception.InstanceNotFound(instance_id=instance.uuid)
-        return self._machine(instance).console_output()
+        # Bytes, as libvirt's driver returns them: Nova's manager encodes a str as latin-1, which
+        # fails on the UTF-8 a Debian console prints, and decodes the bytes as ASCII with
+        # replacement itself.
+        return self._machine(instance).console_output().encode("utf-8", "replace")
 
     def snapshot(self, context, instance, image_id, update_task_state):
         if not (self.root / instance.uuid).exists():
