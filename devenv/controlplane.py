@@ -97,25 +97,33 @@ def build_state(venv: Path | None = None, progress=print) -> Path:
     venv = Path(venv or openstack_venv())
     root = cache_dir()
     target = root / state_key(venv)
+    return _build_once(target, "the Keystone + Heat state", "~20 s", lambda work: _build(venv, work),
+                       progress)
+
+
+def _build_once(target: Path, what: str, expected: str, build, progress) -> Path:
+    """Return ``target``, first building it with ``build(work_dir)`` if it is not READY: one
+    builder at a time (a lock file beside it), the others reuse its result; a failed build
+    leaves nothing."""
     if (target / "READY").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others reuse its result
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "READY").exists():
             return target
         started = time.monotonic()
-        progress(f"controlplane: building the Keystone + Heat state into {target} (once, ~20 s)")
-        work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+        progress(f"controlplane: building {what} into {target} (once, {expected})")
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
-            _build(venv, work)
+            build(work)
             (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        progress(f"controlplane: state built in {time.monotonic() - started:.0f} s")
+        progress(f"controlplane: {what} built in {time.monotonic() - started:.0f} s")
     return target
 
 
@@ -156,37 +164,21 @@ def build_cloud_state(venv: Path | None = None, progress=print) -> Path:
     venv = Path(venv or openstack_venv())
     base = build_state(venv, progress)
     image = local_cloud.base_image()
-    root = cache_dir()
-    target = root / f"cloud_{local_cloud.state_key(venv, image)}_{base.name}"
-    if (target / "READY").exists():
-        return target
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / "READY").exists():
-            return target
-        started = time.monotonic()
-        progress(f"controlplane: building the cloud's state into {target} (once, about 2 min)")
-        work = Path(tempfile.mkdtemp(prefix=".build-cloud-", dir=root))
+    target = cache_dir() / f"cloud_{local_cloud.state_key(venv, image)}_{base.name}"
+
+    def build(work: Path) -> None:
+        work.rmdir()
+        shutil.copytree(base, work)
+        cp = ControlPlane(run_dir=Path(tempfile.mkdtemp(prefix="qw-cloud-build-")), venv=venv,
+                          progress=progress, cloud=True)
+        cp._own_dir = True
         try:
-            shutil.rmtree(work)
-            shutil.copytree(base, work)
-            cp = ControlPlane(run_dir=Path(tempfile.mkdtemp(prefix="qw-cloud-build-")), venv=venv,
-                              progress=progress, cloud=True)
-            cp._own_dir = True
-            try:
-                cp._start_on(work, building=True)
-                local_cloud.create_objects(cp.connection(ADMIN_CLOUD), image, progress)
-            finally:
-                cp.stop()
-            (work / "BUILT_AT").write_text(str(work))
-            (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
-            shutil.rmtree(target, ignore_errors=True)
-            work.rename(target)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        progress(f"controlplane: cloud state built in {time.monotonic() - started:.0f} s")
-    return target
+            cp._start_on(work, building=True)
+            local_cloud.create_objects(cp.connection(ADMIN_CLOUD), image, progress)
+        finally:
+            cp.stop()
+        (work / "BUILT_AT").write_text(str(work))  # relocate_state() rewrites it in each copy
+    return _build_once(target, "the cloud's state", "about 2.5 min", build, progress)
 
 
 def _copy_state(state: Path, copy: Path) -> None:

@@ -136,4 +136,4 @@ def _ssh_check(address: str, private_key, host_keys: list[str], marker: str) -> 
         text = out.read().decode()
     finally:
         client.close()
-    assert re.search(rf"QW_MARKER={marker}\s+debian", text), text
+    assert re.search(rf"QW_MARKER={marker}\s*debian", text), text
