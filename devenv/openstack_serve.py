@@ -55,7 +55,78 @@ def main(argv: list[str] | None = None) -> None:
     app = getattr(importlib.import_module(module), attr.rstrip("()"))
     if call:
         app = app()
-    keystone.serve_wsgi({args.port: app}, args.access_log)
+    keystone.serve_wsgi({args.port: bounded_input(app)}, args.access_log)
+
+
+class _LimitedInput:
+    """A request body of a known length: reads end there (the stdlib server hands apps the raw
+    socket, and Glance reading past the end of an upload waited forever for bytes never sent)."""
+
+    def __init__(self, raw, length: int):
+        self.raw, self.left = raw, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.raw.read(size)
+        self.left -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.raw.readline(size) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+
+class _ChunkedInput(_LimitedInput):
+    """A ``Transfer-Encoding: chunked`` request body, decoded (the stdlib server does not)."""
+
+    def __init__(self, raw):
+        super().__init__(raw, 0)
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while not self.done and (size is None or size < 0 or len(out) < size):
+            if self.left == 0:
+                line = self.raw.readline(1024)
+                self.left = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if self.left == 0:
+                    while self.raw.readline(1024).strip():  # trailers, then the blank line
+                        pass
+                    self.done = True
+                    break
+            want = self.left if size is None or size < 0 else min(self.left, size - len(out))
+            data = self.raw.read(want)
+            if not data:
+                self.done = True
+                break
+            out += data
+            self.left -= len(data)
+            if self.left == 0:
+                self.raw.readline(8)  # the CRLF after each chunk
+        return bytes(out)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size if size and size > 0 else 65536)
+
+
+def bounded_input(app):
+    """WSGI middleware: ``wsgi.input`` ends where the request body ends (length or chunks)."""
+    def call(environ, start_response):
+        raw = environ["wsgi.input"]
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            environ["wsgi.input"] = _ChunkedInput(raw)
+            environ.pop("CONTENT_LENGTH", None)
+        else:
+            environ["wsgi.input"] = _LimitedInput(raw, int(environ.get("CONTENT_LENGTH") or 0))
+        return app(environ, start_response)
+    return call
 
 
 if __name__ == "__main__":
