@@ -63,18 +63,26 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
     assert resp.status_code == 201, resp.text
     path = f"/stacks/{stack_name}/{resp.json()['stack']['id']}"
 
+    def output(key):
+        return heat.get(f"{path}/outputs/{key}").json()["output"]["output_value"]
+
     def members():
-        return sorted((s for s in member.compute.servers(details=True)
-                       if s.metadata.get("qw_stack") == stack_name), key=lambda s: s.created_at)
+        """The group's servers as Nova shows them (ids from the stack's server_ids output)."""
+        return [member.compute.get_server(i) for i in (output(hot.OUT_SERVER_IDS) or [])]
+    seen: set = set()
+    group_id = None
     try:
         stack = wait_stack(heat, path, 900)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
-        servers = wait_until(lambda: (found := members()) and len(found) == cfg.desired_size
-                             and all(s.status == "ACTIVE" for s in found) and found,
-                             300, f"{cfg.desired_size} ACTIVE servers") if cfg.desired_size else []
-        server_group = next(g for g in member.compute.server_groups() if g.name.endswith(stack_name))
+        servers = wait_until(lambda: (found := members()) is not None and len(found) == cfg.desired_size
+                             and all(s.status == "ACTIVE" for s in found) and (found or [None]),
+                             300, f"{cfg.desired_size} ACTIVE servers")
+        servers = [s for s in servers if s is not None]
+        seen.update(s.id for s in servers)
+        group_id = heat.get(f"{path}/resources/{hot.SERVER_GROUP}").json()["resource"]["physical_resource_id"]
+        server_group = member.compute.get_server_group(group_id)
         assert server_group.policy == "soft-anti-affinity"
-        assert sorted(server_group.member_ids) == sorted(s.id for s in servers)
+        assert sorted(server_group.member_ids) == sorted(seen)
         for server in servers:
             assert server.flavor["original_name"] == cfg.flavor
             assert set(server.addresses) == {cfg.network}
@@ -89,24 +97,23 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
 
         if servers:
             # Scale-in by the template's own policy: the members it removes are deleted in Nova.
-            before = [s.id for s in servers]
-            down = session.post(heat.get(f"{path}/outputs/{hot.OUT_SCALE_DOWN_URL}")
-                                .json()["output"]["output_value"], raise_exc=False)
+            down = session.post(output(hot.OUT_SCALE_DOWN_URL), raise_exc=False)
             assert down.status_code == 200, down.text
             expected = max(cfg.desired_size - cfg.scale_down_step, cfg.min_size)
-            left = wait_until(lambda: (found := members()) is not None and len(found) == expected and found
-                              or (expected == 0 and not found and [None]), 300, f"group of {expected}")
-            gone = set(before) - {s.id for s in left if s is not None}
-            assert len(gone) == len(before) - expected
+            wait_until(lambda: len(output(hot.OUT_SERVER_IDS) or []) == expected or None, 300,
+                       f"group of {expected}")
+            gone = seen - set(output(hot.OUT_SERVER_IDS) or [])
+            assert len(gone) == len(seen) - expected
             for server_id in gone:
-                assert admin.compute.find_server(server_id, ignore_missing=True, all_projects=True) is None
+                wait_until(lambda: admin.compute.find_server(server_id, ignore_missing=True,
+                                                             all_projects=True) is None, 120,
+                           f"server {server_id} deleted in Nova")
     finally:
         heat.delete(path, raise_exc=False)
         deleted = wait_stack(heat, path, 900)
         member.network.delete_security_group(group, ignore_missing=True)
     assert deleted["stack_status"] == "DELETE_COMPLETE", deleted.get("stack_status_reason")
-    assert members() == []
-    assert not [g for g in member.compute.server_groups() if g.name.endswith(stack_name)]
-    assert not [p for p in admin.network.ports() if p.device_owner.startswith("compute:")
-                and p.device_id in {s.id for s in servers}]
-
+    for server_id in seen:
+        assert admin.compute.find_server(server_id, ignore_missing=True, all_projects=True) is None
+    assert group_id not in {g.id for g in admin.compute.server_groups(all_projects=True)}
+    assert [p for p in admin.network.ports() if p.device_id in seen] == []
