@@ -127,15 +127,23 @@ class _HarnessMocks:
         self.d = deployment
 
     def new_resource(self, args) -> tuple[str, dict]:
+        with self.d._busy:
+            self.d._in_flight += 1
+        try:
+            return self._new_resource(args)
+        finally:
+            with self.d._busy:
+                self.d._in_flight -= 1
+                self.d._busy.notify_all()
+
+    def _new_resource(self, args) -> tuple[str, dict]:
         d = self.d
         urn, deps, parent = d._pending.pop((args.typ, args.name))
         inputs = {k: _plain(v) for k, v in dict(args.inputs).items()}
         rec = Resource(args.typ, args.name, urn, bool(args.custom), inputs, dependencies=deps, parent=parent)
         kind = lr.kind_of(args.typ, rec.custom)  # unknown type: fails here, by name
+        d._require(f"{args.typ} {args.name!r}", kind.service)
         if not d.cloud.has(kind.service):
-            if not d.cloud.stand_ins:
-                raise ServiceMissing(f"{args.typ} {args.name!r} needs the {kind.service!r} service, which this "
-                                     f"cloud's catalog does not have ({', '.join(sorted(d.cloud.services))})")
             rec.stand_in, rec.id = True, f"stand-in-{args.name}"
             rec.outputs = {**inputs, "name": inputs.get("name") or args.name}
             d._record(rec, "~", f"NOT MADE: no {kind.service} service in this cloud")
@@ -155,6 +163,7 @@ class _HarnessMocks:
         if args.token != "openstack:images/getImage:getImage":
             raise lr.UnknownResourceType(f"invoke {args.token}")
         want = {k: _plain(v) for k, v in dict(args.args).items()}
+        self.d._require(args.token, lr.IMAGE)
         if self.d.cloud.stand_in(lr.IMAGE):
             from infra.mocks import baked_image  # no Glance: the bake's properties, no image
 
@@ -197,12 +206,13 @@ class LocalDeployment:
     ``cloud``: the running local cloud (``clouds_yaml``). ``config``: settings that replace the
     stack file's (e.g. a unique ``queueName`` per test); ``identityEndpoint`` is always the running
     Keystone's. ``stand_ins``: allow services the catalog lacks (see the module docstring).
-    ``progress``: where the resource lines go (default print).
+    ``progress``: where the resource lines go (default print). ``program``: what runs instead of
+    ``infra.program.declare`` (tests of the harness itself).
     """
 
     def __init__(self, stack: str = "local", cloud: Any = None, *, clouds_yaml: str | os.PathLike | None = None,
                  config: dict | None = None, stand_ins: bool = False, progress: Callable[[str], None] | None = None,
-                 root: Path | None = None):
+                 root: Path | None = None, program: Callable[[], Any] | None = None):
         if cloud is None and clouds_yaml is None:
             raise ValueError("give the local cloud (cloud=ControlPlane) or its clouds_yaml")
         self.stack = stack
@@ -211,12 +221,17 @@ class LocalDeployment:
         self.stand_ins = stand_ins
         self.progress = progress or print
         self.root = root
+        self.program = program
         self.resources: list[Resource] = []
         self.outputs: dict[str, Any] = {}
         self.secret_outputs: set[str] = set()
         self.cloud: _Cloud | None = None
         self._pending: dict = {}
         self._lock = threading.Lock()
+        # resources being made right now (in the SDK's executor threads): a failed program can
+        # raise while some are still in flight; destroy waits for them, or they would be left
+        self._busy = threading.Condition()
+        self._in_flight = 0
         self.timings: dict[str, float] = {}
 
     # --- what tests read ---------------------------------------------------------------------
@@ -282,7 +297,7 @@ class LocalDeployment:
 
                 from infra.program import declare
 
-                declare()
+                (self.program or declare)()
                 exported = dict(get_root_resource().outputs)
 
                 async def collect():
@@ -298,6 +313,9 @@ class LocalDeployment:
                 run()
             except BaseException as exc:
                 self._say(f"up failed: {exc}; deleting what was made")
+                with self._busy:
+                    if not self._busy.wait_for(lambda: self._in_flight == 0, timeout=900):
+                        self._say(f"  ! {self._in_flight} resources still being made after 900 s")
                 try:
                     self.destroy()
                 except Exception as cleanup:  # noqa: BLE001 - both are reported
@@ -345,6 +363,13 @@ class LocalDeployment:
             self.resources.append(rec)
         if rec.custom:
             self._say(f"  {mark} {rec.type:62} {rec.name:32} {rec.id} {detail}".rstrip())
+
+    def _require(self, what: str, service: str | None) -> None:
+        """Refuse ``what`` if its service is missing and stand-ins are not allowed."""
+        if not self.cloud.has(service) and not self.cloud.stand_ins:
+            raise ServiceMissing(f"{what} needs the {service!r} service, which this cloud's catalog does not "
+                                 f"have (it has {', '.join(sorted(self.cloud.services))}); allow stand-ins "
+                                 f"(--stand-ins) to leave such resources out")
 
     def _say(self, line: str) -> None:
         self.progress(line)
