@@ -149,6 +149,7 @@ class _HarnessMocks:
             d._record(rec, "~", f"NOT MADE: no {kind.service} service in this cloud")
             return rec.id, rec.outputs
         d.cloud._current.resource = rec
+        started = time.monotonic()
         try:
             rec.id, outs = kind.create(d.cloud, inputs)
         except BaseException as exc:
@@ -156,7 +157,7 @@ class _HarnessMocks:
                 d._record(rec, "!", f"failed after it was made: {exc}")
             raise lr.CreateFailed(f"creating {args.typ} {args.name!r}: {exc}") from exc
         rec.outputs = outs
-        d._record(rec, "+", kind.describe(outs))
+        d._record(rec, "+", f"{kind.describe(outs)} ({time.monotonic() - started:.1f} s)")
         return rec.id, outs
 
     def call(self, args) -> dict:
@@ -337,6 +338,7 @@ class LocalDeployment:
             for rec in reversed(self.resources):
                 if not rec.made or rec.deleted:
                     continue
+                began = time.monotonic()
                 try:
                     lr.kind_of(rec.type, True).delete(self.cloud, rec.id, rec.outputs)
                 except Exception as exc:  # noqa: BLE001 - keep deleting the rest, then report
@@ -344,7 +346,7 @@ class LocalDeployment:
                     self._say(f"  ! {rec.type:62} {rec.name:32} delete failed: {exc}")
                     continue
                 rec.deleted = True
-                self._say(f"  - {rec.type:62} {rec.name:32} {rec.id}")
+                self._say(f"  - {rec.type:62} {rec.name:32} {rec.id} ({time.monotonic() - began:.1f} s)")
         self.timings["destroy_s"] = round(time.monotonic() - started, 1)
         if errors:
             raise RuntimeError("destroy left resources behind: " + "; ".join(errors))
