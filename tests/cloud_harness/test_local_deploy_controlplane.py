@@ -12,7 +12,11 @@ data names the real stack and signal URL); and after destroy the project holds w
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -181,3 +185,28 @@ def test_an_unknown_resource_type_fails_by_name_and_what_was_made_is_deleted(con
     assert "does not know resource type 'openstack:blockstorage/volume:Volume'" in str(err.value)
     assert [r.name for r in d.resources if r.made] == ["cred"] and all(r.deleted for r in d.resources if r.made)
     assert project_resources(project) == before
+
+
+def test_the_command_line_ups_and_destroys_for_a_person(controlplane, project):
+    before = project_resources(project)
+    env = {**os.environ, **controlplane.env()}
+    repo = Path(__file__).resolve().parents[2]
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "devenv.pulumi_local", *args, "--stack", "local"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+    queue = f"local-{uuid.uuid4().hex[:8]}"
+    up = run("up", "--stand-ins", "--set", f"queueName={queue}")
+    assert up.returncode == 0, up.stdout + up.stderr
+    made = [line.split() for line in up.stdout.splitlines() if line.startswith("  + ")]
+    assert [m[1] for m in made].count("openstack:identity/applicationCredential:ApplicationCredential") == 2
+    assert f"queue: {queue}" in up.stdout and "consumer_credential_secret: <secret>" in up.stdout
+    assert queue in project.queues()
+    down = run("destroy")
+    assert down.returncode == 0, down.stdout + down.stderr
+    deleted = [line.split()[2] for line in down.stdout.splitlines() if line.startswith("  - ")]
+    assert sorted(deleted) == sorted(m[2] for m in made if m[1] != "pulumi:providers:openstack")
+    assert project_resources(project) == before
+    again = run("destroy")  # nothing left to destroy: said so, not a traceback
+    assert again.returncode == 1 and "no local deployment of stack 'local'" in again.stderr
