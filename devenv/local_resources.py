@@ -107,8 +107,14 @@ def _credential_delete(cloud, id_: str, outs: dict) -> None:
     rule_ids = {r["id"] for r in outs.get("accessRules") or () if r.get("id")}
     creds = cloud.identity.get(f"/users/{cloud.user_id}/application_credentials").json()
     used = {r["id"] for c in creds["application_credentials"] for r in c.get("access_rules") or ()}
-    for rule in sorted(rule_ids - used):
-        cloud.identity.delete(f"/users/{cloud.user_id}/access_rules/{rule}", raise_exc=False)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one request each; Keystone answers slowly
+        answers = list(pool.map(lambda rule: cloud.identity.delete(
+            f"/users/{cloud.user_id}/access_rules/{rule}", raise_exc=False), sorted(rule_ids - used)))
+    refused = [r for r in answers if r.status_code not in (204, 404)]
+    if refused:
+        _raise(f"Keystone refused to delete access rules of credential {id_}", refused[0])
 
 
 CREDENTIAL = Kind(IDENTITY, _credential_create, _credential_delete,
