@@ -273,6 +273,9 @@ class LocalDeployment:
         from infra.config import PROJECT
 
         started = time.monotonic()
+        if self.state_path().is_file():  # no state, no update: a second up would lose the first's resources
+            raise FileExistsError(f"stack {self.stack!r} is already deployed on this cloud "
+                                  f"({self.state_path().name} beside its clouds.yaml): destroy it first")
         self._say(f"local deployment of stack {self.stack!r} (test harness: the program under Pulumi's "
                   f"mocks, resources made in the local cloud)")
         with _client_config(self.clouds_yaml):
@@ -327,7 +330,6 @@ class LocalDeployment:
         made = sum(1 for r in self.resources if r.made)
         self._say(f"up: {made} resources made in {self.timings['up_s']} s; outputs: "
                   + ", ".join(sorted(self.outputs)))
-        self._save_state()
         return self
 
     def destroy(self) -> None:
@@ -346,12 +348,15 @@ class LocalDeployment:
                     self._say(f"  ! {rec.type:62} {rec.name:32} delete failed: {exc}")
                     continue
                 rec.deleted = True
+                with self._lock:
+                    self._save_state()
                 self._say(f"  - {rec.type:62} {rec.name:32} {rec.id} ({time.monotonic() - began:.1f} s)")
         self.timings["destroy_s"] = round(time.monotonic() - started, 1)
         if errors:
             raise RuntimeError("destroy left resources behind: " + "; ".join(errors))
         self._say(f"destroy: done in {self.timings['destroy_s']} s")
-        self._save_state()
+        with self._lock:
+            self._save_state()
 
     def __enter__(self) -> "LocalDeployment":
         return self.up()
@@ -363,6 +368,7 @@ class LocalDeployment:
     def _record(self, rec: Resource, mark: str, detail: str) -> None:
         with self._lock:
             self.resources.append(rec)
+            self._save_state()  # at once: an `up` killed half way can still be destroyed
         if rec.custom:
             self._say(f"  {mark} {rec.type:62} {rec.name:32} {rec.id} {detail}".rstrip())
 
