@@ -84,7 +84,7 @@ def test_the_monitor_server_runs_with_the_programs_user_data(deployment, conn, l
     assert server.metadata["qw_role"] == "monitor" and server.metadata["qw_stack"] == "queue-workers-local"
     assert {g["name"] for g in server.security_groups} == {"qw-local-local"}
     ports = list(conn.network.ports(device_id=server.id))
-    assert [p.network_id for p in ports] == [conn.network.find_network("provider").id]
+    assert [p.network_id for p in ports] == [conn.network.find_network("public").id]
     assert ports[0].security_group_ids == [deployment.one(SECGROUP).id]
     # user data is visible to admins (microversion 2.3): exactly what the program rendered
     admin = local_cloud.connection("local-admin")
