@@ -71,6 +71,7 @@ class SSHBuilder(abc.ABC):
     def start(self, timeout: float | None = None):
         """Boot the host and return it once sshd answers; on any failure, stop it again."""
         try:
+            (self.workdir / self.log_name).parent.mkdir(exist_ok=True)
             self._log = open(self.workdir / self.log_name, "wb")
             proc = self._boot(self._log)
             wait_until(self._sshd_answers, self.start_timeout if timeout is None else timeout,
