@@ -41,14 +41,17 @@ def conn(local_cloud):
 
 
 @pytest.fixture(scope="module")
-def template_image(conn):
-    """A template image as the bake leaves it (name and qw_* properties), with debian-12's data."""
+def template_image(conn, tmp_path_factory):
+    """A template image as the bake leaves it (name and qw_* properties), with debian-12's data
+    (downloaded to a file first: a streamed download piped into the upload hung Glance's PUT)."""
     base = conn.image.find_image("debian-12", ignore_missing=False)
-    data = conn.image.download_image(base, stream=True)
+    path = tmp_path_factory.mktemp("template") / "rootfs"
+    conn.image.download_image(base, output=str(path))
     image = conn.image.create_image(
-        name="queue-workers-consumer-v1-20261201-000000", disk_format=base.disk_format or "raw",
-        container_format=base.container_format or "bare", data=data.raw, allow_duplicates=True,
-        **{P_NAME: "queue-workers-consumer", P_VERSION: "1", P_STATE: "complete"})
+        name="queue-workers-consumer-v1-20261201-000000", filename=str(path),
+        disk_format=base.disk_format or "raw", container_format=base.container_format or "bare",
+        allow_duplicates=True, wait=True, **{P_NAME: "queue-workers-consumer", P_VERSION: "1", P_STATE: "complete"})
+    path.unlink()
     yield image
     conn.image.delete_image(image, ignore_missing=True)
 
