@@ -128,6 +128,8 @@ class _HarnessMocks:
 
     def new_resource(self, args) -> tuple[str, dict]:
         with self.d._busy:
+            if self.d._failed:  # the program already failed: make nothing more (it would be left)
+                raise lr.CreateFailed(f"not making {args.typ} {args.name!r}: the program failed")
             self.d._in_flight += 1
         try:
             return self._new_resource(args)
@@ -233,6 +235,7 @@ class LocalDeployment:
         # raise while some are still in flight; destroy waits for them, or they would be left
         self._busy = threading.Condition()
         self._in_flight = 0
+        self._failed = False
         self.timings: dict[str, float] = {}
 
     # --- what tests read ---------------------------------------------------------------------
@@ -318,6 +321,7 @@ class LocalDeployment:
             except BaseException as exc:
                 self._say(f"up failed: {exc}; deleting what was made")
                 with self._busy:
+                    self._failed = True  # registrations still queued in the SDK's threads make nothing
                     if not self._busy.wait_for(lambda: self._in_flight == 0, timeout=900):
                         self._say(f"  ! {self._in_flight} resources still being made after 900 s")
                 try:
