@@ -299,10 +299,10 @@ INFRA: tuple[Setting, ...] = (
                                                      PLAIN_URL.meaning + ", or empty"),)),
     S("amqpConsumerUser", STRING, "amqp: the broker user the consumers log in as; empty: amqpUrl's", "",
       (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
-    S("amqpConsumerPassword", STRING, "amqp: amqpConsumerUser's password", "", secret=True),
+    S("amqpConsumerPassword", STRING, "amqp: amqpConsumerUser's password", "", (ONE_LINE,), secret=True),
     S("amqpMonitorUser", STRING, "amqp: the broker user the monitor logs in as (tag monitoring); empty: amqpUrl's",
       "", (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
-    S("amqpMonitorPassword", STRING, "amqp: amqpMonitorUser's password", "", secret=True),
+    S("amqpMonitorPassword", STRING, "amqp: amqpMonitorUser's password", "", (ONE_LINE,), secret=True),
     S("queueName", STRING, "Work queue name; its dead-letter queue is <name>-dlq", "jobs", (QUEUE_NAME,)),
     # consumer
     S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "

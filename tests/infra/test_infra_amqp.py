@@ -71,6 +71,12 @@ def test_a_role_user_needs_its_password():
     assert e.value.key == "amqpMonitorUser"
 
 
+def test_a_password_is_one_line_and_never_echoed():
+    with pytest.raises(C.ConfigError) as e:
+        amqp(amqpMonitorUser="qw-monitor", amqpMonitorPassword="line one\nline-two-s3cret")
+    assert e.value.key == "amqpMonitorPassword" and "one line" in str(e.value) and "s3cret" not in str(e.value)
+
+
 def test_consumer_env_may_not_override_the_broker_settings():
     with pytest.raises(C.ConfigError) as e:
         amqp(consumerEnv='{"QW_AMQP_URL": "amqp://x:y@elsewhere/"}')
