@@ -10,11 +10,11 @@ RabbitMQ 3.10 (tests/infra/test_infra_amqp_permissions.py):
 * the management API's queue document (the unacknowledged count) needs a tag: ``monitoring``
   reads every queue of the vhosts the user has permissions on, and nothing else.
 
-The gap: the driver publishes through the default exchange (``amq.default``), and write on it
-lets a user publish to *any* queue of the vhost. So a consumer that posts replies or dead-letters
-by hand (its ``--max-attempts`` backstop) needs write on ``amq.default``; without it (what
-:func:`consumer` grants) it may only consume and settle its own queue and leaves dead-lettering to
-the broker's delivery limit (``maxClaims``). Per-queue exchanges in the driver would close the gap.
+Publishing: the driver posts to a queue through an exchange of its own (``NAME-in``; to the
+dead-letter queue through ``NAME-dlx``), never the default exchange, on which write would let a
+user publish to *any* queue of the vhost. So a consumer gets write on its dead-letter exchange
+(the ``--max-attempts`` backstop dead-letters by hand) and on the ``-in`` exchange of each reply
+queue, and on nothing else.
 """
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ import re
 NOTHING = "^$"  # a regex no resource name matches (RabbitMQ's way to grant nothing)
 
 
-def consumer(queue: str) -> dict[str, str]:
-    """Consume and settle (ack, nack) ``queue``; nothing else: no declare, delete or publish.
-    (Read also allows ``queue.purge`` on it: RabbitMQ has no finer right.)"""
-    return {"configure": NOTHING, "write": NOTHING, "read": f"^{re.escape(queue)}$", "tags": ""}
+def consumer(queue: str, reply_queues: tuple[str, ...] = ()) -> dict[str, str]:
+    """Consume and settle (ack, nack) ``queue``, dead-letter its messages, post to ``reply_queues``;
+    nothing else: no declare or delete, no post to any other queue. (Read also allows
+    ``queue.purge`` on it: RabbitMQ has no finer right.)"""
+    exchanges = "|".join(re.escape(n) for n in (queue + "-dlx", *(r + "-in" for r in reply_queues)))
+    return {"configure": NOTHING, "write": f"^({exchanges})$", "read": f"^{re.escape(queue)}$", "tags": ""}
 
 
 def monitor() -> dict[str, str]:
@@ -36,6 +38,7 @@ def monitor() -> dict[str, str]:
 
 
 def stack_user(queue: str, dead_letter_queue: str) -> dict[str, str]:
-    """amqpUrl's user: declare and delete the pair (and its ``-dlx`` exchange), set its policies."""
-    names = "|".join(re.escape(n) for n in (queue, dead_letter_queue, queue + "-dlx"))
+    """amqpUrl's user: declare and delete the pair (and its ``-dlx`` and ``-in`` exchanges), set its
+    policies."""
+    names = "|".join(re.escape(n) for n in (queue, dead_letter_queue, queue + "-dlx", queue + "-in"))
     return {"configure": f"^({names})$", "write": f"^({names})$", "read": f"^({names})$", "tags": "policymaker"}

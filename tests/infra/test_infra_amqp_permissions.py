@@ -47,21 +47,32 @@ def test_stack_user_declares_and_drops_only_its_pair(rabbitmq, pair):
         q.close()
 
 
-def test_consumer_consumes_and_settles_but_publishes_and_declares_nothing(rabbitmq, pair):
+def test_consumer_consumes_settles_dead_letters_and_replies_but_nothing_else(rabbitmq, pair):
     admin = open_queue("amqp", pair, **rabbitmq.queue_options)
-    admin.post([{"n": 1}, {"n": 2}])
-    q = as_user(rabbitmq, "consumer", pair, perms.consumer(pair))
+    admin.post([{"n": 1}, {"n": 2}, {"n": 3}])
+    replies = f"{pair}-replies"
+    reply_admin = open_queue("amqp", replies, **rabbitmq.queue_options)
+    reply_admin.ensure()
+    q = as_user(rabbitmq, "consumer", pair, perms.consumer(pair, (replies,)))
+    reply = as_user(rabbitmq, "consumer", replies, perms.consumer(pair, (replies,)))
     try:
-        claim = q.claim(2)
-        assert claim and len(claim.messages) == 2
+        claim = q.claim(3)
+        assert claim and len(claim.messages) == 3
         q.delete(claim.messages[0])
-        q.release(claim, claim.messages[1:])
-        assert refused(lambda: q.post([{"n": 3}]))
+        q.dead_letter(claim.messages[1], claim, "given up")  # the consumer's own backstop
+        q.release(claim, claim.messages[2:])
+        reply.post([{"reply": 1}])
+        assert reply_admin.stats().free == 1 and admin.dead_letter_queue().stats().free == 1
+        assert refused(lambda: q.post([{"n": 4}]))  # not to its own queue, nor any other
+        assert refused(lambda: reply.dead_letter_queue().post([{"n": 5}]))
         assert refused(q.ensure) and refused(q.drop)
         assert refused(lambda: q.dead_letter_queue().claim(1))  # not its dead letters
     finally:
         q.close()
-    assert admin.stats().free == 1  # one acked, one given back
+        reply.close()
+        reply_admin.drop()
+        reply_admin.close()
+    assert admin.stats().free == 1  # one acked, one dead-lettered, one given back
     admin.close()
 
 
