@@ -37,7 +37,7 @@ from bench.sweep import Job, default_processes, entries, run_all
 from bench.traces import Trace, builtin_traces, load_trace
 from bench.worlds import DEFAULT_WORLDS, World, sample
 
-__all__ = ["main", "Ours", "Trace", "simulate"]
+__all__ = ["Ours", "Trace", "main", "simulate"]
 
 HERE = Path(__file__).resolve().parent
 

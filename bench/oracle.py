@@ -4,11 +4,10 @@ target), so a policy that lets a backlog stand, or a world whose service is not 
 cost less than it. Compare costs with the work floor instead."""
 from __future__ import annotations
 
-from workload.autoscale.policy import Observation, erlang_c_servers
-
 from bench.sim import Controller
 from bench.traces import Trace
 from bench.worlds import World
+from workload.autoscale.policy import Observation, erlang_c_servers
 
 
 class Oracle(Controller):

@@ -14,11 +14,10 @@ import dataclasses
 import heapq
 import math
 
-from workload.autoscale.policy import Observation, erlang_c_servers
-from workload.queues.base import QueueStats
-
 from bench.traces import Trace
 from bench.worlds import Sample, World
+from workload.autoscale.policy import Observation, erlang_c_servers
+from workload.queues.base import QueueStats
 
 DRAIN_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
 

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from bench import baselines
 from bench.actuators import DRAIN_S, HEAT_UPDATE_S, make_actuator

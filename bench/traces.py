@@ -40,7 +40,7 @@ class Trace:
             best = max(best, self.rate_at(self.times[i]))
         return best
 
-    def scaled(self, factor: float) -> "Trace":
+    def scaled(self, factor: float) -> Trace:
         """The same shape with every rate multiplied by ``factor``."""
         return Trace(self.name, self.times, tuple(r * factor for r in self.rates))
 

@@ -25,7 +25,7 @@ class World:
     max_servers: int = 60  # the group's max size, for every policy
     target_wait_s: float = 30.0  # p95 of the wait (arrival to start of processing) to keep under
 
-    def validate(self) -> "World":
+    def validate(self) -> World:
         """Refuse values out of range, naming the option and what is allowed."""
         checks = (("--boot-time", self.boot_s, 0, 3600), ("--service-mean", self.service_mean_s, 0.01, 600),
                   ("--service-cv", self.service_cv, 0, 5), ("--max-servers", self.max_servers, 1, 1000),

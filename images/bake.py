@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -23,7 +22,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,9 +34,20 @@ DEFAULT_ARCHIVE = REPO_ROOT / "build" / "queue-workers-image.tar"
 DEFAULT_MANIFEST = REPO_ROOT / "build" / "template-manifest.json"
 
 # Image properties the bake writes (and the stack's image lookup and prune read).
-from images.properties import (  # noqa: E402,F401 (re-exported: the tests and fab tasks use bake.P_*)
-    P_BASE_ID, P_BASE_NAME, P_COMMIT, P_DIGEST, P_DOCKER, P_HASH, P_NAME, P_STATE, P_TIME, P_VERSION,
-    STATE_BAKING, STATE_COMPLETE)
+from images.properties import (  # noqa: E402 (re-exported: the tests and fab tasks use bake.P_*)
+    P_BASE_ID,
+    P_BASE_NAME,
+    P_COMMIT,
+    P_DIGEST,
+    P_DOCKER,
+    P_HASH,
+    P_NAME,
+    P_STATE,
+    P_TIME,
+    P_VERSION,
+    STATE_BAKING,
+    STATE_COMPLETE,
+)
 
 
 class BakeError(RuntimeError):
@@ -104,7 +114,7 @@ class BakeOptions:
         return [f for f in fields(cls) if "help" in f.metadata]
 
     @classmethod
-    def from_cli(cls, given: dict) -> "BakeOptions":
+    def from_cli(cls, given: dict) -> BakeOptions:
         """Options from the task's keyword arguments (the command line's values, converted)."""
         values = {}
         for f in cls.cli_fields():
@@ -204,7 +214,7 @@ def connect(opts: BakeOptions):
 
     try:
         return openstack.connect(cloud=opts.cloud, region_name=opts.region)
-    except Exception as e:  # noqa: BLE001 - openstacksdk raises several config error types
+    except Exception as e:
         raise BakeError(f"cannot connect to cloud {opts.cloud or '(OS_* environment)'}: {e}") from e
 
 
@@ -292,7 +302,7 @@ def _connect_ssh(address, port, user, key_path, keys, timeout, poll):
         try:
             c.open()
             return c
-        except Exception as e:  # noqa: BLE001 - sshd may not listen yet; a wrong host key never passes
+        except Exception as e:
             import paramiko
 
             c.close()
@@ -429,7 +439,7 @@ class Bake:
         failed: BaseException | None = None
         try:
             yield
-        except BaseException as e:  # noqa: BLE001 - Ctrl-C too: clean up, then re-raise
+        except BaseException as e:
             failed = e
             raise
         finally:

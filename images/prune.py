@@ -37,7 +37,7 @@ def images_in_use(conn) -> tuple[dict[str, str], list[str]]:
             values += _strings(conn.orchestration.get_stack_template(st))
         except openstack.exceptions.NotFoundException:
             continue
-        except Exception as e:  # noqa: BLE001 - a stack we cannot read might use any image
+        except Exception as e:
             raise BakeError(f"cannot read stack {listed.name}: {e}; not pruning") from e
         for v in values:
             used.setdefault(v, f"stack {listed.name}")

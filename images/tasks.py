@@ -7,7 +7,8 @@ import sys
 
 from invoke import Exit, task
 
-from images import bake as bake_mod, prune as prune_mod
+from images import bake as bake_mod
+from images import prune as prune_mod
 
 
 def bake_template(c, **given):

@@ -25,7 +25,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload import settings
 from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
@@ -187,7 +188,8 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 def run_producer(args: argparse.Namespace) -> int:
-    from workload import admin, producer as prod
+    from workload import admin
+    from workload import producer as prod
     queue = settings.open_queue(args)
     if args.ensure:
         admin.ensure(queue, _queue_policy(args))

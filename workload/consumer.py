@@ -34,14 +34,23 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
-from workload.heartbeat import Heartbeat
-from workload.settings import check_fields, check_limits, setting
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
+from workload.heartbeat import Heartbeat
 from workload.queues.base import (
-    MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
+    MAX_DELETE_IDS,
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+)
+from workload.settings import check_fields, check_limits, setting
 
 #: Outcomes in the log, one per handled message.
 OUTCOMES = ("done", "retry", "timeout", "dead-letter", "released")
@@ -128,7 +137,7 @@ class JsonLog:
         self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields: Any) -> dict[str, Any]:
-        rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
+        rec = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event}
         rec.update(fields)
         if self.stream is not None:
             line = json.dumps(rec, default=str, separators=(", ", ": "))

@@ -22,7 +22,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
 
 from workload.queues.base import MAX_POST_MESSAGES, QueueDriver, QueueError
 from workload.settings import SettingError
@@ -160,7 +161,7 @@ class Producer:
         """Ask the run to end after the post in flight (thread- and signal-safe)."""
         self._stop.set()
 
-    def start(self) -> "Producer":
+    def start(self) -> Producer:
         """Run in a background thread; :meth:`join` returns the summary."""
         self._thread = threading.Thread(target=self.run, name=f"producer-{self.producer_id}",
                                         daemon=True)

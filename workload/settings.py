@@ -36,10 +36,17 @@ import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from workload.queues import BACKENDS as DRIVER_BACKENDS
-from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE, MESSAGE_TTL_RANGE, QueuePolicy
+from workload.queues.base import (
+    CLAIM_GRACE_RANGE,
+    CLAIM_TTL_RANGE,
+    DELAY_RANGE,
+    MESSAGE_TTL_RANGE,
+    QueuePolicy,
+)
 from workload.queues.limits import AMQP, SQS, ZAQAR, Limits
 
 DEFAULT_QUEUE = "jobs"
@@ -198,7 +205,7 @@ class Setting:
         value = default if from_env is NOT_SET else from_env
         shown = " or ".join(f"${n}" for n in self.env)
         help_text = self.help
-        if self.kind is not bool and self.kind is not str or self.choices:
+        if (self.kind is not bool and self.kind is not str) or self.choices:
             help_text += f"; {self.allowed()}"
         if self.kind is not bool and shown_default not in (None, "", (), []):
             help_text += f" (default: {self.text(shown_default)})"

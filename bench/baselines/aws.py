@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 
-from workload.autoscale.policy import Observation
-
 from bench.baselines.knobs import PerServerTarget, backlog_grid
 from bench.worlds import World
+from workload.autoscale.policy import Observation
 
 KNOB = "target_backlog_per_instance"
 PERIOD_S = 60.0

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import math
 
-from workload.autoscale.policy import Observation
-
 from bench.baselines.knobs import PerServerTarget, backlog_grid
 from bench.worlds import World
+from workload.autoscale.policy import Observation
 
 KNOB = "queueLength"
 SYNC_S = 15.0

@@ -21,7 +21,8 @@ import dataclasses
 import datetime as _dt
 import email.utils
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload.autoscale.actuator import Actuator, ActuatorError, ApplyResult, GroupState
 
@@ -124,7 +125,7 @@ class HeatActuator(Actuator):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, session=None,
-                  sleep: Callable[[float], None] = time.sleep) -> "HeatActuator":
+                  sleep: Callable[[float], None] = time.sleep) -> HeatActuator:
         """Build from :meth:`add_arguments`' options; the session comes from clouds.yaml / OS_CLOUD.
 
         ``args.os_cloud`` (if the CLI has it) names the cloud; otherwise openstacksdk's usual
@@ -309,7 +310,7 @@ class HeatActuator(Actuator):
         server = resp.headers.get("Date")
         now = None
         if server:
-            now = email.utils.parsedate_to_datetime(server).astimezone(_dt.timezone.utc) \
+            now = email.utils.parsedate_to_datetime(server).astimezone(_dt.UTC) \
                 .replace(tzinfo=None).isoformat()
         return meta, now
 

@@ -24,17 +24,26 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from workload.autoscale.actuator import Actuator, ActuatorError
-from workload.heartbeat import Heartbeat
-from workload.autoscale.policy import (
-    Decision, Observation, Policy, PolicyConfigError, PolicyState, TargetConfig, TargetPolicy,
-    ThresholdConfig, ThresholdPolicy)
 from workload import settings
+from workload.autoscale.actuator import Actuator, ActuatorError
+from workload.autoscale.policy import (
+    Decision,
+    Observation,
+    Policy,
+    PolicyConfigError,
+    PolicyState,
+    TargetConfig,
+    TargetPolicy,
+    ThresholdConfig,
+    ThresholdPolicy,
+)
 from workload.exit_codes import EXIT_OK, EXIT_USAGE
+from workload.heartbeat import Heartbeat
 from workload.queues.base import QueueDriver, QueueError
 from workload.settings import Setting, add_options, declared, setting
 
@@ -112,7 +121,7 @@ class Monitor:
         self.failures = self.failures + 1 if errors else 0
         self.decisions += 1
         record = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": "decision", "policy": self.policy.name,
             "observation": obs.as_dict(),
             "group": dataclasses.asdict(group) if group else None,
@@ -234,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for cls, group in groups.items():
         fields = [s.name for s in declared(cls) if s.name not in seen]
         seen.update(fields)
-        unset = None if cls is MonitorOptions else {n: argparse.SUPPRESS for n in fields}
+        unset = None if cls is MonitorOptions else dict.fromkeys(fields, argparse.SUPPRESS)
         add_options(group, cls, only=fields, defaults=unset)
     from workload.autoscale.heat import HeatActuator
     HeatActuator.add_arguments(parser)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Reject, Result
 from workload.queues.base import Message

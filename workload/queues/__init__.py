@@ -8,8 +8,18 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.deadletter import redrive
 
 BACKENDS = ("zaqar", "sqs", "amqp")

@@ -64,13 +64,24 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
 from workload.queues.amqp_address import BrokerAddress, resolve
-from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.limits import AMQP, encode_json
 
 DEFAULT_PREFETCH = 20
@@ -93,7 +104,7 @@ class _Link:
         self.generation = 0
         self._conn = None
         self._channel = None
-        self._consumers: dict[str, "_Inbox"] = {}
+        self._consumers: dict[str, _Inbox] = {}
         self._lock: asyncio.Lock | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="amqp-io", daemon=True)
@@ -138,7 +149,7 @@ class _Link:
         await self.channel()
         return await self._conn.channel(publisher_confirms=False)
 
-    async def inbox(self, queue: str, prefetch: int) -> "_Inbox":
+    async def inbox(self, queue: str, prefetch: int) -> _Inbox:
         """The consumer of ``queue`` on this connection, started on first use."""
         channel = await self.channel()
         inbox = self._consumers.get(queue)
@@ -192,14 +203,14 @@ class _Inbox:
     async def take(self, limit: int, wait: float) -> list:
         try:
             first = await asyncio.wait_for(self.ready.get(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return []
         got = [first]
         while len(got) < limit:  # the rest of a burst arrives within milliseconds: linger briefly
             try:
                 got.append(self.ready.get_nowait() if not self.ready.empty()
                            else await asyncio.wait_for(self.ready.get(), LINGER))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return got
 
@@ -588,7 +599,7 @@ class AMQPQueue(QueueDriver):
         for q in (self.name, self.dead_letter_name):
             self._management("DELETE", self._vhost_path("policies", "qw." + q), missing_ok=True)
 
-    def dead_letter_queue(self) -> "AMQPQueue":
+    def dead_letter_queue(self) -> AMQPQueue:
         dlq_policy = self.policy.for_dead_letters()
         return AMQPQueue(self.dead_letter_name, policy=dlq_policy, prefetch=self.prefetch,
                          wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,

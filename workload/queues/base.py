@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 # Zaqar's hard-coded limits (zaqar/transport/validation.py); the SQS driver checks its own.
 CLAIM_TTL_RANGE = (60, 43200)
@@ -74,7 +75,7 @@ class QueuePolicy:
     dead_letter_suffix: str = "-dlq"
     dead_letter_ttl: int = 1209600
 
-    def for_dead_letters(self) -> "QueuePolicy":
+    def for_dead_letters(self) -> QueuePolicy:
         """The policy of this queue's dead-letter queue: its own TTL, never dead-lettering."""
         return QueuePolicy(message_ttl=self.dead_letter_ttl, claim_ttl=self.claim_ttl,
                            claim_grace=self.claim_grace, max_claims=0,
@@ -176,7 +177,7 @@ class QueueDriver(abc.ABC):
         """Delete this queue and its dead-letter queue. Missing queues are not an error."""
 
     @abc.abstractmethod
-    def dead_letter_queue(self) -> "QueueDriver":
+    def dead_letter_queue(self) -> QueueDriver:
         """The driver of this queue's dead-letter queue (same backend, ``name + suffix``)."""
 
     def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:

@@ -1,7 +1,7 @@
 """Split a list of encoded messages into the batches a service accepts (count and bytes)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from workload.queues.base import InvalidInput
 

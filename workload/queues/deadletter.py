@@ -2,7 +2,8 @@
 ``redrive`` (dead-letter queue back to the work queue) for any pair of drivers."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload.queues.base import QueueDriver
 

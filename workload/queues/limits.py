@@ -9,9 +9,17 @@ import dataclasses
 import json
 from typing import Any
 
-from workload.queues.base import (CLAIM_GRACE_RANGE, CLAIM_LIMIT_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE,
-                                  MAX_POST_BYTES, MAX_POST_MESSAGES, MESSAGE_TTL_RANGE, InvalidInput,
-                                  check_range)
+from workload.queues.base import (
+    CLAIM_GRACE_RANGE,
+    CLAIM_LIMIT_RANGE,
+    CLAIM_TTL_RANGE,
+    DELAY_RANGE,
+    MAX_POST_BYTES,
+    MAX_POST_MESSAGES,
+    MESSAGE_TTL_RANGE,
+    InvalidInput,
+    check_range,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,8 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -11,11 +11,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from workload.queues import batching, retry
-from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.limits import SQS, encode_json
 
 _MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
@@ -260,7 +271,7 @@ class SQSQueue(QueueDriver):
                 pass
             q._url = None
 
-    def dead_letter_queue(self) -> "SQSQueue":
+    def dead_letter_queue(self) -> SQSQueue:
         dlq_policy = self.policy.for_dead_letters()
         return SQSQueue(self.name + self.policy.dead_letter_suffix, policy=dlq_policy,
                         wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,

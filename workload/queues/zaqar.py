@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from workload.queues import batching, retry
-from workload.queues.base import (MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    MAX_DELETE_IDS,
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.limits import ZAQAR, encode_json
-
 
 DEFAULT_LOCAL_PROJECT = "queue-workers-local"
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
@@ -331,7 +342,7 @@ class ZaqarQueue(QueueDriver):
         for q in (self, self.dead_letter_queue()):
             q._request("DELETE", q._path, safe=True)
 
-    def dead_letter_queue(self) -> "ZaqarQueue":
+    def dead_letter_queue(self) -> ZaqarQueue:
         dlq_policy = self.policy.for_dead_letters()
         return ZaqarQueue(self.name + self.policy.dead_letter_suffix, policy=dlq_policy,
                           retry_policy=self.retry_policy, _transport=self._t)
