@@ -123,7 +123,7 @@ def run(args, worlds, traces, actuators) -> dict:
             for act, world, trace, entry in plan]
     figures = run_all(jobs, args.jobs)
     grouped: dict = {}
-    for (act, world, trace, entry), fig in zip(plan, figures):
+    for (act, world, trace, entry), fig in zip(plan, figures, strict=True):
         grouped.setdefault((act, world), {}).setdefault(trace.name, {})[_key(entry)] = fig
     result = {"target_wait_s": args.target_wait, "seeds": args.seeds, "actuators": actuators, "worlds": []}
     for (act, world), by_trace in grouped.items():

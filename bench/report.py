@@ -133,7 +133,7 @@ def plot(world: World, actuator: str, trace: str, tr: dict, out: Path) -> Path:
         xs = [r["cost_worker_s"] for r in rows]
         ys = [min(cap, _p95(r)) for r in rows]
         ax.plot(xs, ys, marker="o", label=f"{name} ({baselines.knob(name)})")
-        for r, x, y in zip(rows, xs, ys):
+        for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(f"{r['value']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     o = tr["ours"]
     ax.plot([o["cost_worker_s"]], [min(cap, _p95(o))], marker="*", markersize=16, color="black",

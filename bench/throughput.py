@@ -103,7 +103,7 @@ class ZaqarRig:
                         raise RuntimeError(f"bulk delete answered {d.status_code}: {d.text}")
                     with lock:
                         left[0] -= len(ids)
-            except Exception as exc:  # reported by the caller
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
                 errors.append(exc)
 
         threads = [threading.Thread(target=stream) for _ in range(streams)]

@@ -25,9 +25,11 @@ def bake_template(c, **given):
     try:
         result = bake_mod.bake(opts)
     except (bake_mod.BakeError, ValueError) as e:
-        raise Exit(f"bake-template: {e}", code=1)
+        raise Exit(f"bake-template: {e}", code=1) from e
     except KeyboardInterrupt:
-        raise Exit("bake-template: interrupted; everything the bake created was cleaned up (see above)", code=130)
+        raise Exit(
+            "bake-template: interrupted; everything the bake created was cleaned up (see above)", code=130
+        ) from None
     print(json.dumps({"template_image_id": result["template_image_id"], "template_name": result["template_name"],
                       "reused": result["reused"]}))
 
@@ -64,5 +66,5 @@ def prune_templates(c, keep=3, cloud=None, region=None, name=None, dry_run=False
     try:
         result = prune_mod.prune(conn, int(keep), name=name, dry_run=dry_run)
     except bake_mod.BakeError as e:
-        raise Exit(f"prune-templates: {e}", code=1)
+        raise Exit(f"prune-templates: {e}", code=1) from e
     print(json.dumps(result), file=sys.stdout)

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
 from workload.heartbeat import Heartbeat
 from workload.queues.base import (
@@ -60,8 +61,6 @@ LOG_FIELDS = ("ts", "event", "consumer", "queue", "message_id", "claim_id", "out
 
 DELETE_THREADS = 4  # parallel single deletes when the driver has no bulk delete
 FLUSH_AFTER = 0.5  # seconds a done message may wait for the rest of its claim before it is deleted
-
-from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 
 
 class FatalQueueError(RuntimeError):
@@ -390,7 +389,7 @@ class Consumer:
             start = time.monotonic()
             try:
                 result = self.handler.handle(task.message, ctx)
-            except Exception as exc:  # a broken handler must not kill the worker
+            except Exception as exc:  # noqa: BLE001 - a broken handler must not kill the worker
                 result = Result(RETRY, error=f"handler crashed: {type(exc).__name__}: {exc}")
             if result.ok and result.reply is not None and self.reply_queue is not None:
                 result = self._reply(task, result)

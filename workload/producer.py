@@ -47,7 +47,7 @@ def widget_requests(invalid_share: float = 0.0, work_s: float | None = None,
     rng = random.Random(seed)
     while True:
         if rng.random() < invalid_share:
-            widget_id = "not-a-widget-" + "%08x" % rng.getrandbits(32)
+            widget_id = f"not-a-widget-{rng.getrandbits(32):08x}"
         else:
             widget_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         body: dict[str, Any] = {"widget_id": widget_id, "action": "create"}

@@ -107,7 +107,7 @@ class Setting:
     # -- what is allowed, in words -------------------------------------------------------------
     def allowed(self) -> str:
         if self.kind is bool:
-            return "one of " + ", ".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE))
+            return "one of " + ", ".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE, strict=False))  # "" has no pair
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         elif self.kind in (int, float):

@@ -295,9 +295,9 @@ class HeatActuator(Actuator):
         value = output.get("output_value")
         try:
             self._last_size = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
             raise ActuatorError(f"output {self.size_output} of stack {self.stack_name} is "
-                                f"{value!r}, not a number (it should be the group's current_size)")
+                                f"{value!r}, not a number (it should be the group's current_size)") from exc
         return self._last_size
 
     def _group_metadata(self, with_server_time: bool = False):
@@ -375,8 +375,8 @@ class HeatActuator(Actuator):
             return None
         try:
             return resp.json()
-        except ValueError:
-            raise ActuatorError(f"Heat {method} {what}: not JSON: {resp.text[:200]}")
+        except ValueError as exc:
+            raise ActuatorError(f"Heat {method} {what}: not JSON: {resp.text[:200]}") from exc
 
     # --- template helpers ------------------------------------------------------------------------
     def _only(self, resources: dict, types, what: str) -> str:
@@ -414,7 +414,7 @@ def session_from_cloud(cloud: str | None = None, region: str | None = None):
     try:
         return os_config.OpenStackConfig().get_one(cloud=cloud, region_name=region).get_session()
     except os_exc.OpenStackCloudException as exc:
-        raise ActuatorError(f"cannot load OpenStack credentials ({cloud or 'OS_CLOUD / OS_*'}): {exc}")
+        raise ActuatorError(f"cannot load OpenStack credentials ({cloud or 'OS_CLOUD / OS_*'}): {exc}") from exc
 
 
 def _seconds_between(start_iso: str, end_iso: str) -> float:

@@ -62,7 +62,7 @@ class PythonHandler(Handler):
             reply = self.func(message.body, message) if self._with_message else self.func(message.body)
         except Reject as exc:
             return Result(REJECT, error=f"rejected: {exc}" if str(exc) else "rejected")
-        except Exception as exc:  # the handler's own failure: retry the message
+        except Exception as exc:  # noqa: BLE001 - the handler's own failure: retry the message
             return Result(RETRY, error=f"{type(exc).__name__}: {exc}"[:400])
         if ctx.timeout is not None and time.monotonic() - start > ctx.timeout:
             return Result(TIMEOUT, error=f"returned after the {ctx.timeout:g} s timeout")

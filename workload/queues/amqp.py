@@ -164,7 +164,7 @@ class _Link:
         if conn is not None and not conn.is_closed:
             try:
                 await conn.close()
-            except Exception:  # closing a broken connection: nothing to save
+            except Exception:  # noqa: BLE001 - closing a broken connection: nothing to save
                 pass
 
     def close(self) -> None:
@@ -196,7 +196,7 @@ class _Inbox:
         if self.generation == generation:
             try:
                 await self._queue.cancel(self._tag)
-            except Exception:  # a channel already gone has no consumer left to cancel
+            except Exception:  # noqa: BLE001 - a channel already gone has no consumer left to cancel
                 pass
         self.generation = -1
 
@@ -310,7 +310,7 @@ class AMQPQueue(QueueDriver):
                     return await make()
                 except (QueueError, retry.Retryable):
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any other failure becomes the driver's QueueError
                     raise _queue_error(exc, self.address, what) from None
             return self._link.run(wrapped, self.timeout)
 
@@ -328,7 +328,7 @@ class AMQPQueue(QueueDriver):
                                         timeout=self.timeout, **kw)
             except requests.RequestException as exc:
                 raise retry.Retryable(ServiceUnavailable(
-                    "Connection failed", f"management API {self.address.management_url}: {type(exc).__name__}"))
+                    "Connection failed", f"management API {self.address.management_url}: {type(exc).__name__}")) from exc
             if resp.status_code >= 500:
                 raise retry.Retryable(ServiceUnavailable(
                     "Management API error", f"{method} {path}: {resp.status_code}", resp.status_code))

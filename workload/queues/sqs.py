@@ -89,7 +89,7 @@ class SQSQueue(QueueDriver):
             except bce.ClientError as exc:
                 err = _client_error(exc)
                 if err.status is not None and err.status >= 500:
-                    raise retry.Retryable(ServiceUnavailable(err.title, err.description, err.status))
+                    raise retry.Retryable(ServiceUnavailable(err.title, err.description, err.status)) from exc
                 raise err from None
             except (bce.ConnectionError, bce.HTTPClientError) as exc:
                 raise retry.Retryable(ServiceUnavailable(
