@@ -1,4 +1,5 @@
 """Arrival traces: piecewise-constant rates read from ``t_seconds,arrivals_per_s`` CSV files."""
+
 from __future__ import annotations
 
 import bisect

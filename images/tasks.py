@@ -1,4 +1,5 @@
 """fab tasks for the consumer template: bake-template, prune-templates (steps live in images/)."""
+
 from __future__ import annotations
 
 import inspect
@@ -30,18 +31,29 @@ def bake_template(c, **given):
         raise Exit(
             "bake-template: interrupted; everything the bake created was cleaned up (see above)", code=130
         ) from None
-    print(json.dumps({"template_image_id": result["template_image_id"], "template_name": result["template_name"],
-                      "reused": result["reused"]}))
+    print(
+        json.dumps(
+            {
+                "template_image_id": result["template_image_id"],
+                "template_name": result["template_name"],
+                "reused": result["reused"],
+            }
+        )
+    )
 
 
 # The task's options, their defaults and their --help lines are BakeOptions' fields (declared once).
 _CLI = bake_mod.BakeOptions.cli_fields()
 bake_template.__signature__ = inspect.Signature(
     [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.metadata["cli_default"])
-       for f in _CLI])
-bake_template = task(auto_shortflags=False,
-                     help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI})(bake_template)
+    + [
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.metadata["cli_default"])
+        for f in _CLI
+    ]
+)
+bake_template = task(
+    auto_shortflags=False, help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI}
+)(bake_template)
 
 
 @task(

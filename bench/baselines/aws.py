@@ -19,6 +19,7 @@ the booting ones too, which only lowers the metric and delays the alarms (we fav
 scale-out cooldowns are "not used if the scalable resource is an Auto Scaling group") and no
 rate limit beyond the alarms. Minimum capacity 1: with none InService the metric divides by 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,14 +64,22 @@ class Aws(PerServerTarget):
         last = self.datapoints[-OUT_DATAPOINTS:]
         if len(last) == OUT_DATAPOINTS and all(m > self.target for m in last):
             desired = max(cur, want)  # warming instances already count in cur
-        elif (len(self.datapoints) == IN_DATAPOINTS and not warming
-              and all(m < IN_BELOW * self.target for m in self.datapoints)):
+        elif (
+            len(self.datapoints) == IN_DATAPOINTS
+            and not warming
+            and all(m < IN_BELOW * self.target for m in self.datapoints)
+        ):
             desired = min(cur, want)
         if desired > cur:
             self.launched += [t] * (desired - cur)
         return desired
 
     def params(self) -> dict:
-        return {KNOB: self.target, "metric_period_s": PERIOD_S, "scale_out": "3 of 3 datapoints > target",
-                "scale_in": "15 of 15 datapoints < 0.9 x target", "instance_warmup_s": self.warmup_s,
-                "min_capacity": MIN_CAPACITY}
+        return {
+            KNOB: self.target,
+            "metric_period_s": PERIOD_S,
+            "scale_out": "3 of 3 datapoints > target",
+            "scale_in": "15 of 15 datapoints < 0.9 x target",
+            "instance_warmup_s": self.warmup_s,
+            "min_capacity": MIN_CAPACITY,
+        }

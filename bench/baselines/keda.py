@@ -23,6 +23,7 @@ details and the default behaviour):
 * default scale-down: the highest recommendation of the last 300 s (stabilisation window), then
   up to 100 % removed per 15 s.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,9 +88,16 @@ class Keda(PerServerTarget):
         return min(cur, max(n for _, n in self.recommendations))
 
     def params(self) -> dict:
-        return {KNOB: self.target, "scaleOnInFlight": True, "useCachedMetrics": False,
-                "hpa_sync_s": SYNC_S, "pollingInterval_s": POLLING_INTERVAL_S,
-                "tolerance": TOLERANCE, "scaleUp": "max(4 pods, 100%) per 15 s",
-                "scaleDown_stabilizationWindowSeconds": SCALE_DOWN_STABILISATION_S,
-                "minReplicaCount": 0, "activationQueueLength": ACTIVATION_QUEUE_LENGTH,
-                "cooldownPeriod_s": COOLDOWN_PERIOD_S}
+        return {
+            KNOB: self.target,
+            "scaleOnInFlight": True,
+            "useCachedMetrics": False,
+            "hpa_sync_s": SYNC_S,
+            "pollingInterval_s": POLLING_INTERVAL_S,
+            "tolerance": TOLERANCE,
+            "scaleUp": "max(4 pods, 100%) per 15 s",
+            "scaleDown_stabilizationWindowSeconds": SCALE_DOWN_STABILISATION_S,
+            "minReplicaCount": 0,
+            "activationQueueLength": ACTIVATION_QUEUE_LENGTH,
+            "cooldownPeriod_s": COOLDOWN_PERIOD_S,
+        }

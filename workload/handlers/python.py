@@ -5,6 +5,7 @@ parameters. Its return value is the reply (None: no reply). Raising :class:`work
 dead-letters the message at once; any other exception means retry. A call cannot be interrupted:
 one that returns after the per-message timeout counts as ``timeout`` and its result is dropped.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -38,8 +39,11 @@ def load_callable(spec: str) -> Callable[..., Any]:
 
 def _wants_message(func: Callable[..., Any]) -> bool:
     try:
-        params = [p for p in inspect.signature(func).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return False
     return len(params) >= 2

@@ -5,6 +5,7 @@ reached through :meth:`QueueDriver.dead_letter_queue`. Zaqar's vocabulary is use
 (claim, grace, free/claimed); the SQS driver maps it: claim = receive with a visibility timeout,
 renew = ChangeMessageVisibility, release = visibility 0, dead-lettering = a redrive policy.
 """
+
 from __future__ import annotations
 
 import abc
@@ -77,9 +78,13 @@ class QueuePolicy:
 
     def for_dead_letters(self) -> QueuePolicy:
         """The policy of this queue's dead-letter queue: its own TTL, never dead-lettering."""
-        return QueuePolicy(message_ttl=self.dead_letter_ttl, claim_ttl=self.claim_ttl,
-                           claim_grace=self.claim_grace, max_claims=0,
-                           dead_letter_ttl=self.dead_letter_ttl)
+        return QueuePolicy(
+            message_ttl=self.dead_letter_ttl,
+            claim_ttl=self.claim_ttl,
+            claim_grace=self.claim_grace,
+            max_claims=0,
+            dead_letter_ttl=self.dead_letter_ttl,
+        )
 
     def validate(self) -> None:
         check_range("message_ttl", self.message_ttl, MESSAGE_TTL_RANGE)
@@ -188,7 +193,12 @@ class QueueDriver(abc.ABC):
         """
         from workload.queues import deadletter
 
-        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
-                               claim_count=message.claim_count)
+        body = deadletter.wrap(
+            message.body,
+            queue=self.name,
+            message_id=message.id,
+            reason=reason,
+            claim_count=message.claim_count,
+        )
         self.dead_letter_queue().post([body])
         self.delete(message, claim)
