@@ -148,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def worlds_from_args(args, p) -> list[World]:
+def worlds_from_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[World]:
     shared = {"max_servers": args.max_servers, "target_wait_s": args.target_wait}
     given = {
         k: v

@@ -23,6 +23,14 @@ from workload.queues.base import QueueStats
 DRAIN_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
 
 
+def seen(obs: Observation) -> tuple[QueueStats, int]:
+    """The queue depth and group size of an observation of the simulated fleet, which always has
+    both (a real monitor's may lack either: see :class:`Observation`)."""
+    if obs.stats is None or obs.current is None:
+        raise ValueError(f"an observation of the simulated fleet without stats or size: {obs!r}")
+    return obs.stats, obs.current
+
+
 class Controller(abc.ABC):
     """What decides the group's size: looks every ``poll_s`` seconds, returns the desired size."""
 
@@ -96,8 +104,11 @@ class Fleet:
     def observe(self, t: float, report_pending: bool = True) -> Observation:
         """What the monitor sees at ``t``; ``report_pending`` False: booting servers not told
         apart (the Heat actuator reads only the group's size)."""
-        in_flight = [s.msg_arrival for s in self.servers.values() if s.busy_until > t]
-        in_flight += [s.msg_arrival for s, _ in self.retiring if s.busy_until > t]
+        # A busy server always has its message's arrival (both are set together in advance()).
+        busy = [s for s in self.servers.values() if s.busy_until > t] + [
+            s for s, _ in self.retiring if s.busy_until > t
+        ]
+        in_flight = [s.msg_arrival for s in busy if s.msg_arrival is not None]
         free = self.free
         oldest = min(in_flight + ([self.arrivals[self.started]] if free else []), default=None)
         stats = QueueStats(

@@ -33,6 +33,8 @@ class Entry:
             return make_ours(world, self.boot_x, self.service_x)
         if self.kind == "oracle":
             return Oracle(trace, world)
+        if self.value is None:
+            raise ValueError(f"entry {self.kind}: a baseline needs its knob's value")
         return baselines.make(self.kind, self.value, world)
 
 

@@ -218,8 +218,9 @@ def _drop(queue) -> None:
 def measure(
     messages: int, rounds: int, backends: list[str], progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    rigs = [{"zaqar": ZaqarRig, "amqp": AMQPRig}[b]() for b in backends]
-    best = {r.name: {} for r in rigs}
+    rig_types: dict[str, type[ZaqarRig] | type[AMQPRig]] = {"zaqar": ZaqarRig, "amqp": AMQPRig}
+    rigs = [rig_types[b]() for b in backends]
+    best: dict[str, dict[str, float]] = {r.name: {} for r in rigs}
     started = []
     try:
         for rig in rigs:

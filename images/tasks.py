@@ -44,7 +44,8 @@ def bake_template(c, **given):
 
 # The task's options, their defaults and their --help lines are BakeOptions' fields (declared once).
 _CLI = bake_mod.BakeOptions.cli_fields()
-bake_template.__signature__ = inspect.Signature(
+# inspect.signature() reads __signature__ from any callable; typeshed declares it on no function type.
+bake_template.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [
         inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.metadata["cli_default"])

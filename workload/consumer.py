@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
@@ -304,7 +304,8 @@ class Consumer:
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat = Heartbeat()
         policy = getattr(queue, "policy", None)
-        self.claim_ttl = self.config.claim_ttl or getattr(policy, "claim_ttl", 300)
+        configured_ttl = self.config.claim_ttl
+        self.claim_ttl: int = configured_ttl if configured_ttl else getattr(policy, "claim_ttl", 300)
         self.claim_grace = self.config.claim_grace
         if self.claim_grace is None:
             self.claim_grace = getattr(policy, "claim_grace", 60)
@@ -524,10 +525,10 @@ class Consumer:
             except Exception as exc:  # noqa: BLE001 - a broken handler must not kill the worker
                 result = Result(RETRY, error=f"handler crashed: {type(exc).__name__}: {exc}")
             if result.ok and result.reply is not None and self.reply_queue is not None:
-                result = self._reply(task, result)
+                result = self._reply(self.reply_queue, task, result)
             self._results.put((task, result, time.monotonic() - start))
 
-    def _reply(self, task: _Task, result: Result) -> Result:
+    def _reply(self, reply_queue: QueueDriver, task: _Task, result: Result) -> Result:
         body = {
             "request_id": task.message.id,
             "reply": result.reply,
@@ -538,7 +539,7 @@ class Consumer:
         if seq is not None:
             body["seq"] = seq
         try:
-            self.reply_queue.post([body])
+            reply_queue.post([body])
         except QueueError as exc:
             return Result(RETRY, error=f"reply not posted: {exc}")
         self._count("replies")
@@ -551,6 +552,7 @@ class Consumer:
         done: dict[_Held, list[tuple[_Task, float]]] = {}
         first_at: dict[_Held, float] = {}
         while True:
+            item: tuple[_Task, Result, float] | Literal[False] | None
             try:
                 item = self._results.get(timeout=0.1)
             except queue_mod.Empty:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 from bench.baselines.knobs import PerServerTarget, backlog_grid
+from bench.sim import seen
 from bench.worlds import World
 from workload.autoscale.policy import Observation
 
@@ -51,15 +52,15 @@ class Aws(PerServerTarget):
         self.launched: list[float] = []  # launch times of instances still warming up
 
     def decide(self, obs: Observation) -> int:
-        t, cur = obs.now, obs.current
+        t, (stats, cur) = obs.now, seen(obs)
         self.launched = [x for x in self.launched if t - x < self.warmup_s][-cur:] if cur else []
         warming = len(self.launched)
         in_service = cur - warming
         if in_service > 0:
-            self.datapoints = (self.datapoints + [obs.stats.free / in_service])[-IN_DATAPOINTS:]
+            self.datapoints = (self.datapoints + [stats.free / in_service])[-IN_DATAPOINTS:]
         else:
             self.datapoints = []  # no data: the alarms are in INSUFFICIENT_DATA
-        want = max(MIN_CAPACITY, min(self.max_size, math.ceil(obs.stats.free / self.target - 1e-9)))
+        want = max(MIN_CAPACITY, min(self.max_size, math.ceil(stats.free / self.target - 1e-9)))
         desired = max(MIN_CAPACITY, cur)
         last = self.datapoints[-OUT_DATAPOINTS:]
         if len(last) == OUT_DATAPOINTS and all(m > self.target for m in last):

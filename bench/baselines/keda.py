@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 from bench.baselines.knobs import PerServerTarget, backlog_grid
+from bench.sim import seen
 from bench.worlds import World
 from workload.autoscale.policy import Observation
 
@@ -59,7 +60,8 @@ class Keda(PerServerTarget):
         self.last_active: float | None = None
 
     def decide(self, obs: Observation) -> int:
-        t, cur, metric = obs.now, obs.current, obs.stats.total
+        t, (stats, cur) = obs.now, seen(obs)
+        metric = stats.total
         if self.last_active is None:
             self.last_active = t
         if t - self.last_poll >= POLLING_INTERVAL_S - 1e-9:  # the KEDA operator's check

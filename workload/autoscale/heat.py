@@ -301,6 +301,8 @@ class HeatActuator(Actuator):
         via = via or self.mode
         up = desired > before
         policy = self.up_policy if up else self.down_policy
+        if policy is None:  # the constructor refuses signal/alarm modes without both policies
+            raise ActuatorError(f"no scaling-{'up' if up else 'down'} policy in stack {self.stack_name}")
         current, sent, notes = before, 0, []
         while (current < desired) if up else (current > desired):
             ignored = self._will_ignore(up, current, state)
@@ -389,7 +391,7 @@ class HeatActuator(Actuator):
             if allow_stale and self._last_size is not None:
                 return self._last_size
             raise ActuatorError(f"output {self.size_output}: {output['output_error']}")
-        value = output.get("output_value")
+        value: Any = output.get("output_value")  # int() below refuses what is not a number
         try:
             self._last_size = int(value)
         except (TypeError, ValueError) as exc:

@@ -130,7 +130,8 @@ class Monitor:
         else:
             decision = self.policy.decide(obs, self.state)
             self.state = decision.state
-            if decision.action != "hold" and not self.dry_run:
+            # action != "hold" already means desired is not None; the check says so to mypy.
+            if decision.desired is not None and decision.action != "hold" and not self.dry_run:
                 try:
                     applied = self.actuator.apply(decision.desired, decision.reason)
                     self.actions += 1
@@ -177,15 +178,15 @@ class Monitor:
 
     def _wait(self, seconds: float) -> None:
         """Wait for the next look (or a stop); beat meanwhile if the last look worked."""
-        beating = self.heartbeat is not None and not self.failures
+        beating = None if self.failures else self.heartbeat
         end = time.monotonic() + seconds
         while not self._stop.is_set():
-            if beating:
-                self.heartbeat.beat()
+            if beating is not None:
+                beating.beat()
             left = end - time.monotonic()
             if left <= 0:
                 return
-            self._stop.wait(min(left, self.heartbeat.every) if beating else left)
+            self._stop.wait(min(left, beating.every) if beating is not None else left)
 
 
 def _print_json(record: dict[str, Any]) -> None:

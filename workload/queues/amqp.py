@@ -58,6 +58,7 @@ same credentials. A password never appears in a repr, a log line or an error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -65,8 +66,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
@@ -84,6 +85,9 @@ from workload.queues.base import (
     ServiceUnavailable,
 )
 from workload.queues.limits import AMQP, encode_json
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractConnection
 
 DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
@@ -103,15 +107,15 @@ class _Link:
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.generation = 0
-        self._conn = None
-        self._channel = None
+        self._conn: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._consumers: dict[str, _Inbox] = {}
         self._lock: asyncio.Lock | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="amqp-io", daemon=True)
         self._thread.start()
 
-    def run(self, make: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    def run(self, make: Callable[[], Coroutine[Any, Any, Any]], timeout: float) -> Any:
         """Run the coroutine ``make()`` on the loop; wait at most ``timeout`` seconds."""
         future = asyncio.run_coroutine_threadsafe(make(), self.loop)
         try:
@@ -127,16 +131,21 @@ class _Link:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._channel is not None and not self._channel.is_closed and not self._conn.is_closed:
+            if (
+                self._channel is not None
+                and self._conn is not None  # set together with the channel
+                and not self._channel.is_closed
+                and not self._conn.is_closed
+            ):
                 return self._channel
             await self._close()
             import aio_pika
 
             # a heartbeat in the URL's query (?heartbeat=N) wins over the option
-            options = (
+            options: dict[str, Any] = (
                 {} if "heartbeat=" in urlsplit(self.address.url).query else {"heartbeat": self.heartbeat}
             )
-            self._conn = await asyncio.wait_for(
+            self._conn = conn = await asyncio.wait_for(
                 aio_pika.connect(
                     self.address.url,
                     timeout=self.connect_timeout,
@@ -146,7 +155,7 @@ class _Link:
                 self.connect_timeout,
             )
             # on_return_raises: an unroutable message (no such queue) fails its publish
-            self._channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+            self._channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
             # Consumers of the old connection resume at their queue's next claim (inbox), after
             # a passive declare on a control channel: a queue dropped meanwhile must not take
             # the new work channel down with it.
@@ -157,6 +166,7 @@ class _Link:
         """A short-lived channel for calls whose failure closes a channel (passive declares,
         deletes): an error there must not cost the work channel its deliveries."""
         await self.channel()
+        assert self._conn is not None  # channel() connected or raised
         return await self._conn.channel(publisher_confirms=False)
 
     async def inbox(self, queue: str, prefetch: int) -> _Inbox:
@@ -329,7 +339,7 @@ class AMQPQueue(QueueDriver):
         return self.name + self.policy.dead_letter_suffix
 
     # -- calls ----------------------------------------------------------------------------------
-    def _do(self, what: str, make: Callable[[], Awaitable[Any]], *, safe: bool) -> Any:
+    def _do(self, what: str, make: Callable[[], Coroutine[Any, Any, Any]], *, safe: bool) -> Any:
         """Run one operation on the loop, translating errors; retried with backoff when ``safe``."""
 
         def attempt():
@@ -453,7 +463,7 @@ class AMQPQueue(QueueDriver):
         ):
             self._do(
                 "publish",
-                lambda rng=rng: self._publish([(ids[i], texts[i]) for i in rng], self.name, expiration),
+                functools.partial(self._publish, [(ids[i], texts[i]) for i in rng], self.name, expiration),
                 safe=False,
             )
         return ids
@@ -706,7 +716,7 @@ def _message(delivery, receipt: str, now: float) -> Message:
         body = json.loads(delivery.body)
     except ValueError:  # published by someone else as plain text
         body = delivery.body.decode(errors="replace")
-    posted = headers.get(POSTED_AT)
+    posted: Any = headers.get(POSTED_AT)  # whatever the publisher sent: float() below checks it
     try:
         posted = float(posted.decode() if isinstance(posted, bytes) else posted)
     except (TypeError, ValueError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -54,7 +55,7 @@ class BrokerAddress:
 
 
 def parse_url(
-    url: str | None, management_url: str | None = None, environ: dict[str, str] | None = None
+    url: str | None, management_url: str | None = None, environ: Mapping[str, str] | None = None
 ) -> BrokerAddress:
     """Check an AMQP URL and fold in credentials from ``QW_AMQP_USER``/``QW_AMQP_PASSWORD``;
     raise :class:`InvalidInput` (naming the URL without its password) if it is not usable."""
@@ -125,7 +126,7 @@ def from_config(environ) -> dict | None:
 
 
 def resolve(
-    url: str | None, management_url: str | None = None, environ: dict[str, str] | None = None
+    url: str | None, management_url: str | None = None, environ: Mapping[str, str] | None = None
 ) -> BrokerAddress:
     """The broker address from ``url``, ``$QW_AMQP_URL`` or the config file (see the module)."""
     environ = os.environ if environ is None else environ

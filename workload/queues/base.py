@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Zaqar's hard-coded limits (zaqar/transport/validation.py); the SQS driver checks its own.
 CLAIM_TTL_RANGE = (60, 43200)
@@ -114,6 +114,13 @@ class Claim:
     messages: list[Message]
     ttl: int
     grace: int = 0
+    # Bookkeeping a driver keeps on the claims it made: not part of a claim's value (no init, repr
+    # or comparison) and absent until that driver sets it (drivers test hasattr). Zaqar and SQS:
+    # ids of the messages neither deleted nor released yet; Zaqar: those to give back once the
+    # others are settled; AMQP: the connection generation the deliveries came on.
+    _held: set[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _to_release: set[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _generation: int = dataclasses.field(init=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +141,11 @@ class QueueDriver(abc.ABC):
 
     name: str
     policy: QueuePolicy
+
+    if TYPE_CHECKING:
+        # Every driver is built as Driver(name, **options) (open_queue); each declares its own
+        # keyword-only options, so the base has no constructor of its own at run time.
+        def __init__(self, name: str, **options: Any) -> None: ...
 
     @abc.abstractmethod
     def ensure(self, policy: QueuePolicy | None = None) -> None:

@@ -15,7 +15,7 @@ def wrap(
     body: Any, *, queue: str, message_id: str, reason: str, claim_count: int | None = None
 ) -> dict[str, Any]:
     """The body a consumer-side dead-letter posts: the original body plus where and why."""
-    info = {"queue": queue, "original_id": message_id, "reason": reason}
+    info: dict[str, Any] = {"queue": queue, "original_id": message_id, "reason": reason}
     if claim_count is not None:
         info["claim_count"] = claim_count
     return {ENVELOPE_KEY: info, "body": body}

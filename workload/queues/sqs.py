@@ -163,7 +163,7 @@ class SQSQueue(QueueDriver):
         sizes = [len(t.encode()) for t in texts]
         ids: list[str] = []
         for rng in batching.split_batches(sizes, self.limits.batch_messages, self.limits.batch_bytes):
-            entries = [{"Id": str(i), "MessageBody": texts[i]} for i in rng]
+            entries: list[dict[str, Any]] = [{"Id": str(i), "MessageBody": texts[i]} for i in rng]
             if delay is not None:
                 for e in entries:
                     e["DelaySeconds"] = delay

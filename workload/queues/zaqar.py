@@ -325,7 +325,7 @@ class ZaqarQueue(QueueDriver):
         while others are still being handled is deferred: the claim is released (making exactly
         those messages free) once every other message of it is deleted or released."""
         held = getattr(claim, "_held", {m.id for m in claim.messages})
-        pending = getattr(claim, "_to_release", set())
+        pending: set[str] = getattr(claim, "_to_release", set())
         pending |= {m.id for m in messages} if messages is not None else set(held)
         claim._to_release, claim._held = pending, held
         if not held - pending:
