@@ -11,7 +11,7 @@ DEMO_SECONDS ?= 90
 export QW_ZAQAR_VENV := $(CURDIR)/$(ZAQAR_VENV)
 export QW_OPENSTACK_VENV := $(CURDIR)/$(OPENSTACK_VENV)
 
-.PHONY: help venv venv-zaqar venv-openstack builder-deps demo test test-fast bench image clean
+.PHONY: help venv venv-zaqar venv-openstack builder-deps demo lint test test-fast bench image clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,7 +46,13 @@ $(OPENSTACK_VENV)/.installed: devenv/requirements-openstack.txt devenv/openstack
 demo: venv venv-zaqar $(if $(filter amqp,$(DEMO_BACKEND)),builder-deps) ## local Zaqar (DEMO_BACKEND=amqp: RabbitMQ) + producer + monitor + autoscaled consumers; last line is a JSON summary
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) -m devenv demo
 
-test: venv venv-zaqar venv-openstack builder-deps ## every check this machine can run (unit, integration, infra, builder, controlplane, cloud)
+lint: venv ## ruff (lint, format check) and mypy, configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# lint is the first prerequisite: a type or lint error fails in seconds, before the service venvs are built.
+test: lint venv venv-zaqar venv-openstack builder-deps ## lint first, then every check this machine can run (unit, integration, infra, builder, controlplane, cloud)
 	$(PY) -m pytest
 
 test-fast: venv ## pure logic only: no servers

@@ -27,6 +27,7 @@ plus ``drain_s`` (the consumer stops, Nova deletes the server).
 The example stacks (``Pulumi.iad.yaml``, ``Pulumi.dfw.yaml`` at the repository's root) give the
 steps and cooldowns; keys they leave out take the Pulumi program's defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,13 @@ def load_stack(name: str, root: Path = ROOT) -> StackValues:
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"stack {name!r}: cannot read {path.name}: {e}") from None
     v = {k: config.get(f"queue-workers:{k}", d) for k, d in STACK_DEFAULTS.items()}
-    return StackValues(name, int(v["scaleUpStep"]), int(v["scaleDownStep"]),
-                       float(v["scaleUpCooldown"]), float(v["scaleDownCooldown"]))
+    return StackValues(
+        name,
+        int(v["scaleUpStep"]),
+        int(v["scaleDownStep"]),
+        float(v["scaleUpCooldown"]),
+        float(v["scaleDownCooldown"]),
+    )
 
 
 class Direct:

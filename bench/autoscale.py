@@ -20,6 +20,7 @@ floor is the sum of the service times; utilisation is work / cost.
 Output: per world and trace, worst first, the tables and the verdicts; plots of cost against p95
 (``--out``); with ``--json`` one JSON object on the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ from bench.sweep import Job, default_processes, entries, run_all
 from bench.traces import Trace, builtin_traces, load_trace
 from bench.worlds import DEFAULT_WORLDS, World, sample
 
-__all__ = ["main", "Ours", "Trace", "simulate"]
+__all__ = ["Ours", "Trace", "main", "simulate"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,8 +50,9 @@ class Ours(MonitorPolicy):
         super().__init__("ours", ours_argv(world))
 
 
-def simulate(trace: Trace, controller: sim.Controller, seed: int,
-             world: World = DEFAULT_WORLDS[0]) -> sim.Run:
+def simulate(
+    trace: Trace, controller: sim.Controller, seed: int, world: World = DEFAULT_WORLDS[0]
+) -> sim.Run:
     """One controller on one seed of ``trace`` in ``world``, resized directly."""
     return sim.simulate(trace, world, sample(trace, world, seed), controller, Direct())
 
@@ -65,46 +67,101 @@ def _key(entry) -> tuple:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.autoscale", description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true",
-                   help="end with one JSON object on the last line (the tables go to stderr)")
-    p.add_argument("--trace", action="append", metavar="FILE.csv",
-                   help="run this CSV trace (rows t_seconds,arrivals_per_s, rates for a 1 s service "
-                        "time) instead of the built-in ones; its name is the file's stem; repeatable")
-    p.add_argument("--seeds", type=int, default=10, metavar="N",
-                   help="seeds 1..N per figure: p95 pooled over all their waits, cost the mean (default 10)")
-    w = p.add_argument_group("the world (any of the first three: that one world instead of the "
-                             f"default {len(DEFAULT_WORLDS)})")
-    w.add_argument("--boot-time", type=float, metavar="S", help="seconds from asking for a server to it consuming")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="end with one JSON object on the last line (the tables go to stderr)",
+    )
+    p.add_argument(
+        "--trace",
+        action="append",
+        metavar="FILE.csv",
+        help="run this CSV trace (rows t_seconds,arrivals_per_s, rates for a 1 s service "
+        "time) instead of the built-in ones; its name is the file's stem; repeatable",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=10,
+        metavar="N",
+        help="seeds 1..N per figure: p95 pooled over all their waits, cost the mean (default 10)",
+    )
+    w = p.add_argument_group(
+        f"the world (any of the first three: that one world instead of the default {len(DEFAULT_WORLDS)})"
+    )
+    w.add_argument(
+        "--boot-time", type=float, metavar="S", help="seconds from asking for a server to it consuming"
+    )
     w.add_argument("--service-mean", type=float, metavar="S", help="mean service time of a message, seconds")
-    w.add_argument("--service-cv", type=float, metavar="X", help="coefficient of variation of the service time")
-    w.add_argument("--max-servers", type=int, metavar="N", default=World.max_servers,
-                   help=f"the group's max size in every world (default {World.max_servers})")
-    w.add_argument("--target-wait", type=float, metavar="S", default=World.target_wait_s,
-                   help=f"p95 wait to keep under, seconds (default {World.target_wait_s:g})")
+    w.add_argument(
+        "--service-cv", type=float, metavar="X", help="coefficient of variation of the service time"
+    )
+    w.add_argument(
+        "--max-servers",
+        type=int,
+        metavar="N",
+        default=World.max_servers,
+        help=f"the group's max size in every world (default {World.max_servers})",
+    )
+    w.add_argument(
+        "--target-wait",
+        type=float,
+        metavar="S",
+        default=World.target_wait_s,
+        help=f"p95 wait to keep under, seconds (default {World.target_wait_s:g})",
+    )
     a = p.add_argument_group("the actuator")
-    a.add_argument("--actuator", action="append", metavar="SPEC",
-                   help="direct (default: resize at once), signal-iad, signal-dfw (Heat signals with the "
-                        "example stack's steps and cooldowns), patch-iad, patch-dfw (Heat stack "
-                        "updates), or all; repeatable")
-    a.add_argument("--heat-update-time", type=float, default=HEAT_UPDATE_S, metavar="S",
-                   help=f"patch: seconds a stack update takes (default {HEAT_UPDATE_S:g})")
-    a.add_argument("--drain-time", type=float, default=DRAIN_S, metavar="S",
-                   help="Heat: seconds a removed server still costs after its last message "
-                        f"(consumer stop, server deletion; default {DRAIN_S:g})")
+    a.add_argument(
+        "--actuator",
+        action="append",
+        metavar="SPEC",
+        help="direct (default: resize at once), signal-iad, signal-dfw (Heat signals with the "
+        "example stack's steps and cooldowns), patch-iad, patch-dfw (Heat stack "
+        "updates), or all; repeatable",
+    )
+    a.add_argument(
+        "--heat-update-time",
+        type=float,
+        default=HEAT_UPDATE_S,
+        metavar="S",
+        help=f"patch: seconds a stack update takes (default {HEAT_UPDATE_S:g})",
+    )
+    a.add_argument(
+        "--drain-time",
+        type=float,
+        default=DRAIN_S,
+        metavar="S",
+        help="Heat: seconds a removed server still costs after its last message "
+        f"(consumer stop, server deletion; default {DRAIN_S:g})",
+    )
     o = p.add_argument_group("output and running")
     o.add_argument("--out", default=str(HERE / "out"), help="folder for the PNG plots (default bench/out/)")
     o.add_argument("--no-plots", action="store_true", help="skip the plots")
     o.add_argument("--no-priors", action="store_true", help="skip ours' rows with wrong boot/service guesses")
-    o.add_argument("--jobs", type=int, default=default_processes(), metavar="N",
-                   help="processes to simulate in (default: 2, or 1 on one core)")
+    o.add_argument(
+        "--jobs",
+        type=int,
+        default=default_processes(),
+        metavar="N",
+        help="processes to simulate in (default: 2, or 1 on one core)",
+    )
     return p
 
 
-def worlds_from_args(args, p) -> list[World]:
+def worlds_from_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[World]:
     shared = {"max_servers": args.max_servers, "target_wait_s": args.target_wait}
-    given = {k: v for k, v in (("boot_s", args.boot_time), ("service_mean_s", args.service_mean),
-                               ("service_cv", args.service_cv)) if v is not None}
-    worlds = [World(**given, **shared)] if given else [dataclasses.replace(w, **shared) for w in DEFAULT_WORLDS]
+    given = {
+        k: v
+        for k, v in (
+            ("boot_s", args.boot_time),
+            ("service_mean_s", args.service_mean),
+            ("service_cv", args.service_cv),
+        )
+        if v is not None
+    }
+    worlds = (
+        [World(**given, **shared)] if given else [dataclasses.replace(w, **shared) for w in DEFAULT_WORLDS]
+    )
     try:
         return [w.validate() for w in worlds]
     except ValueError as e:
@@ -119,16 +176,23 @@ def run(args, worlds, traces, actuators) -> dict:
             for trace in traces:
                 for entry in entries(world, priors=not args.no_priors):
                     plan.append((act, world, trace, entry))
-    jobs = [Job(world, trace, entry, args.seeds, act, args.heat_update_time, args.drain_time)
-            for act, world, trace, entry in plan]
+    jobs = [
+        Job(world, trace, entry, args.seeds, act, args.heat_update_time, args.drain_time)
+        for act, world, trace, entry in plan
+    ]
     figures = run_all(jobs, args.jobs)
     grouped: dict = {}
-    for (act, world, trace, entry), fig in zip(plan, figures):
+    for (act, world, trace, entry), fig in zip(plan, figures, strict=True):
         grouped.setdefault((act, world), {}).setdefault(trace.name, {})[_key(entry)] = fig
     result = {"target_wait_s": args.target_wait, "seeds": args.seeds, "actuators": actuators, "worlds": []}
     for (act, world), by_trace in grouped.items():
-        result["worlds"].append({**world.as_dict(), "actuator": act,
-                                 "traces": {t: report.trace_result(rows) for t, rows in by_trace.items()}})
+        result["worlds"].append(
+            {
+                **world.as_dict(),
+                "actuator": act,
+                "traces": {t: report.trace_result(rows) for t, rows in by_trace.items()},
+            }
+        )
     return result
 
 

@@ -2,13 +2,13 @@
 not a lower bound either: it sizes an M/M/c queue (exponential service, every instant within the
 target), so a policy that lets a backlog stand, or a world whose service is not exponential, can
 cost less than it. Compare costs with the work floor instead."""
-from __future__ import annotations
 
-from workload.autoscale.policy import Observation, erlang_c_servers
+from __future__ import annotations
 
 from bench.sim import Controller
 from bench.traces import Trace
 from bench.worlds import World
+from workload.autoscale.policy import Observation, erlang_c_servers
 
 
 class Oracle(Controller):

@@ -6,6 +6,7 @@ every ``poll_s`` seconds at what the real monitor sees (the queue's free / claim
 oldest age, the group's size and, when the actuator reports it, how many are booting) and
 returns a desired size, which the actuator applies (at once, or the way Heat would).
 """
+
 from __future__ import annotations
 
 import abc
@@ -14,13 +15,20 @@ import dataclasses
 import heapq
 import math
 
+from bench.traces import Trace
+from bench.worlds import Sample, World
 from workload.autoscale.policy import Observation, erlang_c_servers
 from workload.queues.base import QueueStats
 
-from bench.traces import Trace
-from bench.worlds import Sample, World
-
 DRAIN_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
+
+
+def seen(obs: Observation) -> tuple[QueueStats, int]:
+    """The queue depth and group size of an observation of the simulated fleet, which always has
+    both (a real monitor's may lack either: see :class:`Observation`)."""
+    if obs.stats is None or obs.current is None:
+        raise ValueError(f"an observation of the simulated fleet without stats or size: {obs!r}")
+    return obs.stats, obs.current
 
 
 class Controller(abc.ABC):
@@ -96,12 +104,19 @@ class Fleet:
     def observe(self, t: float, report_pending: bool = True) -> Observation:
         """What the monitor sees at ``t``; ``report_pending`` False: booting servers not told
         apart (the Heat actuator reads only the group's size)."""
-        in_flight = [s.msg_arrival for s in self.servers.values() if s.busy_until > t]
-        in_flight += [s.msg_arrival for s, _ in self.retiring if s.busy_until > t]
+        # A busy server always has its message's arrival (both are set together in advance()).
+        busy = [s for s in self.servers.values() if s.busy_until > t] + [
+            s for s, _ in self.retiring if s.busy_until > t
+        ]
+        in_flight = [s.msg_arrival for s in busy if s.msg_arrival is not None]
         free = self.free
         oldest = min(in_flight + ([self.arrivals[self.started]] if free else []), default=None)
-        stats = QueueStats(free=free, claimed=len(in_flight), total=free + len(in_flight),
-                           oldest_age=None if oldest is None else t - oldest)
+        stats = QueueStats(
+            free=free,
+            claimed=len(in_flight),
+            total=free + len(in_flight),
+            oldest_age=None if oldest is None else t - oldest,
+        )
         pending = sum(1 for s in self.servers.values() if s.ready_at > t) if report_pending else 0
         return Observation(now=t, stats=stats, current=len(self.servers), pending=pending)
 
@@ -136,7 +151,8 @@ class Fleet:
             if s.busy_until <= t:
                 return (0, 0.0)
             return (2, s.busy_until)
-        victims = sorted(self.servers.values(), key=order)[:cur - desired]
+
+        victims = sorted(self.servers.values(), key=order)[: cur - desired]
         for s in victims:
             del self.servers[s.id]
             if s.ready_at > t:
@@ -185,8 +201,7 @@ class Run:
 def initial_servers(trace: Trace, world: World) -> int:
     """Every policy starts with the fleet the load at t=0 needs (Erlang C), already booted."""
     load = trace.rate_at(0)  # busy servers: a world divides the rates by its mean service time
-    return min(world.max_servers,
-               erlang_c_servers(load, world.service_mean_s, world.target_wait_s, 0.95))
+    return min(world.max_servers, erlang_c_servers(load, world.service_mean_s, world.target_wait_s, 0.95))
 
 
 def simulate(trace: Trace, world: World, sample: Sample, controller: Controller, actuator) -> Run:

@@ -1,13 +1,14 @@
 """Running the policies: every sweep value of every baseline, ours and its prior rows, the oracle,
 each over N seeds (p95 pooled over all seeds' waits, cost and work the mean), in parallel.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import multiprocessing
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from bench import baselines
 from bench.actuators import DRAIN_S, HEAT_UPDATE_S, make_actuator
@@ -32,6 +33,8 @@ class Entry:
             return make_ours(world, self.boot_x, self.service_x)
         if self.kind == "oracle":
             return Oracle(trace, world)
+        if self.value is None:
+            raise ValueError(f"entry {self.kind}: a baseline needs its knob's value")
         return baselines.make(self.kind, self.value, world)
 
 
@@ -65,12 +68,14 @@ def pooled(runs, target_wait_s: float) -> dict:
     p95 = percentile(waits, 0.95)
     cost = math.fsum(r.cost for r in runs) / len(runs)
     work = math.fsum(r.work for r in runs) / len(runs)
-    return {"cost_worker_s": round(cost, 1),
-            "p95_wait_s": round(p95, 2) if math.isfinite(p95) else None,
-            "meets_target": math.isfinite(p95) and p95 <= target_wait_s,
-            "utilisation": round(work / cost, 3) if cost else None,
-            "work_floor_worker_s": round(work, 1),
-            "actions": round(sum(r.actions for r in runs) / len(runs), 1)}
+    return {
+        "cost_worker_s": round(cost, 1),
+        "p95_wait_s": round(p95, 2) if math.isfinite(p95) else None,
+        "meets_target": math.isfinite(p95) and p95 <= target_wait_s,
+        "utilisation": round(work / cost, 3) if cost else None,
+        "work_floor_worker_s": round(work, 1),
+        "actions": round(sum(r.actions for r in runs) / len(runs), 1),
+    }
 
 
 def run_job(job: Job) -> dict:
@@ -78,8 +83,15 @@ def run_job(job: Job) -> dict:
     runs = []
     for seed in range(1, job.seeds + 1):
         actuator = make_actuator(job.actuator, update_s=job.update_s, drain_s=job.drain_s)
-        runs.append(simulate(job.trace, job.world, sample(job.trace, job.world, seed),
-                             job.entry.controller(job.trace, job.world), actuator))
+        runs.append(
+            simulate(
+                job.trace,
+                job.world,
+                sample(job.trace, job.world, seed),
+                job.entry.controller(job.trace, job.world),
+                actuator,
+            )
+        )
     return pooled(runs, job.world.target_wait_s)
 
 

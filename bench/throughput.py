@@ -17,6 +17,7 @@ The best round of each is kept (the machine is shared; the best is the least dis
 line of output is one JSON object: per backend the three rates, ``ratio`` = consumer_4 / raw and
 ``ratio_1_worker`` = consumer_1 / raw.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -42,10 +44,20 @@ def consumer_drain(queue, n: int, workers: int) -> tuple[float, dict[str, Any]]:
     from workload.handlers import make_handler
 
     with open(os.devnull, "w") as null:
-        c = Consumer(queue, make_handler("python", "workload.handlers.builtin:noop"),
-                     ConsumerConfig(batch=BATCH, concurrency=workers, max_messages=n, claim_ttl=60,
-                                    claim_grace=60, poll_min=0.01, poll_max=0.05),
-                     log=JsonLog(null))
+        c = Consumer(
+            queue,
+            make_handler("python", "workload.handlers.builtin:noop"),
+            ConsumerConfig(
+                batch=BATCH,
+                concurrency=workers,
+                max_messages=n,
+                claim_ttl=60,
+                claim_grace=60,
+                poll_min=0.01,
+                poll_max=0.05,
+            ),
+            log=JsonLog(null),
+        )
         start = time.perf_counter()
         summary = c.run()
         return time.perf_counter() - start, summary
@@ -62,10 +74,12 @@ class ZaqarRig:
 
     def __init__(self):
         from devenv.zaqar import LocalZaqar
+
         self.service = LocalZaqar()
 
     def open(self, workers: int):
         from workload.queues import open_queue
+
         return open_queue("zaqar", self.queue_name, **self.service.queue_options)
 
     def fill(self, n: int) -> None:
@@ -73,7 +87,7 @@ class ZaqarRig:
         q = self.open(1)
         bodies = _bodies(n)
         for i in range(0, n, 500):
-            q.post(bodies[i:i + 500])
+            q.post(bodies[i : i + 500])
 
     def raw_drain(self, n: int, streams: int = 2) -> float:
         """``streams`` threads, each its own connection: claim 20, bulk delete, repeat."""
@@ -84,8 +98,13 @@ class ZaqarRig:
 
         def stream():
             s = requests.Session()
-            s.headers.update({"Client-ID": str(uuid.uuid4()), "X-Project-ID": self.service.project,
-                              "Content-Type": "application/json"})
+            s.headers.update(
+                {
+                    "Client-ID": str(uuid.uuid4()),
+                    "X-Project-ID": self.service.project,
+                    "Content-Type": "application/json",
+                }
+            )
             try:
                 while True:
                     with lock:
@@ -102,7 +121,7 @@ class ZaqarRig:
                         raise RuntimeError(f"bulk delete answered {d.status_code}: {d.text}")
                     with lock:
                         left[0] -= len(ids)
-            except Exception as exc:  # reported by the caller
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
                 errors.append(exc)
 
         threads = [threading.Thread(target=stream) for _ in range(streams)]
@@ -123,15 +142,18 @@ class AMQPRig:
 
     def __init__(self):
         from devenv.rabbitmq import LocalRabbitMQ
+
         self.service = LocalRabbitMQ()
 
     def open(self, workers: int):
         from workload.queues import open_queue
+
         # what the consumer CLI asks for: the broker pushes what a consumer keeps in hand
         return open_queue("amqp", self.queue_name, prefetch=workers + BATCH, **self.service.queue_options)
 
     def fill(self, n: int) -> None:
         from workload.queues import QueuePolicy
+
         self.queue_name = "bench-" + uuid.uuid4().hex[:10]
         q = self.open(1)
         q.ensure(QueuePolicy(max_claims=5))
@@ -140,21 +162,30 @@ class AMQPRig:
 
     async def _publish(self, n: int, window: int = 1000) -> None:
         import aio_pika
+
         conn = await aio_pika.connect(self.service.amqp_url)
         async with conn:
             ch = await conn.channel(publisher_confirms=True)
             bodies = [json.dumps(b).encode() for b in _bodies(n)]
             for i in range(0, n, window):
-                await asyncio.gather(*(ch.default_exchange.publish(
-                    aio_pika.Message(b, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                     message_id=uuid.uuid4().hex), routing_key=self.queue_name)
-                    for b in bodies[i:i + window]))
+                await asyncio.gather(
+                    *(
+                        ch.default_exchange.publish(
+                            aio_pika.Message(
+                                b, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=uuid.uuid4().hex
+                            ),
+                            routing_key=self.queue_name,
+                        )
+                        for b in bodies[i : i + window]
+                    )
+                )
 
     def raw_drain(self, n: int) -> float:
         return asyncio.run(self._drain(n))
 
     async def _drain(self, n: int) -> float:
         import aio_pika
+
         conn = await aio_pika.connect(self.service.amqp_url)
         async with conn:
             ch = await conn.channel()
@@ -184,10 +215,12 @@ def _drop(queue) -> None:
         queue.close()
 
 
-def measure(messages: int, rounds: int, backends: list[str],
-            progress: Callable[[str], None]) -> dict[str, Any]:
-    rigs = [{"zaqar": ZaqarRig, "amqp": AMQPRig}[b]() for b in backends]
-    best = {r.name: {} for r in rigs}
+def measure(
+    messages: int, rounds: int, backends: list[str], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    rig_types: dict[str, type[ZaqarRig] | type[AMQPRig]] = {"zaqar": ZaqarRig, "amqp": AMQPRig}
+    rigs = [rig_types[b]() for b in backends]
+    best: dict[str, dict[str, float]] = {r.name: {} for r in rigs}
     started = []
     try:
         for rig in rigs:
@@ -195,7 +228,7 @@ def measure(messages: int, rounds: int, backends: list[str],
             started.append(rig)
             progress(f"local {rig.name} at {rig.service.url}")
         for r in range(rounds):
-            order = CONTENDERS[r % 3:] + CONTENDERS[:r % 3]  # interleaved, rotating
+            order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]  # interleaved, rotating
             for name in order:
                 for rig in rigs:
                     rig.fill(messages)
@@ -206,8 +239,9 @@ def measure(messages: int, rounds: int, backends: list[str],
                     else:
                         secs, summary = consumer_drain(queue, messages, workers)
                         if summary["done"] != messages:
-                            raise RuntimeError(f"{rig.name} {name} handled {summary['done']} of "
-                                               f"{messages}: {summary}")
+                            raise RuntimeError(
+                                f"{rig.name} {name} handled {summary['done']} of {messages}: {summary}"
+                            )
                     rate = messages / secs
                     best[rig.name][name] = max(best[rig.name].get(name, 0.0), rate)
                     progress(f"round {r + 1}/{rounds} {rig.name:5} {name:11} {rate:8.0f} messages/s")
@@ -215,40 +249,62 @@ def measure(messages: int, rounds: int, backends: list[str],
     finally:
         for rig in started:
             rig.service.stop()
-    result: dict[str, Any] = {"benchmark": "throughput", "messages": messages, "rounds": rounds,
-                              "batch": BATCH, "target_ratio": 0.8, "backends": {}}
+    result: dict[str, Any] = {
+        "benchmark": "throughput",
+        "messages": messages,
+        "rounds": rounds,
+        "batch": BATCH,
+        "target_ratio": 0.8,
+        "backends": {},
+    }
     for name, b in best.items():
         result["backends"][name] = {
-            "raw_per_s": round(b["raw"], 1), "consumer_1_per_s": round(b["consumer_1"], 1),
+            "raw_per_s": round(b["raw"], 1),
+            "consumer_1_per_s": round(b["consumer_1"], 1),
             "consumer_4_per_s": round(b["consumer_4"], 1),
             "ratio": round(b["consumer_4"] / b["raw"], 3),
-            "ratio_1_worker": round(b["consumer_1"] / b["raw"], 3)}
+            "ratio_1_worker": round(b["consumer_1"] / b["raw"], 3),
+        }
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print only the JSON result (progress on stderr)")
-    p.add_argument("--messages", type=int, default=int(os.environ.get("QW_BENCH_MESSAGES", 10000)),
-                   help="messages per drain, at least 100 (default 10000) [env $QW_BENCH_MESSAGES]")
-    p.add_argument("--rounds", type=int, default=int(os.environ.get("QW_BENCH_ROUNDS", 3)),
-                   help="rounds; the best of each contender is kept (default 3) [env $QW_BENCH_ROUNDS]")
-    p.add_argument("--backends", default=os.environ.get("QW_BENCH_BACKENDS", ",".join(BACKENDS)),
-                   help="comma-separated backends to measure side by side (default: zaqar,amqp) "
-                        "[env $QW_BENCH_BACKENDS]")
+    p.add_argument(
+        "--messages",
+        type=int,
+        default=int(os.environ.get("QW_BENCH_MESSAGES", 10000)),
+        help="messages per drain, at least 100 (default 10000) [env $QW_BENCH_MESSAGES]",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=int(os.environ.get("QW_BENCH_ROUNDS", 3)),
+        help="rounds; the best of each contender is kept (default 3) [env $QW_BENCH_ROUNDS]",
+    )
+    p.add_argument(
+        "--backends",
+        default=os.environ.get("QW_BENCH_BACKENDS", ",".join(BACKENDS)),
+        help="comma-separated backends to measure side by side (default: zaqar,amqp) "
+        "[env $QW_BENCH_BACKENDS]",
+    )
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - set(BACKENDS):
-        p.error(f"--backends={args.backends!r} is not allowed: a comma-separated list of "
-                f"{', '.join(BACKENDS)}")
+        p.error(
+            f"--backends={args.backends!r} is not allowed: a comma-separated list of {', '.join(BACKENDS)}"
+        )
     if args.messages < 100 or args.rounds < 1:
         p.error("--messages must be at least 100 and --rounds at least 1")
     out = sys.stderr if args.json else sys.stdout
     result = measure(args.messages, args.rounds, backends, lambda line: print(line, file=out, flush=True))
     if not args.json:
         for name, b in result["backends"].items():
-            print(f"{name}: consumer / raw = {b['ratio']:.2f} with 4 workers, {b['ratio_1_worker']:.2f} "
-                  f"with 1 (target {result['target_ratio']})")
+            print(
+                f"{name}: consumer / raw = {b['ratio']:.2f} with 4 workers, {b['ratio_1_worker']:.2f} "
+                f"with 1 (target {result['target_ratio']})"
+            )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -1,4 +1,5 @@
 """Arrival traces: piecewise-constant rates read from ``t_seconds,arrivals_per_s`` CSV files."""
+
 from __future__ import annotations
 
 import bisect
@@ -40,7 +41,7 @@ class Trace:
             best = max(best, self.rate_at(self.times[i]))
         return best
 
-    def scaled(self, factor: float) -> "Trace":
+    def scaled(self, factor: float) -> Trace:
         """The same shape with every rate multiplied by ``factor``."""
         return Trace(self.name, self.times, tuple(r * factor for r in self.rates))
 

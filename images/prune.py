@@ -1,4 +1,5 @@
 """`fab prune-templates`: delete old template images, never one a server or a Heat stack uses."""
+
 from __future__ import annotations
 
 import sys
@@ -37,7 +38,7 @@ def images_in_use(conn) -> tuple[dict[str, str], list[str]]:
             values += _strings(conn.orchestration.get_stack_template(st))
         except openstack.exceptions.NotFoundException:
             continue
-        except Exception as e:  # noqa: BLE001 - a stack we cannot read might use any image
+        except Exception as e:
             raise BakeError(f"cannot read stack {listed.name}: {e}; not pruning") from e
         for v in values:
             used.setdefault(v, f"stack {listed.name}")
@@ -64,10 +65,16 @@ def prune(conn, keep: int, name: str | None = None, dry_run: bool = False, out=N
     t = template.load()
     name = name or t.name
     ours = [i for i in conn.image.images(owner=conn.current_project_id) if _props(i).get(P_NAME) == name]
-    complete = sorted([i for i in ours if _props(i).get(P_STATE) == STATE_COMPLETE],
-                      key=lambda i: i.created_at or "", reverse=True)
-    half = [i for i in ours if _props(i).get(P_STATE) != STATE_COMPLETE and i.status != "saving"
-            and i.status != "queued"]
+    complete = sorted(
+        [i for i in ours if _props(i).get(P_STATE) == STATE_COMPLETE],
+        key=lambda i: i.created_at or "",
+        reverse=True,
+    )
+    half = [
+        i
+        for i in ours
+        if _props(i).get(P_STATE) != STATE_COMPLETE and i.status != "saving" and i.status != "queued"
+    ]
     out = out or sys.stderr
     used, notes = images_in_use(conn)
     result = {"kept": [i.name for i in complete[:keep]], "deleted": [], "in_use": [], "checked": notes}

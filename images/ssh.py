@@ -4,6 +4,7 @@ Fabric 3 accepts any host key by default (AutoAddPolicy). The bake reads the bui
 from the console log (`-----BEGIN SSH HOST KEY KEYS-----` block cloud-init writes on first boot),
 loads only those, and sets RejectPolicy: a server answering with another key is refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,14 +36,24 @@ def known_host_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def pinned_connection(host: str, port: int, user: str, key_filename: str,
-                      host_keys: list[tuple[str, str]], connect_timeout: int = 15) -> Connection:
+def pinned_connection(
+    host: str,
+    port: int,
+    user: str,
+    key_filename: str,
+    host_keys: list[tuple[str, str]],
+    connect_timeout: int = 15,
+) -> Connection:
     """A Fabric Connection that accepts only `host_keys` for host:port (RejectPolicy otherwise)."""
-    cfg = Config(overrides={"run": {"in_stream": False}, "sudo": {"user": "root"},
-                            "load_ssh_configs": False})
-    c = Connection(host, port=port, user=user, config=cfg, connect_timeout=connect_timeout,
-                   connect_kwargs={"key_filename": key_filename, "look_for_keys": False,
-                                   "allow_agent": False})
+    cfg = Config(overrides={"run": {"in_stream": False}, "sudo": {"user": "root"}, "load_ssh_configs": False})
+    c = Connection(
+        host,
+        port=port,
+        user=user,
+        config=cfg,
+        connect_timeout=connect_timeout,
+        connect_kwargs={"key_filename": key_filename, "look_for_keys": False, "allow_agent": False},
+    )
     name = known_host_name(host, port)
     hk = c.client.get_host_keys()
     hk.clear()

@@ -5,6 +5,7 @@ the same on a cloud builder and on the local builder host (devenv/builder). Wher
 PID 1 (the chroot builder host), services cannot start: `docker_running` says so and the
 steps that need the daemon say so too.
 """
+
 from __future__ import annotations
 
 import io
@@ -54,11 +55,21 @@ def apt_install(c: Connection, packages: list[str]) -> None:
     if not packages:
         return
     pk = " ".join(shlex.quote(p) for p in packages)
-    _sudo(c, f"export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-             f"apt-get install -y -qq --no-install-recommends {pk}", timeout=900)
-    missing = [p for p in packages
-               if not c.run(f"dpkg-query -W -f='${{Status}}' {shlex.quote(p)} | grep -q 'install ok installed'",
-                            warn=True, hide=True).ok]
+    _sudo(
+        c,
+        f"export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+        f"apt-get install -y -qq --no-install-recommends {pk}",
+        timeout=900,
+    )
+    missing = [
+        p
+        for p in packages
+        if not c.run(
+            f"dpkg-query -W -f='${{Status}}' {shlex.quote(p)} | grep -q 'install ok installed'",
+            warn=True,
+            hide=True,
+        ).ok
+    ]
     if missing:
         raise StepError(f"packages not installed after apt-get: {', '.join(missing)}")
 
@@ -73,7 +84,10 @@ def install_docker(c: Connection, t: Template) -> str:
     else:
         add_docker_repository(c, t)
         apt_install(c, ["docker-ce", "docker-ce-cli", "containerd.io"])
-    _sudo(c, "systemctl enable docker.service containerd.service >/dev/null 2>&1 || systemctl enable docker.service")
+    _sudo(
+        c,
+        "systemctl enable docker.service containerd.service >/dev/null 2>&1 || systemctl enable docker.service",
+    )
     if systemd_running(c):
         _sudo(c, "systemctl restart docker.service", timeout=120)
     cfg = json.loads(_sudo(c, "cat /etc/docker/daemon.json").stdout)
@@ -94,18 +108,28 @@ def add_docker_repository(c: Connection, t: Template) -> None:
     only packages signed by it (``signed-by``), for this machine's architecture."""
     repo = t.docker_ce_repository.rstrip("/")
     staged = f"{DOCKER_KEYRING}.download"
-    _sudo(c, f"install -d -m 0755 /etc/apt/keyrings && curl -fsSL {shlex.quote(repo + '/gpg')} -o {staged}",
-          timeout=120)
+    _sudo(
+        c,
+        f"install -d -m 0755 /etc/apt/keyrings && curl -fsSL {shlex.quote(repo + '/gpg')} -o {staged}",
+        timeout=120,
+    )
     colons = _sudo(c, f"gpg --batch --with-colons --show-keys {staged}", warn=True).stdout
     found = [line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:")]
     if t.docker_ce_key_fingerprint not in found:
         _sudo(c, f"rm -f {staged}")
-        raise StepError(f"the key at {repo}/gpg has fingerprint {', '.join(found) or '(none: not an OpenPGP key)'}; "
-                        f"the template trusts only {t.docker_ce_key_fingerprint} (docker.docker_ce_key_fingerprint, "
-                        "or --docker-key-fingerprint)")
-    _sudo(c, f"gpg --batch --yes --dearmor -o {DOCKER_KEYRING} {staged} && rm -f {staged} && chmod a+r {DOCKER_KEYRING}")
+        raise StepError(
+            f"the key at {repo}/gpg has fingerprint {', '.join(found) or '(none: not an OpenPGP key)'}; "
+            f"the template trusts only {t.docker_ce_key_fingerprint} (docker.docker_ce_key_fingerprint, "
+            "or --docker-key-fingerprint)"
+        )
+    _sudo(
+        c,
+        f"gpg --batch --yes --dearmor -o {DOCKER_KEYRING} {staged} && rm -f {staged} && chmod a+r {DOCKER_KEYRING}",
+    )
     arch = c.run("dpkg --print-architecture", hide=True).stdout.strip()
-    _put_root(c, f"deb [arch={arch} signed-by={DOCKER_KEYRING}] {repo} {t.docker_ce_suite} stable\n", DOCKER_SOURCE)
+    _put_root(
+        c, f"deb [arch={arch} signed-by={DOCKER_KEYRING}] {repo} {t.docker_ce_suite} stable\n", DOCKER_SOURCE
+    )
 
 
 def docker_running(c: Connection, wait: float = 0) -> bool:
@@ -156,7 +180,9 @@ def verify_container(c: Connection, t: Template, image_ref: str | None = None) -
     ref = image_ref or t.workload_image
     r = _sudo(c, f"docker run --rm --network none {shlex.quote(ref)} --help", warn=True, timeout=120)
     if not r.ok:
-        raise StepError(f"the workload container did not run on the builder: {(r.stderr or r.stdout).strip()[-300:]}")
+        raise StepError(
+            f"the workload container did not run on the builder: {(r.stderr or r.stdout).strip()[-300:]}"
+        )
     if c.run(f"systemctl is-enabled {t.unit_name}", warn=True, hide=True).stdout.strip() != "enabled":
         raise StepError(f"{t.unit_name} is not enabled")
     return r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
@@ -167,8 +193,10 @@ def generalise(c: Connection, t: Template, bake_public_key: str) -> None:
 
     Must be the last step: afterwards the bake key no longer logs in (this session stays)."""
     key_body = bake_public_key.split()[1]
-    home = c.run(f"getent passwd {shlex.quote(t.login_user)} | cut -d: -f6", hide=True).stdout.strip() \
+    home = (
+        c.run(f"getent passwd {shlex.quote(t.login_user)} | cut -d: -f6", hide=True).stdout.strip()
         or f"/home/{t.login_user}"
+    )
     script = f"""
 set -e
 if command -v cloud-init >/dev/null; then cloud-init clean --logs; fi
@@ -183,14 +211,25 @@ journalctl --rotate --vacuum-time=1s >/dev/null 2>&1 || true
 sync
 """
     _sudo(c, script)
-    left = _sudo(c, f"grep -rl {shlex.quote(key_body)} /root/.ssh {home}/.ssh 2>/dev/null; "
-                    "ls /etc/ssh/ssh_host_* 2>/dev/null; test -s /etc/machine-id && echo machine-id", warn=True).stdout.strip()
+    left = _sudo(
+        c,
+        f"grep -rl {shlex.quote(key_body)} /root/.ssh {home}/.ssh 2>/dev/null; "
+        "ls /etc/ssh/ssh_host_* 2>/dev/null; test -s /etc/machine-id && echo machine-id",
+        warn=True,
+    ).stdout.strip()
     if left:
         raise StepError(f"generalise left behind: {left}")
 
 
-def run_all(c: Connection, t: Template, bake_public_key: str, *, archive: Path | None = None,
-            reference: str | None = None, progress=None) -> dict:
+def run_all(
+    c: Connection,
+    t: Template,
+    bake_public_key: str,
+    *,
+    archive: Path | None = None,
+    reference: str | None = None,
+    progress=None,
+) -> dict:
     """Every step in order; returns facts for the template's properties and the manifest."""
     progress = progress or (lambda label, fn, *a, **k: fn(*a, **k))
     progress("wait for cloud-init", wait_for_cloud_init, c)

@@ -1,4 +1,5 @@
 """fab tasks for the consumer template: bake-template, prune-templates (steps live in images/)."""
+
 from __future__ import annotations
 
 import inspect
@@ -7,7 +8,8 @@ import sys
 
 from invoke import Exit, task
 
-from images import bake as bake_mod, prune as prune_mod
+from images import bake as bake_mod
+from images import prune as prune_mod
 
 
 def bake_template(c, **given):
@@ -24,21 +26,35 @@ def bake_template(c, **given):
     try:
         result = bake_mod.bake(opts)
     except (bake_mod.BakeError, ValueError) as e:
-        raise Exit(f"bake-template: {e}", code=1)
+        raise Exit(f"bake-template: {e}", code=1) from e
     except KeyboardInterrupt:
-        raise Exit("bake-template: interrupted; everything the bake created was cleaned up (see above)", code=130)
-    print(json.dumps({"template_image_id": result["template_image_id"], "template_name": result["template_name"],
-                      "reused": result["reused"]}))
+        raise Exit(
+            "bake-template: interrupted; everything the bake created was cleaned up (see above)", code=130
+        ) from None
+    print(
+        json.dumps(
+            {
+                "template_image_id": result["template_image_id"],
+                "template_name": result["template_name"],
+                "reused": result["reused"],
+            }
+        )
+    )
 
 
 # The task's options, their defaults and their --help lines are BakeOptions' fields (declared once).
 _CLI = bake_mod.BakeOptions.cli_fields()
-bake_template.__signature__ = inspect.Signature(
+# inspect.signature() reads __signature__ from any callable; typeshed declares it on no function type.
+bake_template.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.metadata["cli_default"])
-       for f in _CLI])
-bake_template = task(auto_shortflags=False,
-                     help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI})(bake_template)
+    + [
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.metadata["cli_default"])
+        for f in _CLI
+    ]
+)
+bake_template = task(
+    auto_shortflags=False, help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI}
+)(bake_template)
 
 
 @task(
@@ -63,5 +79,5 @@ def prune_templates(c, keep=3, cloud=None, region=None, name=None, dry_run=False
     try:
         result = prune_mod.prune(conn, int(keep), name=name, dry_run=dry_run)
     except bake_mod.BakeError as e:
-        raise Exit(f"prune-templates: {e}", code=1)
+        raise Exit(f"prune-templates: {e}", code=1) from e
     print(json.dumps(result), file=sys.stdout)

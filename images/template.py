@@ -4,6 +4,7 @@ Pure: reads files, no I/O to hosts or clouds. The content hash covers every file
 folder and the bake steps' source, so "unchanged content" (reuse an existing template image)
 means: same definition, same steps, same workload image.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,11 +38,11 @@ class Template:
     docker_method: str
     docker_ce_repository: str
     docker_ce_suite: str
-    docker_ce_key_fingerprint: str      # 40 hex digits, upper case
-    daemon_json: str                    # file content
+    docker_ce_key_fingerprint: str  # 40 hex digits, upper case
+    daemon_json: str  # file content
     workload_image: str
     unit_name: str
-    unit: str                           # file content
+    unit: str  # file content
     env_file: str
     directory: Path = field(default=TEMPLATE_DIR)
 
@@ -54,8 +55,16 @@ class Template:
             h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
         h.update(workload_image_id.encode())
         # What flags can change without touching a file: a docker-ce template is not a distro one.
-        h.update("\0".join((self.docker_method, self.docker_ce_repository, self.docker_ce_suite,
-                             self.docker_ce_key_fingerprint)).encode())
+        h.update(
+            "\0".join(
+                (
+                    self.docker_method,
+                    self.docker_ce_repository,
+                    self.docker_ce_suite,
+                    self.docker_ce_key_fingerprint,
+                )
+            ).encode()
+        )
         return h.hexdigest()
 
 
@@ -64,7 +73,9 @@ def _require(doc: dict, key: str, kind, where: str = ""):
         raise TemplateError(f"template.yaml: missing key {where}{key}")
     val = doc[key]
     if not isinstance(val, kind):
-        raise TemplateError(f"template.yaml: {where}{key} = {val!r} must be {getattr(kind, '__name__', kind)}")
+        raise TemplateError(
+            f"template.yaml: {where}{key} = {val!r} must be {getattr(kind, '__name__', kind)}"
+        )
     return val
 
 
@@ -84,8 +95,12 @@ def repository_url(value: str, where: str = "docker.docker_ce_repository") -> st
     return str(value).rstrip("/")
 
 
-def load(directory: Path = TEMPLATE_DIR, docker_method: str | None = None, docker_repository: str | None = None,
-         docker_key_fingerprint: str | None = None) -> Template:
+def load(
+    directory: Path = TEMPLATE_DIR,
+    docker_method: str | None = None,
+    docker_repository: str | None = None,
+    docker_key_fingerprint: str | None = None,
+) -> Template:
     """Load and validate the template; the arguments override docker.method,
     docker.docker_ce_repository and docker.docker_ce_key_fingerprint."""
     doc = yaml.safe_load((directory / "template.yaml").read_text())
@@ -107,12 +122,15 @@ def load(directory: Path = TEMPLATE_DIR, docker_method: str | None = None, docke
         flavor=_require(doc, "flavor", str),
         packages=list(_require(doc, "packages", list)),
         docker_method=method,
-        docker_ce_repository=repository_url(docker_repository or docker.get("docker_ce_repository", DOCKER_CE_REPOSITORY),
-                                            "--docker-repository" if docker_repository else "docker.docker_ce_repository"),
+        docker_ce_repository=repository_url(
+            docker_repository or docker.get("docker_ce_repository", DOCKER_CE_REPOSITORY),
+            "--docker-repository" if docker_repository else "docker.docker_ce_repository",
+        ),
         docker_ce_suite=docker.get("docker_ce_suite", "bookworm"),
         docker_ce_key_fingerprint=fingerprint(
             docker_key_fingerprint or docker.get("docker_ce_key_fingerprint", DOCKER_CE_KEY_FINGERPRINT),
-            "--docker-key-fingerprint" if docker_key_fingerprint else "docker.docker_ce_key_fingerprint"),
+            "--docker-key-fingerprint" if docker_key_fingerprint else "docker.docker_ce_key_fingerprint",
+        ),
         daemon_json=(directory / _require(docker, "daemon_json", str, "docker.")).read_text(),
         workload_image=_require(doc, "workload_image", str),
         unit_name=unit_name,

@@ -24,7 +24,7 @@ import dataclasses
 import ipaddress
 import json
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from workload import settings as wsettings
 from workload.queues.base import QueuePolicy
@@ -192,8 +192,9 @@ class Setting:
 
     def coerce(self, raw: Any) -> Any:
         """Turn the raw config value (Pulumi hands every value over as a string) into its type."""
-        if self.option is not None:
-            return self._coerce_option(raw)
+        opt = self.option
+        if opt is not None:
+            return self._coerce_option(opt, raw)
         value = raw
         if self.type == INTEGER:
             if isinstance(raw, bool):
@@ -216,7 +217,7 @@ class Setting:
             want = list if self.type == LIST else dict
             if not isinstance(value, want):
                 raise ConfigError(self.key, raw, self.allowed())
-            if self.type == MAP:
+            if isinstance(value, dict):  # the type is MAP (checked just above)
                 value = {str(k): _text(v) for k, v in value.items()}
             else:
                 value = [_text(v) for v in value]
@@ -240,8 +241,7 @@ class Setting:
         return value
 
 
-    def _coerce_option(self, raw: Any) -> Any:
-        opt = self.option
+    def _coerce_option(self, opt: wsettings.Setting, raw: Any) -> Any:
         try:
             if isinstance(raw, str):
                 if raw.strip() == "" and (opt.optional or opt.none_word):
@@ -405,6 +405,11 @@ def program_env(cfg: "StackConfig", program: str) -> dict[str, str]:
 
 
 class _StackConfigBase:
+    if TYPE_CHECKING:
+        # The fields are generated from SCHEMA (make_dataclass below), which mypy cannot follow:
+        # it sees each as Any rather than a second, hand-kept list of them.
+        def __getattr__(self, name: str) -> Any: ...
+
     @property
     def dead_letter_queue(self) -> str:
         return self.queue_name + self.queue_policy.dead_letter_suffix
@@ -420,10 +425,14 @@ _PY_TYPES = {STRING: str, INTEGER: int, NUMBER: float, BOOLEAN: bool, LIST: tupl
 
 #: The validated settings of one stack; one field per setting, named as its key in snake case
 #: (generated from :data:`SCHEMA`, so a setting cannot be declared without its field).
-StackConfig = dataclasses.make_dataclass(
-    "StackConfig", [(re.sub(r"(?<!^)([A-Z])", r"_\1", s.key).lower(), _PY_TYPES[s.type]) for s in SCHEMA],
-    bases=(_StackConfigBase,), frozen=True)
-StackConfig.__module__ = __name__
+if TYPE_CHECKING:
+    class StackConfig(_StackConfigBase):
+        def __init__(self, **fields: Any) -> None: ...
+else:
+    StackConfig = dataclasses.make_dataclass(
+        "StackConfig", [(re.sub(r"(?<!^)([A-Z])", r"_\1", s.key).lower(), _PY_TYPES[s.type]) for s in SCHEMA],
+        bases=(_StackConfigBase,), frozen=True)
+    StackConfig.__module__ = __name__
 
 
 def _snake(key: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 
@@ -129,7 +129,7 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
 
     def RegisterResource(self, request):
         resp = super().RegisterResource(request)
-        mocks: StackMocks = self.mocks
+        mocks = cast(StackMocks, self.mocks)  # the monitor is only ever built with StackMocks
         for rec in reversed(mocks.resources):
             if rec.name == request.name and rec.type == request.type and not rec.urn:
                 rec.urn = resp.urn

@@ -52,7 +52,8 @@ def flatten(doc: dict, project: str = PROJECT) -> tuple[dict[str, str], list[str
     for key, value in (doc.get("config") or {}).items():
         full = key if ":" in key else f"{project}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
-            value, _ = SECRET_PLACEHOLDER, secrets.append(full)
+            secrets.append(full)
+            value = SECRET_PLACEHOLDER
         elif isinstance(value, dict) and any(isinstance(v, dict) and set(v) == {"secure"} for v in value.values()):
             value = {k: SECRET_PLACEHOLDER if isinstance(v, dict) else v for k, v in value.items()}
             secrets.append(full)

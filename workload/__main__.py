@@ -1,4 +1,5 @@
 """``python -m workload MODE``: see :mod:`workload.cli`."""
+
 import sys
 
 from workload.cli import main

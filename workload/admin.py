@@ -3,12 +3,14 @@
 Each function takes open queue drivers and returns plain data (the CLI prints it), so the demo
 and the tests call them directly.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from workload.queues.base import QueueDriver, QueueError, QueuePolicy
 
@@ -49,19 +51,29 @@ def format_status(status: dict[str, Any]) -> str:
         if "error" in s:
             lines.append(f"{label:12} {s['name'] or '?':24} unavailable: {s['error']}")
         else:
-            lines.append(f"{label:12} {s['name']:24} free {s['free']:>6}  claimed {s['claimed']:>6}  "
-                         f"total {s['total']:>6}  oldest {_age(s['oldest_age']):>6}")
+            lines.append(
+                f"{label:12} {s['name']:24} free {s['free']:>6}  claimed {s['claimed']:>6}  "
+                f"total {s['total']:>6}  oldest {_age(s['oldest_age']):>6}"
+            )
     return "\n".join(lines)
 
 
-def watch_status(queue: QueueDriver, interval: float, as_json: bool, out: TextIO = sys.stdout,
-                 count: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> int:
+def watch_status(
+    queue: QueueDriver,
+    interval: float,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    count: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Print the status every ``interval`` seconds (``count`` times, or until ``should_stop``)."""
     n = 0
     while not should_stop():
         status = queue_status(queue)
-        out.write((json.dumps(status) if as_json else time.strftime("%H:%M:%S ") + "\n"
-                   + format_status(status)) + "\n")
+        out.write(
+            (json.dumps(status) if as_json else time.strftime("%H:%M:%S ") + "\n" + format_status(status))
+            + "\n"
+        )
         out.flush()
         n += 1
         if count is not None and n >= count:
@@ -72,8 +84,9 @@ def watch_status(queue: QueueDriver, interval: float, as_json: bool, out: TextIO
     return n
 
 
-def redrive(queue: QueueDriver, count: int | None = None, batch: int = 10,
-            progress: TextIO | None = None) -> dict[str, Any]:
+def redrive(
+    queue: QueueDriver, count: int | None = None, batch: int = 10, progress: TextIO | None = None
+) -> dict[str, Any]:
     """Move up to ``count`` messages (None: all that can be claimed) from the dead-letter queue
     back to ``queue``, with their original bodies. Each batch is posted to the queue before it is
     deleted from the dead-letter queue, so a failure in between duplicates messages but never
@@ -83,15 +96,21 @@ def redrive(queue: QueueDriver, count: int | None = None, batch: int = 10,
     dlq = queue.dead_letter_queue()
     report = (lambda n: print(f"redrive: moved {n}", file=progress, flush=True)) if progress else None
     moved = move(dlq, queue, limit=count, batch=batch, claim_ttl=REDRIVE_CLAIM_TTL, progress=report)
-    result: dict[str, Any] = {"event": "redrive", "queue": queue.name, "dead_letter_queue": dlq.name,
-                              "moved": moved}
+    result: dict[str, Any] = {
+        "event": "redrive",
+        "queue": queue.name,
+        "dead_letter_queue": dlq.name,
+        "moved": moved,
+    }
     try:
         st = dlq.stats()
         result["left"] = st.total
         if st.claimed:
-            result["note"] = (f"{st.claimed} dead-lettered message(s) are still claimed (the service "
-                              "ties a message it moved to its last claim): run redrive again after "
-                              "that claim expires")
+            result["note"] = (
+                f"{st.claimed} dead-lettered message(s) are still claimed (the service "
+                "ties a message it moved to its last claim): run redrive again after "
+                "that claim expires"
+            )
     except QueueError as exc:
         result["left"] = None
         result["note"] = f"dead-letter queue stats unavailable: {exc}"
@@ -124,5 +143,8 @@ def ensure(queue: QueueDriver, policy: QueuePolicy) -> dict[str, Any]:
     """Create the queue and its dead-letter queue with ``policy`` (or update their policy)."""
     policy.validate()
     queue.ensure(policy)
-    return {"event": "ensure", "queue": queue.name, "policy": {
-        k: getattr(policy, k) for k in policy.__dataclass_fields__}}
+    return {
+        "event": "ensure",
+        "queue": queue.name,
+        "policy": {k: getattr(policy, k) for k in policy.__dataclass_fields__},
+    }

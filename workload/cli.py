@@ -15,6 +15,7 @@ Exit codes (workload/exit_codes.py): 0 success (the consumer: stopped by SIGTERM
 consumer does not give up on an unreachable service: it logs an ``error`` line and tries again
 with backoff).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload import settings
 from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
@@ -44,55 +46,146 @@ class UsageError(Exception):
 def _producer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pace and length")
     pace = g.add_mutually_exclusive_group()
-    option(pace, "--rate", env="QW_RATE", type=float, lo=0,
-           help="messages per second (0 = idle); unset with no -t: as fast as the service takes them")
-    option(pace, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=float, lo=0, lo_open=True, help="seconds between messages (the seed's pace; --rate 1/T)")
-    option(g, "--count", env="QW_COUNT", type=int, lo=0,
-           help="stop after this many messages (unset: no limit)")
-    option(g, "--duration", env="QW_DURATION", type=float, lo=0,
-           help="stop after this many seconds (unset: no limit)")
-    option(g, "--batch", env="QW_BATCH", type=int, lo=1, hi=MAX_POST_MESSAGES, default=10,
-           help="most messages per post (low rates post each message when due)")
-    option(g, "--progress-every", env="QW_PROGRESS_EVERY", type=float, lo=0, default=5.0,
-           help="seconds between progress lines on stderr; 0 = none")
+    option(
+        pace,
+        "--rate",
+        env="QW_RATE",
+        type=float,
+        lo=0,
+        help="messages per second (0 = idle); unset with no -t: as fast as the service takes them",
+    )
+    option(
+        pace,
+        "-t",
+        "--interval",
+        "--time_interval",
+        dest="interval",
+        env="QW_INTERVAL",
+        type=float,
+        lo=0,
+        lo_open=True,
+        help="seconds between messages (the seed's pace; --rate 1/T)",
+    )
+    option(
+        g, "--count", env="QW_COUNT", type=int, lo=0, help="stop after this many messages (unset: no limit)"
+    )
+    option(
+        g,
+        "--duration",
+        env="QW_DURATION",
+        type=float,
+        lo=0,
+        help="stop after this many seconds (unset: no limit)",
+    )
+    option(
+        g,
+        "--batch",
+        env="QW_BATCH",
+        type=int,
+        lo=1,
+        hi=MAX_POST_MESSAGES,
+        default=10,
+        help="most messages per post (low rates post each message when due)",
+    )
+    option(
+        g,
+        "--progress-every",
+        env="QW_PROGRESS_EVERY",
+        type=float,
+        lo=0,
+        default=5.0,
+        help="seconds between progress lines on stderr; 0 = none",
+    )
     g = p.add_argument_group("payloads (default: generated widget requests)")
     src = g.add_mutually_exclusive_group()
-    option(src, "--file", env="QW_PAYLOAD_FILE",
-           help="post one payload per line of this file (JSON, else the text); '-' = stdin")
-    option(src, "--stdin", env="QW_PAYLOAD_STDIN", flag=True,
-           help="post one payload per line read from stdin")
-    option(src, "--widget-id", env="QW_WIDGET_ID",
-           help="post widget requests all with this widget id (the seed's --widget-id)")
-    option(g, "--invalid-share", env="QW_INVALID_SHARE", type=float, lo=0, hi=1, default=0.0,
-           help="fraction of generated widget requests whose widget id is invalid (poison)")
-    option(g, "--work-s", env="QW_WORK_S", type=float, lo=0,
-           help="seconds of work each generated request asks for (body field work_s)")
+    option(
+        src,
+        "--file",
+        env="QW_PAYLOAD_FILE",
+        help="post one payload per line of this file (JSON, else the text); '-' = stdin",
+    )
+    option(
+        src, "--stdin", env="QW_PAYLOAD_STDIN", flag=True, help="post one payload per line read from stdin"
+    )
+    option(
+        src,
+        "--widget-id",
+        env="QW_WIDGET_ID",
+        help="post widget requests all with this widget id (the seed's --widget-id)",
+    )
+    option(
+        g,
+        "--invalid-share",
+        env="QW_INVALID_SHARE",
+        type=float,
+        lo=0,
+        hi=1,
+        default=0.0,
+        help="fraction of generated widget requests whose widget id is invalid (poison)",
+    )
+    option(
+        g,
+        "--work-s",
+        env="QW_WORK_S",
+        type=float,
+        lo=0,
+        help="seconds of work each generated request asks for (body field work_s)",
+    )
     option(g, "--seed", env="QW_SEED", type=int, help="random seed for generated payloads")
 
 
 def _consumer_options(p: argparse.ArgumentParser) -> None:
     from workload.consumer import ConsumerConfig
+
     g = p.add_argument_group("handler (default: sleep -t seconds, or the body's work_s, per message)")
     h = g.add_mutually_exclusive_group()
-    option(h, "--exec", dest="exec_cmd", env="QW_EXEC",
-           help="program run per message: body on stdin, exit 0 = done, else retry; stdout = reply. "
-                "Also: put the command after '--'")
-    option(h, "--python", env="QW_PYTHON",
-           help="python handler package.module:function; returns the reply, raises to retry "
-                "(workload.handlers.Reject = dead-letter now)")
+    option(
+        h,
+        "--exec",
+        dest="exec_cmd",
+        env="QW_EXEC",
+        help="program run per message: body on stdin, exit 0 = done, else retry; stdout = reply. "
+        "Also: put the command after '--'",
+    )
+    option(
+        h,
+        "--python",
+        env="QW_PYTHON",
+        help="python handler package.module:function; returns the reply, raises to retry "
+        "(workload.handlers.Reject = dead-letter now)",
+    )
     option(h, "--http", env="QW_HTTP", help="URL to POST each body to; 2xx = done, else retry")
-    option(g, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=float, lo=0,
-           help="without a handler: seconds each message's work takes (the seed's claim-to-delete time)")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="exec handler as trailing arguments: consumer [options] -- PROGRAM [ARGS...]")
+    option(
+        g,
+        "-t",
+        "--interval",
+        "--time_interval",
+        dest="interval",
+        env="QW_INTERVAL",
+        type=float,
+        lo=0,
+        help="without a handler: seconds each message's work takes (the seed's claim-to-delete time)",
+    )
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="exec handler as trailing arguments: consumer [options] -- PROGRAM [ARGS...]",
+    )
     g = p.add_argument_group("claiming")
     settings.add_options(g, ConsumerConfig)
-    option(g, "--reply-queue", env="QW_REPLY_QUEUE",
-           help="post each handler's reply to this queue (the seed's response queue)")
-    option(g, "--no-bulk-delete", env="QW_NO_BULK_DELETE", flag=True,
-           help="delete done messages one by one (for credentials whose access rules forbid bulk delete)")
+    option(
+        g,
+        "--reply-queue",
+        env="QW_REPLY_QUEUE",
+        help="post each handler's reply to this queue (the seed's response queue)",
+    )
+    option(
+        g,
+        "--no-bulk-delete",
+        env="QW_NO_BULK_DELETE",
+        flag=True,
+        help="delete done messages one by one (for credentials whose access rules forbid bulk delete)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,18 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="queue-workers",
         description="Producer, consumer, monitor and queue administration for queue-workers. "
-                    "Every option also reads the environment variable shown in its help.",
+        "Every option also reads the environment variable shown in its help.",
         epilog="Exit codes: 0 ok; 1 unexpected failure; 2 bad option or environment value; "
-               "3 the queue service refused (queue missing, credentials, unreachable; the consumer "
-               "instead keeps retrying an unreachable service). "
-               "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs; "
-               "QW_AMQP_URL (or QW_AMQP_USER/QW_AMQP_PASSWORD) for amqp.")
+        "3 the queue service refused (queue missing, credentials, unreachable; the consumer "
+        "instead keeps retrying an unreachable service). "
+        "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs; "
+        "QW_AMQP_URL (or QW_AMQP_USER/QW_AMQP_PASSWORD) for amqp.",
+    )
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
     def _ensure_options(p: argparse.ArgumentParser) -> None:
-        option(p, "--ensure", env="QW_ENSURE", flag=True,
-               help="create the queue and its dead-letter queue first (policy options of 'ensure')")
-        settings.add_options(p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions)
+        option(
+            p,
+            "--ensure",
+            env="QW_ENSURE",
+            flag=True,
+            help="create the queue and its dead-letter queue first (policy options of 'ensure')",
+        )
+        settings.add_options(
+            p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions
+        )
 
     def mode(name: str, help: str, description: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description)
@@ -119,46 +220,79 @@ def build_parser() -> argparse.ArgumentParser:
         settings.add_common_options(p)
         return p
 
-    p = mode("producer", "post messages at a rate", "Post messages to the queue at a rate, in "
-             "batches; progress on stderr; a JSON summary on stdout at the end. Each body carries "
-             "seq, produced_at and producer.")
+    p = mode(
+        "producer",
+        "post messages at a rate",
+        "Post messages to the queue at a rate, in "
+        "batches; progress on stderr; a JSON summary on stdout at the end. Each body carries "
+        "seq, produced_at and producer.",
+    )
     _producer_options(p)
     _ensure_options(p)
 
-    p = mode("consumer", "claim messages and run a handler on each",
-             "Claim messages, run a handler on each, delete done ones, retry or dead-letter "
-             "failing ones. JSON-lines log, one line per message, a summary line at the end. "
-             "SIGTERM/SIGINT: stop claiming, drain, release, exit 0.")
+    p = mode(
+        "consumer",
+        "claim messages and run a handler on each",
+        "Claim messages, run a handler on each, delete done ones, retry or dead-letter "
+        "failing ones. JSON-lines log, one line per message, a summary line at the end. "
+        "SIGTERM/SIGINT: stop claiming, drain, release, exit 0.",
+    )
     _consumer_options(p)
     _ensure_options(p)
 
-    p = mode("monitor", "scale the consumer group on the queue's depth",
-             "Watch the queue and scale the consumer group between --min and --max.")
+    p = mode(
+        "monitor",
+        "scale the consumer group on the queue's depth",
+        "Watch the queue and scale the consumer group between --min and --max.",
+    )
     from workload.autoscale import monitor
+
     monitor.add_arguments(p)
 
-    p = mode("status", "show queue depth", "Free, claimed, total and oldest age of the queue and "
-             "of its dead-letter queue.")
+    p = mode(
+        "status",
+        "show queue depth",
+        "Free, claimed, total and oldest age of the queue and of its dead-letter queue.",
+    )
     option(p, "--watch", env="QW_WATCH", flag=True, help="repeat every -t seconds until interrupted")
-    option(p, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=float, lo=0, lo_open=True, default=5.0, help="seconds between looks with --watch")
+    option(
+        p,
+        "-t",
+        "--interval",
+        "--time_interval",
+        dest="interval",
+        env="QW_INTERVAL",
+        type=float,
+        lo=0,
+        lo_open=True,
+        default=5.0,
+        help="seconds between looks with --watch",
+    )
     option(p, "--json", dest="as_json", env="QW_JSON", flag=True, help="one JSON object per look")
 
-    p = mode("redrive", "move dead-lettered messages back to the queue",
-             "Move messages from the dead-letter queue back to the queue: post first, then "
-             "delete, so none is ever lost.")
+    p = mode(
+        "redrive",
+        "move dead-lettered messages back to the queue",
+        "Move messages from the dead-letter queue back to the queue: post first, then "
+        "delete, so none is ever lost.",
+    )
     option(p, "--count", env="QW_COUNT", type=int, lo=1, help="move at most this many (default: all)")
 
     p = mode("purge", "delete every message of the queue", "Delete every message of the queue.")
-    option(p, "--dead-letter", env="QW_PURGE_DEAD_LETTER", flag=True,
-           help="also purge the dead-letter queue")
+    option(p, "--dead-letter", env="QW_PURGE_DEAD_LETTER", flag=True, help="also purge the dead-letter queue")
 
-    p = mode("delete", "delete the queue and its dead-letter queue",
-             "Delete the queue and its dead-letter queue, messages included.")
+    p = mode(
+        "delete",
+        "delete the queue and its dead-letter queue",
+        "Delete the queue and its dead-letter queue, messages included.",
+    )
     p.add_argument("--yes", action="store_true", help="really delete (required; no environment variable)")
 
-    p = mode("ensure", "create the queue and its dead-letter queue with a policy",
-             "Create the queue and its dead-letter queue, or update their policy.")
+    p = mode(
+        "ensure",
+        "create the queue and its dead-letter queue with a policy",
+        "Create the queue and its dead-letter queue, or update their policy.",
+    )
     settings.add_options(p.add_argument_group("queue policy"), settings.QueuePolicyOptions)
     return parser
 
@@ -187,7 +321,9 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 def run_producer(args: argparse.Namespace) -> int:
-    from workload import admin, producer as prod
+    from workload import admin
+    from workload import producer as prod
+
     queue = settings.open_queue(args)
     if args.ensure:
         admin.ensure(queue, _queue_policy(args))
@@ -201,8 +337,15 @@ def run_producer(args: argparse.Namespace) -> int:
     else:
         payloads = prod.widget_requests(args.invalid_share, args.work_s, args.seed)
     rate = args.rate if args.rate is not None else (1.0 / args.interval if args.interval else None)
-    p = prod.Producer(queue, payloads, rate=rate, count=args.count, duration=args.duration,
-                      batch=args.batch, progress_every=args.progress_every)
+    p = prod.Producer(
+        queue,
+        payloads,
+        rate=rate,
+        count=args.count,
+        duration=args.duration,
+        batch=args.batch,
+        progress_every=args.progress_every,
+    )
     _on_signals(p.stop)
     summary = p.run()
     with _log_stream(args) as out:
@@ -216,11 +359,13 @@ def run_producer(args: argparse.Namespace) -> int:
 def make_consumer_handler(args: argparse.Namespace):
     """The handler the consumer options ask for."""
     from workload.handlers import make_handler
+
     command = list(args.command or [])
     if command and command[0] == "--":
         command = command[1:]
-    chosen = [k for k, v in (("exec", args.exec_cmd or command), ("python", args.python),
-                             ("http", args.http)) if v]
+    chosen = [
+        k for k, v in (("exec", args.exec_cmd or command), ("python", args.python), ("http", args.http)) if v
+    ]
     if len(chosen) > 1:
         raise UsageError(f"choose one handler, not {' and '.join(chosen)}")
     try:
@@ -258,12 +403,14 @@ class _FixedSleep(Handler):
 def run_consumer(args: argparse.Namespace) -> int:
     from workload import admin
     from workload.consumer import Consumer, ConsumerConfig, FatalQueueError, JsonLog
+
     handler = make_consumer_handler(args)
     config = settings.from_args(ConsumerConfig, args, bulk_delete=not args.no_bulk_delete)
     try:
         config.validate()
         settings.BACKEND_REGISTRY[args.backend].check_limits(
-            settings.declared(ConsumerConfig), dataclasses.asdict(config))
+            settings.declared(ConsumerConfig), dataclasses.asdict(config)
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     queue = settings.open_queue(args)
@@ -288,11 +435,13 @@ def run_consumer(args: argparse.Namespace) -> int:
 
 def run_monitor(args: argparse.Namespace) -> int:
     from workload.autoscale import monitor
+
     return int(monitor.run(args) or 0)
 
 
 def run_status(args: argparse.Namespace) -> int:
     from workload import admin
+
     queue = settings.open_queue(args)
     if args.watch:
         stopped = []
@@ -306,27 +455,33 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_redrive(args: argparse.Namespace) -> int:
     from workload import admin
+
     _emit(args, admin.redrive(settings.open_queue(args), count=args.count, progress=sys.stderr))
     return EXIT_OK
 
 
 def run_purge(args: argparse.Namespace) -> int:
     from workload import admin
+
     _emit(args, admin.purge(settings.open_queue(args), dead_letter=args.dead_letter))
     return EXIT_OK
 
 
 def run_delete(args: argparse.Namespace) -> int:
     from workload import admin
+
     if not args.yes:
-        raise UsageError(f"deleting queue {args.queue!r} and its dead-letter queue loses their "
-                         "messages: add --yes to do it")
+        raise UsageError(
+            f"deleting queue {args.queue!r} and its dead-letter queue loses their "
+            "messages: add --yes to do it"
+        )
     _emit(args, admin.delete(settings.open_queue(args)))
     return EXIT_OK
 
 
 def run_ensure(args: argparse.Namespace) -> int:
     from workload import admin
+
     try:
         _emit(args, admin.ensure(settings.open_queue(args), _queue_policy(args)))
     except ValueError as exc:
@@ -334,9 +489,16 @@ def run_ensure(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-RUNNERS = {"producer": run_producer, "consumer": run_consumer, "monitor": run_monitor,
-           "status": run_status, "redrive": run_redrive, "purge": run_purge,
-           "delete": run_delete, "ensure": run_ensure}
+RUNNERS = {
+    "producer": run_producer,
+    "consumer": run_consumer,
+    "monitor": run_monitor,
+    "status": run_status,
+    "redrive": run_redrive,
+    "purge": run_purge,
+    "delete": run_delete,
+    "ensure": run_ensure,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,9 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"queue-workers: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from workload.queues.base import InvalidInput, QueueError
+
     try:
         return RUNNERS[args.mode](args)
     except (UsageError, InvalidInput) as exc:

@@ -10,6 +10,7 @@
 
 Prints one line saying why; exits 0 (healthy) or 1 (unhealthy), as HEALTHCHECK expects.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ DEFAULT_MAX_AGE = 120.0
 LONG_RUNNING = ("consumer", "monitor")
 
 
-def check(argv: list[str], heartbeat: str | None, max_age: float, now: float,
-          process_state: str = "R") -> tuple[bool, str]:
+def check(
+    argv: list[str], heartbeat: str | None, max_age: float, now: float, process_state: str = "R"
+) -> tuple[bool, str]:
     """Whether the process running ``argv`` is healthy, and why. Pure but for the file's mtime."""
     role = next((a for a in argv if a in LONG_RUNNING), None)
     if role and heartbeat:

@@ -11,6 +11,7 @@ next look after such a look, and while it polls a Heat update or resize it is wa
 (:meth:`Heartbeat.sleep` is the Heat actuator's sleep): a long stack update is progress, a hung
 request or looks that keep failing are not.
 """
+
 from __future__ import annotations
 
 import math

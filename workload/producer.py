@@ -11,6 +11,7 @@ time, seconds) and ``producer`` (this run's id), so a reader can count lost and 
 messages and how long each waited. Dict payloads get those keys added; any other payload is
 wrapped as ``{"data": payload, ...}``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
 
 from workload.queues.base import MAX_POST_MESSAGES, QueueDriver, QueueError
 from workload.settings import SettingError
@@ -34,8 +36,9 @@ POST_RETRIES = 3
 
 
 # -- payload sources ---------------------------------------------------------------------------
-def widget_requests(invalid_share: float = 0.0, work_s: float | None = None,
-                    seed: int | None = None) -> Iterator[dict[str, Any]]:
+def widget_requests(
+    invalid_share: float = 0.0, work_s: float | None = None, seed: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Endless widget-creation requests, as the request/response seed's producer makes them.
 
     ``invalid_share`` (0..1) of them carry a widget id that is not a UUID (poison messages the
@@ -46,7 +49,7 @@ def widget_requests(invalid_share: float = 0.0, work_s: float | None = None,
     rng = random.Random(seed)
     while True:
         if rng.random() < invalid_share:
-            widget_id = "not-a-widget-" + "%08x" % rng.getrandbits(32)
+            widget_id = f"not-a-widget-{rng.getrandbits(32):08x}"
         else:
             widget_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         body: dict[str, Any] = {"widget_id": widget_id, "action": "create"}
@@ -111,8 +114,9 @@ class ProducerSummary:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(event="summary", mode="producer", elapsed_s=round(self.elapsed_s, 3),
-                 rate=round(self.rate, 2))
+        d.update(
+            event="summary", mode="producer", elapsed_s=round(self.elapsed_s, 3), rate=round(self.rate, 2)
+        )
         return d
 
 
@@ -129,12 +133,21 @@ class Producer:
     :param on_post: called with the list of bodies after each successful post (for the demo).
     """
 
-    def __init__(self, queue: QueueDriver, payloads: Iterable[Any], rate: Rate = None,
-                 count: int | None = None, duration: float | None = None, batch: int = 10,
-                 progress_every: float = 5.0, progress: TextIO | None = None,
-                 producer_id: str | None = None, start_seq: int = 0,
-                 on_post: Callable[[list[dict[str, Any]]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        queue: QueueDriver,
+        payloads: Iterable[Any],
+        rate: Rate = None,
+        count: int | None = None,
+        duration: float | None = None,
+        batch: int = 10,
+        progress_every: float = 5.0,
+        progress: TextIO | None = None,
+        producer_id: str | None = None,
+        start_seq: int = 0,
+        on_post: Callable[[list[dict[str, Any]]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if not 1 <= batch <= MAX_POST_MESSAGES:
             raise SettingError("batch", batch, f"from 1 to {MAX_POST_MESSAGES}")
         if count is not None and count < 0:
@@ -160,10 +173,9 @@ class Producer:
         """Ask the run to end after the post in flight (thread- and signal-safe)."""
         self._stop.set()
 
-    def start(self) -> "Producer":
+    def start(self) -> Producer:
         """Run in a background thread; :meth:`join` returns the summary."""
-        self._thread = threading.Thread(target=self.run, name=f"producer-{self.producer_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.run, name=f"producer-{self.producer_id}", daemon=True)
         self._thread.start()
         return self
 
@@ -234,8 +246,7 @@ class Producer:
             s.elapsed_s = self.clock() - start
         return s
 
-    def _sleep_for(self, rate: float, due: float, now: float, start: float,
-                   next_progress: float) -> float:
+    def _sleep_for(self, rate: float, due: float, now: float, start: float, next_progress: float) -> float:
         wait = MAX_TICK if rate <= 0 else min(MAX_TICK, (1.0 - (due % 1.0)) / rate)
         if self.duration is not None:
             wait = min(wait, max(0.0, start + self.duration - now))
@@ -251,11 +262,14 @@ class Producer:
             except QueueError as exc:
                 if attempt == POST_RETRIES or self._stop.is_set():
                     s.failed += len(bodies)
-                    print(f"producer: post of {len(bodies)} failed for good: {exc}",
-                          file=self.progress, flush=True)
+                    print(
+                        f"producer: post of {len(bodies)} failed for good: {exc}",
+                        file=self.progress,
+                        flush=True,
+                    )
                     return
                 print(f"producer: post failed ({exc}); retrying", file=self.progress, flush=True)
-                self._stop.wait(0.5 * 2 ** attempt)
+                self._stop.wait(0.5 * 2**attempt)
         s.sent += len(bodies)
         s.batches += 1
         if s.first_seq is None:
@@ -269,6 +283,9 @@ class Producer:
         target = ""
         if self.schedule is not None:
             target = f", target {self.schedule(elapsed):.1f}/s"
-        print(f"producer {self.producer_id}: {elapsed:6.1f} s  sent {s.sent}  "
-              f"({s.sent / elapsed if elapsed else 0:.1f}/s{target})  failed {s.failed}",
-              file=self.progress, flush=True)
+        print(
+            f"producer {self.producer_id}: {elapsed:6.1f} s  sent {s.sent}  "
+            f"({s.sent / elapsed if elapsed else 0:.1f}/s{target})  failed {s.failed}",
+            file=self.progress,
+            flush=True,
+        )

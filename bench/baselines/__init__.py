@@ -3,6 +3,7 @@
 A baseline *tuned by hindsight* on a trace is its cheapest sweep value that meets the target
 there (see :func:`bench.sweep.tuned`).
 """
+
 from __future__ import annotations
 
 from bench.baselines import aws, keda, threshold

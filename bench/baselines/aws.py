@@ -19,14 +19,15 @@ the booting ones too, which only lowers the metric and delays the alarms (we fav
 scale-out cooldowns are "not used if the scalable resource is an Auto Scaling group") and no
 rate limit beyond the alarms. Minimum capacity 1: with none InService the metric divides by 0.
 """
+
 from __future__ import annotations
 
 import math
 
-from workload.autoscale.policy import Observation
-
 from bench.baselines.knobs import PerServerTarget, backlog_grid
+from bench.sim import seen
 from bench.worlds import World
+from workload.autoscale.policy import Observation
 
 KNOB = "target_backlog_per_instance"
 PERIOD_S = 60.0
@@ -51,27 +52,35 @@ class Aws(PerServerTarget):
         self.launched: list[float] = []  # launch times of instances still warming up
 
     def decide(self, obs: Observation) -> int:
-        t, cur = obs.now, obs.current
+        t, (stats, cur) = obs.now, seen(obs)
         self.launched = [x for x in self.launched if t - x < self.warmup_s][-cur:] if cur else []
         warming = len(self.launched)
         in_service = cur - warming
         if in_service > 0:
-            self.datapoints = (self.datapoints + [obs.stats.free / in_service])[-IN_DATAPOINTS:]
+            self.datapoints = (self.datapoints + [stats.free / in_service])[-IN_DATAPOINTS:]
         else:
             self.datapoints = []  # no data: the alarms are in INSUFFICIENT_DATA
-        want = max(MIN_CAPACITY, min(self.max_size, math.ceil(obs.stats.free / self.target - 1e-9)))
+        want = max(MIN_CAPACITY, min(self.max_size, math.ceil(stats.free / self.target - 1e-9)))
         desired = max(MIN_CAPACITY, cur)
         last = self.datapoints[-OUT_DATAPOINTS:]
         if len(last) == OUT_DATAPOINTS and all(m > self.target for m in last):
             desired = max(cur, want)  # warming instances already count in cur
-        elif (len(self.datapoints) == IN_DATAPOINTS and not warming
-              and all(m < IN_BELOW * self.target for m in self.datapoints)):
+        elif (
+            len(self.datapoints) == IN_DATAPOINTS
+            and not warming
+            and all(m < IN_BELOW * self.target for m in self.datapoints)
+        ):
             desired = min(cur, want)
         if desired > cur:
             self.launched += [t] * (desired - cur)
         return desired
 
     def params(self) -> dict:
-        return {KNOB: self.target, "metric_period_s": PERIOD_S, "scale_out": "3 of 3 datapoints > target",
-                "scale_in": "15 of 15 datapoints < 0.9 x target", "instance_warmup_s": self.warmup_s,
-                "min_capacity": MIN_CAPACITY}
+        return {
+            KNOB: self.target,
+            "metric_period_s": PERIOD_S,
+            "scale_out": "3 of 3 datapoints > target",
+            "scale_in": "15 of 15 datapoints < 0.9 x target",
+            "instance_warmup_s": self.warmup_s,
+            "min_capacity": MIN_CAPACITY,
+        }

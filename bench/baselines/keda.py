@@ -23,14 +23,15 @@ details and the default behaviour):
 * default scale-down: the highest recommendation of the last 300 s (stabilisation window), then
   up to 100 % removed per 15 s.
 """
+
 from __future__ import annotations
 
 import math
 
-from workload.autoscale.policy import Observation
-
 from bench.baselines.knobs import PerServerTarget, backlog_grid
+from bench.sim import seen
 from bench.worlds import World
+from workload.autoscale.policy import Observation
 
 KNOB = "queueLength"
 SYNC_S = 15.0
@@ -59,7 +60,8 @@ class Keda(PerServerTarget):
         self.last_active: float | None = None
 
     def decide(self, obs: Observation) -> int:
-        t, cur, metric = obs.now, obs.current, obs.stats.total
+        t, (stats, cur) = obs.now, seen(obs)
+        metric = stats.total
         if self.last_active is None:
             self.last_active = t
         if t - self.last_poll >= POLLING_INTERVAL_S - 1e-9:  # the KEDA operator's check
@@ -88,9 +90,16 @@ class Keda(PerServerTarget):
         return min(cur, max(n for _, n in self.recommendations))
 
     def params(self) -> dict:
-        return {KNOB: self.target, "scaleOnInFlight": True, "useCachedMetrics": False,
-                "hpa_sync_s": SYNC_S, "pollingInterval_s": POLLING_INTERVAL_S,
-                "tolerance": TOLERANCE, "scaleUp": "max(4 pods, 100%) per 15 s",
-                "scaleDown_stabilizationWindowSeconds": SCALE_DOWN_STABILISATION_S,
-                "minReplicaCount": 0, "activationQueueLength": ACTIVATION_QUEUE_LENGTH,
-                "cooldownPeriod_s": COOLDOWN_PERIOD_S}
+        return {
+            KNOB: self.target,
+            "scaleOnInFlight": True,
+            "useCachedMetrics": False,
+            "hpa_sync_s": SYNC_S,
+            "pollingInterval_s": POLLING_INTERVAL_S,
+            "tolerance": TOLERANCE,
+            "scaleUp": "max(4 pods, 100%) per 15 s",
+            "scaleDown_stabilizationWindowSeconds": SCALE_DOWN_STABILISATION_S,
+            "minReplicaCount": 0,
+            "activationQueueLength": ACTIVATION_QUEUE_LENGTH,
+            "cooldownPeriod_s": COOLDOWN_PERIOD_S,
+        }

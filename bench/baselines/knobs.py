@@ -1,4 +1,5 @@
 """What the queue-length baselines' knobs share: the grid they are swept over, the range check."""
+
 from __future__ import annotations
 
 from bench.sim import Controller

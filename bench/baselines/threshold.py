@@ -4,6 +4,7 @@
 below which one is removed), ``-c 60`` (the seed's cooldown, both directions), ``-t`` the
 monitor's default interval; within ``-m 0`` .. ``-x`` the world's max.
 """
+
 from __future__ import annotations
 
 from bench.monitor_policy import MonitorPolicy
@@ -19,5 +20,20 @@ def sweep(world: World) -> list[float]:
 
 def Threshold(j: float, world: World) -> MonitorPolicy:
     """The seed's monitor with ``-j j``."""
-    return MonitorPolicy("threshold", ["--policy", "threshold", "-j", str(int(j)), "-n", "0",
-                                       "-c", "60", "-m", "0", "-x", str(world.max_servers)])
+    return MonitorPolicy(
+        "threshold",
+        [
+            "--policy",
+            "threshold",
+            "-j",
+            str(int(j)),
+            "-n",
+            "0",
+            "-c",
+            "60",
+            "-m",
+            "0",
+            "-x",
+            str(world.max_servers),
+        ],
+    )

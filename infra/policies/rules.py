@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
-from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (EnforcementLevel, Policy, PolicyConfigSchema, ResourceValidationArgs,
+                           ResourceValidationPolicy)
 
 from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE
 
@@ -55,7 +56,7 @@ def check_no_open_ssh(args: ResourceValidationArgs, report: Report) -> None:
                f"{p.get('remoteIpPrefix') or 'any address'}: list the networks that need it in sshCidrs")
 
 
-def _template(props: dict) -> dict:
+def _template(props: Mapping[str, Any]) -> dict:
     text = (props.get("templateOpts") or {}).get("Bin") or ""
     try:
         return yaml.safe_load(text) or {}
@@ -112,7 +113,7 @@ def check_template_image_baked(args: ResourceValidationArgs, report: Report) -> 
                f"(qw_bake_state={props['qw_bake_state']!r}): run `fab bake-template` again")
 
 
-POLICIES = [
+POLICIES: list[Policy] = [
     ResourceValidationPolicy(
         name="no-ssh-from-anywhere", description="SSH is never open to 0.0.0.0/0 or ::/0.",
         validate=check_no_open_ssh, enforcement_level=EnforcementLevel.MANDATORY),

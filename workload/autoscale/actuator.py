@@ -3,6 +3,7 @@
 One file per backend beside this one (``local.py`` for consumer processes on this machine,
 ``heat.py`` for an OS::Heat::AutoScalingGroup). The monitor only ever talks to this interface.
 """
+
 from __future__ import annotations
 
 import abc

@@ -14,6 +14,7 @@ The stack's template tells the actuator everything else: the group and its min/m
 ``get_param``), the two policies (by the sign of their ``scaling_adjustment``) and the parameter
 behind ``desired_capacity``. Any of them can be named explicitly instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,8 @@ import dataclasses
 import datetime as _dt
 import email.utils
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload.autoscale.actuator import Actuator, ActuatorError, ApplyResult, GroupState
 
@@ -49,13 +51,25 @@ class HeatActuator(Actuator):
     :param update_timeout: seconds to wait for a PATCH to reach UPDATE_COMPLETE
     """
 
-    def __init__(self, session, stack: str, *, mode: str = "signal",
-                 size_output: str = DEFAULT_SIZE_OUTPUT, group: str | None = None,
-                 up_policy: str | None = None, down_policy: str | None = None,
-                 desired_parameter: str | None = None, interface: str = "public",
-                 region_name: str | None = None, settle_timeout: float = 30.0,
-                 quiet_wait: float = 3.0, update_timeout: float = 300.0, poll_interval: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        session,
+        stack: str,
+        *,
+        mode: str = "signal",
+        size_output: str = DEFAULT_SIZE_OUTPUT,
+        group: str | None = None,
+        up_policy: str | None = None,
+        down_policy: str | None = None,
+        desired_parameter: str | None = None,
+        interface: str = "public",
+        region_name: str | None = None,
+        settle_timeout: float = 30.0,
+        quiet_wait: float = 3.0,
+        update_timeout: float = 300.0,
+        poll_interval: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if mode not in MODES:
             raise ActuatorError(f"heat mode {mode!r} is not one of {', '.join(MODES)}")
         from keystoneauth1 import adapter
@@ -68,10 +82,12 @@ class HeatActuator(Actuator):
         self.poll_interval = poll_interval
         self._sleep = sleep
         self._session = session
-        self._api = adapter.Adapter(session, service_type="orchestration", interface=interface,
-                                    region_name=region_name)
-        stack_body = self._request("GET", f"/stacks/{stack}", params={"resolve_outputs": False},
-                                   what=f"stack {stack!r}")["stack"]
+        self._api = adapter.Adapter(
+            session, service_type="orchestration", interface=interface, region_name=region_name
+        )
+        stack_body = self._request(
+            "GET", f"/stacks/{stack}", params={"resolve_outputs": False}, what=f"stack {stack!r}"
+        )["stack"]
         self.stack_name = stack_body["stack_name"]
         self.stack_id = stack_body["id"]
         self._path = f"/stacks/{self.stack_name}/{self.stack_id}"
@@ -79,19 +95,25 @@ class HeatActuator(Actuator):
         resources = self._template.get("resources") or {}
         self.group = group or self._only(resources, GROUP_TYPES, "an OS::Heat::AutoScalingGroup")
         if resources.get(self.group, {}).get("type") not in GROUP_TYPES:
-            raise ActuatorError(f"stack {self.stack_name}: resource {self.group!r} is not an "
-                                f"AutoScalingGroup (found: {self._names(resources, GROUP_TYPES)})")
+            raise ActuatorError(
+                f"stack {self.stack_name}: resource {self.group!r} is not an "
+                f"AutoScalingGroup (found: {self._names(resources, GROUP_TYPES)})"
+            )
         self.up_policy = up_policy or self._policy(resources, stack_body, +1)
         self.down_policy = down_policy or self._policy(resources, stack_body, -1)
         group_props = resources[self.group].get("properties") or {}
         self.desired_parameter = desired_parameter or _param_name(group_props.get("desired_capacity"))
         if mode == "patch" and not self.desired_parameter:
-            raise ActuatorError(f"stack {self.stack_name}: mode patch needs a stack parameter for "
-                                f"the group's desired_capacity (give desired_parameter)")
+            raise ActuatorError(
+                f"stack {self.stack_name}: mode patch needs a stack parameter for "
+                f"the group's desired_capacity (give desired_parameter)"
+            )
         if mode in ("signal", "alarm") and not (self.up_policy and self.down_policy):
-            raise ActuatorError(f"stack {self.stack_name}: mode {mode} needs a scale-up and a "
-                                f"scale-down {POLICY_TYPE} (found: "
-                                f"{self._names(resources, (POLICY_TYPE,)) or 'none'})")
+            raise ActuatorError(
+                f"stack {self.stack_name}: mode {mode} needs a scale-up and a "
+                f"scale-down {POLICY_TYPE} (found: "
+                f"{self._names(resources, (POLICY_TYPE,)) or 'none'})"
+            )
         self._alarm_urls: dict[str, str] = {}
         self._last_size: int | None = None
 
@@ -102,29 +124,70 @@ class HeatActuator(Actuator):
         from workload.settings import option  # every option also from the environment (containers)
 
         g = parser.add_argument_group("Heat actuator (--actuator heat)")
-        option(g, "--stack", env="QW_STACK",
-               help="name or id of the Heat stack holding the scaling group")
-        option(g, "--heat-mode", env="QW_HEAT_MODE", choices=MODES, default="signal",
-               help="signal: POST the scaling policies' signal URLs with a token; "
-               "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
-               "desired-capacity parameter and wait for UPDATE_COMPLETE")
-        option(g, "--heat-size-output", env="QW_HEAT_SIZE_OUTPUT", default=DEFAULT_SIZE_OUTPUT,
-               metavar="OUTPUT", help="stack output holding the group's current size")
-        option(g, "--heat-group", env="QW_HEAT_GROUP", metavar="RESOURCE",
-               help="AutoScalingGroup resource name (default: the only one in the stack)")
-        option(g, "--heat-up-policy", env="QW_HEAT_UP_POLICY", metavar="RESOURCE",
-               help="scale-up ScalingPolicy (default: the one with a positive adjustment)")
-        option(g, "--heat-down-policy", env="QW_HEAT_DOWN_POLICY", metavar="RESOURCE",
-               help="scale-down ScalingPolicy (default: the one with a negative adjustment)")
-        option(g, "--heat-desired-parameter", env="QW_HEAT_DESIRED_PARAMETER", metavar="PARAM",
-               help="stack parameter behind the group's desired_capacity, for --heat-mode "
-               "patch (default: read from the template)")
-        option(g, "--heat-timeout", env="QW_HEAT_TIMEOUT", type=float, default=300.0, lo=1, hi=86400,
-               metavar="SECONDS", help="longest wait for a stack update or a resize")
+        option(g, "--stack", env="QW_STACK", help="name or id of the Heat stack holding the scaling group")
+        option(
+            g,
+            "--heat-mode",
+            env="QW_HEAT_MODE",
+            choices=MODES,
+            default="signal",
+            help="signal: POST the scaling policies' signal URLs with a token; "
+            "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
+            "desired-capacity parameter and wait for UPDATE_COMPLETE",
+        )
+        option(
+            g,
+            "--heat-size-output",
+            env="QW_HEAT_SIZE_OUTPUT",
+            default=DEFAULT_SIZE_OUTPUT,
+            metavar="OUTPUT",
+            help="stack output holding the group's current size",
+        )
+        option(
+            g,
+            "--heat-group",
+            env="QW_HEAT_GROUP",
+            metavar="RESOURCE",
+            help="AutoScalingGroup resource name (default: the only one in the stack)",
+        )
+        option(
+            g,
+            "--heat-up-policy",
+            env="QW_HEAT_UP_POLICY",
+            metavar="RESOURCE",
+            help="scale-up ScalingPolicy (default: the one with a positive adjustment)",
+        )
+        option(
+            g,
+            "--heat-down-policy",
+            env="QW_HEAT_DOWN_POLICY",
+            metavar="RESOURCE",
+            help="scale-down ScalingPolicy (default: the one with a negative adjustment)",
+        )
+        option(
+            g,
+            "--heat-desired-parameter",
+            env="QW_HEAT_DESIRED_PARAMETER",
+            metavar="PARAM",
+            help="stack parameter behind the group's desired_capacity, for --heat-mode "
+            "patch (default: read from the template)",
+        )
+        option(
+            g,
+            "--heat-timeout",
+            env="QW_HEAT_TIMEOUT",
+            type=float,
+            default=300.0,
+            lo=1,
+            hi=86400,
+            metavar="SECONDS",
+            help="longest wait for a stack update or a resize",
+        )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, session=None,
-                  sleep: Callable[[float], None] = time.sleep) -> "HeatActuator":
+    def from_args(
+        cls, args: argparse.Namespace, session=None, sleep: Callable[[float], None] = time.sleep
+    ) -> HeatActuator:
         """Build from :meth:`add_arguments`' options; the session comes from clouds.yaml / OS_CLOUD.
 
         ``args.os_cloud`` (if the CLI has it) names the cloud; otherwise openstacksdk's usual
@@ -133,16 +196,21 @@ class HeatActuator(Actuator):
         if not getattr(args, "stack", None):
             raise ActuatorError("--actuator heat needs --stack NAME_OR_ID")
         if session is None:
-            session = session_from_cloud(getattr(args, "os_cloud", None),
-                                         getattr(args, "region", None))
+            session = session_from_cloud(getattr(args, "os_cloud", None), getattr(args, "region", None))
         timeout = getattr(args, "heat_timeout", 300.0)
-        return cls(session, args.stack, mode=getattr(args, "heat_mode", "signal"),
-                   size_output=getattr(args, "heat_size_output", DEFAULT_SIZE_OUTPUT),
-                   group=getattr(args, "heat_group", None),
-                   up_policy=getattr(args, "heat_up_policy", None),
-                   down_policy=getattr(args, "heat_down_policy", None),
-                   desired_parameter=getattr(args, "heat_desired_parameter", None),
-                   settle_timeout=min(timeout, 60.0), update_timeout=timeout, sleep=sleep)
+        return cls(
+            session,
+            args.stack,
+            mode=getattr(args, "heat_mode", "signal"),
+            size_output=getattr(args, "heat_size_output", DEFAULT_SIZE_OUTPUT),
+            group=getattr(args, "heat_group", None),
+            up_policy=getattr(args, "heat_up_policy", None),
+            down_policy=getattr(args, "heat_down_policy", None),
+            desired_parameter=getattr(args, "heat_desired_parameter", None),
+            settle_timeout=min(timeout, 60.0),
+            update_timeout=timeout,
+            sleep=sleep,
+        )
 
     # --- the Actuator interface ----------------------------------------------------------------
     def observe(self) -> GroupState:
@@ -151,8 +219,9 @@ class HeatActuator(Actuator):
         meta = self._group_metadata()
         updating = status.endswith("_IN_PROGRESS") or bool(meta.get("scaling_in_progress"))
         if status.startswith("DELETE") or (status.endswith("_FAILED") and status.startswith("CREATE")):
-            raise ActuatorError(f"stack {self.stack_name} is {status}: "
-                                f"{stack.get('stack_status_reason', '')}")
+            raise ActuatorError(
+                f"stack {self.stack_name} is {status}: {stack.get('stack_status_reason', '')}"
+            )
         size = self._size(allow_stale=updating)
         low, high = self._bounds(stack)
         return GroupState(current=size, pending=0, updating=updating, min_size=low, max_size=high)
@@ -161,35 +230,41 @@ class HeatActuator(Actuator):
         state = self.observe()
         before = state.current
         if state.updating:
-            return ApplyResult(desired, before, before,
-                               "stack or group update in progress; nothing sent")
+            return ApplyResult(desired, before, before, "stack or group update in progress; nothing sent")
         if desired == before:
             return ApplyResult(desired, before, before, "already at the requested size")
         if self.mode == "patch":
             # Heat refuses (400) a desired_capacity outside min/max; signals are clamped by Heat.
             target = _clamp(desired, state.min_size, state.max_size)
             if target == before:
-                return ApplyResult(desired, before, before,
-                                   f"already at the bound ({state.min_size}..{state.max_size})")
+                return ApplyResult(
+                    desired, before, before, f"already at the bound ({state.min_size}..{state.max_size})"
+                )
             if target == 0:
                 return self._apply_zero(before, state)
             result = self._apply_patch(target, before)
             if target != desired:
                 result = dataclasses.replace(
-                    result, requested=desired,
-                    detail=f"{result.detail} (clamped to {state.min_size}..{state.max_size})")
+                    result,
+                    requested=desired,
+                    detail=f"{result.detail} (clamped to {state.min_size}..{state.max_size})",
+                )
             return result
         return self._apply_signals(desired, before, state)
 
     # --- modes -----------------------------------------------------------------------------------
     def _apply_patch(self, desired: int, before: int) -> ApplyResult:
-        self._request("PATCH", self._path, json={"parameters": {self.desired_parameter: desired}},
-                      what=f"update of {self.desired_parameter}={desired}", expect_json=False)
+        self._request(
+            "PATCH",
+            self._path,
+            json={"parameters": {self.desired_parameter: desired}},
+            what=f"update of {self.desired_parameter}={desired}",
+            expect_json=False,
+        )
         stack = self._wait_stack_settled(self.update_timeout)
         status = stack["stack_status"]
         if status != "UPDATE_COMPLETE":
-            raise ActuatorError(f"stack {self.stack_name} {status}: "
-                                f"{stack.get('stack_status_reason', '')}")
+            raise ActuatorError(f"stack {self.stack_name} {status}: {stack.get('stack_status_reason', '')}")
         after = self._size()
         return ApplyResult(desired, before, after, f"PATCH {self.desired_parameter}={desired}: {status}")
 
@@ -209,17 +284,25 @@ class HeatActuator(Actuator):
             before_signal = patched.after
         else:
             before_signal = before
-        last = self._apply_signals(0, before_signal, dataclasses.replace(state, current=before_signal),
-                                   via="signal")
+        last = self._apply_signals(
+            0, before_signal, dataclasses.replace(state, current=before_signal), via="signal"
+        )
         steps.append(last.detail)
-        return ApplyResult(0, before, last.after, "; ".join(steps) +
-                           f" (Heat ignores {self.desired_parameter}=0: the last server goes by signal)")
+        return ApplyResult(
+            0,
+            before,
+            last.after,
+            "; ".join(steps) + f" (Heat ignores {self.desired_parameter}=0: the last server goes by signal)",
+        )
 
-    def _apply_signals(self, desired: int, before: int, state: GroupState,
-                       via: str | None = None) -> ApplyResult:
+    def _apply_signals(
+        self, desired: int, before: int, state: GroupState, via: str | None = None
+    ) -> ApplyResult:
         via = via or self.mode
         up = desired > before
         policy = self.up_policy if up else self.down_policy
+        if policy is None:  # the constructor refuses signal/alarm modes without both policies
+            raise ActuatorError(f"no scaling-{'up' if up else 'down'} policy in stack {self.stack_name}")
         current, sent, notes = before, 0, []
         while (current < desired) if up else (current > desired):
             ignored = self._will_ignore(up, current, state)
@@ -254,8 +337,12 @@ class HeatActuator(Actuator):
     def _signal(self, policy: str, via: str) -> None:
         """POST the policy's signal URL with a token (``via="signal"``) or its pre-signed alarm_url."""
         if via == "signal":
-            self._request("POST", f"{self._path}/resources/{policy}/signal",
-                          what=f"signal to {policy}", expect_json=False)
+            self._request(
+                "POST",
+                f"{self._path}/resources/{policy}/signal",
+                what=f"signal to {policy}",
+                expect_json=False,
+            )
             return
         url = self._alarm_url(policy)
         resp = self._session.post(url, authenticated=False, raise_exc=False)
@@ -264,8 +351,12 @@ class HeatActuator(Actuator):
 
     def _alarm_url(self, policy: str) -> str:
         if policy not in self._alarm_urls:
-            body = self._request("GET", f"{self._path}/resources/{policy}",
-                                 params={"with_attr": "alarm_url"}, what=f"resource {policy}")
+            body = self._request(
+                "GET",
+                f"{self._path}/resources/{policy}",
+                params={"with_attr": "alarm_url"},
+                what=f"resource {policy}",
+            )
             url = (body["resource"].get("attributes") or {}).get("alarm_url")
             if not url:
                 raise ActuatorError(f"{policy} has no alarm_url (is it an {POLICY_TYPE}?)")
@@ -275,13 +366,22 @@ class HeatActuator(Actuator):
     # --- reading the stack ------------------------------------------------------------------------
     def _stack(self) -> dict:
         # resolve_outputs=False: a plain GET resolves every output and can 404 mid-update.
-        return self._request("GET", self._path, params={"resolve_outputs": False},
-                             what=f"stack {self.stack_name}", retry_404=True)["stack"]
+        return self._request(
+            "GET",
+            self._path,
+            params={"resolve_outputs": False},
+            what=f"stack {self.stack_name}",
+            retry_404=True,
+        )["stack"]
 
     def _size(self, allow_stale: bool = False) -> int:
         try:
-            body = self._request("GET", f"{self._path}/outputs/{self.size_output}",
-                                 what=f"output {self.size_output}", retry_404=True)
+            body = self._request(
+                "GET",
+                f"{self._path}/outputs/{self.size_output}",
+                what=f"output {self.size_output}",
+                retry_404=True,
+            )
         except ActuatorError:
             if allow_stale and self._last_size is not None:
                 return self._last_size
@@ -291,17 +391,23 @@ class HeatActuator(Actuator):
             if allow_stale and self._last_size is not None:
                 return self._last_size
             raise ActuatorError(f"output {self.size_output}: {output['output_error']}")
-        value = output.get("output_value")
+        value: Any = output.get("output_value")  # int() below refuses what is not a number
         try:
             self._last_size = int(value)
-        except (TypeError, ValueError):
-            raise ActuatorError(f"output {self.size_output} of stack {self.stack_name} is "
-                                f"{value!r}, not a number (it should be the group's current_size)")
+        except (TypeError, ValueError) as exc:
+            raise ActuatorError(
+                f"output {self.size_output} of stack {self.stack_name} is "
+                f"{value!r}, not a number (it should be the group's current_size)"
+            ) from exc
         return self._last_size
 
     def _group_metadata(self, with_server_time: bool = False):
-        resp = self._raw("GET", f"{self._path}/resources/{self.group}/metadata",
-                         what=f"metadata of {self.group}", retry_404=True)
+        resp = self._raw(
+            "GET",
+            f"{self._path}/resources/{self.group}/metadata",
+            what=f"metadata of {self.group}",
+            retry_404=True,
+        )
         meta = resp.json().get("metadata") or {}
         if not with_server_time:
             return meta
@@ -309,12 +415,13 @@ class HeatActuator(Actuator):
         server = resp.headers.get("Date")
         now = None
         if server:
-            now = email.utils.parsedate_to_datetime(server).astimezone(_dt.timezone.utc) \
-                .replace(tzinfo=None).isoformat()
+            now = (
+                email.utils.parsedate_to_datetime(server).astimezone(_dt.UTC).replace(tzinfo=None).isoformat()
+            )
         return meta, now
 
     def _bounds(self, stack: dict) -> tuple[int | None, int | None]:
-        props = (self._template["resources"][self.group].get("properties") or {})
+        props = self._template["resources"][self.group].get("properties") or {}
         params = stack.get("parameters") or {}
         return _resolve_int(props.get("min_size"), params), _resolve_int(props.get("max_size"), params)
 
@@ -328,8 +435,10 @@ class HeatActuator(Actuator):
                 return self._size(allow_stale=True)
             if time.monotonic() >= deadline:
                 # Heat may have taken the signal after all: while it resizes, keep waiting.
-                if self._group_metadata().get("scaling_in_progress") and \
-                        time.monotonic() < deadline + self.settle_timeout:
+                if (
+                    self._group_metadata().get("scaling_in_progress")
+                    and time.monotonic() < deadline + self.settle_timeout
+                ):
                     self._sleep(self.poll_interval)
                     continue
                 return size
@@ -347,8 +456,9 @@ class HeatActuator(Actuator):
             if not stack["stack_status"].endswith("_IN_PROGRESS"):
                 return stack
             if time.monotonic() >= deadline:
-                raise ActuatorError(f"stack {self.stack_name} still {stack['stack_status']} "
-                                    f"after {timeout:.0f} s")
+                raise ActuatorError(
+                    f"stack {self.stack_name} still {stack['stack_status']} after {timeout:.0f} s"
+                )
             self._sleep(self.poll_interval)
 
     # --- HTTP ------------------------------------------------------------------------------------
@@ -367,22 +477,25 @@ class HeatActuator(Actuator):
             return resp
         raise AssertionError("unreachable")
 
-    def _request(self, method: str, path: str, *, what: str, expect_json: bool = True,
-                 retry_404: bool = False, **kw) -> Any:
+    def _request(
+        self, method: str, path: str, *, what: str, expect_json: bool = True, retry_404: bool = False, **kw
+    ) -> Any:
         resp = self._raw(method, path, what=what, retry_404=retry_404, **kw)
         if not expect_json:
             return None
         try:
             return resp.json()
-        except ValueError:
-            raise ActuatorError(f"Heat {method} {what}: not JSON: {resp.text[:200]}")
+        except ValueError as exc:
+            raise ActuatorError(f"Heat {method} {what}: not JSON: {resp.text[:200]}") from exc
 
     # --- template helpers ------------------------------------------------------------------------
     def _only(self, resources: dict, types, what: str) -> str:
         names = self._names(resources, types)
         if len(names) != 1:
-            raise ActuatorError(f"stack {self.stack_name}: expected exactly one {what}, found "
-                                f"{names or 'none'}; name it explicitly")
+            raise ActuatorError(
+                f"stack {self.stack_name}: expected exactly one {what}, found "
+                f"{names or 'none'}; name it explicitly"
+            )
         return names[0]
 
     @staticmethod
@@ -401,8 +514,10 @@ class HeatActuator(Actuator):
             if adj is not None and adj * sign > 0:
                 found.append(name)
         if len(found) > 1:
-            raise ActuatorError(f"stack {self.stack_name}: several {'up' if sign > 0 else 'down'} "
-                                f"policies {found}; name one explicitly")
+            raise ActuatorError(
+                f"stack {self.stack_name}: several {'up' if sign > 0 else 'down'} "
+                f"policies {found}; name one explicitly"
+            )
         return found[0] if found else None
 
 
@@ -410,10 +525,13 @@ def session_from_cloud(cloud: str | None = None, region: str | None = None):
     """A keystoneauth session the OpenStack way: clouds.yaml / ``OS_CLOUD`` / ``OS_*``."""
     from openstack import config as os_config
     from openstack import exceptions as os_exc
+
     try:
         return os_config.OpenStackConfig().get_one(cloud=cloud, region_name=region).get_session()
     except os_exc.OpenStackCloudException as exc:
-        raise ActuatorError(f"cannot load OpenStack credentials ({cloud or 'OS_CLOUD / OS_*'}): {exc}")
+        raise ActuatorError(
+            f"cannot load OpenStack credentials ({cloud or 'OS_CLOUD / OS_*'}): {exc}"
+        ) from exc
 
 
 def _seconds_between(start_iso: str, end_iso: str) -> float:

@@ -10,6 +10,7 @@ local stand-in for a server still booting.
 Every process this actuator starts is its own session (a Ctrl-C at the terminal reaches the
 monitor, not the consumers directly) and is stopped by its PID only.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from workload.autoscale.actuator import Actuator, ActuatorError, ApplyResult, GroupState
 
@@ -51,9 +52,17 @@ class LocalActuator(Actuator):
     :param python: interpreter that runs the consumers (default: this one).
     """
 
-    def __init__(self, consumer_args: Sequence[str], log_dir: str | os.PathLike, *,
-                 env: Mapping[str, str] | None = None, min_size: int = 0, max_size: int = 10,
-                 stop_timeout: float = 30.0, python: str | None = None):
+    def __init__(
+        self,
+        consumer_args: Sequence[str],
+        log_dir: str | os.PathLike,
+        *,
+        env: Mapping[str, str] | None = None,
+        min_size: int = 0,
+        max_size: int = 10,
+        stop_timeout: float = 30.0,
+        python: str | None = None,
+    ):
         if min_size < 0 or max_size < min_size:
             raise ActuatorError(f"min_size={min_size}, max_size={max_size}: need 0 <= min <= max")
         self.consumer_args = list(consumer_args)
@@ -74,8 +83,13 @@ class LocalActuator(Actuator):
         """Reap exits, then count the members that run (``pending``: not claiming yet)."""
         self._reap()
         pending = sum(1 for m in self.members if not self._is_ready(m))
-        return GroupState(current=len(self.members), pending=pending, updating=False,
-                          min_size=self.min_size, max_size=self.max_size)
+        return GroupState(
+            current=len(self.members),
+            pending=pending,
+            updating=False,
+            min_size=self.min_size,
+            max_size=self.max_size,
+        )
 
     def apply(self, desired: int, reason: str) -> ApplyResult:
         """Start or SIGTERM consumers until ``desired`` (clamped to min/max) run; read back."""
@@ -89,7 +103,7 @@ class LocalActuator(Actuator):
         if len(self.members) > target:
             # Stop the ones not yet claiming first, then the newest: older ones are warm.
             order = sorted(self.members, key=lambda m: (self._is_ready(m), m.started_at))
-            for m in order[:len(self.members) - target]:
+            for m in order[: len(self.members) - target]:
                 self._terminate(m)
         after = self.observe().current
         detail = "" if target == desired else f"clamped to [{self.min_size}, {self.max_size}]"
@@ -127,10 +141,15 @@ class LocalActuator(Actuator):
         log_path = self.log_dir / f"consumer-{i}.jsonl"
         err = open(self.log_dir / f"consumer-{i}.stderr", "ab")
         self._stderr_files.append(err)
-        argv = [self.python, "-m", "workload", "consumer", *self.consumer_args,
-                "--log-file", str(log_path)]
-        proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        argv = [self.python, "-m", "workload", "consumer", *self.consumer_args, "--log-file", str(log_path)]
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
         m = Member(i, proc, log_path, time.monotonic())
         self.members.append(m)
         return m
@@ -169,8 +188,7 @@ class LocalActuator(Actuator):
         for pool in (self.members, self.stopping):
             for m in list(pool):
                 rc = m.proc.poll()
-                if rc is None and m.stopping_since is not None \
-                        and now - m.stopping_since > self.stop_timeout:
+                if rc is None and m.stopping_since is not None and now - m.stopping_since > self.stop_timeout:
                     self._kill(m)
                     rc = m.proc.poll()
                 if rc is not None:

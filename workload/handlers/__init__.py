@@ -5,6 +5,7 @@ Three kinds, one contract (:class:`Handler`): ``exec`` runs a program with the b
 ``package.module:function`` (its return value is the reply, an exception means retry,
 :class:`Reject` means dead-letter now); ``http`` POSTs the body (2xx = done).
 """
+
 from __future__ import annotations
 
 import abc
@@ -89,11 +90,14 @@ def make_handler(kind: str, target: str | list[str], timeout: float | None = Non
     ``pkg.mod:func``, ``http`` with a URL. Raises ValueError naming what is wrong."""
     if kind == "exec":
         from workload.handlers.exec import ExecHandler
+
         return ExecHandler(target)
     if kind == "python":
         from workload.handlers.python import PythonHandler
+
         return PythonHandler(target if isinstance(target, str) else " ".join(target))
     if kind == "http":
         from workload.handlers.http import HttpHandler
+
         return HttpHandler(target if isinstance(target, str) else " ".join(target))
     raise ValueError(f"handler kind {kind!r} is not allowed: one of {', '.join(KINDS)}")

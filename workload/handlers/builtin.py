@@ -1,4 +1,5 @@
 """Ready-made python handlers for demos and benchmarks (``--python workload.handlers.builtin:NAME``)."""
+
 from __future__ import annotations
 
 import time

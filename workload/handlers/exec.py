@@ -5,6 +5,7 @@ done; any other status means retry. Its stdout is the reply (JSON if it parses).
 also sees ``QW_MESSAGE_ID``, ``QW_CLAIM_ID``, ``QW_CLAIM_COUNT`` and ``QW_QUEUE``. A program that
 outlives the per-message timeout is killed with its whole process group.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,23 @@ class ExecHandler(Handler):
         return "exec " + shlex.join(self.argv)
 
     def handle(self, message: Message, ctx: Context) -> Result:
-        env = dict(os.environ, QW_MESSAGE_ID=message.id, QW_CLAIM_ID=ctx.claim_id or "",
-                   QW_CLAIM_COUNT="" if message.claim_count is None else str(message.claim_count),
-                   QW_QUEUE=ctx.queue)
+        env = dict(
+            os.environ,
+            QW_MESSAGE_ID=message.id,
+            QW_CLAIM_ID=ctx.claim_id or "",
+            QW_CLAIM_COUNT="" if message.claim_count is None else str(message.claim_count),
+            QW_QUEUE=ctx.queue,
+        )
         try:
             # A session of its own, so a timeout kills the program and everything it started.
-            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             return Result(RETRY, error=f"cannot run {self.argv[0]!r}: {exc.strerror or exc}")
         with self._lock:
@@ -55,8 +66,11 @@ class ExecHandler(Handler):
                 self._running.discard(proc)
         if proc.returncode == 0:
             return Result(DONE, reply=parse_reply(out))
-        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-               else f"exit status {proc.returncode}")
+        how = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit status {proc.returncode}"
+        )
         tail = err.decode(errors="replace").strip()[-STDERR_TAIL:]
         return Result(RETRY, error=f"{how}: {tail}" if tail else how)
 

@@ -4,6 +4,7 @@ The request carries ``Content-Type: application/json`` (text bodies go as ``text
 headers ``X-Message-Id`` and ``X-Claim-Count``. The response body is the reply (JSON if it
 parses). The per-message timeout bounds the whole request.
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,7 +20,9 @@ class HttpHandler(Handler):
 
     def __init__(self, url: str):
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"http handler URL {url!r} is not allowed: it must start with http:// or https://")
+            raise ValueError(
+                f"http handler URL {url!r} is not allowed: it must start with http:// or https://"
+            )
         self.url = url
         self._local = threading.local()  # one keep-alive session per worker thread
 
@@ -38,8 +41,9 @@ class HttpHandler(Handler):
         if message.claim_count is not None:
             headers["X-Claim-Count"] = str(message.claim_count)
         try:
-            resp = self._session().post(self.url, data=body_bytes(message.body), headers=headers,
-                                        timeout=ctx.timeout)
+            resp = self._session().post(
+                self.url, data=body_bytes(message.body), headers=headers, timeout=ctx.timeout
+            )
         except requests.Timeout:
             return Result(TIMEOUT, error=f"no answer within {ctx.timeout:g} s")
         except requests.RequestException as exc:

@@ -5,12 +5,14 @@ parameters. Its return value is the reply (None: no reply). Raising :class:`work
 dead-letters the message at once; any other exception means retry. A call cannot be interrupted:
 one that returns after the per-message timeout counts as ``timeout`` and its result is dropped.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Reject, Result
 from workload.queues.base import Message
@@ -37,8 +39,11 @@ def load_callable(spec: str) -> Callable[..., Any]:
 
 def _wants_message(func: Callable[..., Any]) -> bool:
     try:
-        params = [p for p in inspect.signature(func).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(func).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return False
     return len(params) >= 2
@@ -61,7 +66,7 @@ class PythonHandler(Handler):
             reply = self.func(message.body, message) if self._with_message else self.func(message.body)
         except Reject as exc:
             return Result(REJECT, error=f"rejected: {exc}" if str(exc) else "rejected")
-        except Exception as exc:  # the handler's own failure: retry the message
+        except Exception as exc:  # noqa: BLE001 - the handler's own failure: retry the message
             return Result(RETRY, error=f"{type(exc).__name__}: {exc}"[:400])
         if ctx.timeout is not None and time.monotonic() - start > ctx.timeout:
             return Result(TIMEOUT, error=f"returned after the {ctx.timeout:g} s timeout")

@@ -3,32 +3,59 @@
 ``open_queue("zaqar", "jobs", url=..., project=...)`` or ``open_queue("sqs", "jobs",
 endpoint_url=..., region=...)`` or ``open_queue("amqp", "jobs", url="amqp://...")`` gives a :class:`QueueDriver` bound to one queue.
 """
+
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
-from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.deadletter import redrive
 
 BACKENDS = ("zaqar", "sqs", "amqp")
 
-__all__ = ["BACKENDS", "Claim", "ClaimLost", "InvalidInput", "Message", "QueueDriver", "QueueError",
-           "QueueNotFound", "QueuePolicy", "QueueStats", "ServiceUnavailable", "driver_class",
-           "open_queue", "redrive"]
+__all__ = [
+    "BACKENDS",
+    "Claim",
+    "ClaimLost",
+    "InvalidInput",
+    "Message",
+    "QueueDriver",
+    "QueueError",
+    "QueueNotFound",
+    "QueuePolicy",
+    "QueueStats",
+    "ServiceUnavailable",
+    "driver_class",
+    "open_queue",
+    "redrive",
+]
 
 
 def driver_class(backend: str) -> type[QueueDriver]:
     """The driver class of ``backend`` ("zaqar", "sqs" or "amqp")."""
     if backend == "zaqar":
         from workload.queues.zaqar import ZaqarQueue
+
         return ZaqarQueue
     if backend == "sqs":
         from workload.queues.sqs import SQSQueue
+
         return SQSQueue
     if backend == "amqp":
         from workload.queues.amqp import AMQPQueue
+
         return AMQPQueue
     raise InvalidInput("backend", backend, "one of " + ", ".join(BACKENDS))
 
@@ -45,10 +72,14 @@ def open_queue(backend: str, name: str, **options: Any) -> QueueDriver:
     An option the backend does not know raises :class:`InvalidInput` naming it and the allowed ones.
     """
     cls = driver_class(backend)
-    allowed = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-               if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_")]
+    allowed = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and not p.name.startswith("_")
+    ]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise InvalidInput(f"{backend} option", unknown[0],
-                           f"options for the {backend} backend are: {', '.join(allowed)}")
+        raise InvalidInput(
+            f"{backend} option", unknown[0], f"options for the {backend} backend are: {', '.join(allowed)}"
+        )
     return cls(name, **options)

@@ -14,11 +14,13 @@ Three sources, the first that names a broker wins: the ``url`` given (``--amqp-u
 
 ``$QW_AMQP_USER`` / ``$QW_AMQP_PASSWORD`` override the credentials of any source.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -52,14 +54,18 @@ class BrokerAddress:
     __repr__ = __str__
 
 
-def parse_url(url: str | None, management_url: str | None = None,
-              environ: dict[str, str] | None = None) -> BrokerAddress:
+def parse_url(
+    url: str | None, management_url: str | None = None, environ: Mapping[str, str] | None = None
+) -> BrokerAddress:
     """Check an AMQP URL and fold in credentials from ``QW_AMQP_USER``/``QW_AMQP_PASSWORD``;
     raise :class:`InvalidInput` (naming the URL without its password) if it is not usable."""
     environ = os.environ if environ is None else environ
     if not url or not isinstance(url, str):
-        raise InvalidInput("amqp url", url, f"{URL_FORM} (--amqp-url, QW_AMQP_URL, or a broker "
-                           "in amqp.yaml / QW_AMQP_CONFIG)")
+        raise InvalidInput(
+            "amqp url",
+            url,
+            f"{URL_FORM} (--amqp-url, QW_AMQP_URL, or a broker in amqp.yaml / QW_AMQP_CONFIG)",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -75,8 +81,11 @@ def parse_url(url: str | None, management_url: str | None = None,
     host = parts.hostname
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
     full = urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), parts.query, ""))
-    mgmt = (management_url or environ.get("QW_AMQP_MANAGEMENT_URL")
-            or f"{'https' if tls else 'http'}://{host}:{15671 if tls else 15672}").rstrip("/")
+    mgmt = (
+        management_url
+        or environ.get("QW_AMQP_MANAGEMENT_URL")
+        or f"{'https' if tls else 'http'}://{host}:{15671 if tls else 15672}"
+    ).rstrip("/")
     return BrokerAddress(full, parts.scheme, host, port, vhost, user, password, mgmt)
 
 
@@ -108,13 +117,17 @@ def from_config(environ) -> dict | None:
         raise InvalidInput(f"{path}", "(unreadable)", f"YAML with a 'brokers' mapping ({exc})") from None
     name = environ.get("QW_AMQP_BROKER") or (next(iter(brokers)) if len(brokers) == 1 else None)
     if name not in brokers or not isinstance(brokers[name], dict):
-        raise InvalidInput("QW_AMQP_BROKER", name, f"one of the brokers in {path}: "
-                           f"{', '.join(map(str, brokers)) or '(none)'}")
+        raise InvalidInput(
+            "QW_AMQP_BROKER",
+            name,
+            f"one of the brokers in {path}: {', '.join(map(str, brokers)) or '(none)'}",
+        )
     return brokers[name]
 
 
-def resolve(url: str | None, management_url: str | None = None,
-            environ: dict[str, str] | None = None) -> BrokerAddress:
+def resolve(
+    url: str | None, management_url: str | None = None, environ: Mapping[str, str] | None = None
+) -> BrokerAddress:
     """The broker address from ``url``, ``$QW_AMQP_URL`` or the config file (see the module)."""
     environ = os.environ if environ is None else environ
     url = url or environ.get("QW_AMQP_URL")
@@ -126,7 +139,11 @@ def resolve(url: str | None, management_url: str | None = None,
     cfg_url = entry.get("url")
     if cfg_url and entry.get("cafile"):
         cfg_url += ("&" if "?" in cfg_url else "?") + "cafile=" + quote(str(entry["cafile"]), safe="/")
-    env = {"QW_AMQP_USER": str(entry.get("user") or ""), "QW_AMQP_PASSWORD": str(entry.get("password") or ""),
-           **{k: v for k, v in environ.items() if k in ("QW_AMQP_USER", "QW_AMQP_PASSWORD") and v}}
-    return parse_url(cfg_url, management_url or entry.get("management_url") or environ.get(
-        "QW_AMQP_MANAGEMENT_URL"), env)
+    env = {
+        "QW_AMQP_USER": str(entry.get("user") or ""),
+        "QW_AMQP_PASSWORD": str(entry.get("password") or ""),
+        **{k: v for k, v in environ.items() if k in ("QW_AMQP_USER", "QW_AMQP_PASSWORD") and v},
+    }
+    return parse_url(
+        cfg_url, management_url or entry.get("management_url") or environ.get("QW_AMQP_MANAGEMENT_URL"), env
+    )

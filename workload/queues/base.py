@@ -5,11 +5,13 @@ reached through :meth:`QueueDriver.dead_letter_queue`. Zaqar's vocabulary is use
 (claim, grace, free/claimed); the SQS driver maps it: claim = receive with a visibility timeout,
 renew = ChangeMessageVisibility, release = visibility 0, dead-lettering = a redrive policy.
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 # Zaqar's hard-coded limits (zaqar/transport/validation.py); the SQS driver checks its own.
 CLAIM_TTL_RANGE = (60, 43200)
@@ -74,11 +76,15 @@ class QueuePolicy:
     dead_letter_suffix: str = "-dlq"
     dead_letter_ttl: int = 1209600
 
-    def for_dead_letters(self) -> "QueuePolicy":
+    def for_dead_letters(self) -> QueuePolicy:
         """The policy of this queue's dead-letter queue: its own TTL, never dead-lettering."""
-        return QueuePolicy(message_ttl=self.dead_letter_ttl, claim_ttl=self.claim_ttl,
-                           claim_grace=self.claim_grace, max_claims=0,
-                           dead_letter_ttl=self.dead_letter_ttl)
+        return QueuePolicy(
+            message_ttl=self.dead_letter_ttl,
+            claim_ttl=self.claim_ttl,
+            claim_grace=self.claim_grace,
+            max_claims=0,
+            dead_letter_ttl=self.dead_letter_ttl,
+        )
 
     def validate(self) -> None:
         check_range("message_ttl", self.message_ttl, MESSAGE_TTL_RANGE)
@@ -108,6 +114,13 @@ class Claim:
     messages: list[Message]
     ttl: int
     grace: int = 0
+    # Bookkeeping a driver keeps on the claims it made: not part of a claim's value (no init, repr
+    # or comparison) and absent until that driver sets it (drivers test hasattr). Zaqar and SQS:
+    # ids of the messages neither deleted nor released yet; Zaqar: those to give back once the
+    # others are settled; AMQP: the connection generation the deliveries came on.
+    _held: set[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _to_release: set[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _generation: int = dataclasses.field(init=False, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +141,11 @@ class QueueDriver(abc.ABC):
 
     name: str
     policy: QueuePolicy
+
+    if TYPE_CHECKING:
+        # Every driver is built as Driver(name, **options) (open_queue); each declares its own
+        # keyword-only options, so the base has no constructor of its own at run time.
+        def __init__(self, name: str, **options: Any) -> None: ...
 
     @abc.abstractmethod
     def ensure(self, policy: QueuePolicy | None = None) -> None:
@@ -176,7 +194,7 @@ class QueueDriver(abc.ABC):
         """Delete this queue and its dead-letter queue. Missing queues are not an error."""
 
     @abc.abstractmethod
-    def dead_letter_queue(self) -> "QueueDriver":
+    def dead_letter_queue(self) -> QueueDriver:
         """The driver of this queue's dead-letter queue (same backend, ``name + suffix``)."""
 
     def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:
@@ -187,7 +205,12 @@ class QueueDriver(abc.ABC):
         """
         from workload.queues import deadletter
 
-        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
-                               claim_count=message.claim_count)
+        body = deadletter.wrap(
+            message.body,
+            queue=self.name,
+            message_id=message.id,
+            reason=reason,
+            claim_count=message.claim_count,
+        )
         self.dead_letter_queue().post([body])
         self.delete(message, claim)

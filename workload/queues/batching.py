@@ -1,13 +1,15 @@
 """Split a list of encoded messages into the batches a service accepts (count and bytes)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from workload.queues.base import InvalidInput
 
 
-def split_batches(sizes: Sequence[int], max_count: int, max_bytes: int,
-                  envelope: int = 0, separator: int = 0) -> list[range]:
+def split_batches(
+    sizes: Sequence[int], max_count: int, max_bytes: int, envelope: int = 0, separator: int = 0
+) -> list[range]:
     """Group consecutive items into batches of at most ``max_count`` items and ``max_bytes`` bytes.
 
     ``sizes[i]`` is the encoded size of item i; a batch costs ``envelope`` bytes plus the items
@@ -20,9 +22,11 @@ def split_batches(sizes: Sequence[int], max_count: int, max_bytes: int,
     start, used = 0, envelope
     for i, size in enumerate(sizes):
         if envelope + size > max_bytes:
-            raise InvalidInput(f"bodies[{i}] size", size,
-                               f"at most {max_bytes - envelope} bytes encoded "
-                               f"({max_bytes} bytes per request)")
+            raise InvalidInput(
+                f"bodies[{i}] size",
+                size,
+                f"at most {max_bytes - envelope} bytes encoded ({max_bytes} bytes per request)",
+            )
         cost = size + (separator if i > start else 0)
         if i > start and (i - start >= max_count or used + cost > max_bytes):
             batches.append(range(start, i))

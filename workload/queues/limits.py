@@ -3,15 +3,24 @@
 One place for the numbers, so a driver never sends a request the service would refuse for a
 reason we could have named first (with the value and the allowed range).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from typing import Any
 
-from workload.queues.base import (CLAIM_GRACE_RANGE, CLAIM_LIMIT_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE,
-                                  MAX_POST_BYTES, MAX_POST_MESSAGES, MESSAGE_TTL_RANGE, InvalidInput,
-                                  check_range)
+from workload.queues.base import (
+    CLAIM_GRACE_RANGE,
+    CLAIM_LIMIT_RANGE,
+    CLAIM_TTL_RANGE,
+    DELAY_RANGE,
+    MAX_POST_BYTES,
+    MAX_POST_MESSAGES,
+    MESSAGE_TTL_RANGE,
+    InvalidInput,
+    check_range,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +49,32 @@ class Limits:
             check_range("delay", delay, self.delay)
 
 
-ZAQAR = Limits("zaqar", CLAIM_TTL_RANGE, CLAIM_GRACE_RANGE, CLAIM_LIMIT_RANGE, MESSAGE_TTL_RANGE,
-               DELAY_RANGE, batch_messages=MAX_POST_MESSAGES, batch_bytes=MAX_POST_BYTES,
-               message_bytes=MAX_POST_BYTES)
+ZAQAR = Limits(
+    "zaqar",
+    CLAIM_TTL_RANGE,
+    CLAIM_GRACE_RANGE,
+    CLAIM_LIMIT_RANGE,
+    MESSAGE_TTL_RANGE,
+    DELAY_RANGE,
+    batch_messages=MAX_POST_MESSAGES,
+    batch_bytes=MAX_POST_BYTES,
+    message_bytes=MAX_POST_BYTES,
+)
 
 # SQS: VisibilityTimeout 0..43200 (a claim of 0 s would be no claim, so 1..), no grace,
 # MaxNumberOfMessages 1..10, MessageRetentionPeriod 60..1209600, DelaySeconds 0..900,
 # 10 entries and 256 KiB per SendMessageBatch, 256 KiB per message.
-SQS = Limits("sqs", (1, 43200), (0, 43200), (1, 10), (60, 1209600), (0, 900),
-             batch_messages=10, batch_bytes=262144, message_bytes=262144)
+SQS = Limits(
+    "sqs",
+    (1, 43200),
+    (0, 43200),
+    (1, 10),
+    (60, 1209600),
+    (0, 900),
+    batch_messages=10,
+    batch_bytes=262144,
+    message_bytes=262144,
+)
 
 
 def encode_json(body: Any, index: int | None = None) -> str:
@@ -64,9 +90,19 @@ def _short(value: Any, n: int = 60) -> Any:
     text = repr(value)
     return value if len(text) <= n else text[:n] + "..."
 
+
 # AMQP (RabbitMQ): no claim expiry (ttl and grace are checked for the contract only), claims of
 # 1..20 like Zaqar, no delayed delivery without a plugin. RabbitMQ 3.10 accepts messages up to
 # max_message_size (128 MiB); we stop at 16 MiB, since a big message blocks a quorum queue's log,
 # and publish at most 100 messages per batch of awaited confirms.
-AMQP = Limits("amqp", (1, 43200), (0, 43200), (1, 20), (1, 1209600), (0, 0),
-              batch_messages=100, batch_bytes=16 * 1024 * 1024, message_bytes=16 * 1024 * 1024)
+AMQP = Limits(
+    "amqp",
+    (1, 43200),
+    (0, 43200),
+    (1, 20),
+    (1, 1209600),
+    (0, 0),
+    batch_messages=100,
+    batch_bytes=16 * 1024 * 1024,
+    message_bytes=16 * 1024 * 1024,
+)

@@ -3,13 +3,15 @@
 Which operations are safe is the caller's decision (each driver says it per call); this module
 only knows how long to wait and how often.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -38,14 +40,19 @@ class RetryPolicy:
     cap: float = 4.0
 
     def delay(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
-        return rng() * min(self.cap, self.base * (2 ** retry_number))
+        return rng() * min(self.cap, self.base * (2**retry_number))
 
 
 NO_RETRY = RetryPolicy(attempts=1)
 
 
-def call(attempt: Callable[[], T], policy: RetryPolicy, safe: bool, what: str = "request",
-         sleep: Callable[[float], None] = time.sleep) -> T:
+def call(
+    attempt: Callable[[], T],
+    policy: RetryPolicy,
+    safe: bool,
+    what: str = "request",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run ``attempt``; on :class:`Retryable` try again while ``safe`` and attempts remain."""
     tries = policy.attempts if safe else 1
     for n in range(tries):

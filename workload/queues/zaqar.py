@@ -11,26 +11,43 @@ Every request carries a UUID ``Client-ID`` (Zaqar requires one). Queue policy li
 queue's metadata (``_max_claim_count``, ``_dead_letter_queue``, ...), set with raw PUT/PATCH:
 python-zaqarclient drops those keys on an existing queue.
 """
+
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from workload.queues import batching, retry
-from workload.queues.base import (MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    MAX_DELETE_IDS,
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.limits import ZAQAR, encode_json
-
 
 DEFAULT_LOCAL_PROJECT = "queue-workers-local"
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
 # Metadata keys the driver owns; others on the queue are left alone.
-POLICY_KEYS = ("_default_message_ttl", "_default_message_delay", "_max_claim_count",
-               "_dead_letter_queue", "_dead_letter_queue_messages_ttl")
+POLICY_KEYS = (
+    "_default_message_ttl",
+    "_default_message_delay",
+    "_max_claim_count",
+    "_dead_letter_queue",
+    "_dead_letter_queue_messages_ttl",
+)
 _POST_ENVELOPE = len('{"messages":[]}')
 
 
@@ -52,8 +69,9 @@ class _Transport:
             self.headers["X-Project-ID"] = project or DEFAULT_LOCAL_PROJECT
         self.where = self.base or "the cloud's messaging endpoint"
 
-    def send(self, method: str, path: str, *, params=None, body=None,
-             content_type: str = "application/json") -> requests.Response:
+    def send(
+        self, method: str, path: str, *, params=None, body=None, content_type: str = "application/json"
+    ) -> requests.Response:
         headers = dict(self.headers)
         data = None
         if body is not None:
@@ -61,15 +79,24 @@ class _Transport:
             headers["Content-Type"] = content_type
         if self.adapter is None:
             try:
-                return self.session.request(method, self.base + path, params=params, data=data,
-                                            headers=headers, timeout=self.timeout)
+                return self.session.request(
+                    method, self.base + path, params=params, data=data, headers=headers, timeout=self.timeout
+                )
             except requests.RequestException as exc:
                 raise _ConnectionProblem(exc) from exc
         from keystoneauth1 import exceptions as ks_exc
 
         try:
-            return self.adapter.request(path, method, params=params, data=data, headers=headers,
-                                        raise_exc=False, connect_retries=0, timeout=self.timeout)
+            return self.adapter.request(
+                path,
+                method,
+                params=params,
+                data=data,
+                headers=headers,
+                raise_exc=False,
+                connect_retries=0,
+                timeout=self.timeout,
+            )
         except (ks_exc.ConnectionError, ks_exc.EndpointNotFound) as exc:
             raise _ConnectionProblem(exc) from exc
         except ks_exc.ClientException as exc:  # e.g. bad credentials when fetching a token
@@ -91,9 +118,13 @@ def _cloud_adapter(cloud: str | None, region: str | None, url: str | None):
         raise QueueError("OpenStack configuration", f"cannot load cloud {cloud!r}: {exc}") from exc
     session = cfg.get_session()
     interface = cfg.get_interface() or "public"
-    return adapter.Adapter(session, service_type="messaging", interface=interface,
-                           region_name=cfg.get_region_name("messaging") or region,
-                           endpoint_override=url or cfg.get_endpoint("messaging"))
+    return adapter.Adapter(
+        session,
+        service_type="messaging",
+        interface=interface,
+        region_name=cfg.get_region_name("messaging") or region,
+        endpoint_override=url or cfg.get_endpoint("messaging"),
+    )
 
 
 class ZaqarQueue(QueueDriver):
@@ -115,10 +146,19 @@ class ZaqarQueue(QueueDriver):
 
     limits = ZAQAR
 
-    def __init__(self, name: str, *, url: str | None = None, project: str | None = None,
-                 cloud: str | None = None, region: str | None = None,
-                 policy: QueuePolicy | None = None, retry_policy: retry.RetryPolicy | None = None,
-                 timeout: float = 30.0, _transport: _Transport | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        project: str | None = None,
+        cloud: str | None = None,
+        region: str | None = None,
+        policy: QueuePolicy | None = None,
+        retry_policy: retry.RetryPolicy | None = None,
+        timeout: float = 30.0,
+        _transport: _Transport | None = None,
+    ):
         if not isinstance(name, str) or not name:
             raise InvalidInput("name", name, "a non-empty queue name")
         self.name = name
@@ -130,8 +170,7 @@ class ZaqarQueue(QueueDriver):
         elif url and (project or not cloud):  # X-Project-ID only means something without Keystone
             self._t = _Transport(url, project, timeout=timeout)
         else:
-            self._t = _Transport(url, None, adapter=_cloud_adapter(cloud, region, url),
-                                 timeout=timeout)
+            self._t = _Transport(url, None, adapter=_cloud_adapter(cloud, region, url), timeout=timeout)
         self._path = f"/v2/queues/{quote(name, safe='')}"
 
     def __repr__(self) -> str:
@@ -142,8 +181,17 @@ class ZaqarQueue(QueueDriver):
         return self._t.client_id
 
     # -- HTTP ---------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, safe: bool, params=None, body=None,
-                 content_type: str = "application/json", ok=(200, 201, 204)) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        safe: bool,
+        params=None,
+        body=None,
+        content_type: str = "application/json",
+        ok=(200, 201, 204),
+    ) -> requests.Response:
         """One API call with retries when ``safe``; non-``ok`` answers become QueueError."""
         what = f"{method} {path}"
 
@@ -151,8 +199,9 @@ class ZaqarQueue(QueueDriver):
             try:
                 resp = self._t.send(method, path, params=params, body=body, content_type=content_type)
             except _ConnectionProblem as exc:
-                raise retry.Retryable(ServiceUnavailable(
-                    "Connection failed", f"{what} to {self._t.where}: {exc}")) from None
+                raise retry.Retryable(
+                    ServiceUnavailable("Connection failed", f"{what} to {self._t.where}: {exc}")
+                ) from None
             if resp.status_code >= 500:
                 raise retry.Retryable(_service_error(resp, ServiceUnavailable))
             return resp
@@ -169,11 +218,13 @@ class ZaqarQueue(QueueDriver):
             self.policy = policy
         p = self.policy
         dlq_meta = {"_default_message_ttl": p.dead_letter_ttl}
-        meta: dict[str, Any] = {"_default_message_ttl": p.message_ttl,
-                                "_default_message_delay": p.delay}
+        meta: dict[str, Any] = {"_default_message_ttl": p.message_ttl, "_default_message_delay": p.delay}
         if p.max_claims:  # else the consumer dead-letters by itself (the DLQ exists either way)
-            meta.update(_max_claim_count=p.max_claims, _dead_letter_queue=self.name + p.dead_letter_suffix,
-                        _dead_letter_queue_messages_ttl=p.dead_letter_ttl)
+            meta.update(
+                _max_claim_count=p.max_claims,
+                _dead_letter_queue=self.name + p.dead_letter_suffix,
+                _dead_letter_queue_messages_ttl=p.dead_letter_ttl,
+            )
         self.dead_letter_queue()._put_metadata(dlq_meta)
         self._put_metadata(meta)
 
@@ -183,10 +234,16 @@ class ZaqarQueue(QueueDriver):
         if resp.status_code == 201:
             return
         current = self._request("GET", self._path, safe=True).json()
-        ops = [{"op": "replace" if k in current else "add", "path": f"/metadata/{k}", "value": v}
-               for k, v in meta.items() if current.get(k) != v]
-        ops += [{"op": "remove", "path": f"/metadata/{k}"}
-                for k in POLICY_KEYS if current.get(k) is not None and k not in meta]
+        ops = [
+            {"op": "replace" if k in current else "add", "path": f"/metadata/{k}", "value": v}
+            for k, v in meta.items()
+            if current.get(k) != v
+        ]
+        ops += [
+            {"op": "remove", "path": f"/metadata/{k}"}
+            for k in POLICY_KEYS
+            if current.get(k) is not None and k not in meta
+        ]
         if ops:
             # A JSON patch with explicit values is idempotent: safe to retry.
             self._request("PATCH", self._path, safe=True, body=ops, content_type=JSON_PATCH)
@@ -206,8 +263,9 @@ class ZaqarQueue(QueueDriver):
         # Zaqar counts the bytes of the whole request body against its post limit.
         sizes = [len(s.encode()) for s in items]
         ids: list[str] = []
-        for rng in batching.split_batches(sizes, self.limits.batch_messages, self.limits.batch_bytes,
-                                          envelope=_POST_ENVELOPE, separator=1):
+        for rng in batching.split_batches(
+            sizes, self.limits.batch_messages, self.limits.batch_bytes, envelope=_POST_ENVELOPE, separator=1
+        ):
             payload = '{"messages":[' + ",".join(items[i] for i in rng) + "]}"
             # Never retried: a POST whose answer was lost may have stored the messages, and a
             # second POST would store them again.
@@ -222,15 +280,25 @@ class ZaqarQueue(QueueDriver):
         # Claim POST is retried. A retry after a lost answer leaves the first claim's messages
         # invisible until that claim expires (ttl), then they are delivered again: a delay, never
         # a loss or a duplicate beyond the at-least-once delivery consumers live with anyway.
-        resp = self._request("POST", self._path + "/claims", safe=True, params={"limit": limit},
-                             body={"ttl": ttl, "grace": grace})
+        resp = self._request(
+            "POST",
+            self._path + "/claims",
+            safe=True,
+            params={"limit": limit},
+            body={"ttl": ttl, "grace": grace},
+        )
         if resp.status_code == 204:
             return None
         claim_id = resp.headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1]
-        messages = [Message(id=m["id"] if "id" in m else m["href"].split("?")[0].rsplit("/", 1)[-1],
-                            body=m.get("body"), age=float(m.get("age", 0)),
-                            claim_count=m.get("claim_count"))
-                    for m in resp.json().get("messages", [])]
+        messages = [
+            Message(
+                id=m["id"] if "id" in m else m["href"].split("?")[0].rsplit("/", 1)[-1],
+                body=m.get("body"),
+                age=float(m.get("age", 0)),
+                claim_count=m.get("claim_count"),
+            )
+            for m in resp.json().get("messages", [])
+        ]
         if not messages:
             return None
         if not claim_id:
@@ -245,8 +313,9 @@ class ZaqarQueue(QueueDriver):
         grace = claim.grace or self.policy.claim_grace
         self.limits.check_claim(1, ttl, grace)
         try:
-            self._request("PATCH", f"{self._path}/claims/{claim.id}", safe=True,
-                          body={"ttl": ttl, "grace": grace})
+            self._request(
+                "PATCH", f"{self._path}/claims/{claim.id}", safe=True, body={"ttl": ttl, "grace": grace}
+            )
         except QueueNotFound as exc:
             raise ClaimLost(exc.title, exc.description, exc.status) from None
         claim.ttl = ttl
@@ -256,7 +325,7 @@ class ZaqarQueue(QueueDriver):
         while others are still being handled is deferred: the claim is released (making exactly
         those messages free) once every other message of it is deleted or released."""
         held = getattr(claim, "_held", {m.id for m in claim.messages})
-        pending = getattr(claim, "_to_release", set())
+        pending: set[str] = getattr(claim, "_to_release", set())
         pending |= {m.id for m in messages} if messages is not None else set(held)
         claim._to_release, claim._held = pending, held
         if not held - pending:
@@ -271,8 +340,9 @@ class ZaqarQueue(QueueDriver):
     def delete(self, message: Message, claim: Claim | None = None) -> None:
         params = {"claim_id": claim.id} if claim is not None else None
         try:
-            self._request("DELETE", f"{self._path}/messages/{quote(message.id, safe='')}",
-                          safe=True, params=params)
+            self._request(
+                "DELETE", f"{self._path}/messages/{quote(message.id, safe='')}", safe=True, params=params
+            )
         except QueueError as exc:
             # 400 "claim does not exist or has expired" / "not currently claimed", 403 "claimed"
             # (by someone else now): our claim is gone and the message may be with another consumer.
@@ -291,7 +361,7 @@ class ZaqarQueue(QueueDriver):
         for start in range(0, len(ids), MAX_DELETE_IDS):
             # The commas must stay literal: Zaqar 23 answers 204 to percent-encoded commas
             # (what `params=` would send) and deletes nothing. Deleting twice is safe to retry.
-            query = ",".join(quote(i, safe="") for i in ids[start:start + MAX_DELETE_IDS])
+            query = ",".join(quote(i, safe="") for i in ids[start : start + MAX_DELETE_IDS])
             self._request("DELETE", f"{self._path}/messages?ids={query}", safe=True)
         self._settled(claim, ids)
 
@@ -318,8 +388,12 @@ class ZaqarQueue(QueueDriver):
             return QueueStats(0, 0, 0, None)
         oldest = doc.get("oldest")
         free, claimed = max(0, int(doc.get("free", 0))), max(0, int(doc.get("claimed", 0)))
-        return QueueStats(free=free, claimed=claimed, total=max(free + claimed, int(doc.get("total", 0))),
-                          oldest_age=float(oldest["age"]) if oldest else None)
+        return QueueStats(
+            free=free,
+            claimed=claimed,
+            total=max(free + claimed, int(doc.get("total", 0))),
+            oldest_age=float(oldest["age"]) if oldest else None,
+        )
 
     def purge(self) -> None:
         """Delete the free messages. Zaqar's purge leaves messages under a live claim to their
@@ -331,14 +405,19 @@ class ZaqarQueue(QueueDriver):
         for q in (self, self.dead_letter_queue()):
             q._request("DELETE", q._path, safe=True)
 
-    def dead_letter_queue(self) -> "ZaqarQueue":
+    def dead_letter_queue(self) -> ZaqarQueue:
         dlq_policy = self.policy.for_dead_letters()
-        return ZaqarQueue(self.name + self.policy.dead_letter_suffix, policy=dlq_policy,
-                          retry_policy=self.retry_policy, _transport=self._t)
+        return ZaqarQueue(
+            self.name + self.policy.dead_letter_suffix,
+            policy=dlq_policy,
+            retry_policy=self.retry_policy,
+            _transport=self._t,
+        )
 
 
 def _claim_id_from_href(href: str) -> str:
     from urllib.parse import parse_qs, urlparse
+
     return parse_qs(urlparse(href).query).get("claim_id", [""])[0]
 
 
