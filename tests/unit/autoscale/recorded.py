@@ -26,10 +26,10 @@ SEED = 1
 
 
 def compact(obs: Observation) -> list:
-    """``[now, free, claimed, total, oldest_age, current, pending]`` (the file stays small)."""
+    """``[now, free, claimed, total, oldest_age, current, pending]`` (the file stays small; the
+    numbers unrounded, as the target policy reads the oldest age)."""
     s = obs.stats
-    return [round(obs.now, 3), s.free, s.claimed, s.total,
-            None if s.oldest_age is None else round(s.oldest_age, 3), obs.current, obs.pending]
+    return [obs.now, s.free, s.claimed, s.total, s.oldest_age, obs.current, obs.pending]
 
 
 def observation(row: list) -> Observation:

@@ -14,10 +14,13 @@ Two policies:
 ``target``
     Sizes the group for a target wait. From the queue's stats it estimates the offered load
     (messages in flight plus the net growth of the queue, by Little's law), the arrival rate, and
-    the backlog that will have piled up by the time a new server has booted; it keeps a per-message
-    service time estimate that observed drains correct; it picks the smallest fleet whose
-    probability of a wait above the target stays under ``wait_quantile`` (Erlang C), plus what
-    drains the projected backlog within the target. Scale-up acts at once (at most
+    the backlog that will have piled up by the time a new server has booted. Its per-message
+    service time starts at ``service_time_s`` and moves both ways on looks with a standing
+    backlog (every slot busy: service = in flight / completions, the completions being the
+    waiting line's arrival rate, backlog over the head's wait, less the growth); idle looks leave
+    it alone. The steady fleet is the smallest whose probability of a wait above the target stays
+    under 1 - ``wait_quantile`` (Erlang C), plus what drains the projected backlog beyond a
+    standing allowance within ``drain_time_s``. Scale-up acts at once (at most
     ``max_step_up``), scale-down takes the highest recommendation of the last
     ``scale_down_window_s`` seconds (at most ``max_step_down``), an empty queue for
     ``idle_to_zero_s`` seconds scales to zero and ``activation_backlog`` messages wake it.

@@ -89,6 +89,7 @@ class Look:
     pending: int
     free: int
     claimed: int
+    oldest_age: float | None = None
     rate: float = 0.0  # arrivals per second, smoothed
     service: float = 1.0  # seconds per message per slot
     steady_slots: float = 0.0  # slots that carry the load
@@ -126,7 +127,7 @@ class TargetPolicy(Guarded):
 
     def _decide(self, obs: Observation, state: PolicyState) -> Decision:
         look = Look(obs.now, obs.current, max(0, min(obs.pending, obs.current)),
-                    max(0, obs.stats.free), max(0, obs.stats.claimed))
+                    max(0, obs.stats.free), max(0, obs.stats.claimed), obs.stats.oldest_age)
         look = self.floor(state, self.size(self.estimate(look, state)))
         stable, recs, watching_since = self.stabilise(look, state)
         desired, reason = self.explain(look, state, stable)
@@ -150,14 +151,11 @@ class TargetPolicy(Guarded):
         if dt is not None and dt > 0 and state.last_total is not None:
             in_flight = (claimed + (state.last_claimed or 0)) / 2
             growth = (total - state.last_total) / dt
-            saturated = free > 0 and (state.last_free or 0) > 0 and look.active > 0
-            if saturated and growth < 0:
-                # A drain shows the throughput is at least what left the queue; if that beats
-                # our service time estimate, the estimate was too slow.
-                drained_service = in_flight / (-growth)
-                if drained_service < service:
-                    w = 1 - math.exp(-dt / max(c.rate_smoothing_s, 1e-9))
-                    service = max(drained_service, service + w * (drained_service - service))
+            saturated = free > 0 and (state.last_free or 0) > 0 and look.active > 0 and in_flight > 0
+            observed = self.drained_service(look, service, in_flight, growth) if saturated else None
+            if observed is not None:
+                w = 1 - math.exp(-dt / max(c.rate_smoothing_s, 1e-9))
+                service = service + w * (observed - service)
             inst = max(0.0, growth + in_flight / service)
             if rate is None:
                 rate = inst
@@ -170,6 +168,27 @@ class TargetPolicy(Guarded):
         if total == 0 and rate * service < 0.05:
             rate = 0.0  # what is left of the average after the queue emptied is not load
         return dataclasses.replace(look, rate=rate, service=service)
+
+    @staticmethod
+    def drained_service(look: Look, service: float, in_flight: float, growth: float) -> float | None:
+        """The service time a saturated look shows (faster or slower than ``service``), or None.
+
+        With a backlog every slot is busy, so by Little's law the service time is the messages in
+        flight over the completion rate, and completions = arrivals - growth. The arrivals are
+        those of the waiting line: its ``free`` messages came in over the head's wait, which is
+        the oldest age less the oldest one's service so far (about one ``service``). Idle looks
+        say nothing and change nothing; one look moves the estimate at most 2x either way.
+        """
+        age = look.oldest_age
+        if age is None or look.free < max(1.0, in_flight):
+            return None  # a backlog shorter than the fleet: the oldest age is a service, not a wait
+        head_wait = age - service
+        if head_wait <= service:
+            return None
+        completions = look.free / head_wait - growth
+        if completions <= 0:
+            return None
+        return min(2 * service, max(service / 2, in_flight / completions))
 
     def size(self, look: Look) -> Look:
         """Servers for the offered load plus the backlog projected to when a new one is ready.
@@ -186,8 +205,6 @@ class TargetPolicy(Guarded):
         capacity_rate = look.active * slots / service
         projected = look.free + max(0.0, rate - capacity_rate) * c.boot_time_s
         allowed = c.backlog_allowance * rate * c.target_wait_s
-        if c.backlog_allowance > 0:
-            steady_slots = min(steady_slots, load)
         drain_time = c.drain_time_s or (c.target_wait_s + c.boot_time_s)
         drain_slots = max(-load, projected - allowed) * service / drain_time
         need = max(0.0, (steady_slots + drain_slots) / slots)
