@@ -140,7 +140,10 @@ def test_target_counts_servers_already_booting():
     first = p.decide(Observation(0, stats(600, claimed=2), 2, 0), PolicyState())
     assert first.desired > 2
     again = p.decide(Observation(10, stats(600, claimed=2), first.desired, first.desired - 2), first.state)
-    assert again.desired <= first.desired + 2
+    # The same backlog with the asked-for servers booting: no more need than before (only the
+    # rest of what --max-step-up held back is added).
+    assert again.estimates["wanted"] <= first.estimates["wanted"]
+    assert again.desired <= first.estimates["wanted"]
 
 
 def test_target_scale_down_waits_for_the_window():
@@ -178,10 +181,37 @@ def test_target_with_min_above_zero_never_sleeps():
 
 def test_target_learns_a_faster_service_time_from_a_drain():
     p = target(service_time_s=4.0, rate_smoothing_s=10)
-    looks = [(0, stats(1000, claimed=10), 10, 0), (10, stats(900, claimed=10), 10, 0),
-             (20, stats(800, claimed=10), 10, 0), (30, stats(700, claimed=10), 10, 0)]
+    # The backlog came in over 1000 s (its oldest message waited that long), and drains 10/s.
+    looks = [(t, stats(1000 - 10 * t, claimed=10, oldest=1000.0 + t), 10, 0) for t in range(0, 40, 10)]
     ds = run(p, looks)
     assert ds[-1].estimates["service_time_s"] < 2.0  # 10 in flight drained 10/s: about 1 s each
+
+
+def test_target_learns_a_slower_service_time_from_a_standing_backlog():
+    """10 busy servers at 4 s a message hold a backlog of 300 that waited 120 s: the 1 s guess
+    rises toward 4 s, and the need with it (today's estimate only ever fell)."""
+    p = target(service_time_s=1.0, rate_smoothing_s=10, max_size=60)
+    looks = [(t, stats(300, claimed=10, oldest=124.0), 10, 0) for t in range(0, 120, 10)]
+    ds = run(p, looks)
+    assert ds[-1].estimates["service_time_s"] > 3.0
+    assert ds[-1].estimates["load_slots"] > 8
+
+
+def test_target_service_estimate_ignores_idle_looks():
+    """An empty queue says nothing about the service time: the estimate stays where it was."""
+    p = target(service_time_s=3.0)
+    ds = run(p, [(t, stats(0, claimed=1), 2, 0) for t in range(0, 300, 10)])
+    assert all(d.estimates["service_time_s"] == 3.0 for d in ds)
+
+
+def test_wait_quantile_sizes_the_steady_fleet():
+    """A steady load of 12 busy slots, no backlog: a stricter quantile asks for more servers."""
+    def steady(q):
+        p = target(max_size=60, wait_quantile=q, target_wait_s=2, idle_to_zero_s=None, min_size=1)
+        return run(p, [(t, stats(0, claimed=12), 12, 0) for t in range(0, 300, 10)])[-1]
+    loose, strict = steady(0.5), steady(0.999)
+    assert strict.estimates["steady_slots"] > loose.estimates["steady_slots"] >= 12
+    assert strict.desired > loose.desired
 
 
 @given(st.integers(min_value=0, max_value=2**32 - 1))
