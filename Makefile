@@ -39,7 +39,7 @@ $(HEAT_VENV)/.installed: devenv/requirements-heat.txt
 	$(HEAT_VENV)/bin/pip install $(PIP_QUIET) -r devenv/requirements-heat.txt
 	@touch $@
 
-demo: venv venv-zaqar ## local Zaqar + producer + monitor + autoscaled consumers; last line is a JSON summary
+demo: venv venv-zaqar $(if $(filter amqp,$(DEMO_BACKEND)),builder-deps) ## local Zaqar (DEMO_BACKEND=amqp: RabbitMQ) + producer + monitor + autoscaled consumers; last line is a JSON summary
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) -m devenv demo
 
 test: venv venv-zaqar venv-heat builder-deps ## every check this machine can run (unit, integration, infra, builder, controlplane)

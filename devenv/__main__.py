@@ -1,4 +1,4 @@
-"""``python -m devenv zaqar|sqs|controlplane|demo``: local stand-ins for the cloud, in the foreground."""
+"""``python -m devenv zaqar|sqs|amqp|controlplane|demo``: local stand-ins for the cloud, in the foreground."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,12 @@ def _sqs(args) -> int:
     return _serve(LocalSQS(region=args.region, port=args.port), "sqs")
 
 
+def _amqp(args) -> int:
+    from devenv.rabbitmq import LocalRabbitMQ
+    return _serve(LocalRabbitMQ(data_dir=args.data_dir, consumer_timeout=args.consumer_timeout,
+                                heartbeat=args.heartbeat), "amqp")
+
+
 # Commands whose options are their own module's: everything after the command name goes to it
 # (argparse here would eat their --help). Imported only when asked for.
 PASS_THROUGH = {"demo": "devenv.demo", "controlplane": "devenv.controlplane"}
@@ -82,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region", default="us-east-1", help="AWS region clients name (default: %(default)s)")
     s.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
     s.set_defaults(func=_sqs)
+
+    a = sub.add_parser("amqp", help="run a real RabbitMQ node (management plugin on) on loopback until Ctrl-C",
+                       description="Run Debian's rabbitmq-server as a node of its own on free 127.0.0.1 "
+                       "ports (AMQP, management API, distribution, epmd) in the foreground; print the "
+                       "management URL and the environment variables for the workload.")
+    a.add_argument("--data-dir", default=None,
+                   help="folder for mnesia, logs and config, kept after stop (default: a temporary one)")
+    a.add_argument("--consumer-timeout", type=int, default=1800, metavar="SECONDS",
+                   help="seconds a delivery may stay unacknowledged before the broker closes its "
+                   "channel (RabbitMQ's consumer_timeout; default: %(default)s)")
+    a.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                   help="heartbeat interval the broker proposes (default: %(default)s)")
+    a.set_defaults(func=_amqp)
 
     for command, text in (
             ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),

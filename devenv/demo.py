@@ -1,6 +1,7 @@
 """``make demo`` / ``python -m devenv demo``: the whole loop on one machine, autoscaled.
 
-A real local Zaqar; a producer following a load profile (low, ramp, burst, idle); the monitor
+A real local queue service (Zaqar by default; ``DEMO_BACKEND=amqp`` a real RabbitMQ, ``sqs``
+moto's server); a producer following a load profile (low, ramp, burst, idle); the monitor
 (the target policy, the same code as in the cloud) with the local actuator scaling consumer
 processes (``python -m workload consumer``) between 0 and ``--max-workers``; a live view of queue
 depth, workers, throughput and the last decision and why (one plain line every few seconds when
@@ -8,7 +9,8 @@ the output is not a terminal). At the end it stops producing, lets the consumers
 queued (bounded), stops every process it started by PID, and prints one JSON object as its last
 line: produced, consumed, lost, duplicates, max_workers, scale_events, p95_wait_s and more.
 
-``DEMO_SECONDS`` (default 90, at most 120) sets its length. The decision log and the consumers'
+``DEMO_SECONDS`` (default 90, at most 120) sets its length, ``DEMO_BACKEND`` (or ``--backend``)
+the queue service. The decision log and the consumers'
 logs stay in ``demo-out/`` (or ``$QW_DEMO_OUT``) for reading afterwards.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SECONDS, MAX_SECONDS, MIN_SECONDS = 90.0, 120.0, 15.0
+BACKENDS = ("zaqar", "amqp", "sqs")
 
 
 # ---------------------------------------------------------------------------- load profile
@@ -161,11 +164,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         argv = argv[1:]
     p = argparse.ArgumentParser(
         prog="python -m devenv demo",
-        description="Local Zaqar + producer (low, ramp, burst, idle) + monitor + autoscaled "
+        description="Local Zaqar (or RabbitMQ, or moto's SQS) + producer (low, ramp, burst, idle) + monitor + autoscaled "
                     "consumer processes; the last line is a JSON summary.")
     p.add_argument("--seconds", type=float, default=None,
                    help=f"length of the demo, {MIN_SECONDS:g}..{MAX_SECONDS:g} s "
                         f"(default: $DEMO_SECONDS or {DEFAULT_SECONDS:g})")
+    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("DEMO_BACKEND") or "zaqar",
+                   help="queue service to run locally: zaqar (Zaqar 23 + redis), amqp (RabbitMQ) or "
+                        "sqs (moto) (default: $DEMO_BACKEND or zaqar)")
     p.add_argument("--max-workers", type=int, default=6,
                    help="most consumer processes the monitor may run (default: %(default)s)")
     p.add_argument("--work-s", type=float, default=0.4,
@@ -183,6 +189,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder for the decision log and the consumers' logs (emptied first; "
                         "default: $QW_DEMO_OUT or demo-out/)")
     args = p.parse_args(argv)
+    if args.backend not in BACKENDS:  # from DEMO_BACKEND: argparse checks only the command line
+        p.error(f"DEMO_BACKEND={args.backend!r} is not allowed: one of {', '.join(BACKENDS)}")
     seconds = args.seconds
     if seconds is None:
         try:
@@ -203,165 +211,218 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class Demo:
+    """One run of the demo, step by step: :meth:`run` starts the service and the queue, the
+    monitor and the producer, produces, drains, and returns the summary and exit code."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        self.view = View()
+        self.stop = threading.Event()
+        self.profile = Profile(0.8 * args.seconds, args.low, args.peak, args.burst)
+        self.service = None
+        self.queue = self.actuator = self.monitor = self.producer = self.decisions = None
+        self.queue_name = f"demo-{uuid.uuid4().hex[:8]}"
+        self.produced: set[int] = set()
+        self.events = {"up": 0, "down": 0}
+        self.max_workers = 0
+        self.reader = LogReader()
+        self.last_reason = "(none yet)"
+        self.notes: list[str] = []  # scale events, printed by the main thread as they happen
+        self.started = time.monotonic()
+
+    # -- the steps ------------------------------------------------------------------------------
+    def run(self) -> tuple[dict[str, Any], int]:
+        """Every step in order; the summary and the exit code (0 only if nothing was lost)."""
+        a = self.args
+        self.view.note(f"demo on {a.backend}: {a.seconds:g}s - producing {self.profile.length:.0f}s "
+                       f"(low {a.low:g}/s, ramp to {a.peak:.1f}/s, burst {a.burst:.1f}/s, idle), then "
+                       f"draining; {a.work_s:g}s of work per message; 0..{a.max_workers} consumers")
+        try:
+            self.start_service()
+            self.start_loop()
+            self.produce()
+            self.drain()
+            result = self.summary()
+        except Exception as exc:
+            self.view.close()
+            print(f"demo: failed: {exc}", file=sys.stderr)
+            return self.failure(exc), 1
+        finally:
+            self.close()
+        return result, 0 if result["lost"] == 0 else 1
+
+    def start_service(self) -> None:
+        """Start the backend's local service and make the demo's queue on it."""
+        from workload.queues import open_queue
+        from workload.queues.base import QueuePolicy
+
+        self.service = local_service(self.args.backend)
+        self.view.note(f"starting the local {self.args.backend} service...")
+        self.service.start()
+        self.queue = open_queue(self.args.backend, self.queue_name, **self.service.queue_options)
+        self.queue.ensure(QueuePolicy(message_ttl=3600, claim_ttl=60, claim_grace=60, max_claims=5))
+        self.view.note(f"{self.args.backend} at {self.service.url}, queue {self.queue_name}; "
+                       f"logs in {self.out}")
+
+    def consumer_args(self) -> list[str]:
+        """The consumers' command line (the service's address comes in their environment)."""
+        return ["--queue", self.queue_name, "--backend", self.args.backend,
+                "--python", "workload.handlers.builtin:sleep", "--batch", "1", "--prefetch", "0",
+                "--concurrency", "1", "--drain-timeout", "10", "--retry-delay", "1"]
+
+    def start_loop(self) -> None:
+        """The local actuator, the monitor (its own thread) and the producer, all started."""
+        from workload.autoscale.local import LocalActuator
+        from workload.autoscale.monitor import Monitor
+        from workload.autoscale.policy import TargetConfig, TargetPolicy
+        from workload.producer import Producer
+
+        a = self.args
+        self.actuator = LocalActuator(self.consumer_args(), self.out / "consumers", min_size=0,
+                                      max_size=a.max_workers, stop_timeout=20, env=self.service.env())
+        policy = TargetPolicy(TargetConfig(
+            min_size=0, max_size=a.max_workers, target_wait_s=a.target_wait,
+            boot_time_s=2.0, service_time_s=a.work_s, max_step_up=a.max_workers,
+            max_step_down=2, scale_down_window_s=4 * a.interval, idle_to_zero_s=8.0,
+            rate_smoothing_s=4 * a.interval))
+        self.decisions = open(self.out / "decisions.jsonl", "w", buffering=1)
+        self.monitor = Monitor(self.queue, policy, self.actuator, interval=a.interval,
+                               max_backoff=4.0, log=self.log_decision)
+        self.mon_thread = threading.Thread(target=self.monitor.run, name="monitor", daemon=True)
+        self.producer = Producer(self.queue, iter(lambda: {"work_s": a.work_s}, None),
+                                 rate=self.profile.rate, duration=self.profile.length, batch=10,
+                                 progress_every=0, progress=open(os.devnull, "w"),
+                                 on_post=lambda bodies: self.produced.update(b["seq"] for b in bodies))
+        self.mon_thread.start()
+        self.producer.start()
+        self.started = time.monotonic()  # the profile's clock: the producer's start
+
+    def log_decision(self, record: dict[str, Any]) -> None:
+        """The monitor's log callback: the decision log, scale events, the last reason."""
+        self.decisions.write(json.dumps(record, default=str) + "\n")
+        d = record["decision"]
+        r = record.get("result") or {}
+        if r.get("changed"):
+            way = "up" if r["after"] > r["before"] else "down"
+            self.events[way] += 1
+            self.notes.append(f"  scale {way} {r['before']} -> {r['after']} workers: {d['reason']}")
+        if d["action"] != "hold" or record.get("error"):
+            self.last_reason = (f"{d['action']} -> {d['desired']}: {d['reason']}"
+                                + (f" [error: {record['error']}]" if record.get("error") else ""))
+
+    def tick(self) -> None:
+        """Read the consumers' logs and redraw the live view."""
+        t = time.monotonic() - self.started
+        self.reader.poll(self.actuator.log_paths())
+        while self.notes:
+            self.view.note(f"t={t:5.1f}s" + self.notes.pop(0))
+        g = self.monitor.last or {}
+        obs = (g.get("observation") or {}).get("stats") or {}
+        group = g.get("group") or {}
+        current = group.get("current", 0) or 0
+        self.max_workers = max(self.max_workers, current)
+        text = (f"t={t:5.1f}s {self.profile.phase(t):<5} in {self.profile.rate(t):4.1f}/s | "
+                f"queue free {obs.get('free', '?'):>4} claimed {obs.get('claimed', '?'):>3} | "
+                f"workers {current} ({group.get('pending', 0)} starting) | "
+                f"done {len(self.reader.done):>4} at {self.reader.throughput():4.1f}/s | "
+                f"produced {len(self.produced)}")
+        self.view.show(t, text, self.last_reason)
+
+    def produce(self) -> None:
+        """Follow the load profile until its end (or a signal), then stop the producer."""
+        while not self.stop.is_set() and time.monotonic() - self.started < self.profile.length:
+            self.tick()
+            self.stop.wait(0.5)
+        self.producer.stop()
+        self.producer.join(10)
+        self.view.note(f"producing stopped after {len(self.produced)} messages; draining what is "
+                       "queued and waiting for the monitor to scale the idle pool to zero...")
+
+    def drain(self) -> None:
+        """Keep the monitor running (it wakes consumers for anything left) until every produced
+        message was handled and the pool is at zero, bounded by the demo's length plus 15 s."""
+        deadline = self.started + self.args.seconds + 15.0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.tick()
+            group = (self.monitor.last or {}).get("group") or {}
+            if self.produced <= set(self.reader.done) and group.get("current") == 0:
+                break
+            self.stop.wait(0.5)
+        self.monitor.stop()
+        self.mon_thread.join(10)
+        self.actuator.close()
+        self.reader.poll(self.actuator.log_paths())
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary: produced, consumed, lost, duplicates, scaling, p95 wait, ..."""
+        consumed = set(self.reader.done) & self.produced
+        result = {
+            "backend": self.args.backend, "seconds": round(time.monotonic() - self.started, 1),
+            "queue": self.queue_name, "produced": len(self.produced), "consumed": len(consumed),
+            "lost": len(self.produced - consumed),
+            "duplicates": sum(n - 1 for n in self.reader.done.values()),
+            "dead_lettered": self.reader.dead_letters, "max_workers": self.max_workers,
+            "scale_events": self.events["up"] + self.events["down"],
+            "scale_ups": self.events["up"], "scale_downs": self.events["down"],
+            "p95_wait_s": p95([self.reader.waits[s] for s in consumed]),
+            "target_wait_s": self.args.target_wait, "monitor_looks": self.monitor.decisions,
+            "logs": str(self.out),
+        }
+        try:
+            result["left_in_queue"] = self.queue.stats().total
+        except Exception as exc:  # the summary must still come out
+            result["left_in_queue"] = f"unknown: {exc}"
+        return result
+
+    def failure(self, exc: Exception) -> dict[str, Any]:
+        """The summary of a demo that could not finish."""
+        return {"backend": self.args.backend, "error": str(exc), "produced": len(self.produced),
+                "consumed": len(self.reader.done), "lost": None, "duplicates": None,
+                "max_workers": self.max_workers,
+                "scale_events": self.events["up"] + self.events["down"], "p95_wait_s": None}
+
+    def close(self) -> None:
+        """Stop everything this run started, by PID, whatever step it reached."""
+        if self.producer is not None:
+            self.producer.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.actuator is not None:
+            self.actuator.close(timeout=10)
+        if self.decisions is not None:
+            self.decisions.close()
+        if hasattr(self.queue, "close"):  # an AMQP connection: closed before its broker stops
+            self.queue.close()
+        if self.service is not None:
+            self.service.stop()
+        self.view.close()
+
+
+def local_service(backend: str):
+    """The local service of ``backend`` (not started): LocalZaqar, LocalSQS or LocalRabbitMQ."""
+    if backend == "zaqar":
+        from devenv.zaqar import LocalZaqar
+        return LocalZaqar()
+    if backend == "sqs":
+        from devenv.sqs import LocalSQS
+        return LocalSQS()
+    from devenv.rabbitmq import LocalRabbitMQ
+    return LocalRabbitMQ()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from devenv.zaqar import LocalZaqar
-    from workload.autoscale.local import LocalActuator
-    from workload.autoscale.monitor import Monitor
-    from workload.autoscale.policy import TargetConfig, TargetPolicy
-    from workload.producer import Producer
-    from workload.queues import open_queue
-    from workload.queues.base import QueuePolicy
-
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     (out / "consumers").mkdir(parents=True)
-    view = View()
-    stop = threading.Event()
+    demo = Demo(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    produce_s = 0.8 * args.seconds
-    profile = Profile(produce_s, args.low, args.peak, args.burst)
-    view.note(f"demo: {args.seconds:g}s - producing {produce_s:.0f}s (low {args.low:g}/s, ramp to "
-              f"{args.peak:.1f}/s, burst {args.burst:.1f}/s, idle), then draining; "
-              f"{args.work_s:g}s of work per message; 0..{args.max_workers} consumers")
-    zaqar = LocalZaqar()
-    actuator = monitor = producer = None
-    produced: set[int] = set()
-    events = {"up": 0, "down": 0}
-    max_workers = 0
-    reader = LogReader()
-    last_reason = ["(none yet)"]
-    notes: list[str] = []  # scale events, printed by the main thread as they happen
-    result: dict[str, Any] = {}
-    started = time.monotonic()
-    try:
-        view.note("starting the local Zaqar...")
-        zaqar.start()
-        queue_name = f"demo-{uuid.uuid4().hex[:8]}"
-        queue = open_queue("zaqar", queue_name, **zaqar.queue_options)
-        queue.ensure(QueuePolicy(message_ttl=3600, claim_ttl=60, claim_grace=60, max_claims=5))
-        view.note(f"zaqar at {zaqar.url}, queue {queue_name}; logs in {out}")
-
-        consumer_args = ["--queue", queue_name, "--backend", "zaqar", "--zaqar-url", zaqar.url,
-                         "--project", zaqar.project, "--python", "workload.handlers.builtin:sleep",
-                         "--batch", "1", "--prefetch", "0", "--concurrency", "1",
-                         "--drain-timeout", "10", "--retry-delay", "1"]
-        actuator = LocalActuator(consumer_args, out / "consumers", min_size=0,
-                                 max_size=args.max_workers, stop_timeout=20)
-        policy = TargetPolicy(TargetConfig(
-            min_size=0, max_size=args.max_workers, target_wait_s=args.target_wait,
-            boot_time_s=2.0, service_time_s=args.work_s, max_step_up=args.max_workers,
-            max_step_down=2, scale_down_window_s=4 * args.interval, idle_to_zero_s=8.0,
-            rate_smoothing_s=4 * args.interval))
-        decisions = open(out / "decisions.jsonl", "w", buffering=1)
-
-        def log(record: dict[str, Any]) -> None:
-            decisions.write(json.dumps(record, default=str) + "\n")
-            d = record["decision"]
-            if record.get("result") and record["result"].get("changed"):
-                r = record["result"]
-                events["up" if r["after"] > r["before"] else "down"] += 1
-                notes.append(f"  scale {'up' if r['after'] > r['before'] else 'down'} "
-                             f"{r['before']} -> {r['after']} workers: {d['reason']}")
-            if d["action"] != "hold" or record.get("error"):
-                last_reason[0] = (f"{d['action']} -> {d['desired']}: {d['reason']}"
-                                  + (f" [error: {record['error']}]" if record.get("error") else ""))
-
-        monitor = Monitor(queue, policy, actuator, interval=args.interval, max_backoff=4.0, log=log)
-        mon_thread = threading.Thread(target=monitor.run, name="monitor", daemon=True)
-        producer = Producer(queue, iter(lambda: {"work_s": args.work_s}, None),
-                            rate=profile.rate, duration=produce_s, batch=10, progress_every=0,
-                            on_post=lambda bodies: produced.update(b["seq"] for b in bodies),
-                            progress=open(os.devnull, "w"))
-        mon_thread.start()
-        producer.start()
-        started = time.monotonic()  # the profile's clock: the producer's start
-
-        def tick(now: float) -> None:
-            nonlocal max_workers
-            reader.poll(actuator.log_paths())
-            while notes:
-                view.note(f"t={now - started:5.1f}s" + notes.pop(0))
-            g = monitor.last or {}
-            obs = (g.get("observation") or {}).get("stats") or {}
-            group = g.get("group") or {}
-            current = group.get("current", 0) or 0
-            max_workers = max(max_workers, current)
-            phase = profile.phase(now - started)
-            text = (f"t={now - started:5.1f}s {phase:<5} in {profile.rate(now - started):4.1f}/s | "
-                    f"queue free {obs.get('free', '?'):>4} claimed {obs.get('claimed', '?'):>3} | "
-                    f"workers {current} ({group.get('pending', 0)} starting) | "
-                    f"done {len(reader.done):>4} at {reader.throughput():4.1f}/s | "
-                    f"produced {len(produced)}")
-            view.show(now - started, text, last_reason[0])
-
-        while not stop.is_set() and time.monotonic() - started < produce_s:
-            tick(time.monotonic())
-            stop.wait(0.5)
-        producer.stop()
-        producer.join(10)
-        view.note(f"producing stopped after {len(produced)} messages; draining what is queued "
-                  "and waiting for the monitor to scale the idle pool to zero...")
-        # Drain: the monitor keeps running (it wakes consumers for anything left) until every
-        # produced message was handled and it has scaled the idle pool to zero, bounded by the
-        # demo's length plus a margin.
-        deadline = started + args.seconds + 15.0
-        while not stop.is_set() and time.monotonic() < deadline:
-            tick(time.monotonic())
-            group = (monitor.last or {}).get("group") or {}
-            if produced <= set(reader.done) and group.get("current") == 0:
-                break  # all handled, and the monitor has scaled the idle pool to zero
-            stop.wait(0.5)
-        monitor.stop()
-        mon_thread.join(10)
-        actuator.close()
-        reader.poll(actuator.log_paths())
-        consumed = set(reader.done) & produced
-        result = {
-            "seconds": round(time.monotonic() - started, 1),
-            "queue": queue_name,
-            "produced": len(produced),
-            "consumed": len(consumed),
-            "lost": len(produced - consumed),
-            "duplicates": sum(n - 1 for n in reader.done.values()),
-            "dead_lettered": reader.dead_letters,
-            "max_workers": max_workers,
-            "scale_events": events["up"] + events["down"],
-            "scale_ups": events["up"],
-            "scale_downs": events["down"],
-            "p95_wait_s": p95([reader.waits[s] for s in consumed]),
-            "target_wait_s": args.target_wait,
-            "monitor_looks": monitor.decisions,
-            "logs": str(out),
-        }
-        try:
-            final = queue.stats()
-            result["left_in_queue"] = final.total
-        except Exception as exc:  # the summary must still come out
-            result["left_in_queue"] = f"unknown: {exc}"
-        decisions.close()
-    except Exception as exc:
-        view.close()
-        print(f"demo: failed: {exc}", file=sys.stderr)
-        result = {"error": str(exc), "produced": len(produced), "consumed": len(reader.done),
-                  "lost": None, "duplicates": None, "max_workers": max_workers,
-                  "scale_events": events["up"] + events["down"], "p95_wait_s": None}
-        return_code = 1
-    else:
-        return_code = 0 if result["lost"] == 0 else 1
-    finally:
-        if producer is not None:
-            producer.stop()
-        if monitor is not None:
-            monitor.stop()
-        if actuator is not None:
-            actuator.close(timeout=10)
-        zaqar.stop()
-        view.close()
+        signal.signal(sig, lambda *_: demo.stop.set())
+    result, code = demo.run()
     print(json.dumps(result), flush=True)
-    return return_code
+    return code
 
 
 if __name__ == "__main__":

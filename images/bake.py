@@ -6,10 +6,12 @@ bake():  key pair + security group (SSH from the baker only) -> builder server -
          marked complete -> manifest JSON. The builder, floating IP, key pair and security group
          are deleted on every path (success, error, Ctrl-C); a half-made image is deleted, and if
          even that fails it keeps `qw_bake_state=baking`, which no lookup treats as a template.
-prune(): delete all but the newest N complete templates, never one a server or a stack uses.
+prune() (images/prune.py): delete all but the newest N complete templates, never one a server or
+a stack uses.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,45 +35,83 @@ DEFAULT_ARCHIVE = REPO_ROOT / "build" / "queue-workers-image.tar"
 DEFAULT_MANIFEST = REPO_ROOT / "build" / "template-manifest.json"
 
 # Image properties the bake writes (and the stack's image lookup and prune read).
-P_NAME = "qw_template_name"
-P_VERSION = "qw_template_version"
-P_HASH = "qw_template_hash"
-P_STATE = "qw_bake_state"            # baking -> complete; only `complete` is a usable template
-P_DIGEST = "qw_workload_image_digest"
-P_COMMIT = "qw_git_commit"
-P_BASE_ID = "qw_base_image_id"
-P_BASE_NAME = "qw_base_image_name"
-P_TIME = "qw_bake_time"
-P_DOCKER = "qw_docker_method"
+from images.properties import (  # noqa: E402,F401 (re-exported: the tests and fab tasks use bake.P_*)
+    P_BASE_ID, P_BASE_NAME, P_COMMIT, P_DIGEST, P_DOCKER, P_HASH, P_NAME, P_STATE, P_TIME, P_VERSION,
+    STATE_BAKING, STATE_COMPLETE)
 
 
 class BakeError(RuntimeError):
     """The bake failed; the message says at which step and what the cloud or builder answered."""
 
 
+def _cli(default, help: str, convert=None, cli_default=None):
+    """A BakeOptions field that is an option of `fab bake-template` (``help`` is its --help line;
+    ``convert`` turns the command line's text into the field's type)."""
+    return field(default=default, metadata={"help": help, "convert": convert, "cli_default": cli_default})
+
+
+def _path(value):
+    return Path(value) if value else None
+
+
 @dataclass
 class BakeOptions:
-    cloud: str | None = None
-    region: str | None = None
-    base_image: str | None = None          # name or id; default: the template's base_image filter
-    flavor: str | None = None
-    network: str | None = None             # builder's network (name or id); default: the cloud's
-    floating_ip_network: str | None = None  # external network: give the builder a floating IP
-    image_archive: Path | None = None      # docker-archive to load (default build/queue-workers-image.tar)
-    image_reference: str | None = None     # or a reference the builder pulls
-    template_name: str | None = None
-    docker_method: str | None = None
-    docker_repository: str | None = None   # docker-ce: apt repository (a mirror); default Docker's
-    docker_key_fingerprint: str | None = None  # docker-ce: the repository key's; default Docker's
-    keep_builder_on_error: bool = False
-    force: bool = False
-    ssh_port: int = 22
-    ssh_source: str | None = None          # CIDR allowed to SSH; default: this machine's address /32
-    manifest: Path = DEFAULT_MANIFEST
-    timeout: float = 1800.0                # per waiting step (server ACTIVE, console keys, image active)
+    """Everything a bake can be told; the fields with help are `fab bake-template`'s options
+    (images/tasks.py builds the task's signature and --help from them)."""
+
+    cloud: str | None = _cli(None, "cloud name in clouds.yaml (default: $OS_CLOUD, or the OS_* environment)")
+    region: str | None = _cli(None, "region to bake in (default: the cloud's region_name)")
+    base_image: str | None = _cli(None, "base image name or id (default: the template's filter: debian-12 with "
+                                  "os_distro=debian, newest)")
+    flavor: str | None = _cli(None, "builder flavor (default: the template's, m1.small)")
+    network: str | None = _cli(None, "network (name or id) for the builder's port (default: the cloud's default "
+                               "network)")
+    floating_ip_network: str | None = _cli(None, "external network: give the builder a floating IP from it (when "
+                                           "its fixed address is not reachable from here)")
+    image_archive: Path | None = _cli(None, "docker-archive of the workload image to load (default: "
+                                      "build/queue-workers-image.tar, made by `make image`)", _path)
+    image_reference: str | None = _cli(None, "instead of an archive, an image reference the builder pulls (e.g. a "
+                                       "registry tag)")
+    template_name: str | None = _cli(None, "name of the template image (default: "
+                                     "queue-workers-consumer-v<version>-<UTC time>)")
+    docker_method: str | None = _cli(None, "how Docker is installed: distro (Debian's docker.io) or docker-ce "
+                                     "(Docker's apt repository); default: the template's")
+    docker_repository: str | None = _cli(None, "with docker-ce: the apt repository to install from, e.g. a mirror "
+                                         "of Docker's (default: the template's, "
+                                         "https://download.docker.com/linux/debian)")
+    docker_key_fingerprint: str | None = _cli(None, "with docker-ce: fingerprint of the key the repository signs "
+                                              "with; its <repository>/gpg must be that key (default: Docker's, "
+                                              "9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88)")
+    keep_builder_on_error: bool = _cli(False, "on failure, keep the builder server, floating IP, key pair and "
+                                       "security group for debugging (a half-made image is still deleted)",
+                                       cli_default=False)
+    force: bool = _cli(False, "bake even if a complete template with the same content already exists",
+                       cli_default=False)
+    ssh_port: int = _cli(22, "port the builder's sshd listens on (default 22)", int, cli_default=22)
+    ssh_source: str | None = _cli(None, "CIDR allowed to SSH to the builder (default: this machine's address "
+                                  "towards the cloud, /32)")
+    manifest: Path = _cli(DEFAULT_MANIFEST, "where to write the manifest JSON (default: "
+                          "build/template-manifest.json)", lambda v: Path(v) if v else DEFAULT_MANIFEST)
+    timeout: float = _cli(1800.0, "seconds to wait for each of: server ACTIVE, console host keys, image active "
+                          "(default 1800)", float, cli_default=1800)
     poll: float = 2.0
     connection: object = None              # an openstack.connection.Connection (tests); else from cloud/region
     step_hook: object = None               # called with each step's label before it runs (tests inject faults)
+
+    @classmethod
+    def cli_fields(cls) -> list:
+        """The fields that are `fab bake-template` options."""
+        return [f for f in fields(cls) if "help" in f.metadata]
+
+    @classmethod
+    def from_cli(cls, given: dict) -> "BakeOptions":
+        """Options from the task's keyword arguments (the command line's values, converted)."""
+        values = {}
+        for f in cls.cli_fields():
+            value = given.get(f.name, f.metadata["cli_default"])
+            convert = f.metadata["convert"]
+            values[f.name] = convert(value) if convert else value
+        return cls(**values)
 
 
 @dataclass
@@ -177,7 +217,7 @@ def complete_templates(conn, name: str | None = None) -> list:
     out = []
     for img in conn.image.images(owner=conn.current_project_id):
         p = _props(img)
-        if p.get(P_STATE) == "complete" and P_NAME in p and (name is None or p[P_NAME] == name):
+        if p.get(P_STATE) == STATE_COMPLETE and P_NAME in p and (name is None or p[P_NAME] == name):
             out.append(img)
     out.sort(key=lambda i: i.created_at or "", reverse=True)
     return out
@@ -320,143 +360,218 @@ def cleanup(conn, created: Created, keep_builder: bool, progress: Progress) -> l
 
 
 # -- the bake ---------------------------------------------------------------------------------
-def bake(opts: BakeOptions, out=None) -> dict:
-    """Bake (or reuse) the template image; returns the manifest (also written to opts.manifest)."""
-    t = template.load(docker_method=opts.docker_method, docker_repository=opts.docker_repository,
-                      docker_key_fingerprint=opts.docker_key_fingerprint)
-    progress = Progress(out, opts.step_hook)
-    started = time.time()
-    if opts.image_archive and opts.image_reference:
-        raise BakeError("give either --image-archive or --image-reference, not both")
-    archive = None if opts.image_reference else Path(opts.image_archive or DEFAULT_ARCHIVE)
-    if archive is not None and not archive.is_file():
-        raise BakeError(f"image archive {archive} does not exist: run `make image` or pass --image-reference")
-    digest = archive_image_id(archive) if archive else opts.image_reference
-    content_hash = t.content_hash(digest)
-    conn = progress("connect", connect, opts)
+class Bake:
+    """One bake of the template image, one method per step, in the order :meth:`run` calls them.
 
-    if not opts.force:
-        existing = [i for i in complete_templates(conn, t.name) if _props(i).get(P_HASH) == content_hash]
-        if existing:
-            img = existing[0]
-            progress.note(f"unchanged content: reusing template {img.name} ({img.id}); --force bakes again")
-            manifest = {"reused": True, "template_image_id": img.id, "template_name": img.name,
-                        "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
-                        "steps": progress.timings}
-            _write_manifest(opts.manifest, manifest)
-            return manifest
+    Each step records what it made in ``self.created`` before it can fail, so :meth:`cleaning_up`
+    deletes exactly that on every path (success, error, Ctrl-C, SIGTERM).
+    """
 
-    run_id = uuid.uuid4().hex[:8]
-    name = opts.template_name or template_name(t, started)
-    created = Created()
-    keydir = Path(tempfile.mkdtemp(prefix="qw-bake-"))
-    failed: BaseException | None = None
-    # Ctrl-C and SIGTERM both end in the cleanup below.
-    old_term = None
-    if threading_main():
-        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        base = progress("find base image", find_base_image, conn, t, opts.base_image)
-        flavor = progress("find flavor", lambda: conn.compute.find_flavor(opts.flavor or t.flavor, ignore_missing=False))
-        network = conn.network.find_network(opts.network, ignore_missing=False) if opts.network else None
-        ext_net = (conn.network.find_network(opts.floating_ip_network, ignore_missing=False)
-                   if opts.floating_ip_network else None)
-        key_path, pub = make_key(keydir)
+    def __init__(self, opts: BakeOptions, out=None):
+        self.opts = opts
+        self.t = template.load(docker_method=opts.docker_method, docker_repository=opts.docker_repository,
+                               docker_key_fingerprint=opts.docker_key_fingerprint)
+        self.progress = Progress(out, opts.step_hook)
+        self.started = time.time()
+        self.run_id = uuid.uuid4().hex[:8]
+        self.name = opts.template_name or template_name(self.t, self.started)
+        self.created = Created()
+
+    def run(self) -> dict:
+        """Bake (or reuse) the template image; returns the manifest (also written to opts.manifest)."""
+        self.archive, self.digest = self.workload_image()
+        self.content_hash = self.t.content_hash(self.digest)
+        self.conn = self.progress("connect", connect, self.opts)
+        reused = None if self.opts.force else self.reuse_unchanged()
+        if reused is not None:
+            return reused
+        with self.cleaning_up():
+            self.find_base_and_flavor()
+            self.create_key_pair()
+            self.create_security_group()
+            self.boot_builder()
+            self.attach_floating_ip()
+            self.run_steps_over_ssh()
+            self.power_off()
+            self.snapshot()
+        return self.write_manifest()
+
+    # -- before anything is created ------------------------------------------------------------
+    def workload_image(self) -> tuple[Path | None, str]:
+        """The docker-archive to load (or None for a reference) and the workload image's digest."""
+        opts = self.opts
+        if opts.image_archive and opts.image_reference:
+            raise BakeError("give either --image-archive or --image-reference, not both")
+        archive = None if opts.image_reference else Path(opts.image_archive or DEFAULT_ARCHIVE)
+        if archive is not None and not archive.is_file():
+            raise BakeError(f"image archive {archive} does not exist: run `make image` or pass --image-reference")
+        return archive, archive_image_id(archive) if archive else opts.image_reference
+
+    def reuse_unchanged(self) -> dict | None:
+        """The manifest of a complete template with the same content, if there is one."""
+        existing = [i for i in complete_templates(self.conn, self.t.name)
+                    if _props(i).get(P_HASH) == self.content_hash]
+        if not existing:
+            return None
+        img = existing[0]
+        self.progress.note(f"unchanged content: reusing template {img.name} ({img.id}); --force bakes again")
+        manifest = {"reused": True, "template_image_id": img.id, "template_name": img.name,
+                    "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
+                    "steps": self.progress.timings}
+        _write_manifest(self.opts.manifest, manifest)
+        return manifest
+
+    @contextlib.contextmanager
+    def cleaning_up(self):
+        """Delete what the bake created on every way out; Ctrl-C and SIGTERM both end here."""
+        self.keydir = Path(tempfile.mkdtemp(prefix="qw-bake-"))
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading_main() else None
+        failed: BaseException | None = None
+        try:
+            yield
+        except BaseException as e:  # noqa: BLE001 - Ctrl-C too: clean up, then re-raise
+            failed = e
+            raise
+        finally:
+            problems = cleanup(self.conn, self.created, bool(failed) and self.opts.keep_builder_on_error,
+                               self.progress)
+            shutil.rmtree(self.keydir, ignore_errors=True)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if failed is not None:
+                self.progress.note(f"bake FAILED ({type(failed).__name__}: {failed}); "
+                                   + ("cleanup incomplete: " + "; ".join(problems) if problems
+                                      else "everything it created was removed"))
+            elif problems:
+                raise BakeError("template baked, but cleanup left: " + "; ".join(problems))
+
+    # -- the builder ---------------------------------------------------------------------------
+    def find_base_and_flavor(self) -> None:
+        conn, opts = self.conn, self.opts
+        self.base = self.progress("find base image", find_base_image, conn, self.t, opts.base_image)
+        self.flavor = self.progress("find flavor", lambda: conn.compute.find_flavor(
+            opts.flavor or self.t.flavor, ignore_missing=False))
+        self.network = conn.network.find_network(opts.network, ignore_missing=False) if opts.network else None
+        self.ext_net = (conn.network.find_network(opts.floating_ip_network, ignore_missing=False)
+                        if opts.floating_ip_network else None)
+
+    def create_key_pair(self) -> None:
+        """A key pair for this bake only (the private half stays in a temporary folder)."""
+        self.key_path, self.public_key = make_key(self.keydir)
+
+        def create():
+            kp = self.conn.compute.create_keypair(name=f"qw-bake-{self.run_id}", public_key=self.public_key)
+            self.created.keypair = kp.name
+        self.progress("create key pair", create)
+
+    def create_security_group(self) -> None:
+        """SSH from this machine only (or --ssh-source)."""
+        conn, opts = self.conn, self.opts
         source = opts.ssh_source or f"{local_address_towards(conn.session.get_endpoint(service_type='compute'))}/32"
 
-        def create_keypair():
-            kp = conn.compute.create_keypair(name=f"qw-bake-{run_id}", public_key=pub)
-            created.keypair = kp.name
-        progress("create key pair", create_keypair)
-
-        def create_security_group():
-            sg = conn.network.create_security_group(name=f"qw-bake-{run_id}",
+        def create():
+            sg = conn.network.create_security_group(name=f"qw-bake-{self.run_id}",
                                                     description="queue-workers bake: SSH from the baker only")
-            created.security_group = sg.id
+            self.created.security_group = sg.id
             conn.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
                                                     protocol="tcp", port_range_min=opts.ssh_port,
                                                     port_range_max=opts.ssh_port, remote_ip_prefix=source)
             return sg
-        sg = progress(f"create security group (SSH from {source})", create_security_group)
+        self.security_group = self.progress(f"create security group (SSH from {source})", create)
+
+    def boot_builder(self) -> None:
+        conn, opts = self.conn, self.opts
 
         def boot():
-            kw = {"name": f"qw-bake-{run_id}", "image_id": base.id, "flavor_id": flavor.id,
-                  "key_name": created.keypair, "security_groups": [{"name": sg.name}],
-                  "metadata": {"queue-workers": "bake", "qw_bake_run": run_id}}
-            if network is not None:
-                kw["networks"] = [{"uuid": network.id}]
+            kw = {"name": f"qw-bake-{self.run_id}", "image_id": self.base.id, "flavor_id": self.flavor.id,
+                  "key_name": self.created.keypair, "security_groups": [{"name": self.security_group.name}],
+                  "metadata": {"queue-workers": "bake", "qw_bake_run": self.run_id}}
+            if self.network is not None:
+                kw["networks"] = [{"uuid": self.network.id}]
             srv = conn.compute.create_server(**kw)
-            created.server = srv.id
+            self.created.server = srv.id
             return _wait("the builder to be ACTIVE", lambda: _server_active(conn, srv.id), opts.timeout, opts.poll)
-        server = progress(f"boot builder from {base.name} ({flavor.name})", boot)
+        self.server = self.progress(f"boot builder from {self.base.name} ({self.flavor.name})", boot)
 
+    def attach_floating_ip(self) -> None:
+        """With --floating-ip-network, a floating IP; either way, the address to SSH to."""
         fip_address = None
-        if ext_net is not None:
+        if self.ext_net is not None:
             def floating_ip():
-                port = next(iter(conn.network.ports(device_id=created.server)), None)
+                port = next(iter(self.conn.network.ports(device_id=self.created.server)), None)
                 if port is None:
-                    raise BakeError(f"builder server {created.server} has no port to attach a floating IP to")
-                fip = conn.network.create_ip(floating_network_id=ext_net.id, port_id=port.id,
-                                             description=f"queue-workers bake {run_id}")
-                created.floating_ip = fip.id
+                    raise BakeError(f"builder server {self.created.server} has no port to attach a floating IP to")
+                fip = self.conn.network.create_ip(floating_network_id=self.ext_net.id, port_id=port.id,
+                                                  description=f"queue-workers bake {self.run_id}")
+                self.created.floating_ip = fip.id
                 return fip.floating_ip_address
-            fip_address = progress(f"floating IP on {ext_net.name}", floating_ip)
-        address = _builder_address(server, network.name if network is not None else None, fip_address)
+            fip_address = self.progress(f"floating IP on {self.ext_net.name}", floating_ip)
+        self.address = _builder_address(self.server, self.network.name if self.network is not None else None,
+                                        fip_address)
 
-        keys = progress("read SSH host key from the console log",
-                        _wait, "cloud-init's SSH host keys on the console",
-                        lambda: _console_keys(conn, created.server), opts.timeout, opts.poll)
-        c = progress(f"SSH to {t.login_user}@{address}:{opts.ssh_port} (host key pinned)", _connect_ssh,
-                     address, opts.ssh_port, t.login_user, key_path, keys, min(opts.timeout, 300), opts.poll)
+    def run_steps_over_ssh(self) -> None:
+        """Pin the host key the console printed, SSH in, run the Fabric steps (images/steps.py)."""
+        conn, opts, t = self.conn, self.opts, self.t
+        keys = self.progress("read SSH host key from the console log",
+                             _wait, "cloud-init's SSH host keys on the console",
+                             lambda: _console_keys(conn, self.created.server), opts.timeout, opts.poll)
+        c = self.progress(f"SSH to {t.login_user}@{self.address}:{opts.ssh_port} (host key pinned)", _connect_ssh,
+                          self.address, opts.ssh_port, t.login_user, self.key_path, keys,
+                          min(opts.timeout, 300), opts.poll)
         try:
-            facts = steps.run_all(c, t, pub, archive=archive, reference=opts.image_reference, progress=progress)
+            self.facts = steps.run_all(c, t, self.public_key, archive=self.archive, reference=opts.image_reference,
+                                       progress=self.progress)
         finally:
             c.close()
 
-        def power_off():
-            conn.compute.stop_server(created.server)
-            _wait("the builder to power off", lambda: conn.compute.get_server(created.server).status == "SHUTOFF",
+    def power_off(self) -> None:
+        conn, opts = self.conn, self.opts
+
+        def stop():
+            conn.compute.stop_server(self.created.server)
+            _wait("the builder to power off", lambda: conn.compute.get_server(self.created.server).status == "SHUTOFF",
                   opts.timeout, opts.poll)
-        progress("power off builder", power_off)
+        self.progress("power off builder", stop)
 
-        bake_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        props = {P_NAME: t.name, P_VERSION: str(t.version), P_HASH: content_hash, P_STATE: "baking",
-                 P_DIGEST: facts["workload_image_id"] if archive else digest, P_COMMIT: git_commit(),
-                 P_BASE_ID: base.id, P_BASE_NAME: base.name, P_TIME: bake_time, P_DOCKER: t.docker_method}
+    # -- the template image --------------------------------------------------------------------
+    def properties(self) -> dict:
+        """What the image records about its bake; ``baking`` until it is marked complete."""
+        t, base = self.t, self.base
+        return {P_NAME: t.name, P_VERSION: str(t.version), P_HASH: self.content_hash, P_STATE: STATE_BAKING,
+                P_DIGEST: self.facts["workload_image_id"] if self.archive else self.digest, P_COMMIT: git_commit(),
+                P_BASE_ID: base.id, P_BASE_NAME: base.name,
+                P_TIME: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), P_DOCKER: t.docker_method}
 
-        def snapshot():
-            image_id = conn.compute.create_server_image(created.server, name=name, metadata=props, wait=False)
-            created.image = image_id if isinstance(image_id, str) else image_id.id
-            _wait("the template image to be active", lambda: _image_active(conn, created.image),
+    def snapshot(self) -> None:
+        """createImage, wait for it to be active, then mark it complete (only then a template)."""
+        conn, opts, props = self.conn, self.opts, self.properties()
+
+        def create():
+            image_id = conn.compute.create_server_image(self.created.server, name=self.name, metadata=props,
+                                                        wait=False)
+            self.created.image = image_id if isinstance(image_id, str) else image_id.id
+            _wait("the template image to be active", lambda: _image_active(conn, self.created.image),
                   opts.timeout, opts.poll)
-        progress(f"snapshot as {name}", snapshot)
-        progress("mark template complete", _patch_image, conn, created.image, {P_STATE: "complete"})
-        created.image_complete = True
-    except BaseException as e:  # noqa: BLE001 - Ctrl-C too: clean up, then re-raise
-        failed = e
-        raise
-    finally:
-        problems = cleanup(conn, created, bool(failed) and opts.keep_builder_on_error, progress)
-        shutil.rmtree(keydir, ignore_errors=True)
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-        if failed is not None:
-            progress.note(f"bake FAILED ({type(failed).__name__}: {failed}); "
-                          + ("cleanup incomplete: " + "; ".join(problems) if problems
-                             else "everything it created was removed"))
-        elif problems:
-            raise BakeError("template baked, but cleanup left: " + "; ".join(problems))
+        self.progress(f"snapshot as {self.name}", create)
+        self.progress("mark template complete", _patch_image, conn, self.created.image, {P_STATE: STATE_COMPLETE})
+        self.created.image_complete = True
 
-    img = conn.image.get_image(created.image)
-    manifest = {"reused": False, "template_image_id": img.id, "template_name": img.name,
-                "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
-                "base_image": {"id": base.id, "name": base.name}, "flavor": flavor.name,
-                "docker_version": facts["docker_version"], "steps": progress.timings,
-                "total_seconds": round(time.time() - started, 1)}
-    _write_manifest(opts.manifest, manifest)
-    progress.note(f"template {img.name} ({img.id}) ready in {manifest['total_seconds']:.0f}s; "
-                  f"manifest {opts.manifest}")
-    return manifest
+    def write_manifest(self) -> dict:
+        img = self.conn.image.get_image(self.created.image)
+        manifest = {"reused": False, "template_image_id": img.id, "template_name": img.name,
+                    "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
+                    "base_image": {"id": self.base.id, "name": self.base.name}, "flavor": self.flavor.name,
+                    "docker_version": self.facts["docker_version"], "steps": self.progress.timings,
+                    "total_seconds": round(time.time() - self.started, 1)}
+        _write_manifest(self.opts.manifest, manifest)
+        self.progress.note(f"template {img.name} ({img.id}) ready in {manifest['total_seconds']:.0f}s; "
+                           f"manifest {self.opts.manifest}")
+        return manifest
+
+
+def bake(opts: BakeOptions, out=None) -> dict:
+    """Bake (or reuse) the template image; returns the manifest (also written to opts.manifest)."""
+    return Bake(opts, out).run()
 
 
 def threading_main() -> bool:
@@ -475,78 +590,5 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-# -- prune ------------------------------------------------------------------------------------
-def images_in_use(conn) -> tuple[dict[str, str], list[str]]:
-    """Image ids (and names) that servers boot or Heat stacks name, each with who uses it
-    (``server NAME`` / ``stack NAME``); plus notes on what was checked."""
-    import openstack.exceptions
-
-    used: dict[str, str] = {}
-    notes = []
-    for s in conn.compute.servers(details=True):
-        img = s.image or {}
-        image_id = img.get("id") if isinstance(img, dict) else getattr(img, "id", None)
-        if image_id:
-            used.setdefault(image_id, f"server {s.name}")
-    notes.append("servers checked")
-    try:
-        conn.session.get_endpoint(service_type="orchestration", interface="public")
-    except Exception:  # noqa: BLE001 - no orchestration service in the catalog
-        notes.append("no orchestration service: stacks not checked (servers were)")
-        return used, notes
-    # The list carries no parameters, and a template names its image by `get_param`: read each
-    # stack (nested ones too: a scaling group's member template has the id written out).
-    for listed in conn.orchestration.stacks(show_nested=True):
-        try:
-            st = conn.orchestration.get_stack(listed.id, resolve_outputs=False)
-            if st is None:  # deleted since the list: it uses nothing any more
-                continue
-            values = [str(v) for v in (st.parameters or {}).values()]
-            values += _strings(conn.orchestration.get_stack_template(st))
-        except openstack.exceptions.NotFoundException:
-            continue
-        except Exception as e:  # noqa: BLE001 - a stack we cannot read might use any image
-            raise BakeError(f"cannot read stack {listed.name}: {e}; not pruning") from e
-        for v in values:
-            used.setdefault(v, f"stack {listed.name}")
-    notes.append("stacks checked")
-    return used, notes
-
-
-def _strings(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _strings(v)
-
-
-def prune(conn, keep: int, name: str | None = None, dry_run: bool = False, out=None) -> dict:
-    """Delete all but the newest `keep` complete templates and every abandoned half-made one,
-    except images a server or a stack uses. Returns {"deleted": [...], "kept": [...], "in_use": [...]}."""
-    if keep < 1:
-        raise BakeError(f"--keep {keep}: keep at least 1 template")
-    t = template.load()
-    name = name or t.name
-    ours = [i for i in conn.image.images(owner=conn.current_project_id) if _props(i).get(P_NAME) == name]
-    complete = sorted([i for i in ours if _props(i).get(P_STATE) == "complete"],
-                      key=lambda i: i.created_at or "", reverse=True)
-    half = [i for i in ours if _props(i).get(P_STATE) != "complete" and i.status != "saving"
-            and i.status != "queued"]
-    out = out or sys.stderr
-    used, notes = images_in_use(conn)
-    result = {"kept": [i.name for i in complete[:keep]], "deleted": [], "in_use": [], "checked": notes}
-    for img in complete[keep:] + half:
-        user = used.get(img.id) or used.get(img.name)
-        if user:
-            result["in_use"].append(img.name)
-            print(f"[prune] keeping {img.name} ({img.id}): in use by {user}", file=out)
-            continue
-        print(f"[prune] {'would delete' if dry_run else 'deleting'} {img.name} ({img.id})", file=out)
-        if not dry_run:
-            conn.image.delete_image(img.id, ignore_missing=True)
-        result["deleted"].append(img.name)
-    return result
+# `fab prune-templates` lives in images/prune.py; these names stay here for existing callers.
+from images.prune import images_in_use, prune  # noqa: E402,F401

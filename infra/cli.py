@@ -1,6 +1,7 @@
 """`python -m infra`: look at a stack without a cloud.
 
     python -m infra render --stack iad      # HOT template on stdout, resources on stderr
+    python -m infra render --stack iad --env monitor   # the monitor's settings env file
     python -m infra stacks                  # the example stacks there are
     python -m infra settings                # every config key with its type, default and range
 """
@@ -25,9 +26,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder holding Pulumi.yaml and the Pulumi.<NAME>.yaml files (default: this project's)")
     r.add_argument("--member", action="store_true",
                    help="print the group's member as a template of its own instead (what the validator checks)")
+    r.add_argument("--env", choices=("consumer", "monitor"),
+                   help="print the settings env file cloud-init writes for the consumer or the monitor instead "
+                        "(the credential is appended on the server and not shown)")
     st = sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
     st.add_argument("--project-dir", type=Path, default=None, help="folder holding Pulumi.yaml (default: this project's)")
-    sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
+    se = sub.add_parser("settings", help="list every config key: type, default, description and what is allowed")
+    se.add_argument("--markdown", action="store_true", help="as the Markdown table the README holds")
     args = parser.parse_args(argv)
 
     from infra import render
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(render.stack_names(args.project_dir)))
         return 0
     if args.command == "settings":
-        print(config_mod.document())
+        print(config_mod.document(markdown=args.markdown))
         return 0
     try:
         result = render.render(args.stack, root=args.project_dir)
@@ -46,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"error: stack {args.stack}: {exc}", file=sys.stderr)
         return 2
-    if args.member:
-        from infra import hot
+    from infra import hot
 
+    if args.env:
+        from infra.components.monitor import monitor_env
+
+        cfg = render.stack_config(args.stack, root=args.project_dir)
+        env = hot.consumer_env(cfg) if args.env == "consumer" else monitor_env(cfg, hot.group_stack_name(args.stack))
+        sys.stdout.write(hot.env_file(env))
+    elif args.member:
         sys.stdout.write(hot.dump(hot.member_template(result.template)))
     else:
         sys.stdout.write(result.template_text)

@@ -5,9 +5,18 @@ constraints, default and description; :func:`validate` holds the rules that join
 :func:`load` is pure (a mapping of raw strings in, a :class:`StackConfig` out) so every error can be
 tested without Pulumi; :func:`from_pulumi` feeds it the stack's config.
 
+Two kinds of settings, one schema:
+
+* the stack's own (where, servers, image, queue policy, credentials), declared in :data:`INFRA`;
+* the options of the programs the stack runs (the consumer's and the monitor's), which are not
+  declared here at all: every workload option with a stack key (workload/settings.py) becomes a
+  setting of the same type, range, default and help, and :func:`program_env` writes its value into
+  that program's env file under the option's own variable. A new workload option with a stack key
+  is a stack setting, documented, validated and written, with no change here.
+
 Every error is a :class:`ConfigError` naming the key, the value and what is allowed, e.g.::
 
-    queue-workers:maxSize = '0' is not allowed: an integer from 1 to 1000
+    queue-workers:maxSize='0' is not allowed: an integer from 1 to 10000
 """
 from __future__ import annotations
 
@@ -17,17 +26,15 @@ import json
 import re
 from typing import Any, Callable, Mapping, Sequence
 
-from workload.queues.base import (
-    CLAIM_GRACE_RANGE,
-    CLAIM_TTL_RANGE,
-    MESSAGE_TTL_RANGE,
-    QueuePolicy,
-)
+from workload import settings as wsettings
+from workload.queues.base import QueuePolicy
 
 PROJECT = "queue-workers"
+TYPE_PREFIX = f"{PROJECT}:index:"  # every component's type token starts with it
 
 # Setting types (the names Heat's schema uses).
-STRING, INTEGER, BOOLEAN, LIST, MAP = "string", "integer", "boolean", "list", "map"
+STRING, INTEGER, NUMBER, BOOLEAN, LIST, MAP = "string", "integer", "number", "boolean", "list", "map"
+_KINDS = {int: INTEGER, float: NUMBER, str: STRING, bool: BOOLEAN}
 
 _REQUIRED = object()
 
@@ -37,8 +44,15 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        shown = "<secret>" if key in SECRET_KEYS else repr(value)
-        super().__init__(f"{PROJECT}:{key} = {shown} is not allowed: {allowed}")
+        shown = _Shown("<secret>") if key in SECRET_KEYS else value
+        super().__init__(wsettings.not_allowed(f"{PROJECT}:{key}", shown, allowed))
+
+
+class _Shown(str):
+    """A placeholder printed as it is (not quoted) in an error."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 # -- constraints --------------------------------------------------------------------------------
@@ -146,13 +160,21 @@ class Setting:
     item_constraints: tuple = ()  # for lists: each item; for maps: each value
     key_constraints: tuple = ()  # for maps: each key
     secret: bool = False
+    # Set for a workload option: (program, its declaration) for each program it is written for.
+    feeds: tuple[tuple[str, wsettings.Setting], ...] = ()
+
+    @property
+    def option(self) -> wsettings.Setting | None:
+        return self.feeds[0][1] if self.feeds else None
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
 
     def allowed(self) -> str:
-        kind = {STRING: "a string", INTEGER: "an integer", BOOLEAN: "true or false",
+        if self.option is not None:
+            return self.option.allowed()
+        kind = {STRING: "a string", INTEGER: "an integer", NUMBER: "a number", BOOLEAN: "true or false",
                 LIST: "a list", MAP: "a map"}[self.type]
         parts = [kind] + [c.describe() for c in self.constraints]
         if self.item_constraints:
@@ -163,6 +185,8 @@ class Setting:
 
     def coerce(self, raw: Any) -> Any:
         """Turn the raw config value (Pulumi hands every value over as a string) into its type."""
+        if self.option is not None:
+            return self._coerce_option(raw)
         value = raw
         if self.type == INTEGER:
             if isinstance(raw, bool):
@@ -209,8 +233,20 @@ class Setting:
         return value
 
 
+    def _coerce_option(self, raw: Any) -> Any:
+        opt = self.option
+        try:
+            if isinstance(raw, str):
+                if raw.strip() == "" and (opt.optional or opt.none_word):
+                    return None
+                return opt.parse(raw)
+            return opt.check(float(raw) if opt.kind is float and isinstance(raw, int) else raw)
+        except wsettings.SettingError:
+            raise ConfigError(self.key, raw, opt.allowed()) from None
+
+
 S = Setting
-SCHEMA: tuple[Setting, ...] = (
+INFRA: tuple[Setting, ...] = (
     # where
     S("cloud", STRING, "Entry of clouds.yaml the provider, the queue provider and `fab` use", _REQUIRED, (NAME,)),
     S("region", STRING, "OpenStack region of this stack", _REQUIRED, (NAME,)),
@@ -234,46 +270,21 @@ SCHEMA: tuple[Setting, ...] = (
     S("templateImageProperties", MAP, "Further Glance properties the template image must carry, e.g. "
       "qw_template_version", {}, key_constraints=(Pattern(r"[A-Za-z0-9_.:-]{1,255}", "property names"),)),
     # group size
-    S("minSize", INTEGER, "Fewest consumer servers (the seed's -m)", 1, (Range(0, 1000),)),
-    S("maxSize", INTEGER, "Most consumer servers (the seed's -x)", 10, (Range(1, 1000),)),
     S("desiredSize", INTEGER, "Consumer servers at creation; default: minSize", -1, (Range(-1, 1000),)),
     S("rollingBatchSize", INTEGER, "Servers replaced at once when the template image changes", 1, (Range(1, 100),)),
     S("rollingPause", INTEGER, "Seconds between rolling-update batches", 30, (Range(0, 3600),)),
     # scaling
-    S("scalingPolicy", STRING, "How the monitor decides: threshold (the seed's) or target (backlog per worker)",
-      "threshold", (AllowedValues(("threshold", "target")),)),
-    S("scaleUpThreshold", INTEGER, "threshold: free messages above which the group grows (the seed's -j)", 100,
-      (Range(1, 10_000_000),)),
-    S("scaleDownThreshold", INTEGER, "threshold: free messages below which the group shrinks (the seed's -n)", 10,
-      (Range(0, 10_000_000),)),
-    S("targetWait", INTEGER, "target: seconds from post to start of processing to keep under", 30,
-      (Range(1, 86400),)),
     S("scaleUpStep", INTEGER, "Servers added by one scale-up signal", 1, (Range(1, 100),)),
     S("scaleDownStep", INTEGER, "Servers removed by one scale-down signal", 1, (Range(1, 100),)),
-    S("scaleUpCooldown", INTEGER, "Seconds after a scale-up, the stack's creation or an update during which Heat takes no scaling signal (Heat keeps one cooldown per group; the seed's -c)", 300,
-      (Range(0, 86400),)),
-    S("scaleDownCooldown", INTEGER, "Seconds after a scale-down during which Heat takes no scaling signal, up or down (one cooldown per group)", 600,
-      (Range(0, 86400),)),
-    S("monitorInterval", INTEGER, "Seconds between the monitor's looks at the queue (the seed's -t)", 30,
-      (Range(5, 3600),)),
     S("monitorEnabled", BOOLEAN, "Run the monitor on its own server; false: run `python -m workload monitor` "
       "wherever you like", True),
     # queue
     S("queueBackend", STRING, "Queue service (the stack creates Zaqar queues)", "zaqar", (AllowedValues(("zaqar",)),)),
     S("queueName", STRING, "Work queue name; its dead-letter queue is <name>-dlq", "jobs", (QUEUE_NAME,)),
-    S("messageTtl", INTEGER, "Seconds a message lives in the queue", 3600, (Range(*MESSAGE_TTL_RANGE),)),
-    S("deadLetterTtl", INTEGER, "Seconds a message lives in the dead-letter queue", 1209600,
-      (Range(*MESSAGE_TTL_RANGE),)),
-    S("claimTtl", INTEGER, "Seconds a consumer holds a claim before renewing", 300, (Range(*CLAIM_TTL_RANGE),)),
-    S("claimGrace", INTEGER, "Seconds a claimed message outlives its claim", 60, (Range(*CLAIM_GRACE_RANGE),)),
-    S("maxClaims", INTEGER, "Claims before a message moves to the dead-letter queue; 0: never", 5,
-      (Range(0, 1000),)),
     # consumer
     S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "
       "http:<url>", "exec:cat", (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or "
                                                                       "http:<url>"),)),
-    S("consumerConcurrency", INTEGER, "Messages one consumer server handles at once (its -w)", 1,
-      (Range(1, 256),)),
     S("consumerEnv", MAP, "Extra QW_* settings written to every consumer's env file", {},
       item_constraints=(ONE_LINE,), key_constraints=(ENV_NAME,)),
     S("consumerSecretEnv", MAP, "Extra QW_* settings that are secrets (set with --secret)", {},
@@ -284,58 +295,92 @@ SCHEMA: tuple[Setting, ...] = (
       (Check(lambda v: v == "" or _is_iso_time(v), "an ISO 8601 time such as 2027-01-01T00:00:00Z, or empty"),)),
     S("stackTimeout", INTEGER, "Minutes Heat may take to create or update the worker group", 60, (Range(1, 1440),)),
 )
+
+
+# -- the workload's options with a stack key --------------------------------------------------------
+def workload_options() -> dict[str, list[wsettings.Setting]]:
+    """Every declared option of what the stack makes: the queue pair's policy (the options of
+    `ensure`, given to the queue provider), the consumer's and the monitor's (written to their
+    env files)."""
+    from workload.autoscale.monitor import monitor_settings
+    from workload.consumer import ConsumerConfig
+
+    return {"queue": wsettings.declared(wsettings.QueuePolicyOptions),
+            "consumer": wsettings.declared(ConsumerConfig), "monitor": monitor_settings()}
+
+
+# What a workload option's stack setting also sets in the stack itself.
+STACK_NOTES = {
+    "minSize": "also the Heat group's min_size", "maxSize": "also the Heat group's max_size",
+    "scaleUpCooldown": "also Heat's cooldown of the group and of its scale-up policy (Heat keeps one "
+                       "cooldown per group, started by creation, updates and either policy's resize)",
+    "scaleDownCooldown": "also the cooldown of Heat's scale-down policy",
+    "claimTtl": "also what each consumer claims for (its --claim-ttl)",
+    "claimGrace": "also each consumer's --grace",
+    "maxClaims": "each consumer's --max-attempts is this plus one, a backstop",
+}
+
+
+_PROGRAM = {"queue": "queue pair; ensure", "consumer": "consumer", "monitor": "monitor"}
+
+
+def _from_workload() -> tuple[Setting, ...]:
+    """One stack setting per stack key the workload's options declare (one key may feed both programs,
+    e.g. consumerConcurrency: the consumer's -w and the target policy's --worker-concurrency)."""
+    feeds: dict[str, list[tuple[str, wsettings.Setting]]] = {}
+    for program, options in workload_options().items():
+        for opt in options:
+            if opt.stack:
+                feeds.setdefault(opt.stack, []).append((program, opt))
+    out = []
+    for key, pairs in feeds.items():
+        first = pairs[0][1]
+        for _, other in pairs[1:]:  # one key, one meaning: the declarations must agree
+            if (other.kind, other.lo, other.hi, other.choices, other.none_word) != \
+                    (first.kind, first.lo, first.hi, first.choices, first.none_word):
+                raise TypeError(f"stack key {key}: {first.name} and {other.name} are declared differently")
+        default = first.default if first.stack_default is wsettings.NOT_SET else first.stack_default
+        # a setting whose stack default is a value keeps one: "unset" is no choice there
+        pairs = [(program, dataclasses.replace(opt, optional=opt.optional and default is None))
+                 for program, opt in pairs]
+        where = "; ".join(f"{_PROGRAM[program]} {opt.long_flag} ${opt.env[0]}" if opt.flags else _PROGRAM[program]
+                          for program, opt in pairs)
+        note = f"; {STACK_NOTES[key]}" if key in STACK_NOTES else ""
+        out.append(Setting(key, _KINDS[first.kind], f"{first.help}{note} ({where})", default,
+                           feeds=tuple(pairs)))
+    return tuple(out)
+
+
+SCHEMA: tuple[Setting, ...] = INFRA + _from_workload()
 SETTINGS: dict[str, Setting] = {s.key: s for s in SCHEMA}
 SECRET_KEYS = frozenset(s.key for s in SCHEMA if s.secret)
+
+# The consumer settings the stack writes itself from its own settings (the handler, the queue, the
+# credential's limits); consumerEnv may not override them nor any option a stack key sets.
+CONSUMER_FIXED_ENV = (
+    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
+    "QW_CLAIM_GRACE", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE",
+)
+RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
+    opt.env[0] for s in SCHEMA for program, opt in s.feeds if program == "consumer")
+
+
+def program_env(cfg: "StackConfig", program: str) -> dict[str, str]:
+    """The variables of ``program``'s options that stack settings set (``{QW_...: text}``)."""
+    env = {}
+    for s in SCHEMA:
+        for prog, opt in s.feeds:
+            if prog == program:
+                value = getattr(cfg, _snake(s.key))
+                if value is not None:
+                    env[opt.env[0]] = opt.text(value)
+    return env
 
 
 # -- the typed result ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class StackConfig:
-    """The validated settings of one stack. Field names are the keys in snake case."""
-
-    cloud: str
-    region: str
-    identity_endpoint: str
-    flavor: str
-    monitor_flavor: str
-    network: str
-    key_pair: str
-    server_name: str
-    ssh_cidrs: tuple[str, ...]
-    template_image_name: str
-    template_image_properties: Mapping[str, str]
-    min_size: int
-    max_size: int
-    desired_size: int
-    rolling_batch_size: int
-    rolling_pause: int
-    scaling_policy: str
-    scale_up_threshold: int
-    scale_down_threshold: int
-    target_wait: int
-    scale_up_step: int
-    scale_down_step: int
-    scale_up_cooldown: int
-    scale_down_cooldown: int
-    monitor_interval: int
-    monitor_enabled: bool
-    queue_backend: str
-    queue_name: str
-    message_ttl: int
-    dead_letter_ttl: int
-    claim_ttl: int
-    claim_grace: int
-    max_claims: int
-    handler: str
-    consumer_concurrency: int
-    consumer_env: Mapping[str, str]
-    consumer_secret_env: Mapping[str, str]
-    credential_roles: tuple[str, ...]
-    credential_expires_at: str
-    stack_timeout: int
-
+class _StackConfigBase:
     @property
     def dead_letter_queue(self) -> str:
         return self.queue_name + self.queue_policy.dead_letter_suffix
@@ -345,6 +390,16 @@ class StackConfig:
         """The queue's policy in the queue interface's own terms."""
         return QueuePolicy(message_ttl=self.message_ttl, claim_ttl=self.claim_ttl, claim_grace=self.claim_grace,
                            max_claims=self.max_claims, dead_letter_ttl=self.dead_letter_ttl)
+
+
+_PY_TYPES = {STRING: str, INTEGER: int, NUMBER: float, BOOLEAN: bool, LIST: tuple, MAP: Mapping}
+
+#: The validated settings of one stack; one field per setting, named as its key in snake case
+#: (generated from :data:`SCHEMA`, so a setting cannot be declared without its field).
+StackConfig = dataclasses.make_dataclass(
+    "StackConfig", [(re.sub(r"(?<!^)([A-Z])", r"_\1", s.key).lower(), _PY_TYPES[s.type]) for s in SCHEMA],
+    bases=(_StackConfigBase,), frozen=True)
+StackConfig.__module__ = __name__
 
 
 def _snake(key: str) -> str:
@@ -392,9 +447,9 @@ def validate(v: Mapping[str, Any]) -> None:
         raise ConfigError("minSize", lo, f"at most maxSize ({hi})")
     if want != -1 and not lo <= want <= hi:
         raise ConfigError("desiredSize", want, f"from minSize ({lo}) to maxSize ({hi})")
-    if v["scalingPolicy"] == "threshold" and v["scaleDownThreshold"] >= v["scaleUpThreshold"]:
-        raise ConfigError("scaleDownThreshold", v["scaleDownThreshold"],
-                          f"less than scaleUpThreshold ({v['scaleUpThreshold']}), or the group would flap")
+    if hi < 1:
+        raise ConfigError("maxSize", hi, "at least 1: a group that may hold no server does no work")
+    _validate_policy(v)
     if v["scaleUpStep"] > hi:
         raise ConfigError("scaleUpStep", v["scaleUpStep"], f"at most maxSize ({hi})")
     if v["rollingBatchSize"] > hi:
@@ -406,14 +461,29 @@ def validate(v: Mapping[str, Any]) -> None:
     if overlap:
         raise ConfigError("consumerSecretEnv", "<secret>", f"keys not also in consumerEnv ({sorted(overlap)})")
     reserved = set(v["consumerEnv"]) | set(v["consumerSecretEnv"])
-    from infra.hot import RESERVED_ENV  # the names the stack writes itself
-
     clash = reserved & set(RESERVED_ENV)
     if clash:
         raise ConfigError("consumerEnv", sorted(clash), "names the stack does not set itself: "
                           + ", ".join(sorted(RESERVED_ENV)))
     QueuePolicy(message_ttl=v["messageTtl"], claim_ttl=v["claimTtl"], claim_grace=v["claimGrace"],
                 max_claims=v["maxClaims"], dead_letter_ttl=v["deadLetterTtl"]).validate()
+
+
+def _validate_policy(v: Mapping[str, Any]) -> None:
+    """The chosen policy's own rules (workload/autoscale/policy.py), on the stack's values, named
+    by stack key: the stack refuses what the monitor would refuse at its start."""
+    from workload.autoscale.monitor import POLICY_CONFIGS
+    from workload.autoscale.policy import PolicyConfigError
+
+    cls = next(c for c in POLICY_CONFIGS if c.__name__.lower().startswith(v["scalingPolicy"]))
+    keys = {opt.name: s.key for s in SCHEMA for prog, opt in s.feeds if prog == "monitor"}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    try:
+        cls(**{name: v[key] for name, key in keys.items() if name in fields}).validate()
+    except PolicyConfigError as exc:
+        key = keys.get(exc.key, exc.key)
+        allowed = re.sub(r"[a-z_]+(?= \()", lambda m: keys.get(m.group(0), m.group(0)), exc.allowed)
+        raise ConfigError(key, exc.value, allowed) from None
 
 
 def from_pulumi() -> StackConfig:
@@ -431,10 +501,23 @@ def from_pulumi() -> StackConfig:
     return load(raw, secrets)
 
 
-def document() -> str:
-    """The schema as a table (used by the README and `python -m infra settings`)."""
-    rows = []
-    for s in SCHEMA:
-        default = "required" if s.required else json.dumps(s.default)
-        rows.append(f"{s.key:24} {s.type:8} {default:28} {s.description}; {s.allowed()}")
-    return "\n".join(rows)
+def _shown_default(s: Setting) -> str:
+    if s.required:
+        return "required"
+    if s.option is not None:
+        return s.option.text(s.default) if s.default is not None else "unset"
+    return json.dumps(s.default)
+
+
+def document(markdown: bool = False) -> str:
+    """The schema as a table (`python -m infra settings`; ``markdown``: the README's table)."""
+    if markdown:
+        head = ["| key | type | default | what it is; what is allowed |", "|---|---|---|---|"]
+        return "\n".join(head + [_md_row(s) for s in SCHEMA])
+    return "\n".join(f"{s.key:24} {s.type:8} {_shown_default(s):28} {s.description}; {s.allowed()}"
+                     for s in SCHEMA)
+
+
+def _md_row(s: Setting) -> str:
+    text = f"{s.description}; {s.allowed()}".replace("|", "\\|")
+    return f"| `{s.key}` | {s.type} | `{_shown_default(s)}` | {text} |"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from infra.config import StackConfig
+from infra.config import StackConfig, program_env
 
 HOT_VERSION = "2021-04-16"  # wallaby: every property used here exists in it
 
@@ -34,17 +34,20 @@ P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
 P_CREDENTIALS_ENV = "credentials_env_b64"
 P_TEMPLATE_PROPERTIES, P_TEMPLATE_LABEL = "template_image_properties", "template_image"
 
-# The consumer settings the stack writes itself (options of `python -m workload consumer`,
-# workload/cli.py and workload/settings.py); consumerEnv may not override them.
-RESERVED_ENV = (
-    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
-    "QW_CLAIM_GRACE", "QW_CONCURRENCY", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE",
-)
 HANDLER_ENV = {"exec": "QW_EXEC", "python": "QW_PYTHON", "http": "QW_HTTP"}
 
 
+def group_stack_name(stack: str) -> str:
+    """The name of the Heat stack that holds the worker group of Pulumi stack ``stack``."""
+    return f"queue-workers-{stack}"
+
+
 def consumer_env(cfg: StackConfig) -> dict[str, str]:
-    """The consumer container's settings (not secret): QW_* variables of `workload consumer`."""
+    """The consumer container's settings (not secret): QW_* variables of `workload consumer`.
+
+    The stack's own settings first (queue, handler, claim policy), then every consumer option a
+    stack setting sets (:func:`infra.config.program_env`), then consumerEnv.
+    """
     kind, target = cfg.handler.split(":", 1)
     env = {
         "QW_QUEUE": cfg.queue_name,
@@ -53,13 +56,13 @@ def consumer_env(cfg: StackConfig) -> dict[str, str]:
         HANDLER_ENV[kind]: target,
         "QW_CLAIM_TTL": str(cfg.claim_ttl),
         "QW_CLAIM_GRACE": str(cfg.claim_grace),
-        "QW_CONCURRENCY": str(cfg.consumer_concurrency),
         # the consumer's access rules allow deleting one message at a time, not ?ids= bulk deletes
         "QW_NO_BULK_DELETE": "true",
     }
     if cfg.max_claims:
         # Zaqar dead-letters on the claim after max_claims; the consumer's own count is the backstop
         env["QW_MAX_ATTEMPTS"] = str(cfg.max_claims + 1)
+    env.update(program_env(cfg, "consumer"))
     env.update(cfg.consumer_env)
     return env
 
@@ -122,7 +125,7 @@ def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64:
     plain text (a reviewer sees them in the template) and the credential, base64 of an env file,
     is appended to the same file (``append``; the file is 0600). ``credentials_b64`` is a HOT
     ``get_param`` placeholder inside the template, or the value itself for the monitor's server.
-    The unit is started with ``--no-block``: it is ordered after cloud-final, which runs this.
+    The unit is started with ``--no-block`` so that runcmd (cloud-final) does not wait for the container.
     """
     files = [
         {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env, comments)},
@@ -205,7 +208,7 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
                     "min_size": cfg.min_size,
                     "max_size": cfg.max_size,
                     "desired_capacity": {"get_param": P_DESIRED},
-                    "cooldown": cfg.scale_up_cooldown,
+                    "cooldown": int(cfg.scale_up_cooldown),
                     "rolling_updates": {"min_in_service": max(cfg.min_size - batch, 0),
                                         "max_batch_size": batch, "pause_time": cfg.rolling_pause},
                     "resource": {"type": "OS::Nova::Server", "properties": server},
@@ -215,12 +218,12 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
                        "properties": {"adjustment_type": "change_in_capacity",
                                       "auto_scaling_group_id": {"get_resource": GROUP},
                                       "scaling_adjustment": cfg.scale_up_step,
-                                      "cooldown": cfg.scale_up_cooldown}},
+                                      "cooldown": int(cfg.scale_up_cooldown)}},
             SCALE_DOWN: {"type": "OS::Heat::ScalingPolicy",
                          "properties": {"adjustment_type": "change_in_capacity",
                                         "auto_scaling_group_id": {"get_resource": GROUP},
                                         "scaling_adjustment": -cfg.scale_down_step,
-                                        "cooldown": cfg.scale_down_cooldown}},
+                                        "cooldown": int(cfg.scale_down_cooldown)}},
         },
         "outputs": {
             OUT_SCALE_UP_URL: {"description": "POST with X-Auth-Token to add consumers",

@@ -7,9 +7,9 @@ from typing import Any
 import pulumi
 import pulumi_openstack as openstack
 
-from infra import config as config_mod
+from infra import config as config_mod, hot
 from infra.components import (
-    Credentials, CredentialsArgs, Monitor, MonitorArgs, Network, NetworkArgs, TemplateImage,
+    Credentials, CredentialsArgs, MonitorArgs, MonitorServer, Network, NetworkArgs, TemplateImage,
     TemplateImageArgs, WorkerGroup, WorkerGroupArgs, WorkQueue, WorkQueueArgs,
 )
 
@@ -44,7 +44,7 @@ class Stack:
     network: Network
     credentials: Credentials
     group: WorkerGroup
-    monitor: Monitor | None
+    monitor: MonitorServer | None
 
 
 def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
@@ -52,7 +52,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     cfg = cfg or config_mod.from_pulumi()  # raises ConfigError before anything is declared
     auth_url = auth_url_of(cfg)
     stack = pulumi.get_stack()
-    heat_stack_name = f"queue-workers-{stack}"
+    heat_stack_name = hot.group_stack_name(stack)
     provider = openstack.Provider("openstack", cloud=cfg.cloud, region=cfg.region)
     use = pulumi.ResourceOptions(providers=[provider])  # every openstack child uses this stack's cloud
 
@@ -72,7 +72,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
         pulumi.ResourceOptions(providers=[provider], depends_on=[queue]))
     monitor = None
     if cfg.monitor_enabled:
-        monitor = Monitor("monitor", MonitorArgs(
+        monitor = MonitorServer("monitor", MonitorArgs(
             config=cfg, image_id=image.image_id, security_group=network.security_group_name,
             stack_name=heat_stack_name, stack_id=group.stack_id, scale_up_url=group.scale_up_url,
             scale_down_url=group.scale_down_url, auth_url=auth_url, credential_id=creds.monitor_id,

@@ -79,6 +79,16 @@ class Rendered:
         return lines
 
 
+def stack_config(name: str, root: Path | None = None):
+    """The validated config of stack ``name`` from its Pulumi.<name>.yaml (no Pulumi runtime)."""
+    from infra.config import load
+
+    config, secrets = flatten(yaml.safe_load(stack_file(name, root).read_text()) or {})
+    prefix = f"{PROJECT}:"
+    return load({k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)},
+                [k[len(prefix):] for k in secrets if k.startswith(prefix)])
+
+
 def render(name: str, images: list[dict] | None = None, root: Path | None = None, cfg_override: dict | None = None,
            secret_keys: list[str] | None = None, inspect: Any = None, setup: Any = None) -> Rendered:
     """Run the program for stack ``name`` under mocks; return the template and what was declared.

@@ -4,10 +4,12 @@
   ``.env()``, ``.log_path(name)``), started once per session, only if a test asks for it.
 - ``sqs``: a :class:`devenv.sqs.LocalSQS` (moto's server; ``.url``, ``.region``,
   ``.queue_options``, ``.env()``).
+- ``rabbitmq``: a :class:`devenv.rabbitmq.LocalRabbitMQ` (Debian's rabbitmq-server as a node of
+  its own on loopback; ``.amqp_url``, ``.management_url``, ``.queue_options``, ``.env()``).
 - ``queue_name``: a factory of unique queue names. Zaqar's redis driver leaves a deleted queue's
   claims behind, so a re-created queue of the same name would report stale counts.
-- ``backend`` / ``service``: run a test on both drivers (``"zaqar"`` and ``"sqs"``) and get that
-  backend's running local service.
+- ``backend`` / ``service``: run a test on every driver (``"zaqar"``, ``"sqs"``, ``"amqp"``) and
+  get that backend's running local service.
 - ``make_queue`` (on ``backend``) and ``zaqar_queue`` (Zaqar only): factories of ensured queues
   with unique names, dropped with their dead-letter queues after the test.
 - ``controlplane``: one real Keystone + Heat + Zaqar-behind-Keystone
@@ -47,6 +49,21 @@ def sqs():
         yield server
 
 
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """A real RabbitMQ 3.10 node (management plugin on) on loopback for the whole session."""
+    from devenv.rabbitmq import INSTALL_HINT, LocalRabbitMQ, installed
+
+    if not installed():
+        pytest.fail(f"RabbitMQ is not installed: {INSTALL_HINT} (make test does it)")
+    with LocalRabbitMQ() as server:
+        yield server
+
+
+#: The session fixture of each backend's local service.
+SERVICE_FIXTURES = {"zaqar": "zaqar", "sqs": "sqs", "amqp": "rabbitmq"}
+
+
 @pytest.fixture
 def queue_name():
     """Factory: ``queue_name(prefix="t")`` gives a fresh name like ``t-3f9c0a1b2c``."""
@@ -57,16 +74,16 @@ def queue_name():
     return make
 
 
-@pytest.fixture(params=["zaqar", "sqs"])
+@pytest.fixture(params=list(SERVICE_FIXTURES))
 def backend(request):
-    """Run a test on both drivers."""
+    """Run a test on every driver."""
     return request.param
 
 
 @pytest.fixture
 def service(request, backend):
-    """The running local service of ``backend`` (the session fixtures ``zaqar`` / ``sqs``)."""
-    return request.getfixturevalue(backend)
+    """The running local service of ``backend`` (the session fixtures ``zaqar`` / ``sqs`` / ``rabbitmq``)."""
+    return request.getfixturevalue(SERVICE_FIXTURES[backend])
 
 
 @contextlib.contextmanager

@@ -5,37 +5,35 @@ Every option also reads an environment variable (shown in ``--help``), for conta
 demo's short options keep their meaning where one exists here (-q queue, -t interval, -r region,
 -d debug; the monitor's -x -m -j -n -c -g -l -i -s).
 
-The ``monitor`` mode belongs to :mod:`workload.autoscale.monitor`. The hook: that module exposes
-``add_arguments(parser)`` (adds its own options; the queue and output options are already on the
-parser) and ``run(args) -> int`` (the exit code). It is imported only when the parser is built,
-and until it exists the mode shows the seed's scaling options and exits 2 saying so.
+The ``monitor`` mode belongs to :mod:`workload.autoscale.monitor` (``add_arguments(parser)``
+and ``run(args) -> int``). The options are declared once, on the configs they fill
+(workload/settings.py); every one is checked before any network call.
 
-Exit codes: 0 success (the consumer: stopped by SIGTERM/SIGINT, --max-messages or --idle-exit);
-1 unexpected failure; 2 bad option, environment value or handler; 3 the queue service refused
-(queue missing, credentials refused, or unreachable after retries; the consumer does not give up
-on an unreachable service: it logs an ``error`` line and tries again with backoff).
+Exit codes (workload/exit_codes.py): 0 success (the consumer: stopped by SIGTERM/SIGINT,
+--max-messages or --idle-exit); 1 unexpected failure; 2 bad option, environment value or handler;
+3 the queue service refused (queue missing, credentials refused, or unreachable after retries; the
+consumer does not give up on an unreachable service: it logs an ``error`` line and tries again
+with backoff).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
 import time
-from types import ModuleType
 from typing import Any, Callable
 
 from workload import settings
+from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 from workload.handlers import DONE, Handler, Result
-from workload.settings import (
-    non_negative_float, non_negative_int, option, positive_float, positive_int)
+from workload.queues.base import MAX_POST_MESSAGES
+from workload.settings import option
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUEUE = 0, 1, 2, 3
 MODES = ("producer", "consumer", "monitor", "status", "redrive", "purge", "delete", "ensure")
-MONITOR_MODULE = "workload.autoscale.monitor"
 
 
 class UsageError(Exception):
@@ -46,17 +44,17 @@ class UsageError(Exception):
 def _producer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pace and length")
     pace = g.add_mutually_exclusive_group()
-    option(pace, "--rate", env="QW_RATE", type=non_negative_float,
+    option(pace, "--rate", env="QW_RATE", type=float, lo=0,
            help="messages per second (0 = idle); unset with no -t: as fast as the service takes them")
     option(pace, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=positive_float, help="seconds between messages (the seed's pace; --rate 1/T)")
-    option(g, "--count", env="QW_COUNT", type=non_negative_int,
+           type=float, lo=0, lo_open=True, help="seconds between messages (the seed's pace; --rate 1/T)")
+    option(g, "--count", env="QW_COUNT", type=int, lo=0,
            help="stop after this many messages (unset: no limit)")
-    option(g, "--duration", env="QW_DURATION", type=non_negative_float,
+    option(g, "--duration", env="QW_DURATION", type=float, lo=0,
            help="stop after this many seconds (unset: no limit)")
-    option(g, "--batch", env="QW_BATCH", type=positive_int, default=10,
-           help="most messages per post, 1..20 (low rates post each message when due)")
-    option(g, "--progress-every", env="QW_PROGRESS_EVERY", type=non_negative_float, default=5.0,
+    option(g, "--batch", env="QW_BATCH", type=int, lo=1, hi=MAX_POST_MESSAGES, default=10,
+           help="most messages per post (low rates post each message when due)")
+    option(g, "--progress-every", env="QW_PROGRESS_EVERY", type=float, lo=0, default=5.0,
            help="seconds between progress lines on stderr; 0 = none")
     g = p.add_argument_group("payloads (default: generated widget requests)")
     src = g.add_mutually_exclusive_group()
@@ -66,14 +64,15 @@ def _producer_options(p: argparse.ArgumentParser) -> None:
            help="post one payload per line read from stdin")
     option(src, "--widget-id", env="QW_WIDGET_ID",
            help="post widget requests all with this widget id (the seed's --widget-id)")
-    option(g, "--invalid-share", env="QW_INVALID_SHARE", type=non_negative_float, default=0.0,
-           help="fraction 0..1 of generated widget requests whose widget id is invalid (poison)")
-    option(g, "--work-s", env="QW_WORK_S", type=non_negative_float,
+    option(g, "--invalid-share", env="QW_INVALID_SHARE", type=float, lo=0, hi=1, default=0.0,
+           help="fraction of generated widget requests whose widget id is invalid (poison)")
+    option(g, "--work-s", env="QW_WORK_S", type=float, lo=0,
            help="seconds of work each generated request asks for (body field work_s)")
     option(g, "--seed", env="QW_SEED", type=int, help="random seed for generated payloads")
 
 
 def _consumer_options(p: argparse.ArgumentParser) -> None:
+    from workload.consumer import ConsumerConfig
     g = p.add_argument_group("handler (default: sleep -t seconds, or the body's work_s, per message)")
     h = g.add_mutually_exclusive_group()
     option(h, "--exec", dest="exec_cmd", env="QW_EXEC",
@@ -84,87 +83,16 @@ def _consumer_options(p: argparse.ArgumentParser) -> None:
                 "(workload.handlers.Reject = dead-letter now)")
     option(h, "--http", env="QW_HTTP", help="URL to POST each body to; 2xx = done, else retry")
     option(g, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=non_negative_float,
+           type=float, lo=0,
            help="without a handler: seconds each message's work takes (the seed's claim-to-delete time)")
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="exec handler as trailing arguments: consumer [options] -- PROGRAM [ARGS...]")
     g = p.add_argument_group("claiming")
-    option(g, "--batch", env="QW_BATCH", type=positive_int, default=10,
-           help="messages per claim (the claim limit), 1..20")
-    option(g, "-w", "--concurrency", env="QW_CONCURRENCY", type=positive_int, default=1,
-           help="handler workers running at once")
-    option(g, "--prefetch", env="QW_PREFETCH", type=non_negative_int,
-           help="messages claimed ahead beyond --concurrency (default: --batch); 0 leaves all "
-                "waiting messages free, visible to the autoscaler and other consumers")
-    option(g, "--claim-ttl", env="QW_CLAIM_TTL", type=positive_int,
-           help="seconds a claim lasts (60..43200); renewed while a handler still runs "
-                "(default: the queue policy's)")
-    option(g, "--grace", env="QW_CLAIM_GRACE", type=non_negative_int,
-           help="Zaqar claim grace seconds (default: the queue policy's)")
-    option(g, "--timeout", env="QW_TIMEOUT", type=positive_float,
-           help="seconds a handler may run per message; an exec program is then killed (unset: none)")
-    option(g, "--max-attempts", env="QW_MAX_ATTEMPTS", type=non_negative_int,
-           help="failed attempts before the consumer dead-letters a message itself; default: "
-                "the service does it by the queue's max-claims policy (backstop +1), else 5; 0 = never")
-    option(g, "--retry-delay", env="QW_RETRY_DELAY", type=non_negative_float, default=5.0,
-           help="seconds a failed message is held before it is released for another try")
-    option(g, "--drain-timeout", env="QW_DRAIN_TIMEOUT", type=non_negative_float, default=20.0,
-           help="on SIGTERM/SIGINT, seconds running handlers get to finish before their claims "
-                "are released")
-    option(g, "--max-messages", env="QW_MAX_MESSAGES", type=positive_int,
-           help="stop after handling this many messages")
-    option(g, "--idle-exit", env="QW_IDLE_EXIT", type=non_negative_float,
-           help="stop once the queue has been empty this many seconds")
+    settings.add_options(g, ConsumerConfig)
     option(g, "--reply-queue", env="QW_REPLY_QUEUE",
            help="post each handler's reply to this queue (the seed's response queue)")
     option(g, "--no-bulk-delete", env="QW_NO_BULK_DELETE", flag=True,
            help="delete done messages one by one (for credentials whose access rules forbid bulk delete)")
-
-
-def _policy_options(p: argparse._ActionsContainer) -> None:
-    from workload.queues.base import QueuePolicy
-    d = QueuePolicy()
-    option(p, "--message-ttl", env="QW_MESSAGE_TTL", type=positive_int, default=d.message_ttl,
-           help="seconds a message lives, 60..1209600")
-    option(p, "--policy-claim-ttl", env="QW_POLICY_CLAIM_TTL", type=positive_int, default=d.claim_ttl,
-           help="default claim seconds consumers ask for, 60..43200")
-    option(p, "--policy-grace", env="QW_POLICY_GRACE", type=positive_int, default=d.claim_grace,
-           help="claim grace seconds, 60..43200")
-    option(p, "--delay", env="QW_DELAY", type=non_negative_int, default=d.delay,
-           help="seconds before a posted message can be claimed, 0..900")
-    option(p, "--max-claims", env="QW_MAX_CLAIMS", type=non_negative_int, default=d.max_claims,
-           help="the service dead-letters a message claimed this many times; 0 = never")
-
-
-def add_scaling_options(p: argparse.ArgumentParser) -> None:
-    """The seed's monitor options (shown until :mod:`workload.autoscale.monitor` is installed)."""
-    g = p.add_argument_group("scaling (the seed's options)")
-    option(g, "-t", "--interval", dest="interval", env="QW_INTERVAL", type=positive_float, default=10.0,
-           help="seconds between looks at the queue")
-    option(g, "-x", "--max", dest="max", env="QW_MAX", type=non_negative_int, default=2,
-           help="most consumer servers in the group")
-    option(g, "-m", "--min", dest="min", env="QW_MIN", type=non_negative_int, default=0,
-           help="fewest consumer servers in the group")
-    option(g, "-j", "--scale-up-threshold", dest="scale_up", env="QW_SCALE_UP", type=non_negative_int,
-           default=100, help="free messages at or above which the group grows")
-    option(g, "-n", "--scale-down-threshold", dest="scale_down", env="QW_SCALE_DOWN",
-           type=non_negative_int, default=0, help="free messages at or below which the group shrinks")
-    option(g, "-c", "--cooldown", env="QW_COOLDOWN", type=non_negative_float, default=60.0,
-           help="seconds after a change before the next one")
-    option(g, "-g", "--group", env="QW_GROUP", default="demo", help="scaling group name")
-    option(g, "-l", "--flavor", env="QW_FLAVOR", help="flavor of consumer servers")
-    option(g, "-i", "--image", env="QW_IMAGE", help="template image of consumer servers")
-    option(g, "-s", "--server-name", env="QW_SERVER_NAME", default="consumer",
-           help="name of consumer servers")
-
-
-def _monitor_module() -> ModuleType | None:
-    try:
-        return importlib.import_module(MONITOR_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name in (MONITOR_MODULE, "workload.autoscale"):
-            return None
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,13 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok; 1 unexpected failure; 2 bad option or environment value; "
                "3 the queue service refused (queue missing, credentials, unreachable; the consumer "
                "instead keeps retrying an unreachable service). "
-               "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs.")
+               "Credentials: clouds.yaml with OS_CLOUD, or OS_* variables (OpenStack); AWS_* for sqs; "
+               "QW_AMQP_URL (or QW_AMQP_USER/QW_AMQP_PASSWORD) for amqp.")
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
 
     def _ensure_options(p: argparse.ArgumentParser) -> None:
         option(p, "--ensure", env="QW_ENSURE", flag=True,
                help="create the queue and its dead-letter queue first (policy options of 'ensure')")
-        _policy_options(p.add_argument_group("queue policy (with --ensure)"))
+        settings.add_options(p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions)
 
     def mode(name: str, help: str, description: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description)
@@ -205,23 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = mode("monitor", "scale the consumer group on the queue's depth",
              "Watch the queue and scale the consumer group between --min and --max.")
-    mon = _monitor_module()
-    if mon is not None and hasattr(mon, "add_arguments"):
-        mon.add_arguments(p)
-    else:
-        add_scaling_options(p)
+    from workload.autoscale import monitor
+    monitor.add_arguments(p)
 
     p = mode("status", "show queue depth", "Free, claimed, total and oldest age of the queue and "
              "of its dead-letter queue.")
     option(p, "--watch", env="QW_WATCH", flag=True, help="repeat every -t seconds until interrupted")
     option(p, "-t", "--interval", "--time_interval", dest="interval", env="QW_INTERVAL",
-           type=positive_float, default=5.0, help="seconds between looks with --watch")
+           type=float, lo=0, lo_open=True, default=5.0, help="seconds between looks with --watch")
     option(p, "--json", dest="as_json", env="QW_JSON", flag=True, help="one JSON object per look")
 
     p = mode("redrive", "move dead-lettered messages back to the queue",
              "Move messages from the dead-letter queue back to the queue: post first, then "
              "delete, so none is ever lost.")
-    option(p, "--count", env="QW_COUNT", type=positive_int, help="move at most this many (default: all)")
+    option(p, "--count", env="QW_COUNT", type=int, lo=1, help="move at most this many (default: all)")
 
     p = mode("purge", "delete every message of the queue", "Delete every message of the queue.")
     option(p, "--dead-letter", env="QW_PURGE_DEAD_LETTER", flag=True,
@@ -233,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = mode("ensure", "create the queue and its dead-letter queue with a policy",
              "Create the queue and its dead-letter queue, or update their policy.")
-    _policy_options(p.add_argument_group("queue policy"))
+    settings.add_options(p.add_argument_group("queue policy"), settings.QueuePolicyOptions)
     return parser
 
 
@@ -251,10 +177,8 @@ def _log_stream(args: argparse.Namespace):
         yield sys.stdout
 
 
-def _policy(args: argparse.Namespace):
-    from workload.queues.base import QueuePolicy
-    return QueuePolicy(message_ttl=args.message_ttl, claim_ttl=args.policy_claim_ttl,
-                       claim_grace=args.policy_grace, delay=args.delay, max_claims=args.max_claims)
+def _queue_policy(args: argparse.Namespace):
+    return settings.from_args(settings.QueuePolicyOptions, args).policy()
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -264,13 +188,9 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 def run_producer(args: argparse.Namespace) -> int:
     from workload import admin, producer as prod
-    if args.invalid_share > 1:
-        raise UsageError(f"--invalid-share={args.invalid_share} is not allowed: a fraction from 0 to 1")
-    if args.batch > 20:
-        raise UsageError(f"--batch={args.batch} is not allowed: from 1 to 20")
     queue = settings.open_queue(args)
     if args.ensure:
-        admin.ensure(queue, _policy(args))
+        admin.ensure(queue, _queue_policy(args))
     if args.file:
         payloads = prod.file_payloads(args.file)
     elif args.stdin:
@@ -339,18 +259,16 @@ def run_consumer(args: argparse.Namespace) -> int:
     from workload import admin
     from workload.consumer import Consumer, ConsumerConfig, FatalQueueError, JsonLog
     handler = make_consumer_handler(args)
-    config = ConsumerConfig(batch=args.batch, concurrency=args.concurrency, prefetch=args.prefetch,
-                            claim_ttl=args.claim_ttl, claim_grace=args.grace, timeout=args.timeout,
-                            max_attempts=args.max_attempts, retry_delay=args.retry_delay,
-                            drain_timeout=args.drain_timeout, max_messages=args.max_messages,
-                            idle_exit=args.idle_exit, bulk_delete=not args.no_bulk_delete)
+    config = settings.from_args(ConsumerConfig, args, bulk_delete=not args.no_bulk_delete)
     try:
         config.validate()
+        settings.BACKEND_REGISTRY[args.backend].check_limits(
+            settings.declared(ConsumerConfig), dataclasses.asdict(config))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     queue = settings.open_queue(args)
     if args.ensure:
-        admin.ensure(queue, _policy(args))
+        admin.ensure(queue, _queue_policy(args))
     reply = settings.open_queue(args, args.reply_queue) if args.reply_queue else None
     with _log_stream(args) as out:
         try:
@@ -369,11 +287,8 @@ def run_consumer(args: argparse.Namespace) -> int:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    mon = _monitor_module()
-    if mon is None or not hasattr(mon, "run"):
-        print("monitor: workload.autoscale.monitor is not installed in this build", file=sys.stderr)
-        return EXIT_USAGE
-    return int(mon.run(args) or 0)
+    from workload.autoscale import monitor
+    return int(monitor.run(args) or 0)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -413,7 +328,7 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_ensure(args: argparse.Namespace) -> int:
     from workload import admin
     try:
-        _emit(args, admin.ensure(settings.open_queue(args), _policy(args)))
+        _emit(args, admin.ensure(settings.open_queue(args), _queue_policy(args)))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK

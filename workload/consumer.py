@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 from workload.heartbeat import Heartbeat
+from workload.settings import check_fields, check_limits, setting
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
 from workload.queues.base import (
     MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
@@ -51,11 +52,7 @@ LOG_FIELDS = ("ts", "event", "consumer", "queue", "message_id", "claim_id", "out
 DELETE_THREADS = 4  # parallel single deletes when the driver has no bulk delete
 FLUSH_AFTER = 0.5  # seconds a done message may wait for the rest of its claim before it is deleted
 
-#: Exit codes of ``python -m workload consumer``.
-EXIT_OK = 0  # stopped by a signal, --max-messages or --idle-exit
-EXIT_ERROR = 1  # unexpected failure (a bug, or the handler could not be loaded at run time)
-EXIT_USAGE = 2  # bad option or environment value
-EXIT_QUEUE = 3  # the queue does not exist or the service refused our credentials
+from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 
 
 class FatalQueueError(RuntimeError):
@@ -64,56 +61,61 @@ class FatalQueueError(RuntimeError):
 
 @dataclasses.dataclass
 class ConsumerConfig:
-    """How a consumer claims and handles messages. Every field is a CLI option too.
+    """How a consumer claims and handles messages. Every field with flags is a CLI option too
+    (declared here once, see workload/settings.py); those with a stack key a stack setting.
 
-    :param batch: messages per claim (the claim limit), 1..20.
-    :param concurrency: handler workers running at once.
-    :param prefetch: messages claimed ahead beyond ``concurrency`` (None: ``batch``). 0 keeps
-        backlog visible to an autoscaler: nothing is claimed that no worker can start now.
-    :param claim_ttl: seconds a claim lasts before renewal (None: the queue policy's).
-    :param claim_grace: Zaqar's grace seconds (None: the queue policy's).
-    :param timeout: seconds a handler may run per message (None: no limit).
-    :param max_attempts: failed attempts before the consumer dead-letters a message itself;
-        None = automatic: the queue's max-claims policy plus one as a backstop when the service
-        dead-letters, else 5; 0 = never.
-    :param retry_delay: seconds a failed message is held before it is released for a retry.
-    :param drain_timeout: seconds running handlers get to finish after a stop.
-    :param max_messages: stop after this many messages were handled (None: never).
-    :param idle_exit: stop after the queue was empty this many seconds (None: never).
-    :param poll_min: first wait after an empty claim; it doubles up to ``poll_max``.
-    :param bulk_delete: delete done messages in one request per claim where the driver can.
+    ``prefetch`` 0 keeps the backlog visible to an autoscaler: nothing is claimed that no worker
+    can start now. ``max_attempts`` None = automatic: the queue's max-claims policy plus one as a
+    backstop when the service dead-letters, else 5; 0 = never.
     """
 
-    batch: int = 10
-    concurrency: int = 1
-    prefetch: int | None = None
-    claim_ttl: int | None = None
-    claim_grace: int | None = None
-    timeout: float | None = None
-    max_attempts: int | None = None
-    retry_delay: float = 5.0
-    drain_timeout: float = 20.0
-    max_messages: int | None = None
-    idle_exit: float | None = None
-    poll_min: float = 0.05
-    poll_max: float = 1.0
-    bulk_delete: bool = True
+    batch: int = setting(10, "messages per claim (the claim limit)", flags=("--batch",),
+                         env=("QW_BATCH",), kind=int, lo=1, hi=20, stack="consumerBatch")
+    concurrency: int = setting(1, "handler workers running at once (a server's share of the "
+                               "target policy's capacity)", flags=("-w", "--concurrency"),
+                               env=("QW_CONCURRENCY",), kind=int, lo=1, hi=1000, stack="consumerConcurrency")
+    prefetch: int | None = setting(
+        None, "messages claimed ahead beyond --concurrency (unset: --batch); 0 leaves all waiting "
+        "messages free, visible to the autoscaler and other consumers", flags=("--prefetch",),
+        env=("QW_PREFETCH",), kind=int, lo=0, hi=1000, optional=True, stack="consumerPrefetch")
+    claim_ttl: int | None = setting(
+        None, "seconds a claim lasts, within the backend's limits (zaqar 60..43200); renewed while "
+        "a handler still runs (unset: the queue policy's)", flags=("--claim-ttl",), env=("QW_CLAIM_TTL",),
+        kind=int, lo=1, hi=43200, optional=True)
+    claim_grace: int | None = setting(
+        None, "Zaqar claim grace seconds, within the backend's limits (zaqar 60..43200; unset: the "
+        "queue policy's)", flags=("--grace",), env=("QW_CLAIM_GRACE",), kind=int, lo=0, hi=43200,
+        optional=True)
+    timeout: float | None = setting(
+        None, "seconds a handler may run per message; an exec program is then killed (unset: none)",
+        flags=("--timeout",), env=("QW_TIMEOUT",), kind=float, lo=0, lo_open=True, optional=True,
+        stack="handlerTimeout")
+    max_attempts: int | None = setting(
+        None, "failed attempts before the consumer dead-letters a message itself; unset: the service "
+        "does it by the queue's max-claims policy (backstop +1), else 5; 0 = never",
+        flags=("--max-attempts",), env=("QW_MAX_ATTEMPTS",), kind=int, lo=0, hi=10**6, optional=True)
+    retry_delay: float = setting(5.0, "seconds a failed message is held before it is released for "
+                                 "another try", flags=("--retry-delay",), env=("QW_RETRY_DELAY",),
+                                 kind=float, lo=0, hi=43200, stack="retryDelay")
+    drain_timeout: float = setting(20.0, "on SIGTERM/SIGINT, seconds running handlers get to finish "
+                                   "before their claims are released", flags=("--drain-timeout",),
+                                   env=("QW_DRAIN_TIMEOUT",), kind=float, lo=0, hi=3600, stack="drainTimeout")
+    max_messages: int | None = setting(None, "stop after handling this many messages",
+                                       flags=("--max-messages",), env=("QW_MAX_MESSAGES",), kind=int,
+                                       lo=1, optional=True)
+    idle_exit: float | None = setting(None, "stop once the queue has been empty this many seconds",
+                                      flags=("--idle-exit",), env=("QW_IDLE_EXIT",), kind=float, lo=0,
+                                      optional=True)
+    poll_min: float = setting(0.05, "first wait after an empty claim; doubles up to poll_max",
+                              kind=float, lo=0.001, hi=60)
+    poll_max: float = setting(1.0, "longest wait between claims of an empty queue", kind=float,
+                              lo=0.001, hi=60)
+    bulk_delete: bool = setting(True, "delete done messages in one request per claim where the "
+                                "driver can", kind=bool)
 
     def validate(self) -> None:
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
-        check("batch", 1 <= self.batch <= 20, "from 1 to 20")
-        check("concurrency", self.concurrency >= 1, "1 or more")
-        check("prefetch", self.prefetch is None or self.prefetch >= 0, "0 or more")
-        check("claim_ttl", self.claim_ttl is None or 1 <= self.claim_ttl <= 43200, "1 to 43200 s")
-        check("claim_grace", self.claim_grace is None or 0 <= self.claim_grace <= 43200, "0 to 43200 s")
-        check("timeout", self.timeout is None or self.timeout > 0, "above 0 s")
-        check("max_attempts", self.max_attempts is None or self.max_attempts >= 0, "0 or more")
-        check("retry_delay", self.retry_delay >= 0, "0 s or more")
-        check("drain_timeout", self.drain_timeout >= 0, "0 s or more")
-        check("max_messages", self.max_messages is None or self.max_messages >= 1, "1 or more")
-        check("idle_exit", self.idle_exit is None or self.idle_exit >= 0, "0 s or more")
+        """Every field in its declared range; :class:`SettingError` (a ValueError) names it."""
+        check_fields(self)
 
 
 class JsonLog:
@@ -226,13 +228,8 @@ class Consumer:
     def _check_limits(self, queue: QueueDriver) -> None:
         """Refuse a batch or claim TTL this queue's service would refuse, naming its range."""
         limits = getattr(queue, "limits", None)
-        if limits is None:
-            return
-        for name, value, bounds in (("batch", self.config.batch, limits.claim_limit),
-                                    ("claim_ttl", self.config.claim_ttl, limits.claim_ttl)):
-            if value is not None and not bounds[0] <= value <= bounds[1]:
-                raise ValueError(f"{name}={value!r} is not allowed on {limits.service}: "
-                                 f"from {bounds[0]} to {bounds[1]}")
+        if limits is not None:
+            check_limits(limits, dataclasses.asdict(self.config))
 
     # -- control -------------------------------------------------------------------------------
     def stop(self) -> None:

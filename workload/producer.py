@@ -25,6 +25,7 @@ import uuid
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from workload.queues.base import MAX_POST_MESSAGES, QueueDriver, QueueError
+from workload.settings import SettingError
 
 Rate = float | Callable[[float], float] | None  # messages/s, a schedule t -> messages/s, or unlimited
 
@@ -41,7 +42,7 @@ def widget_requests(invalid_share: float = 0.0, work_s: float | None = None,
     ``widget`` handler rejects). ``work_s`` adds the time each widget takes to make.
     """
     if not 0.0 <= invalid_share <= 1.0:
-        raise ValueError(f"invalid_share={invalid_share!r} is not allowed: a fraction from 0 to 1")
+        raise SettingError("invalid_share", invalid_share, "a fraction from 0 to 1")
     rng = random.Random(seed)
     while True:
         if rng.random() < invalid_share:
@@ -84,7 +85,7 @@ def constant_rate(rate: Rate) -> Callable[[float], float] | None:
     if rate is None or callable(rate):
         return rate
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0 or math.isnan(rate):
-        raise ValueError(f"rate={rate!r} is not allowed: messages per second, 0 or more")
+        raise SettingError("rate", rate, "messages per second, 0 or more")
     value = float(rate)
     return lambda t: value
 
@@ -135,11 +136,11 @@ class Producer:
                  on_post: Callable[[list[dict[str, Any]]], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if not 1 <= batch <= MAX_POST_MESSAGES:
-            raise ValueError(f"batch={batch!r} is not allowed: from 1 to {MAX_POST_MESSAGES}")
+            raise SettingError("batch", batch, f"from 1 to {MAX_POST_MESSAGES}")
         if count is not None and count < 0:
-            raise ValueError(f"count={count!r} is not allowed: 0 or more")
+            raise SettingError("count", count, "0 or more")
         if duration is not None and duration < 0:
-            raise ValueError(f"duration={duration!r} is not allowed: 0 or more seconds")
+            raise SettingError("duration", duration, "0 or more seconds")
         self.queue = queue
         self.payloads = iter(payloads)
         self.schedule = constant_rate(rate)

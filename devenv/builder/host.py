@@ -41,6 +41,17 @@ def require_root() -> None:
         raise PermissionError("the builder host needs root (unshare, overlay mounts, chroot)")
 
 
+def missing_prerequisite(commands: tuple[str, ...]) -> str | None:
+    """Why a local host or machine cannot run here (no root, or one of ``commands`` is not
+    installed), or None; what a test's skip reason says."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, overlay mounts, chroot or systemd-nspawn)"
+    missing = [c for c in commands if shutil.which(c) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed: run `make builder-deps` (devenv/builder/install-deps.sh)"
+    return None
+
+
 class SSHBuilder(abc.ABC):
     """What every local builder host shares: a work folder over the cached rootfs, the wait for
     sshd's banner, start/stop as a ``with`` block, the host's log and the console log a cloud
@@ -57,9 +68,9 @@ class SSHBuilder(abc.ABC):
 
     def __init__(self, authorized_key: str, hostname: str):
         require_root()
-        for command in self.required_commands:
-            if shutil.which(command) is None:
-                raise RuntimeError(f"{command} is not installed: run devenv/builder/install-deps.sh")
+        missing = missing_prerequisite(self.required_commands)
+        if missing:
+            raise RuntimeError(f"{self.what}: {missing}")
         self.authorized_key = authorized_key.strip()
         self.hostname = hostname
         self.lower = rootfs.builder_host_rootfs()
@@ -71,6 +82,7 @@ class SSHBuilder(abc.ABC):
     def start(self, timeout: float | None = None):
         """Boot the host and return it once sshd answers; on any failure, stop it again."""
         try:
+            (self.workdir / self.log_name).parent.mkdir(exist_ok=True)
             self._log = open(self.workdir / self.log_name, "wb")
             proc = self._boot(self._log)
             wait_until(self._sshd_answers, self.start_timeout if timeout is None else timeout,

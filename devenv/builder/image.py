@@ -108,7 +108,7 @@ def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
         _log(f"{label}: done in {steps[-1][1]:.1f}s")
         return r
 
-    with rootfs._locked(rootfs.cache_dir() / "image" / ".build.lock"):  # one build at a time
+    with rootfs.locked(rootfs.cache_dir() / "image" / ".build.lock"):  # one build at a time
         return _build(tag, output, steps, step)
 
 

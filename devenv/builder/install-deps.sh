@@ -12,6 +12,7 @@ PACKAGES=(
   iproute2 socat      # network namespace + veth for nspawn, loopback relay to the mirror
   openssh-client      # ssh-keygen for the bake key and pinned known_hosts
   gnupg               # signs the local stand-in of Docker's apt repository (devenv/docker_repo.py)
+  rabbitmq-server     # the AMQP broker (devenv/rabbitmq.py): a node of our own on loopback ports
   ca-certificates util-linux
 )
 
@@ -48,5 +49,11 @@ echo "builder-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq -o Acquire::Check-Valid-Until=false
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts the packaged broker (and epmd) on every address: devenv runs its own nodes on
+# loopback, so a broker this script just installed is stopped and not started at boot.
+if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && command -v systemctl >/dev/null \
+    && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now rabbitmq-server.service epmd.socket epmd.service >/dev/null 2>&1 || true
+fi
 
 echo "builder-deps: done"

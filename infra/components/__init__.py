@@ -2,14 +2,14 @@
 from infra.components.credentials import Credentials, CredentialsArgs
 from infra.components.group import WorkerGroup, WorkerGroupArgs
 from infra.components.image import TemplateImage, TemplateImageArgs, TemplateImageMissing
-from infra.components.monitor import Monitor, MonitorArgs
+from infra.components.monitor import MonitorArgs, MonitorServer
 from infra.components.network import Network, NetworkArgs
 from infra.components.queue import WorkQueue, WorkQueueArgs
 
-TYPE_PREFIX = "queue-workers:index:"
+from infra.config import TYPE_PREFIX
 
 __all__ = [
-    "Credentials", "CredentialsArgs", "Monitor", "MonitorArgs", "Network", "NetworkArgs",
+    "Credentials", "CredentialsArgs", "MonitorArgs", "MonitorServer", "Network", "NetworkArgs",
     "TemplateImage", "TemplateImageArgs", "TemplateImageMissing", "WorkQueue", "WorkQueueArgs",
     "WorkerGroup", "WorkerGroupArgs", "TYPE_PREFIX",
 ]

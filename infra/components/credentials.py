@@ -8,6 +8,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.access_rules import consumer_rules, monitor_rules
+from infra.config import TYPE_PREFIX
 
 
 @dataclasses.dataclass
@@ -34,7 +35,7 @@ class Credentials(pulumi.ComponentResource):
     monitor_secret: Optional[pulumi.Output[str]]
 
     def __init__(self, name: str, args: CredentialsArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:Credentials", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}Credentials", name, None, opts)
         self.consumer = self._credential(name, args, "consumer",
                                          consumer_rules(args.queue, args.dead_letter_queue),
                                          "consumers: post/claim/renew/release/delete messages on their queues")

@@ -10,7 +10,8 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra import hot
-from infra.config import StackConfig
+from infra.config import TYPE_PREFIX, StackConfig
+
 
 
 @dataclasses.dataclass
@@ -51,7 +52,7 @@ class WorkerGroup(pulumi.ComponentResource):
     current_size: pulumi.Output[str]
 
     def __init__(self, name: str, args: WorkerGroupArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:WorkerGroup", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}WorkerGroup", name, None, opts)
         cfg = args.config
         self.template = hot.dump(hot.build(cfg, args.stack_name))
         extra = {k: v for k, v in cfg.consumer_secret_env.items()}

@@ -13,7 +13,8 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_openstack as openstack
 
-from images.bake import P_HASH, P_NAME, P_STATE, P_VERSION
+from images.properties import P_HASH, P_NAME, P_STATE, P_VERSION
+from infra.config import TYPE_PREFIX
 
 
 def lookup_filter(name: str, extra: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -52,7 +53,7 @@ class TemplateImage(pulumi.ComponentResource):
     label: pulumi.Output[str]
 
     def __init__(self, name: str, args: TemplateImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:TemplateImage", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}TemplateImage", name, None, opts)
         pattern, props = lookup_filter(args.name, args.properties)
         try:
             found = openstack.images.get_image(name_regex=pattern, properties=props, most_recent=True,

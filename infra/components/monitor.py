@@ -10,7 +10,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra import hot
-from infra.config import StackConfig
+from infra.config import TYPE_PREFIX, StackConfig, program_env
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -18,8 +18,10 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 def monitor_env(cfg: StackConfig, stack: str) -> dict[str, str]:
     """The monitor container's settings (not secret): options of `python -m workload monitor`.
 
-    The Heat actuator finds the group, its policies and their signal URLs from the stack named
-    by QW_GROUP (the credential may read and signal that stack only).
+    Where it watches and what it drives, then every monitor option a stack setting sets
+    (:func:`infra.config.program_env`: the policy, its priors, windows, steps and cooldowns). The
+    Heat actuator finds the group, its policies and their signal URLs from the stack named by
+    QW_GROUP (the credential may read and signal that stack only).
     """
     env = {
         "QW_QUEUE": cfg.queue_name,
@@ -27,20 +29,8 @@ def monitor_env(cfg: StackConfig, stack: str) -> dict[str, str]:
         "QW_REGION": cfg.region,
         "QW_ACTUATOR": "heat",
         "QW_GROUP": stack,
-        "QW_POLICY": cfg.scaling_policy,
-        "QW_MIN": str(cfg.min_size),
-        "QW_MAX": str(cfg.max_size),
-        "QW_INTERVAL": str(cfg.monitor_interval),
-        "QW_UP_COOLDOWN": str(cfg.scale_up_cooldown),
-        "QW_DOWN_COOLDOWN": str(cfg.scale_down_cooldown),
-        "QW_WORKER_CONCURRENCY": str(cfg.consumer_concurrency),
     }
-    if cfg.scaling_policy == "threshold":
-        env.update({"QW_SCALE_UP": str(cfg.scale_up_threshold), "QW_SCALE_DOWN": str(cfg.scale_down_threshold),
-                    "QW_STEP": str(cfg.scale_up_step)})
-    else:
-        env.update({"QW_TARGET_WAIT": str(cfg.target_wait), "QW_MAX_STEP_UP": str(cfg.scale_up_step),
-                    "QW_MAX_STEP_DOWN": str(cfg.scale_down_step)})
+    env.update(program_env(cfg, "monitor"))
     return env
 
 
@@ -58,13 +48,17 @@ class MonitorArgs:
     credential_secret: pulumi.Input[str]
 
 
-class Monitor(pulumi.ComponentResource):
-    """The server that watches the queue and signals the group. Its user data is a secret."""
+class MonitorServer(pulumi.ComponentResource):
+    """The server that runs the monitor (workload/autoscale/monitor.py), watching the queue and
+    signalling the group. Its user data is a secret."""
 
     server_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: MonitorArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:Monitor", name, None, opts)
+        # Named "Monitor" before; the alias keeps existing stacks' monitor servers in place.
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            aliases=[pulumi.Alias(type_=f"{TYPE_PREFIX}Monitor")]))
+        super().__init__(f"{TYPE_PREFIX}MonitorServer", name, None, opts)
         cfg = args.config
 
         def render(v: list) -> str:

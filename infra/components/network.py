@@ -8,6 +8,8 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_openstack as openstack
 
+from infra.config import TYPE_PREFIX
+
 
 @dataclasses.dataclass
 class NetworkArgs:
@@ -22,7 +24,7 @@ class Network(pulumi.ComponentResource):
     security_group_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:Network", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # delete_default_rules: Neutron's defaults are replaced by the explicit egress rules below,
         # so what the group allows is exactly what this file says.

@@ -6,8 +6,9 @@ from typing import Optional
 
 import pulumi
 
-from infra.config import StackConfig
+from infra.config import TYPE_PREFIX, StackConfig
 from infra.zaqar_provider import QueuePair
+
 
 
 @dataclasses.dataclass
@@ -26,7 +27,7 @@ class WorkQueue(pulumi.ComponentResource):
     dead_letter_queue: pulumi.Output[str]
 
     def __init__(self, name: str, args: WorkQueueArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("queue-workers:index:WorkQueue", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}WorkQueue", name, None, opts)
         cfg = args.config
         self.pair = QueuePair(f"{name}-pair", {
             "backend": cfg.queue_backend, "name": cfg.queue_name, "cloud": cfg.cloud, "region": cfg.region,

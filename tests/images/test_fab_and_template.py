@@ -69,3 +69,22 @@ def test_archive_image_id_reads_the_docker_archive_manifest(tmp_path):
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     assert archive_image_id(path) == "sha256:abc123"
+
+
+def test_every_bake_option_is_a_fab_option_with_its_help():
+    from images.bake import BakeOptions
+
+    body = _fab("--help", "bake-template").stdout.split("Options:", 1)[1]
+    flat = " ".join(body.split())
+    for f in BakeOptions.cli_fields():
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in body, flag
+        assert " ".join(f.metadata["help"].split())[:30] in flat, flag
+
+
+def test_fab_values_become_typed_bake_options():
+    from images.bake import DEFAULT_MANIFEST, BakeOptions
+
+    opts = BakeOptions.from_cli({"ssh_port": "2222", "timeout": "2.5", "image_archive": "a.tar", "force": True})
+    assert (opts.ssh_port, opts.timeout, opts.image_archive, opts.force) == (2222, 2.5, Path("a.tar"), True)
+    assert BakeOptions.from_cli({}).manifest == DEFAULT_MANIFEST and BakeOptions.from_cli({}).timeout == 1800.0

@@ -66,20 +66,8 @@ SINGLE = [
     ("network", "-x", "letters, digits"),
     ("keyPair", "bad key", "key pair name"),
     ("identityEndpoint", "keystone.example", "http(s) URL"),
-    ("minSize", "-1", "from 0 to 1000"),
-    ("minSize", "one", "an integer"),
-    ("maxSize", "0", "from 1 to 1000"),
-    ("maxSize", "2.5", "an integer"),
     ("desiredSize", "5000", "from -1 to 1000"),
-    ("scaleUpThreshold", "0", "from 1 to 10000000"),
-    ("scaleDownThreshold", "-3", "from 0"),
-    ("scaleUpCooldown", "86401", "from 0 to 86400"),
-    ("scaleDownCooldown", "soon", "an integer"),
     ("scaleUpStep", "0", "from 1 to 100"),
-    ("monitorInterval", "1", "from 5 to 3600"),
-    ("scalingPolicy", "pid", "one of 'threshold', 'target'"),
-    ("targetWait", "0", "from 1 to 86400"),
-    ("consumerConcurrency", "0", "from 1 to 256"),
     ("scaleDownStep", "101", "from 1 to 100"),
     ("monitorFlavor", "a b", "flavor name"),
     ("rollingPause", "-1", "from 0 to 3600"),
@@ -116,12 +104,36 @@ def test_each_bad_value_is_named(key, value, words):
         load(**{key: value})
     msg = str(e.value)
     assert e.value.key == key
-    assert msg.startswith(f"queue-workers:{key} = {value!r} is not allowed: "), msg
+    assert msg.startswith(f"queue-workers:{key}={value!r} is not allowed: "), msg
     assert words in msg, msg
 
 
+def _bad_values(opt):
+    """Values just outside a workload option's declared range (or of the wrong type)."""
+    if opt.kind is bool:
+        return ["maybe"]
+    if opt.choices:
+        return ["pid"]
+    bad = ["soon"]
+    if opt.lo is not None:
+        bad.append(str(opt.lo if opt.lo_open else opt.lo - 1))
+    if opt.hi is not None:
+        bad.append(str(opt.hi + 1))
+    if opt.kind is int:
+        bad.append("2.5")
+    return bad
+
+
+WORKLOAD = [(s.key, v, s.option.allowed()) for s in C.SCHEMA if s.option for v in _bad_values(s.option)]
+
+
+@pytest.mark.parametrize("key,value,words", WORKLOAD)
+def test_each_bad_workload_option_value_is_named_with_the_option_own_range(key, value, words):
+    test_each_bad_value_is_named(key, value, words)
+
+
 def test_every_setting_has_an_error_test():
-    tested = {k for k, _, _ in SINGLE} | {"cloud", "region", "flavor", "network", "consumerSecretEnv"}
+    tested = {k for k, _, _ in SINGLE + WORKLOAD} | {"cloud", "region", "flavor", "network", "consumerSecretEnv"}
     assert set(C.SETTINGS) - tested == set()
 
 
@@ -129,7 +141,9 @@ def test_every_setting_has_an_error_test():
     ({"minSize": "5", "maxSize": "3"}, "minSize", "at most maxSize (3)"),
     ({"minSize": "2", "maxSize": "4", "desiredSize": "5"}, "desiredSize", "from minSize (2) to maxSize (4)"),
     ({"minSize": "2", "maxSize": "4", "desiredSize": "1"}, "desiredSize", "from minSize (2) to maxSize (4)"),
-    ({"scaleUpThreshold": "10", "scaleDownThreshold": "10"}, "scaleDownThreshold", "less than scaleUpThreshold (10)"),
+    ({"scalingPolicy": "threshold", "scaleUpThreshold": "10", "scaleDownThreshold": "10"}, "scaleDownThreshold",
+     "less than scaleUpThreshold (10)"),
+    ({"maxSize": "0", "minSize": "0"}, "maxSize", "at least 1"),
     ({"maxSize": "2", "scaleUpStep": "3"}, "scaleUpStep", "at most maxSize (2)"),
     ({"maxSize": "2", "rollingBatchSize": "3"}, "rollingBatchSize", "at most maxSize (2)"),
     ({"messageTtl": "7200", "deadLetterTtl": "3600"}, "deadLetterTtl", "at least messageTtl (7200)"),
@@ -144,6 +158,10 @@ def test_cross_field_rules(over, key, words):
 def test_target_policy_ignores_threshold_order():
     cfg = load(scalingPolicy="target", scaleUpThreshold="10", scaleDownThreshold="20")
     assert cfg.scaling_policy == "target"
+
+
+def test_the_stack_monitor_runs_the_target_policy_by_default():
+    assert load().scaling_policy == "target"
 
 
 def test_unknown_key_suggests_the_known_one():
@@ -184,3 +202,9 @@ def test_secret_item_values_never_appear_in_errors():
     with pytest.raises(C.ConfigError) as e:
         C.load({**BASE, "consumerSecretEnv": '{"QW_TOKEN": "hun\\nter2"}'}, secret_keys=["consumerSecretEnv"])
     assert "hun" not in str(e.value) and "no line breaks" in str(e.value)
+
+
+def test_readme_table_is_the_settings_command_output():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- settings-table:begin (python -m infra settings --markdown) -->\n", 1)[1]
+    assert table.split("\n<!-- settings-table:end -->", 1)[0] == C.document(markdown=True)

@@ -14,14 +14,14 @@ from infra.mocks import MOCK_IMAGE_ID, MOCK_SECRET, baked_image
 from infra.render import render
 
 COMPONENTS = {"queue-workers:index:" + n for n in
-              ("WorkQueue", "TemplateImage", "Network", "Credentials", "WorkerGroup", "Monitor")}
+              ("WorkQueue", "TemplateImage", "Network", "Credentials", "WorkerGroup", "MonitorServer")}
 PARENT = {  # child type -> the component that must own it
     "pulumi-python:dynamic/queue-workers:QueuePair": "queue-workers:index:WorkQueue",
     "openstack:networking/secGroup:SecGroup": "queue-workers:index:Network",
     "openstack:networking/secGroupRule:SecGroupRule": "queue-workers:index:Network",
     "openstack:identity/applicationCredential:ApplicationCredential": "queue-workers:index:Credentials",
     "openstack:orchestration/stackV1:StackV1": "queue-workers:index:WorkerGroup",
-    "openstack:compute/instance:Instance": "queue-workers:index:Monitor",
+    "openstack:compute/instance:Instance": "queue-workers:index:MonitorServer",
 }
 
 
@@ -39,7 +39,7 @@ def test_resource_graph_and_parenting(stack):
     cfg = yaml.safe_load(open(f"Pulumi.{stack.stack}.yaml"))["config"]
     monitor = cfg.get("queue-workers:monitorEnabled", True)
     types = [r.type for r in stack.resources]
-    expected_components = COMPONENTS if monitor else COMPONENTS - {"queue-workers:index:Monitor"}
+    expected_components = COMPONENTS if monitor else COMPONENTS - {"queue-workers:index:MonitorServer"}
     assert {t for t in types if t.startswith("queue-workers:index:")} == expected_components
     for r in stack.resources:
         if r.type in expected_components:

@@ -45,7 +45,7 @@ def test_bad_stack_config_names_the_key(tmp_path):
     bad["config"]["queue-workers:claimTtl"] = 30
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(bad))
     p = run("render", "--stack", "bad", "--project-dir", str(tmp_path))
-    assert p.returncode == 2 and "queue-workers:claimTtl = '30' is not allowed: an integer from 60 to 43200" in p.stderr
+    assert p.returncode == 2 and "queue-workers:claimTtl='30' is not allowed: an integer from 60 to 43200" in p.stderr
 
 
 def test_help_and_settings():
@@ -70,3 +70,12 @@ def test_encrypted_values_render_as_placeholders(tmp_path):
     (tmp_path / "Pulumi.plain.yaml").write_text(yaml.safe_dump(doc))
     p = run("render", "--stack", "plain", "--project-dir", str(tmp_path))
     assert p.returncode == 2 and "--secret" in p.stderr and "plain-s3cret" not in p.stderr
+
+
+def test_render_env_shows_the_monitor_policy_and_its_priors():
+    p = run("render", "--stack", "dfw", "--env", "monitor")
+    assert p.returncode == 0, p.stderr
+    env = dict(line.split("=", 1) for line in p.stdout.splitlines())
+    assert env["QW_POLICY"] == "target" and env["QW_ACTUATOR"] == "heat"
+    assert (env["QW_BOOT_TIME"], env["QW_SERVICE_TIME"], env["QW_IDLE_TO_ZERO"]) == ("180.0", "20.0", "600.0")
+    assert "OS_APPLICATION_CREDENTIAL_SECRET" not in p.stdout

@@ -119,7 +119,7 @@ class HeatActuator(Actuator):
         option(g, "--heat-desired-parameter", env="QW_HEAT_DESIRED_PARAMETER", metavar="PARAM",
                help="stack parameter behind the group's desired_capacity, for --heat-mode "
                "patch (default: read from the template)")
-        option(g, "--heat-timeout", env="QW_HEAT_TIMEOUT", type=float, default=300.0,
+        option(g, "--heat-timeout", env="QW_HEAT_TIMEOUT", type=float, default=300.0, lo=1, hi=86400,
                metavar="SECONDS", help="longest wait for a stack update or a resize")
 
     @classmethod

@@ -33,6 +33,7 @@ import math
 from typing import Any, Mapping, Protocol
 
 from workload.queues.base import QueueStats
+from workload.settings import SettingError, check_fields, setting
 
 __all__ = [
     "Observation", "Decision", "PolicyState", "PolicyConfigError",
@@ -41,12 +42,8 @@ __all__ = [
 ]
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(SettingError):
     """A policy option is out of range; names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,26 +114,22 @@ class Decision:
 
 # ---------------------------------------------------------------------------- configuration
 
-def _check(key: str, value: Any, lo: float, hi: float, *, integer: bool = False,
-           optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    ok_type = (int,) if integer else (int, float)
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, ok_type) or not lo <= value <= hi \
-            or (isinstance(value, float) and math.isnan(value)):
-        extra = " or unset" if optional else ""
-        raise PolicyConfigError(key, value, f"{kind} from {lo:g} to {hi:g}{extra}")
+# Each field declares its option once (workload/settings.py): range, help, the monitor's flag and
+# variable, and the stack key the stack's monitor is set by. min_size and max_size are shared.
+_MIN = dict(help="fewest consumer servers in the group (target policy with 0: scale to zero when idle)",
+            flags=("-m", "--min"), env=("QW_MIN",), kind=int, lo=0, hi=10000, stack="minSize",
+            stack_default=1)
+_MAX = dict(help="most consumer servers in the group",
+            flags=("-x", "--max"), env=("QW_MAX",), kind=int, lo=0, hi=10000, stack="maxSize",
+            stack_default=10)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Bounds:
-    min_size: int = 0
-    max_size: int = 2
+    min_size: int = setting(0, **_MIN)
+    max_size: int = setting(2, **_MAX)
 
     def _validate_bounds(self) -> None:
-        _check("min_size", self.min_size, 0, 10000, integer=True)
-        _check("max_size", self.max_size, 0, 10000, integer=True)
         if self.max_size < self.min_size:
             raise PolicyConfigError("max_size", self.max_size,
                                     f"at least min_size ({self.min_size})")
@@ -149,23 +142,32 @@ class _Bounds:
 class ThresholdConfig(_Bounds):
     """The seed demo's monitor options (defaults are the seed's)."""
 
-    scale_up_threshold: int = 100  # -j: free messages above which one step is added
-    scale_down_threshold: int = 0  # -n: free messages at or below which one step is removed
-    step: int = 1
-    up_cooldown_s: float = 60.0  # -c: no scale-up until this long after the last scale-up
-    down_cooldown_s: float = 60.0  # -c: no scale-down until this long after any action
+    scale_up_threshold: int = setting(
+        100, "threshold policy: free messages above which one --step is added",
+        flags=("-j", "--scale-up-threshold", "--scale_up_threshold"), env=("QW_SCALE_UP",), kind=int,
+        lo=0, hi=10**9, stack="scaleUpThreshold")
+    scale_down_threshold: int = setting(
+        0, "threshold policy: free messages at or below which one --step is removed",
+        flags=("-n", "--scale-down-threshold", "--scale_dn_threshold"), env=("QW_SCALE_DOWN",), kind=int,
+        lo=0, hi=10**9, stack="scaleDownThreshold")
+    step: int = setting(1, "threshold policy: servers added or removed per change", flags=("--step",),
+                        env=("QW_STEP",), kind=int, lo=1, hi=1000, stack="thresholdStep")
+    up_cooldown_s: float = setting(
+        60.0, "threshold policy: seconds after a scale-up before the next scale-up (default -c)",
+        flags=("--up-cooldown",), env=("QW_UP_COOLDOWN",), kind=float, lo=0, hi=86400,
+        stack="scaleUpCooldown", stack_default=300.0)
+    down_cooldown_s: float = setting(
+        60.0, "threshold policy: seconds after any change before a scale-down (default -c)",
+        flags=("--down-cooldown",), env=("QW_DOWN_COOLDOWN",), kind=float, lo=0, hi=86400,
+        stack="scaleDownCooldown", stack_default=600.0)
 
     def validate(self) -> "ThresholdConfig":
+        check_fields(self, PolicyConfigError)
         self._validate_bounds()
-        _check("scale_up_threshold", self.scale_up_threshold, 0, 10**9, integer=True)
-        _check("scale_down_threshold", self.scale_down_threshold, 0, 10**9, integer=True)
         if self.scale_down_threshold >= self.scale_up_threshold:
             raise PolicyConfigError(
                 "scale_down_threshold", self.scale_down_threshold,
                 f"less than scale_up_threshold ({self.scale_up_threshold}), or the group flaps")
-        _check("step", self.step, 1, 1000, integer=True)
-        _check("up_cooldown_s", self.up_cooldown_s, 0, 86400)
-        _check("down_cooldown_s", self.down_cooldown_s, 0, 86400)
         return self
 
 
@@ -179,41 +181,58 @@ class TargetConfig(_Bounds):
     ``scale_down_window_s``. ``min_size`` above 0: never fewer.
     """
 
-    min_size: int = 0
-    max_size: int = 20
-    target_wait_s: float = 30.0  # wait (post to start of processing) to keep under, at the quantile
-    wait_quantile: float = 0.95  # share of messages that should start within target_wait_s
-    boot_time_s: float = 60.0  # from asking for a server to it consuming
-    service_time_s: float = 1.0  # first estimate of seconds per message per slot; drains refine it
-    concurrency: int = 1  # messages one server processes at once
-    max_step_up: int = 10  # servers added per decision at most
-    max_step_down: int = 10  # servers removed per decision at most
-    scale_down_window_s: float = 30.0  # scale down only to the highest wish of this window
-    idle_to_zero_s: float | None = 120.0  # with min_size 0: empty this long -> 0 servers
-    activation_backlog: int = 1  # messages that wake a group scaled to zero
-    rate_smoothing_s: float = 30.0  # time constant of the arrival-rate average
-    up_tolerance: float = 0.5  # servers the need must pass the fleet by before one is added
-    down_tolerance: float = 0.0  # scale down only when the need is this share (at least half a server) below
-    backlog_allowance: float = 0.5  # share of target_wait_s x arrival rate left queued on purpose
-    drain_time_s: float | None = None  # drain excess backlog within this; None = target wait + boot time
+    min_size: int = setting(0, **_MIN)
+    max_size: int = setting(20, **_MAX)
+    target_wait_s: float = setting(
+        30.0, "seconds from post to start of processing to keep under, at --wait-quantile",
+        flags=("--target-wait",), env=("QW_TARGET_WAIT",), kind=float, lo=0.1, hi=86400, stack="targetWait")
+    wait_quantile: float = setting(
+        0.95, "share of messages that should start within --target-wait", flags=("--wait-quantile",),
+        env=("QW_WAIT_QUANTILE",), kind=float, lo=0.5, hi=0.999, stack="waitQuantile")
+    boot_time_s: float = setting(
+        60.0, "seconds from asking for a server to it consuming (err on the slow side)",
+        flags=("--boot-time",), env=("QW_BOOT_TIME",), kind=float, lo=0, hi=3600, stack="bootTime")
+    service_time_s: float = setting(
+        1.0, "first estimate of seconds one message takes; observed drains correct it (err on the "
+        "slow side)", flags=("--service-time",), env=("QW_SERVICE_TIME",), kind=float, lo=0.001,
+        hi=86400, stack="serviceTime")
+    concurrency: int = setting(
+        1, "messages one consumer server handles at once (its -w)", flags=("--worker-concurrency",),
+        env=("QW_WORKER_CONCURRENCY",), kind=int, lo=1, hi=1000, stack="consumerConcurrency")
+    max_step_up: int = setting(10, "most servers added by one decision", flags=("--max-step-up",),
+                               env=("QW_MAX_STEP_UP",), kind=int, lo=1, hi=10000, stack="maxStepUp")
+    max_step_down: int = setting(10, "most servers removed by one decision", flags=("--max-step-down",),
+                                 env=("QW_MAX_STEP_DOWN",), kind=int, lo=1, hi=10000, stack="maxStepDown")
+    scale_down_window_s: float = setting(
+        30.0, "scale down only to the highest need seen over this many seconds", flags=("--down-window",),
+        env=("QW_DOWN_WINDOW",), kind=float, lo=0, hi=86400, stack="downWindow")
+    idle_to_zero_s: float | None = setting(
+        120.0, "with -m 0: seconds of empty queue before scaling to zero ('never': zero as soon as the "
+        "load is nil for a --down-window)", flags=("--idle-to-zero",), env=("QW_IDLE_TO_ZERO",),
+        kind=float, lo=0, hi=86400 * 7, none_word="never", stack="idleToZero")
+    activation_backlog: int = setting(
+        1, "messages waiting that wake a group scaled to zero", flags=("--activation",),
+        env=("QW_ACTIVATION",), kind=int, lo=1, hi=10**9, stack="activation")
+    rate_smoothing_s: float = setting(
+        30.0, "time constant in seconds of the arrival-rate average", flags=("--rate-smoothing",),
+        env=("QW_RATE_SMOOTHING",), kind=float, lo=0, hi=3600, stack="rateSmoothing")
+    up_tolerance: float = setting(  # servers the need must pass the fleet by before one is added
+        0.5, "servers the need must pass the fleet by before one is added", kind=float, lo=0, hi=0.99)
+    down_tolerance: float = setting(  # scale down only when the need is this share (at least half a server) below
+        0.0, "share of the need (at least half a server) it must fall below the fleet to scale down",
+        kind=float, lo=0, hi=1)
+    backlog_allowance: float = setting(
+        0.5, "share of (arrival rate x --target-wait) left queued on purpose so servers stay busy",
+        flags=("--backlog-allowance",), env=("QW_BACKLOG_ALLOWANCE",), kind=float, lo=0, hi=1,
+        stack="backlogAllowance")
+    drain_time_s: float | None = setting(
+        None, "seconds to drain a backlog beyond the allowance in (unset: target wait + boot time)",
+        flags=("--drain-time",), env=("QW_DRAIN_TIME",), kind=float, lo=1, hi=86400, optional=True,
+        stack="drainTime")
 
     def validate(self) -> "TargetConfig":
+        check_fields(self, PolicyConfigError)
         self._validate_bounds()
-        _check("target_wait_s", self.target_wait_s, 0.1, 86400)
-        _check("wait_quantile", self.wait_quantile, 0.5, 0.999)
-        _check("boot_time_s", self.boot_time_s, 0, 3600)
-        _check("service_time_s", self.service_time_s, 0.001, 86400)
-        _check("concurrency", self.concurrency, 1, 1000, integer=True)
-        _check("max_step_up", self.max_step_up, 1, 10000, integer=True)
-        _check("max_step_down", self.max_step_down, 1, 10000, integer=True)
-        _check("scale_down_window_s", self.scale_down_window_s, 0, 86400)
-        _check("idle_to_zero_s", self.idle_to_zero_s, 0, 86400 * 7, optional=True)
-        _check("activation_backlog", self.activation_backlog, 1, 10**9, integer=True)
-        _check("rate_smoothing_s", self.rate_smoothing_s, 0, 3600)
-        _check("backlog_allowance", self.backlog_allowance, 0, 1)
-        _check("down_tolerance", self.down_tolerance, 0, 1)
-        _check("up_tolerance", self.up_tolerance, 0, 0.99)
-        _check("drain_time_s", self.drain_time_s, 1, 86400, optional=True)
         if self.max_size < 1:
             raise PolicyConfigError("max_size", self.max_size, "at least 1 for the target policy")
         return self

@@ -74,6 +74,12 @@ class QueuePolicy:
     dead_letter_suffix: str = "-dlq"
     dead_letter_ttl: int = 1209600
 
+    def for_dead_letters(self) -> "QueuePolicy":
+        """The policy of this queue's dead-letter queue: its own TTL, never dead-lettering."""
+        return QueuePolicy(message_ttl=self.dead_letter_ttl, claim_ttl=self.claim_ttl,
+                           claim_grace=self.claim_grace, max_claims=0,
+                           dead_letter_ttl=self.dead_letter_ttl)
+
     def validate(self) -> None:
         check_range("message_ttl", self.message_ttl, MESSAGE_TTL_RANGE)
         check_range("claim_ttl", self.claim_ttl, CLAIM_TTL_RANGE)
@@ -173,10 +179,15 @@ class QueueDriver(abc.ABC):
     def dead_letter_queue(self) -> "QueueDriver":
         """The driver of this queue's dead-letter queue (same backend, ``name + suffix``)."""
 
-    @abc.abstractmethod
     def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:
         """Move a message the consumer gave up on to the dead-letter queue, then delete it here.
 
         Used where the service does not dead-letter by itself; the moved body records the
-        original id and the reason.
+        original id and the reason. Posted before it is deleted: a crash in between duplicates it.
         """
+        from workload.queues import deadletter
+
+        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
+                               claim_count=message.claim_count)
+        self.dead_letter_queue().post([body])
+        self.delete(message, claim)

@@ -63,3 +63,10 @@ def encode_json(body: Any, index: int | None = None) -> str:
 def _short(value: Any, n: int = 60) -> Any:
     text = repr(value)
     return value if len(text) <= n else text[:n] + "..."
+
+# AMQP (RabbitMQ): no claim expiry (ttl and grace are checked for the contract only), claims of
+# 1..20 like Zaqar, no delayed delivery without a plugin. RabbitMQ 3.10 accepts messages up to
+# max_message_size (128 MiB); we stop at 16 MiB, since a big message blocks a quorum queue's log,
+# and publish at most 100 messages per batch of awaited confirms.
+AMQP = Limits("amqp", (1, 43200), (0, 43200), (1, 20), (1, 1209600), (0, 0),
+              batch_messages=100, batch_bytes=16 * 1024 * 1024, message_bytes=16 * 1024 * 1024)

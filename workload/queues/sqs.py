@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Iterable, Sequence
 
-from workload.queues import batching, deadletter, retry
+from workload.queues import batching, retry
 from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
                                   QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
 from workload.queues.limits import SQS, encode_json
@@ -261,18 +261,11 @@ class SQSQueue(QueueDriver):
             q._url = None
 
     def dead_letter_queue(self) -> "SQSQueue":
-        dlq_policy = QueuePolicy(message_ttl=self.policy.dead_letter_ttl, claim_ttl=self.policy.claim_ttl,
-                                 claim_grace=self.policy.claim_grace, max_claims=0,
-                                 dead_letter_ttl=self.policy.dead_letter_ttl)
+        dlq_policy = self.policy.for_dead_letters()
         return SQSQueue(self.name + self.policy.dead_letter_suffix, policy=dlq_policy,
                         wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,
                         _client=self._client)
 
-    def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:
-        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
-                               claim_count=message.claim_count)
-        self.dead_letter_queue().post([body])
-        self.delete(message, claim)
 
 
 def _client_error(exc) -> QueueError:

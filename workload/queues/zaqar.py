@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import requests
 
-from workload.queues import batching, deadletter, retry
+from workload.queues import batching, retry
 from workload.queues.base import (MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
                                   QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
 from workload.queues.limits import ZAQAR, encode_json
@@ -332,17 +332,9 @@ class ZaqarQueue(QueueDriver):
             q._request("DELETE", q._path, safe=True)
 
     def dead_letter_queue(self) -> "ZaqarQueue":
-        dlq_policy = QueuePolicy(message_ttl=self.policy.dead_letter_ttl, claim_ttl=self.policy.claim_ttl,
-                                 claim_grace=self.policy.claim_grace, max_claims=0,
-                                 dead_letter_ttl=self.policy.dead_letter_ttl)
+        dlq_policy = self.policy.for_dead_letters()
         return ZaqarQueue(self.name + self.policy.dead_letter_suffix, policy=dlq_policy,
                           retry_policy=self.retry_policy, _transport=self._t)
-
-    def dead_letter(self, message: Message, claim: Claim | None, reason: str) -> None:
-        body = deadletter.wrap(message.body, queue=self.name, message_id=message.id, reason=reason,
-                               claim_count=message.claim_count)
-        self.dead_letter_queue().post([body], ttl=self.policy.dead_letter_ttl)
-        self.delete(message, claim)
 
 
 def _claim_id_from_href(href: str) -> str:

@@ -1,5 +1,5 @@
-"""Fixtures for the queue-driver contract tests: the same tests run on both drivers against the
-real local Zaqar and moto's SQS server."""
+"""Fixtures for the queue-driver contract tests: the same tests run on every driver against the
+real local Zaqar, moto's SQS server and a real RabbitMQ."""
 from __future__ import annotations
 
 import http.client
@@ -12,7 +12,7 @@ import pytest
 from workload.queues import QueuePolicy, open_queue, retry
 
 # Short claim times a test can wait for: Zaqar's minimum claim ttl is 60 s; SQS allows 1 s.
-SHORT_TTL = {"zaqar": 60, "sqs": 2}
+SHORT_TTL = {"zaqar": 60, "sqs": 2, "amqp": 1}
 FAST_RETRY = retry.RetryPolicy(attempts=3, base=0.05, cap=0.2)
 
 
@@ -78,7 +78,11 @@ _FAILURES = {
     "sqs": ({"__type": "com.amazonaws.sqs#ServiceUnavailable", "message": "injected by the test proxy"},
             {"Content-Type": "application/x-amz-json-1.0",
              "x-amzn-query-error": "ServiceUnavailable;Receiver"}),
+    "amqp": ({"error": "service_unavailable", "reason": "injected by the test proxy"},
+             {"Content-Type": "application/json"}),
 }
+#: The option naming the HTTP endpoint the proxy stands in front of (amqp: the management API).
+_HTTP_OPTION = {"zaqar": "url", "sqs": "endpoint_url", "amqp": "management_url"}
 
 
 @pytest.fixture
@@ -94,7 +98,7 @@ def flaky_queue(backend, service, queue_name):
         body, headers = _FAILURES[backend]
         proxy = FlakyProxy(service.url, 0, body, headers)
         opts = dict(service.queue_options)
-        opts["url" if backend == "zaqar" else "endpoint_url"] = proxy.url
+        opts[_HTTP_OPTION[backend]] = proxy.url
         made.append((proxy, direct))
         q = open_queue(backend, name, retry_policy=FAST_RETRY, **opts)
         if backend == "sqs":

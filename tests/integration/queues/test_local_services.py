@@ -44,7 +44,8 @@ def _run_cli(*argv):
 
 
 @pytest.mark.parametrize("command,healthy_status,env_var", [("zaqar", 300, "QW_ZAQAR_URL"),
-                                                             ("sqs", None, "QW_SQS_ENDPOINT_URL")])
+                                                             ("sqs", None, "QW_SQS_ENDPOINT_URL"),
+                                                             ("amqp", 200, "QW_AMQP_MANAGEMENT_URL")])
 def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, healthy_status, env_var):
     proc = _run_cli(command)
     try:
@@ -72,10 +73,11 @@ def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, hea
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["--help"], ["zaqar", "sqs", "demo", "controlplane"]),
+    (["--help"], ["zaqar", "sqs", "amqp", "demo", "controlplane"]),
     (["zaqar", "--help"], ["--venv", "QW_ZAQAR_VENV", "--project", "X-Project-ID", "--gc-interval",
                            "garbage", "--workers", "--threads"]),
     (["sqs", "--help"], ["--region", "--port", "a free one"]),
+    (["amqp", "--help"], ["--data-dir", "--consumer-timeout", "consumer_timeout", "--heartbeat"]),
     (["demo", "--help"], ["python -m devenv demo"]),  # the demo's own help, not ours
     (["controlplane", "--help"], ["python -m devenv controlplane", "--messaging", "--run-dir"]),
 ])
@@ -93,3 +95,39 @@ def test_a_missing_zaqar_virtualenv_is_named_with_the_fix(tmp_path):
     with pytest.raises(ZaqarNotInstalled) as err:
         LocalZaqar(venv=tmp_path / "nowhere").start()
     assert "nowhere" in str(err.value) and "make venv-zaqar" in str(err.value)
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp* shows them) listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hexport = local.split(":")
+                if state == "0A" and int(hexport, 16) == port:
+                    found.add(addr)
+    return found
+
+
+def test_local_rabbitmq_listens_on_loopback_only(rabbitmq):
+    """AMQP, management, Erlang distribution and epmd: every port on 127.0.0.1 (or ::1) only."""
+    loopback = {"0100007F", "00000000000000000000000001000000"}
+    ports = {"amqp": rabbitmq.amqp_port, "management": rabbitmq.port, "distribution": rabbitmq.dist_port,
+             "epmd": rabbitmq.epmd_port}
+    seen = {name: _listening(port) for name, port in ports.items()}
+    assert all(seen.values()), seen  # each one listens
+    assert {name: addrs - loopback for name, addrs in seen.items()} == {name: set() for name in ports}
+
+
+def test_local_rabbitmq_adds_users_with_their_own_rights(rabbitmq, queue_name):
+    """A user made by add_user reaches its vhost through AMQP; refused where it has no right."""
+    from workload.queues import QueueError, QueuePolicy, open_queue
+
+    vhost = queue_name("vh")
+    url = rabbitmq.add_user("reader-" + vhost, "pw-" + vhost, vhost=vhost, configure="^$", write="^$",
+                            read=".*")
+    q = open_queue("amqp", "jobs", url=url, management_url=rabbitmq.management_url)
+    with pytest.raises(QueueError) as err:
+        q.ensure(QueuePolicy(max_claims=0))  # declaring needs configure rights
+    assert err.value.status == 403

@@ -1,82 +1,145 @@
-"""bench.autoscale on tiny traces: the JSON contract, the plot, the CSV errors, and that the
-simulated fleet charges boot time and serves messages FIFO."""
+"""bench.autoscale end to end on a tiny trace (the JSON contract, the plots, bad input), and the
+simulated fleet (boot time charged, FIFO, Poisson arrivals)."""
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import pytest
 
-from bench import autoscale as sim
+from bench import autoscale
+from bench.sim import Fleet, simulate
+from bench.traces import BUILTIN_TRACES, TRACES_DIR, Trace, load_trace
+from bench.worlds import Sample, World, sample
+from bench.actuators import Direct
+from bench.ours import make_ours
 
-POLICIES = {"ours", "threshold", "keda", "aws", "clairvoyant"}
-FIELDS = {"cost_worker_s", "p50_wait_s", "p95_wait_s", "max_wait_s", "over_target_s", "actions",
-          "meets_target"}
+FIGURES = {"cost_worker_s", "p95_wait_s", "meets_target", "utilisation"}
 
 
-def test_json_contract_and_plot_on_a_tiny_trace(tmp_path, capsys):
+@pytest.fixture
+def tiny(tmp_path):
     trace = tmp_path / "tiny.csv"
-    trace.write_text("t_seconds,arrivals_per_s\n0,1\n120,6\n300,0\n420,0\n")
+    trace.write_text("t_seconds,arrivals_per_s\n0,1\n120,6\n240,0\n300,0\n")
+    return trace
+
+
+def test_json_contract_and_plots_on_a_tiny_trace(tiny, tmp_path, capsys):
     out = tmp_path / "plots"
-    assert sim.main(["--json", "--trace", str(trace), "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(lines[-1])
-    assert result["target_wait_s"] == sim.TARGET_WAIT_S
-    assert set(result["traces"]) == {"tiny"}
-    by_policy = result["traces"]["tiny"]
-    assert set(by_policy) == POLICIES
-    for figures in by_policy.values():
-        assert FIELDS <= set(figures)
-        assert figures["cost_worker_s"] > 0
-        assert figures["meets_target"] == (figures["p95_wait_s"] is not None
-                                           and figures["p95_wait_s"] <= sim.TARGET_WAIT_S)
-    assert (out / "tiny.png").stat().st_size > 10000
+    argv = ["--json", "--trace", str(tiny), "--seeds", "2", "--boot-time", "30", "--service-mean", "1",
+            "--service-cv", "0.5", "--max-servers", "20", "--target-wait", "20", "--out", str(out),
+            "--jobs", "1"]
+    assert autoscale.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["target_wait_s"] == 20 and result["seeds"] == 2
+    [world] = result["worlds"]
+    assert {k: world[k] for k in ("boot_s", "service_mean_s", "service_cv", "max_servers")} == \
+        {"boot_s": 30, "service_mean_s": 1, "service_cv": 0.5, "max_servers": 20}
+    tr = world["traces"]["tiny"]
+    assert tr["work_floor_worker_s"] > 0
+    for fig in [tr["ours"], tr["oracle"]] + tr["ours_priors"]:
+        assert FIGURES <= set(fig)
+        assert fig["meets_target"] == (fig["p95_wait_s"] is not None and fig["p95_wait_s"] <= 20)
+        # No fleet does the work for less than the work itself.
+        assert fig["cost_worker_s"] >= tr["work_floor_worker_s"]
+        assert fig["utilisation"] == pytest.approx(tr["work_floor_worker_s"] / fig["cost_worker_s"], abs=1e-3)
+    assert {(p["boot_prior_x"], p["service_prior_x"]) for p in tr["ours_priors"]} == \
+        {(0.5, 1.0), (2.0, 1.0), (1.0, 0.5), (1.0, 2.0)}
+    assert set(tr["baselines"]) == {"keda", "aws", "threshold"}
+    for name, rows in tr["baselines"].items():
+        assert len(rows) >= 6
+        assert {r["knob"] for r in rows} == {{"keda": "queueLength", "aws": "target_backlog_per_instance",
+                                              "threshold": "-j"}[name]}
+        assert all(set(r) == {"knob", "value", "cost_worker_s", "p95_wait_s", "meets_target"} for r in rows)
+    v = tr["verdict"]
+    if v["cheapest_tuned"]:
+        assert v["ours_over_cheapest_tuned"] == pytest.approx(
+            tr["ours"]["cost_worker_s"] / v["cheapest_tuned"]["cost_worker_s"], abs=1e-3)
+    assert (out / "tiny-boot30-svc1-cv0.5-direct.png").stat().st_size > 10000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds=0 is not allowed"),
+    (["--boot-time", "-5"], "--boot-time=-5.0 is not allowed"),
+    (["--service-cv", "9"], "--service-cv=9.0 is not allowed"),
+    (["--actuator", "heat"], "--actuator='heat' is not allowed: one of direct, signal-iad"),
+])
+def test_bad_options_are_refused_naming_them(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        autoscale.main(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_bad_csv_is_refused_naming_the_row(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("t_seconds,arrivals_per_s\n0,1\n60,-2\n")
     with pytest.raises(ValueError, match="bad.csv:3: arrivals_per_s='-2'"):
-        sim.load_trace(bad)
+        load_trace(bad)
     bad.write_text("0,1\n0,2\n")
     with pytest.raises(ValueError, match="must be after 0"):
-        sim.load_trace(bad)
+        load_trace(bad)
 
 
 def test_builtin_traces_load():
-    for name in sim.BUILTIN_TRACES:
-        trace = sim.load_trace(sim.TRACES_DIR / f"{name}.csv")
+    for name in BUILTIN_TRACES:
+        trace = load_trace(TRACES_DIR / f"{name}.csv")
         assert trace.name == name and trace.end > 0
 
 
 def test_fleet_charges_boot_and_serves_fifo():
-    arrivals = [100.0 + i for i in range(10)]  # 10 messages, one a second from t=100
-    fleet = sim.Fleet(arrivals, lambda: 2.0, boot_s=60.0)
+    arrivals = tuple(100.0 + i for i in range(10))  # 10 messages, one a second from t=100
+    fleet = Fleet(Sample(arrivals, (2.0,) * 10), boot_s=60.0, max_servers=5)
     fleet.resize(1, 90.0)  # ready at 150: every message waits for the boot
     fleet.advance(1000.0)
     assert fleet.waits[0] == pytest.approx(50.0)
-    starts = [s for _, s in fleet.starts]
-    assert starts == sorted(starts) and starts[1] - starts[0] == pytest.approx(2.0)
+    # One server, 2 s each: message k starts at 150 + 2k.
+    assert fleet.waits == pytest.approx([150 + 2 * k - (100 + k) for k in range(10)])
     fleet.close(1000.0)
     assert fleet.cost == pytest.approx(910.0)
 
 
-def test_same_seed_same_figures():
-    trace = sim.Trace("t", (0.0, 600.0), (3.0,))
-    a, _ = sim.simulate(trace, sim.Ours(), 7)
-    b, _ = sim.simulate(trace, sim.Ours(), 7)
-    assert a == b
+def test_a_removed_busy_server_finishes_its_message_and_costs_until_then():
+    fleet = Fleet(Sample((0.0,), (50.0,)), boot_s=0.0, max_servers=5)
+    fleet.resize(1, 0.0)
+    fleet.advance(10.0)
+    fleet.resize(0, 10.0, drain_s=5.0)
+    assert fleet.observe(20.0).stats.claimed == 1  # still processing after its removal
+    fleet.settle(100.0)
+    assert fleet.cost == pytest.approx(55.0)
 
 
-def test_over_target_is_a_union_of_late_intervals():
-    # Two late messages whose late intervals overlap, one on time.
-    starts = [(0.0, 40.0), (5.0, 50.0), (60.0, 61.0)]
-    assert sim.over_target(starts, 30.0) == pytest.approx(50.0 - 30.0)
-    assert math.isclose(sim.percentile(sorted([1.0, 2.0, 3.0, 4.0]), 0.5), 2.5)
+def test_same_seed_same_figures_and_the_sample_is_the_same_for_every_policy():
+    trace, world = Trace("t", (0.0, 600.0), (3.0,)), World()
+    a = simulate(trace, world, sample(trace, world, 7), make_ours(world), Direct())
+    b = simulate(trace, world, sample(trace, world, 7), make_ours(world), Direct())
+    assert (a.waits, a.cost) == (b.waits, b.cost)
+    assert sample(trace, world, 7).work == pytest.approx(a.work)
 
 
-def test_poisson_arrivals_follow_the_rate():
-    trace = sim.Trace("t", (0.0, 1000.0, 2000.0), (2.0, 0.0))
+def test_poisson_arrivals_follow_the_rate_and_worlds_scale_it_by_the_service_time():
+    trace = Trace("t", (0.0, 1000.0, 2000.0), (2.0, 0.0))
     arr = trace.arrivals(random.Random(1))
     assert 1800 < len(arr) < 2200 and max(arr) < 1000.0
+    slow = sample(trace, World(service_mean_s=5.0, service_cv=1.5), 1)
+    assert 330 < len(slow.arrivals) < 470  # 2/s for a 1 s service is 0.4/s for a 5 s one
+    mean = slow.work / len(slow.services)
+    assert 4.0 < mean < 6.0
+
+
+def test_every_actuator_asked_for_gets_its_own_world_rows(tiny, capsys):
+    argv = ["--json", "--trace", str(tiny), "--seeds", "1", "--boot-time", "30", "--no-priors",
+            "--no-plots", "--jobs", "1", "--actuator", "direct", "--actuator", "signal-iad"]
+    assert autoscale.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["actuators"] == ["direct", "signal-iad"]
+    direct, signal = result["worlds"]
+    assert (direct["actuator"], signal["actuator"]) == ("direct", "signal-iad")
+    assert signal["traces"]["tiny"]["ours_priors"] == []
+    # One step of 2 per 300 s cooldown cannot follow the burst the way a direct resize does.
+    assert signal["traces"]["tiny"]["ours"]["p95_wait_s"] > direct["traces"]["tiny"]["ours"]["p95_wait_s"]
+
+
+def test_the_old_entry_points_still_drive_the_policy():
+    trace = Trace("steady", (0.0, 300.0), (2.0,))
+    run = autoscale.simulate(trace, autoscale.Ours(), 3)
+    assert run.cost > run.work > 0 and len(run.waits) > 400

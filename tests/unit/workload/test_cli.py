@@ -61,7 +61,12 @@ def test_seed_options_keep_their_meaning():
     a = p.parse_args(["status", "--queue_name", "q", "--time_interval", "2"])
     assert (a.queue, a.interval) == ("q", 2.0)
     a = p.parse_args(["monitor", "-x", "3", "-m", "1", "-j", "50", "-n", "0", "-c", "30", "-g", "grp"])
-    assert (a.max, a.min, a.scale_up, a.scale_down, a.cooldown, a.group) == (3, 1, 50, 0, 30.0, "grp")
+    from workload.autoscale.monitor import policy_from_args
+    policy = policy_from_args(a)
+    assert policy.name == "threshold" and a.group == "grp"
+    c = policy.config
+    assert (c.max_size, c.min_size, c.scale_up_threshold, c.scale_down_threshold, c.up_cooldown_s,
+            c.down_cooldown_s) == (3, 1, 50, 0, 30.0, 30.0)
 
 
 def test_environment_variables_set_defaults_and_flags_override(monkeypatch):
@@ -94,8 +99,9 @@ def test_env_value_outside_an_option_choices_names_the_variable_and_the_choices(
 
 
 def test_bad_flag_env_value_names_the_variable():
-    with pytest.raises(settings.SettingError, match="QW_DEBUG='maybe'"):
-        settings.env_default("QW_DEBUG", False, settings.env_flag, {"QW_DEBUG": "maybe"})
+    debug = next(s for s in settings.declared(settings.OutputOptions) if s.name == "debug")
+    with pytest.raises(settings.SettingError, match="QW_DEBUG='maybe' is not allowed: one of 1/0, true/false"):
+        debug.from_env({"QW_DEBUG": "maybe"})
 
 
 def test_delete_without_yes_refuses_before_touching_the_service():
@@ -115,7 +121,7 @@ def test_bad_python_handler_is_a_usage_error():
 
 def test_out_of_range_batch_is_refused_with_the_range():
     out = run("consumer", "--batch", "50", "--python", "workload.handlers.builtin:noop")
-    assert out.returncode == 2 and "batch=50" in out.stderr and "1 to 20" in out.stderr
+    assert out.returncode == 2 and "--batch: '50' is not allowed: an integer from 1 to 20" in out.stderr
 
 
 def test_trailing_command_is_the_exec_handler():
@@ -137,3 +143,24 @@ def test_without_a_handler_the_consumer_sleeps_like_the_seed():
     assert cli.make_consumer_handler(p.parse_args(["consumer", "-t", "0.5"])).describe() == "sleep 0.5s"
     assert cli.make_consumer_handler(p.parse_args(["consumer"])).describe() == \
         "python workload.handlers.builtin:sleep"
+
+
+UNREACHABLE = {"OS_AUTH_URL": "http://127.0.0.1:9/v3", "OS_USERNAME": "u", "OS_PASSWORD": "p",
+               "OS_PROJECT_NAME": "p", "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default"}
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["consumer", "--claim-ttl", "30"], "--claim-ttl=30 is not allowed: from 60 to 43200 (the zaqar backend's limit)"),
+    (["consumer", "--grace", "10"], "--grace=10 is not allowed: from 60 to 43200"),
+    (["consumer", "-b", "sqs", "--batch", "15"], "--batch=15 is not allowed: from 1 to 10 (the sqs backend's limit)"),
+    (["consumer", "-w", "0"], "--concurrency: '0' is not allowed: an integer from 1 to 1000"),
+    (["producer", "--invalid-share", "2"], "--invalid-share: '2' is not allowed: a number from 0 to 1"),
+    (["monitor", "--actuator", "heat", "--boot-time", "-1"], "--boot-time: '-1' is not allowed: a number from 0 to 3600"),
+    (["monitor", "--actuator", "heat", "-j", "5", "-n", "5"], "scale_down_threshold=5 is not allowed: less than"),
+])
+def test_bad_options_are_refused_before_any_network_call(argv, words):
+    # The cloud (Keystone) and the Zaqar endpoint are unreachable: a check that came after
+    # connecting would fail with exit 3 (or hang retrying) instead of naming the option.
+    out = run(*argv, "--stack", "s", env=UNREACHABLE) if "monitor" in argv else run(*argv, env=UNREACHABLE)
+    assert out.returncode == 2, out.stderr
+    assert words in out.stderr

@@ -8,12 +8,14 @@ from workload.queues.base import Message
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("batch", 0, "from 1 to 20"), ("batch", 21, "from 1 to 20"), ("concurrency", 0, "1 or more"),
-    ("claim_ttl", 0, "1 to 43200"), ("timeout", 0, "above 0"), ("max_attempts", -1, "0 or more"),
-    ("max_messages", 0, "1 or more"), ("prefetch", -1, "0 or more"),
+    ("batch", 0, "an integer from 1 to 20"), ("batch", 21, "an integer from 1 to 20"),
+    ("concurrency", 0, "an integer from 1 to 1000"), ("claim_ttl", 0, "an integer from 1 to 43200, or unset"),
+    ("timeout", 0, "a number above 0, or unset"), ("max_attempts", -1, "an integer from 0 to"),
+    ("max_messages", 0, "an integer of at least 1, or unset"), ("prefetch", -1, "an integer from 0 to 1000"),
+    ("batch", 2.5, "an integer"), ("retry_delay", "5", "a number"),
 ])
 def test_bad_config_names_field_value_and_range(field, value, words):
-    with pytest.raises(ValueError, match=f"{field}={value!r}.*{words}"):
+    with pytest.raises(ValueError, match=f"^{field}={value!r} is not allowed: {words}"):
         ConsumerConfig(**{field: value}).validate()
 
 

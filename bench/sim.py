@@ -1,0 +1,207 @@
+"""The discrete-event simulation: a FIFO queue, a group of servers, a controller and an actuator.
+
+A server asked for at t costs from t and starts consuming at t + boot time; it takes the oldest
+waiting message whenever it is free. A controller (our policy, a baseline, the oracle) looks
+every ``poll_s`` seconds at what the real monitor sees (the queue's free / claimed / total /
+oldest age, the group's size and, when the actuator reports it, how many are booting) and
+returns a desired size, which the actuator applies (at once, or the way Heat would).
+"""
+from __future__ import annotations
+
+import abc
+import bisect
+import dataclasses
+import heapq
+import math
+
+from workload.autoscale.policy import Observation, erlang_c_servers
+from workload.queues.base import QueueStats
+
+from bench.traces import Trace
+from bench.worlds import Sample, World
+
+DRAIN_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
+
+
+class Controller(abc.ABC):
+    """What decides the group's size: looks every ``poll_s`` seconds, returns the desired size."""
+
+    name = ""
+    poll_s = 10.0
+
+    @abc.abstractmethod
+    def decide(self, obs: Observation) -> int | None:
+        """The desired number of servers after this look (None: leave the group alone)."""
+
+
+@dataclasses.dataclass
+class Server:
+    id: int
+    asked_at: float
+    ready_at: float
+    busy_until: float = 0.0
+    msg_arrival: float | None = None  # arrival time of the message it is processing
+
+
+class Fleet:
+    """A FIFO queue and a group of servers, advanced message by message.
+
+    The queue holds the messages that arrived and have not started: arrivals ``started`` ..
+    ``i - 1``. FIFO with identical servers means message k starts at the later of its arrival
+    and the earliest time a server is free, so no event queue is needed.
+    """
+
+    def __init__(self, sample: Sample, boot_s: float, max_servers: int):
+        self.arrivals, self.services = sample.arrivals, sample.services
+        self.i = 0  # arrivals up to the time advanced to
+        self.started = 0  # messages started (message k has service time k)
+        self.boot_s, self.max_servers = boot_s, max_servers
+        self.servers: dict[int, Server] = {}
+        self.heap: list[tuple[float, int]] = []  # (available from, server id) of group members
+        self.retiring: list[tuple[Server, float]] = []  # (removed server, when it stops costing)
+        self.next_id = 0
+        self.cost = 0.0
+        self.waits: list[float] = []
+        self.actions = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.servers)
+
+    @property
+    def free(self) -> int:
+        """Messages waiting (arrived, not started)."""
+        return self.i - self.started
+
+    def advance(self, t_end: float) -> None:
+        """Start every message that starts by ``t_end``."""
+        arrivals, services, heap, servers = self.arrivals, self.services, self.heap, self.servers
+        waits, k, n = self.waits, self.started, len(self.arrivals)
+        replace = heapq.heapreplace
+        while k < n and heap:
+            free_at, sid = heap[0]
+            a = arrivals[k]
+            start = free_at if free_at > a else a
+            if start > t_end:
+                break
+            busy = start + services[k]
+            replace(heap, (busy, sid))
+            s = servers[sid]
+            s.msg_arrival, s.busy_until = a, busy
+            waits.append(start - a)
+            k += 1
+        self.started = k
+        self.i = bisect.bisect_right(arrivals, t_end, lo=k)
+
+    def observe(self, t: float, report_pending: bool = True) -> Observation:
+        """What the monitor sees at ``t``; ``report_pending`` False: booting servers not told
+        apart (the Heat actuator reads only the group's size)."""
+        in_flight = [s.msg_arrival for s in self.servers.values() if s.busy_until > t]
+        in_flight += [s.msg_arrival for s, _ in self.retiring if s.busy_until > t]
+        free = self.free
+        oldest = min(in_flight + ([self.arrivals[self.started]] if free else []), default=None)
+        stats = QueueStats(free=free, claimed=len(in_flight), total=free + len(in_flight),
+                           oldest_age=None if oldest is None else t - oldest)
+        pending = sum(1 for s in self.servers.values() if s.ready_at > t) if report_pending else 0
+        return Observation(now=t, stats=stats, current=len(self.servers), pending=pending)
+
+    def booting(self, t: float) -> int:
+        return sum(1 for s in self.servers.values() if s.ready_at > t)
+
+    def resize(self, desired: int, t: float, *, oldest_first: bool = False, drain_s: float = 0.0) -> None:
+        """Grow (new servers boot) or shrink to ``desired`` (within 0..max_servers).
+
+        Shrinking picks idle servers first, then booting, then busy ones, or with
+        ``oldest_first`` the oldest (what Heat does); a busy one finishes its message. A removed
+        server costs until it is idle plus ``drain_s`` (consumer stop and server deletion).
+        """
+        desired = max(0, min(self.max_servers, desired))
+        cur = len(self.servers)
+        if desired == cur:
+            return
+        self.actions += 1
+        if desired > cur:
+            for _ in range(desired - cur):
+                s = Server(self.next_id, t, t + self.boot_s)
+                self.next_id += 1
+                self.servers[s.id] = s
+                heapq.heappush(self.heap, (s.ready_at, s.id))
+            return
+
+        def order(s: Server) -> tuple[int, float]:
+            if oldest_first:
+                return (0, s.asked_at)
+            if s.ready_at > t:
+                return (1, -s.ready_at)
+            if s.busy_until <= t:
+                return (0, 0.0)
+            return (2, s.busy_until)
+        victims = sorted(self.servers.values(), key=order)[:cur - desired]
+        for s in victims:
+            del self.servers[s.id]
+            if s.ready_at > t:
+                self.retiring.append((s, t + drain_s))  # still booting: deleted, no message
+            else:
+                self.retiring.append((s, max(t, s.busy_until) + drain_s))
+        gone = {s.id for s in victims}
+        self.heap = [(a, i) for a, i in self.heap if i not in gone]
+        heapq.heapify(self.heap)
+
+    def settle(self, t: float) -> None:
+        """Charge removed servers that stopped costing by ``t``."""
+        keep = []
+        for s, until in self.retiring:
+            if until <= t:
+                self.cost += until - s.asked_at
+            else:
+                keep.append((s, until))
+        self.retiring = keep
+
+    def close(self, t: float) -> float:
+        """Stop everything at ``t`` (or when the last message ends, if later); return that time."""
+        end = max([t] + [s.busy_until for s in self.servers.values()])
+        for s in self.servers.values():
+            self.cost += end - s.asked_at
+        for s, until in self.retiring:
+            self.cost += max(end, until) - s.asked_at
+        self.servers.clear()
+        self.retiring = []
+        return end
+
+    def idle(self) -> bool:
+        return self.started >= len(self.arrivals)
+
+
+@dataclasses.dataclass
+class Run:
+    """One controller on one seed: every message's wait (inf: never started), cost and work."""
+
+    waits: list[float]
+    cost: float
+    work: float
+    actions: int
+
+
+def initial_servers(trace: Trace, world: World) -> int:
+    """Every policy starts with the fleet the load at t=0 needs (Erlang C), already booted."""
+    load = trace.rate_at(0)  # busy servers: a world divides the rates by its mean service time
+    return min(world.max_servers,
+               erlang_c_servers(load, world.service_mean_s, world.target_wait_s, 0.95))
+
+
+def simulate(trace: Trace, world: World, sample: Sample, controller: Controller, actuator) -> Run:
+    """Run ``controller`` through ``actuator`` on one seed's ``sample`` of ``trace``."""
+    fleet = Fleet(sample, world.boot_s, world.max_servers)
+    fleet.resize(initial_servers(trace, world), -world.boot_s)
+    fleet.actions = 0
+    t = 0.0
+    while True:
+        fleet.advance(t)
+        fleet.settle(t)
+        actuator.apply(fleet, controller.decide(fleet.observe(t, actuator.reports_pending)), t)
+        if t >= trace.end and (fleet.idle() or t >= trace.end + DRAIN_LIMIT_S):
+            break
+        t += controller.poll_s
+    unstarted = len(fleet.arrivals) - fleet.started
+    fleet.close(t)
+    return Run(fleet.waits + [math.inf] * unstarted, fleet.cost, sample.work, fleet.actions)
