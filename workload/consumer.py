@@ -110,6 +110,15 @@ class ConsumerConfig:
                               kind=float, lo=0.001, hi=60)
     poll_max: float = setting(1.0, "longest wait between claims of an empty queue", kind=float,
                               lo=0.001, hi=60)
+    drain_watch: str | None = setting(
+        None, "metadata API URL of this server's meta_data.json to watch for the monitor's drain "
+        "request (server metadata qw_drain): then stop claiming, finish or release what is held and "
+        "exit 0 (unset: no watch)", flags=("--drain-watch",), env=("QW_DRAIN_WATCH",), optional=True,
+        metavar="URL")
+    drained_file: str | None = setting(
+        None, "file written when the consumer exits after a drain request (the server's unit powers "
+        "the server off when it is there)", flags=("--drained-file",), env=("QW_DRAINED_FILE",),
+        optional=True, metavar="PATH")
     bulk_delete: bool = setting(True, "delete done messages in one request per claim where the "
                                 "driver can", kind=bool)
 
