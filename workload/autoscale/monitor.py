@@ -112,7 +112,7 @@ class Monitor:
         self.failures = self.failures + 1 if errors else 0
         self.decisions += 1
         record = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": _now_iso(),
             "event": "decision", "policy": self.policy.name,
             "observation": obs.as_dict(),
             "group": dataclasses.asdict(group) if group else None,
@@ -158,6 +158,10 @@ class Monitor:
             self._stop.wait(min(left, self.heartbeat.every) if beating else left)
 
 
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _print_json(record: dict[str, Any]) -> None:
     print(json.dumps(record, default=str), flush=True)
 
@@ -201,6 +205,14 @@ class MonitorOptions:
     server_name: str | None = setting(None, _SEED_IGNORED.format("server name"),
                                       flags=("-s", "--server-name", "--server_name"),
                                       env=("QW_SERVER_NAME",), optional=True)
+    no_drain: bool = setting(False, "heat actuator: remove members at once on scale-in, without asking "
+                             "them to drain first (Nova's delete is a hard power-off: running handlers "
+                             "die and their messages come back after the claim expires)",
+                             flags=("--no-drain",), env=("QW_NO_DRAIN",), kind=bool, stack="noDrain")
+    drain_deadline: float = setting(600.0, "heat actuator: seconds a leaving member gets to finish what "
+                                    "it holds before it is removed anyway (keep it above the handlers' "
+                                    "longest job)", flags=("--drain-deadline",), env=("QW_DRAIN_DEADLINE",),
+                                    kind=float, lo=1, hi=86400, stack="drainDeadline")
     consumer_args: str = setting("", "local actuator: arguments for each 'python -m workload consumer' "
                                  "(shell-quoted); the monitor's queue options are added",
                                  flags=("--consumer-args",), env=("QW_CONSUMER_ARGS",))
@@ -257,14 +269,19 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
 
 
 def actuator_from_args(args: argparse.Namespace, max_size: int,
-                       sleep: Callable[[float], None] = time.sleep) -> Actuator:
+                       sleep: Callable[[float], None] = time.sleep,
+                       log: Callable[[dict[str, Any]], None] | None = None) -> Actuator:
     """The actuator the options name (``max_size``: most local consumers); ``sleep`` is what the
-    Heat actuator's waits sleep with."""
+    Heat actuator's waits sleep with; ``log`` gets the drain protocol's records (heat)."""
     if args.actuator == "heat":
         from workload.autoscale.heat import HeatActuator
         if not getattr(args, "stack", None) and args.group:
             args.stack = args.group
-        return HeatActuator.from_args(args, sleep=sleep)
+        heat = HeatActuator.from_args(args, sleep=sleep)
+        if args.no_drain:
+            return heat
+        from workload.autoscale.drain_heat import DrainingActuator
+        return DrainingActuator(heat, deadline_s=args.drain_deadline, log=log)
     from workload.autoscale.local import LocalActuator
     return LocalActuator(settings.queue_argv(args) + shlex.split(args.consumer_args or ""),
                          Path(args.consumer_log_dir), min_size=0, max_size=max_size)
@@ -278,18 +295,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     heartbeat = Heartbeat()  # $QW_HEARTBEAT_FILE; nothing when unset
-    try:
-        actuator = actuator_from_args(args, policy.config.max_size, sleep=heartbeat.sleep)
-    except ActuatorError as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    queue = settings.open_queue(args)
     out = open(args.log_file, "a", buffering=1) if getattr(args, "log_file", None) else None
 
     def log(record):
         line = json.dumps(record, default=str)
         (out or sys.stdout).write(line + "\n")
         (out or sys.stdout).flush()
+
+    try:
+        actuator = actuator_from_args(args, policy.config.max_size, sleep=heartbeat.sleep,
+                                      log=lambda r: log({"ts": _now_iso(), **r}))
+    except ActuatorError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    queue = settings.open_queue(args)
 
     monitor = Monitor(queue, policy, actuator, interval=args.interval,
                       max_backoff=args.max_backoff, dry_run=args.dry_run, log=log, heartbeat=heartbeat)
