@@ -4,21 +4,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 ZAQAR_VENV := .venv-zaqar
-HEAT_VENV := .venv-heat
+OPENSTACK_VENV := .venv-openstack
 PY := $(VENV)/bin/python
 PIP_QUIET := --quiet --disable-pip-version-check
 DEMO_SECONDS ?= 90
 export QW_ZAQAR_VENV := $(CURDIR)/$(ZAQAR_VENV)
-export QW_HEAT_VENV := $(CURDIR)/$(HEAT_VENV)
+export QW_OPENSTACK_VENV := $(CURDIR)/$(OPENSTACK_VENV)
 
-.PHONY: help venv venv-zaqar venv-heat builder-deps demo test test-fast bench image clean
+.PHONY: help venv venv-zaqar venv-openstack builder-deps demo test test-fast bench image clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 venv: $(VENV)/.installed ## the project's virtualenv (pulumi, fabric, openstacksdk, boto3, pytest, moto)
 venv-zaqar: $(ZAQAR_VENV)/.installed ## a separate virtualenv for the local Zaqar 23 + redis-server
-venv-heat: $(HEAT_VENV)/.installed ## a separate virtualenv for the local Keystone + Heat
+venv-openstack: $(OPENSTACK_VENV)/.installed ## one virtualenv for the local Keystone, Heat, Nova, Glance, Neutron, Placement
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@echo "==> creating $(VENV) (project, tests, benchmarks)"
@@ -33,16 +33,20 @@ $(ZAQAR_VENV)/.installed: devenv/requirements-zaqar.txt
 	$(ZAQAR_VENV)/bin/pip install $(PIP_QUIET) -r devenv/requirements-zaqar.txt
 	@touch $@
 
-$(HEAT_VENV)/.installed: devenv/requirements-heat.txt
-	@echo "==> creating $(HEAT_VENV) (Keystone, Heat)"
-	$(PYTHON) -m venv $(HEAT_VENV)
-	$(HEAT_VENV)/bin/pip install $(PIP_QUIET) -r devenv/requirements-heat.txt
+# Besides the pinned requirements: devenv's plugin entry points (the Neutron no-op mechanism
+# driver), and nova/virt/qw_machines.py, because Nova loads compute drivers from nova.virt only.
+$(OPENSTACK_VENV)/.installed: devenv/requirements-openstack.txt devenv/openstack_plugins/pyproject.toml
+	@echo "==> creating $(OPENSTACK_VENV) (Keystone, Heat, Nova, Glance, Neutron, Placement)"
+	$(PYTHON) -m venv $(OPENSTACK_VENV)
+	$(OPENSTACK_VENV)/bin/pip install $(PIP_QUIET) -r devenv/requirements-openstack.txt
+	$(OPENSTACK_VENV)/bin/pip install $(PIP_QUIET) --no-deps ./devenv/openstack_plugins
+	$(OPENSTACK_VENV)/bin/python -c 'import nova.virt, pathlib; pathlib.Path(nova.virt.__path__[0], "qw_machines.py").write_text("from devenv.nova_driver import MachineDriver  # noqa: F401  (devenv compute driver)\n")'
 	@touch $@
 
 demo: venv venv-zaqar $(if $(filter amqp,$(DEMO_BACKEND)),builder-deps) ## local Zaqar (DEMO_BACKEND=amqp: RabbitMQ) + producer + monitor + autoscaled consumers; last line is a JSON summary
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) -m devenv demo
 
-test: venv venv-zaqar venv-heat builder-deps ## every check this machine can run (unit, integration, infra, builder, controlplane)
+test: venv venv-zaqar venv-openstack builder-deps ## every check this machine can run (unit, integration, infra, builder, controlplane, cloud)
 	$(PY) -m pytest
 
 test-fast: venv ## pure logic only: no servers
@@ -59,4 +63,4 @@ image: builder-deps ## the workload container image -> build/queue-workers-image
 	$(PYTHON) -m devenv.builder.image
 
 clean: ## remove virtualenvs, caches and what the demo, benchmarks and image build wrote
-	rm -rf $(VENV) $(ZAQAR_VENV) $(HEAT_VENV) .cache .pytest_cache build demo-out bench/out
+	rm -rf $(VENV) $(ZAQAR_VENV) $(OPENSTACK_VENV) .cache .pytest_cache build demo-out bench/out

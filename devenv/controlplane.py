@@ -1,4 +1,6 @@
-"""The local control plane: a real Keystone and a real Heat on loopback, one catalog, a clouds.yaml.
+"""The local control plane: a real Keystone and a real Heat on loopback, one catalog, a clouds.yaml;
+with ``cloud=True`` also the local OpenStack cloud (devenv.cloud: Nova, Glance, Neutron, Placement
+and their RabbitMQ) in the same catalog.
 
     cp = ControlPlane()
     cp.start()                      # about 6 s from the cached state
@@ -8,13 +10,16 @@
 
 The Keystone database, its key repositories and Heat's database are built once into
 ``<repo>/.cache/controlplane/<versions>/`` (about 20 s) and every start works on a fresh copy,
-so runs never see each other's stacks. Servers listen on free 127.0.0.1 ports and are stopped by
-the PIDs this module started. ``python -m devenv.controlplane`` runs it in the foreground.
+so runs never see each other's stacks. The cloud's state (its databases, networks, flavors and
+the base image in Glance) is built once on top of that one (``<repo>/.cache/controlplane/cloud_*``)
+and copied the same way. Servers listen on free 127.0.0.1 ports and are stopped by the PIDs this
+module started. ``python -m devenv.controlplane [--cloud]`` runs it in the foreground.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -30,34 +35,27 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devenv import cloud as local_cloud
 from devenv import heat, keystone
 from devenv.procs import free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 # Bump when what build_state() creates changes, so old caches are not reused.
-RECIPE = "2"
+RECIPE = "3"
 CLOUD = "local"
 ADMIN_CLOUD = "local-admin"
 
 
-def heat_venv() -> Path:
-    """The virtualenv holding Keystone and Heat: $QW_HEAT_VENV or <repo>/.venv-heat."""
-    return Path(os.environ.get("QW_HEAT_VENV") or REPO / ".venv-heat")
-
-
-def _installed_version(venv: Path, dist: str) -> str:
-    found = sorted(venv.glob(f"lib/python3*/site-packages/{dist}-*.dist-info"))
-    if not found:
-        raise FileNotFoundError(
-            f"{dist} is not installed in {venv}; run `make venv-heat` (or set QW_HEAT_VENV to a "
-            "virtualenv made from devenv/requirements-heat.txt)")
-    return found[-1].name[len(dist) + 1:-len(".dist-info")]
+def openstack_venv() -> Path:
+    """The OpenStack virtualenv (Keystone, Heat, Nova, Glance, Neutron, Placement):
+    $QW_OPENSTACK_VENV or <repo>/.venv-openstack (``make venv-openstack``)."""
+    return Path(os.environ.get("QW_OPENSTACK_VENV") or REPO / ".venv-openstack")
 
 
 def state_key(venv: Path) -> str:
     """Names the cached state by what built it: Keystone and Heat versions and this recipe."""
-    return (f"keystone-{_installed_version(venv, 'keystone')}"
-            f"_heat-{_installed_version(venv, 'openstack_heat')}_r{RECIPE}")
+    version = local_cloud.installed_version
+    return f"keystone-{version(venv, 'keystone')}_heat-{version(venv, 'openstack_heat')}_r{RECIPE}"
 
 
 def cache_dir() -> Path:
@@ -92,38 +90,47 @@ def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess
 
 
 def build_state(venv: Path | None = None, progress=print) -> Path:
-    """Build (once) and return the cached Keystone + Heat state for ``venv``'s versions."""
-    venv = Path(venv or heat_venv())
+    """Build (once) and return the cached Keystone + Heat state for ``venv``'s versions.
+
+    States of other versions or recipes are left alone (checkouts of other branches may share
+    the cache and still use them); ``make clean`` removes them all."""
+    venv = Path(venv or openstack_venv())
     root = cache_dir()
     target = root / state_key(venv)
+    return _build_once(target, "the Keystone + Heat state", "~20 s", lambda work: _build(venv, work),
+                       progress)
+
+
+def _build_once(target: Path, what: str, expected: str, build, progress) -> Path:
+    """Return ``target``, first building it with ``build(work_dir)`` if it is not READY: one
+    builder at a time (a lock file beside it), the others reuse its result; a failed build
+    leaves nothing."""
     if (target / "READY").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others reuse its result
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "READY").exists():
             return target
         started = time.monotonic()
-        progress(f"controlplane: building the Keystone + Heat state into {target} (once, ~20 s)")
-        work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+        progress(f"controlplane: building {what} into {target} (once, {expected})")
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
-            _build(venv, work)
+            build(work)
             (work / "READY").write_text(json.dumps({"built_in_s": round(time.monotonic() - started, 1)}))
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
-            for old in root.glob("keystone-*"):  # states of other versions or recipes
-                if old != target:
-                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        progress(f"controlplane: state built in {time.monotonic() - started:.0f} s")
+        progress(f"controlplane: {what} built in {time.monotonic() - started:.0f} s")
     return target
 
 
 def _build(venv: Path, work: Path) -> None:
     secrets = {name: _secrets.token_urlsafe(18)
-               for name in ("admin", "heat", "heat_domain_admin", "demo", "zaqar")}
+               for name in ("admin", "heat", "heat_domain_admin", "demo", "zaqar", "metadata",
+                            "rabbit", *keystone.CLOUD_USERS)}
     secrets["auth_encryption_key"] = _secrets.token_hex(16)  # Heat wants exactly 32 characters
     secrets_file = work / "secrets.json"
     secrets_file.touch(mode=0o600)
@@ -151,6 +158,45 @@ def _build(venv: Path, work: Path) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def build_cloud_state(venv: Path | None = None, progress=print) -> Path:
+    """Build (once) and return the cached state of the control plane with the cloud: a copy of
+    :func:`build_state`'s, plus the cloud's databases, flavors, networks and base image."""
+    venv = Path(venv or openstack_venv())
+    base = build_state(venv, progress)
+    image = local_cloud.base_image()
+    target = cache_dir() / f"cloud_{local_cloud.state_key(venv, image)}_{base.name}"
+
+    def build(work: Path) -> None:
+        work.rmdir()
+        shutil.copytree(base, work)
+        cp = ControlPlane(run_dir=Path(tempfile.mkdtemp(prefix="qw-cloud-build-")), venv=venv,
+                          progress=progress, cloud=True)
+        cp._own_dir = True
+        try:
+            cp._start_on(work, building=True)
+            local_cloud.create_objects(cp.connection(ADMIN_CLOUD), image, progress)
+        finally:
+            cp.stop()
+        (work / "BUILT_AT").write_text(str(work))  # relocate_state() rewrites it in each copy
+    return _build_once(target, "the cloud's state", "about 2.5 min", build, progress)
+
+
+def _copy_state(state: Path, copy: Path) -> None:
+    """Copy a cached state; Glance's image files are hard links (Glance never rewrites them)."""
+    shutil.rmtree(copy, ignore_errors=True)
+    images = state / "glance" / "images"
+
+    def link_or_copy(src, dst):
+        if Path(src).parent == images:
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:
+                pass
+        return shutil.copy2(src, dst)
+    shutil.copytree(state, copy, copy_function=link_or_copy)
+
+
 def _capture(func, *args):
     me = threading.current_thread()
     me.error = None
@@ -170,15 +216,21 @@ def _admin_session(port: int, password: str):
 
 
 class ControlPlane:
-    """A running local Keystone + Heat, started from a copy of the cached state.
+    """A running local Keystone + Heat (+ Zaqar with ``messaging``, + the cloud with ``cloud``),
+    started from a copy of the cached state.
 
     ``run_dir`` holds the copy, the config files, the logs and ``clouds.yaml``; a temporary one
     is made (and removed on :meth:`stop`) when none is given.
     """
 
     def __init__(self, run_dir: str | os.PathLike | None = None, venv: str | os.PathLike | None = None,
-                 progress=print, messaging: bool = False, zaqar_venv: str | os.PathLike | None = None):
-        self.venv = Path(venv or heat_venv())
+                 progress=print, messaging: bool = False, zaqar_venv: str | os.PathLike | None = None,
+                 cloud: bool = False):
+        self.venv = Path(venv or openstack_venv())
+        self.cloud = cloud
+        self.rabbit = None  # devenv.rabbitmq.LocalRabbitMQ, the cloud's broker
+        self.services: local_cloud.CloudServices | None = None
+        self.start_seconds: float | None = None
         self.messaging = messaging
         self.zaqar_venv = zaqar_venv
         self.zaqar = None  # devenv.zaqar.LocalZaqar behind this Keystone, when messaging=True
@@ -227,18 +279,34 @@ class ControlPlane:
         """A keystoneauth session for ``cloud`` (``local``: demo user; ``local-admin``: admin)."""
         return self.cloud_config(cloud).get_session()
 
+    def connection(self, cloud: str = CLOUD):
+        """An openstacksdk Connection for ``cloud`` (``local``: demo user; ``local-admin``: admin)."""
+        import openstack
+        return openstack.connection.Connection(config=self.cloud_config(cloud))
+
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "ControlPlane":
-        started = time.monotonic()
-        state = build_state(self.venv, self.progress)
+        """Start from a fresh copy of the cached state (built first if missing); prints the time."""
+        state = (build_cloud_state if self.cloud else build_state)(self.venv, self.progress)
+        started = time.monotonic()  # the start from the cached state (a build is timed on its own)
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        copy = self.run_dir / "state"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(state, copy)
+        _copy_state(state, self.run_dir / "state")
+        self._start_on(self.run_dir / "state", building=False, started=started)
+        return self
+
+    def _start_on(self, copy: Path, building: bool, started: float | None = None) -> None:
+        """Run the servers on the state in ``copy``. ``building``: a new cloud state, whose
+        databases are created here and whose catalog gets the cloud's endpoints."""
+        started = started or time.monotonic()
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.secrets = json.loads((copy / "secrets.json").read_text())
         self.ports = {"keystone": free_port(), "heat": free_port(), "cfn": free_port()}
+        if self.cloud:
+            self.ports.update(local_cloud.new_ports())
         keystone.set_endpoints(copy / "keystone.sqlite", self.ports)
         keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
         conf = heat.write_config(self.run_dir, copy, self.venv, self.ports, self.secrets,
@@ -258,6 +326,8 @@ class ControlPlane:
                  "--access-log", str(self.run_dir / "heat.access.log")],
                 cwd=REPO, env=_python_env(), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
+            if self.cloud:
+                self._start_cloud(copy, building)
             wait_until(lambda: _http_ok(self.url, range(200, 300)), 90, "keystone",
                        self.procs["keystone"], str(self.run_dir / "keystone.out"))
             wait_until(lambda: _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
@@ -269,15 +339,51 @@ class ControlPlane:
                     raise zaqar_thread.error  # type: ignore[attr-defined]
                 keystone.add_endpoint(_admin_session(self.ports["keystone"], self.secrets["admin"]),
                                       "messaging", self.zaqar.url)
+            self._write_clouds_yaml()
+            if self.cloud:
+                self._wait_cloud()
         except BaseException:
             if zaqar_thread is not None:
                 zaqar_thread.join()
             self.stop()
             raise
         self._write_clouds_yaml()
-        self.progress(f"controlplane: Keystone {self.url} and Heat {self.heat_url} ready in "
-                      f"{time.monotonic() - started:.1f} s")
-        return self
+        self.start_seconds = time.monotonic() - started
+        what = "Keystone, Heat and the cloud (Nova, Glance, Neutron, Placement)" if self.cloud else \
+            f"Keystone {self.url} and Heat {self.heat_url}"
+        self.progress(f"controlplane: {what} ready in {self.start_seconds:.1f} s")
+
+    def _start_cloud(self, state: Path, building: bool) -> None:
+        """The broker, then the cloud's config files, (when building) databases, and processes."""
+        from devenv.rabbitmq import LocalRabbitMQ
+        self.rabbit = LocalRabbitMQ(data_dir=str(self.run_dir / "rabbitmq"))
+        self.rabbit.start()
+        amqp = self.rabbit.add_user("openstack", self.secrets["rabbit"])
+        transport_url = "rabbit://" + amqp.split("://", 1)[1]
+        cfg = local_cloud.CloudConfig(venv=self.venv, state=state, run_dir=self.run_dir,
+                                      ports=self.ports, secrets=self.secrets,
+                                      transport_url=transport_url, driver=local_cloud.compute_driver())
+        dirs = cfg.write_all()
+        if building:
+            local_cloud.init_databases(cfg, dirs)
+            # The services find each other through the catalog: register them before they start.
+            wait_until(lambda: _http_ok(self.url, range(200, 300)), 90, "keystone",
+                       self.procs["keystone"], str(self.run_dir / "keystone.out"))
+            admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
+            for stype in ("compute", "placement", "image", "network"):
+                keystone.add_endpoint(admin, stype, keystone.CATALOG[stype][1].format(**self.ports))
+        else:
+            local_cloud.relocate_state(state, (state / "BUILT_AT").read_text(), transport_url)
+        self.services = local_cloud.CloudServices(cfg, dirs)
+        self._cloud_since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self.services.start_apis()
+        self.services.start_nova_services()
+
+    def _wait_cloud(self) -> None:
+        admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
+        self.services.wait_apis()
+        local_cloud.wait_compute_ready(admin, self.services.cfg.state, self._cloud_since,
+                                       check=self.services.check_alive)
 
     def _start_zaqar(self) -> None:
         from devenv.zaqar import LocalZaqar
@@ -302,6 +408,16 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop the servers this object started (by PID) and remove a temporary run folder."""
+        if self.services is not None:
+            if self.services.procs.get("nova-compute") is not None and "keystone" in self.procs:
+                with contextlib.suppress(Exception):  # best effort: destroy_machines() follows
+                    self.services.delete_servers(_admin_session(self.ports["keystone"],
+                                                                self.secrets["admin"]))
+            self.services.stop()
+            self.services = None
+        if self.rabbit is not None:
+            self.rabbit.stop()
+            self.rabbit = None
         threads = [threading.Thread(target=stop_process, args=(p,)) for p in self.procs.values()]
         for t in threads:
             t.start()
@@ -325,16 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv controlplane",
         description="Run a real Keystone and a real Heat on free 127.0.0.1 ports in the foreground "
-        "(no Nova, no broker: give servers the OS::Heat::None type in the stack environment), "
-        "write a clouds.yaml for them and print the variables that select it.")
+        "(without --cloud no Nova and no broker: give servers the OS::Heat::None type in the stack "
+        "environment), write a clouds.yaml for them and print the variables that select it.")
     parser.add_argument("--run-dir", default=None,
                         help="folder for the state copy, configs, logs and clouds.yaml "
                         "(default: a temporary folder removed on exit)")
     parser.add_argument("--venv", default=None,
-                        help="virtualenv with Keystone and Heat (default: $QW_HEAT_VENV or <repo>/.venv-heat)")
+                        help="the OpenStack virtualenv (default: $QW_OPENSTACK_VENV or <repo>/.venv-openstack)")
     parser.add_argument("--messaging", action="store_true",
                         help="also run Zaqar (from $QW_ZAQAR_VENV or <repo>/.venv-zaqar) with Keystone "
                         "auth, registered as the messaging service in the same catalog")
+    parser.add_argument("--cloud", action="store_true",
+                        help="also run the local cloud: Nova (api, conductor, scheduler, compute, "
+                        "metadata), Glance, Neutron, Placement and their RabbitMQ, in the same catalog, "
+                        "with flavors, the provider and public networks and the debian-12 image")
     parser.add_argument("--build-only", action="store_true",
                         help="only build the cached state (if missing) and exit")
     return parser
@@ -344,11 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m devenv controlplane``: run the control plane until Ctrl-C or SIGTERM."""
     args = build_parser().parse_args(argv)
     if args.build_only:
-        print(build_state(args.venv and Path(args.venv)))
+        print((build_cloud_state if args.cloud else build_state)(args.venv and Path(args.venv)))
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cp = ControlPlane(run_dir=args.run_dir, venv=args.venv, messaging=args.messaging)
+    cp = ControlPlane(run_dir=args.run_dir, venv=args.venv, messaging=args.messaging, cloud=args.cloud)
     try:
         cp.start()
     except Exception as exc:  # a clear line for a user at the terminal
@@ -358,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orchestration: {cp.heat_url}/<project_id>   cloudformation: {cp.cfn_url}")
         if cp.zaqar is not None:
             print(f"messaging: {cp.messaging_url} (Keystone auth)")
+        if cp.cloud:
+            print(f"compute: http://127.0.0.1:{cp.ports['nova']}/v2.1   image: "
+                  f"http://127.0.0.1:{cp.ports['glance']}   network: http://127.0.0.1:{cp.ports['neutron']}"
+                  f"   (compute driver {local_cloud.compute_driver()})")
         print("clouds: local (user demo, project demo, role member), local-admin (admin)")
         for key, value in cp.env().items():
             print(f"export {key}={value}")

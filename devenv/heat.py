@@ -1,10 +1,13 @@
 """A real Heat 27 on loopback: the stock engine service and both WSGI APIs in one process.
 
 Heat 27 ships no ``heat-api`` commands, only the WSGI modules; and a broker is one more server.
-So one process (``python -m devenv.heat serve``, run from ``.venv-heat``) starts Heat's own
+So one process (``python -m devenv.heat serve``, run from ``.venv-openstack``) starts Heat's own
 ``EngineService`` and serves ``heat.api.openstack`` (orchestration) and ``heat.api.cfn``
-(pre-signed alarm URLs) over oslo.messaging's in-process ``fake://`` transport. No Nova:
-tests map servers to ``OS::Heat::None`` in the stack environment.
+(pre-signed alarm URLs) over oslo.messaging's in-process ``fake://`` transport (Heat reaches
+Nova, Glance and Neutron over their REST APIs, so it needs no broker even with the cloud). In the
+light control plane there is no Nova: tests map servers to ``OS::Heat::None`` in the stack
+environment (:data:`NO_NOVA_ENVIRONMENT`); with the cloud (``ControlPlane(cloud=True)``) Nova,
+Glance and Neutron are in the catalog and Heat's custom constraints check against them.
 
 The project side (``.venv``) writes ``heat.conf`` (:func:`write_config`) and creates the
 database once (:func:`init_database`); only the standard library is imported at module level.
@@ -21,7 +24,7 @@ from pathlib import Path
 from devenv import keystone
 
 
-# No Nova (nor Glance) in the local control plane. A stack environment that maps servers and server
+# No Nova (nor Glance) in the light control plane. A stack environment that maps servers and server
 # groups to OS::Heat::None (a Heat feature, not a change of template) lets a scaling group of
 # servers run in it; `without_glance` drops the only constraint that would ask Glance.
 NO_NOVA_ENVIRONMENT = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None",

@@ -17,6 +17,10 @@
   by tests/controlplane and tests/infra; ``heat_session``: the demo user's keystoneauth session on
   it. Tests using it create their own stacks, queues and credentials (unique names) and check only
   those, since other modules use the same catalog.
+- ``cloud``: the same control plane with the local cloud in its catalog (Nova, Glance, Neutron,
+  Placement, RabbitMQ; servers boot as systemd-nspawn machines). When any collected test is marked
+  ``cloud``, the session's ``controlplane`` is started with the cloud, so a session never runs two
+  Keystones; ``cloud`` is that object.
 
 Subfolders add their own conftest.py for fixtures that concern only them.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 
 import pytest
@@ -123,28 +128,47 @@ def zaqar_queue(zaqar, queue_name):
         yield make
 
 
+def _session_runs_cloud(session) -> bool:
+    """True when a collected test is marked ``cloud`` (it will ask for the cloud)."""
+    return any(item.get_closest_marker("cloud") for item in session.items)
+
+
 @pytest.fixture(scope="session")
-def controlplane():
-    """Keystone + Heat + Zaqar (messaging, Keystone auth) in one catalog, once per session.
+def controlplane(request):
+    """Keystone + Heat + Zaqar (messaging, Keystone auth) in one catalog, once per session, and
+    the local cloud in the same catalog when the session holds ``cloud`` tests.
 
-    Started by :class:`devenv.controlplane.ControlPlane` (about 6 s from the cached state; the
-    first run on a machine builds that state, about 25 s) and stopped by PID at the end.
+    Started by :class:`devenv.controlplane.ControlPlane` (about 6 s from the cached state, about
+    35-50 s with the cloud; the first run on a machine builds those states, about 25 s and
+    2.5 min) and stopped by PID at the end.
     """
-    from devenv.controlplane import ControlPlane, heat_venv
+    from devenv.controlplane import ControlPlane, openstack_venv
 
-    venv = heat_venv()
+    venv = openstack_venv()
     if not (venv / "bin" / "python").exists():
-        pytest.fail(f"no Keystone/Heat virtualenv at {venv}: run `make venv-heat` "
-                    "(make test does it) or set QW_HEAT_VENV")
-    # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log) after the run.
-    # One Keystone and one catalog for Heat and Zaqar (messaging, Keystone auth).
+        pytest.fail(f"no OpenStack virtualenv at {venv}: run `make venv-openstack` "
+                    "(make test does it) or set QW_OPENSTACK_VENV")
+    with_cloud = _session_runs_cloud(request.session)
+    # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log, nova.log ...).
     cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None, messaging=True,
-                      progress=lambda msg: print(msg, flush=True))
+                      cloud=with_cloud, progress=lambda msg: print(msg, flush=True))
     cp.start()
     try:
         yield cp
     finally:
+        stopping = time.monotonic()
         cp.stop()
+        if with_cloud:
+            print(f"controlplane: the cloud started in {cp.start_seconds:.1f} s and stopped in "
+                  f"{time.monotonic() - stopping:.1f} s", flush=True)
+
+
+@pytest.fixture(scope="session")
+def cloud(controlplane):
+    """The session's control plane with the local cloud (tests using it are marked ``cloud``)."""
+    if not controlplane.cloud:
+        pytest.fail("the session's control plane runs without the cloud: mark the test `cloud`")
+    return controlplane
 
 
 @pytest.fixture(scope="session")

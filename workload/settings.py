@@ -381,7 +381,7 @@ def _amqp_prefetch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @backend("amqp", "RabbitMQ (AMQP 0-9-1, quorum queues)", limits=AMQP, derived=_amqp_prefetch,
-         amqp_url="url", amqp_management_url="management_url")
+         amqp_url="url", amqp_management_url="management_url", amqp_stats_interval="stats_interval")
 @dataclasses.dataclass(frozen=True)
 class AMQPOptions:
     """How to reach a RabbitMQ broker: its AMQP URL and its management API (stats, policies)."""
@@ -393,6 +393,10 @@ class AMQPOptions:
     amqp_management_url: str | None = setting(
         None, "RabbitMQ management API (stats, policies); unset: the broker host on 15672 (15671 "
         "for amqps)", flags=("--amqp-management-url",), env=("QW_AMQP_MANAGEMENT_URL",), optional=True)
+    amqp_stats_interval: float | None = setting(
+        None, "seconds the broker's management figures may lag (its collect_statistics_interval; "
+        "unset: RabbitMQ's default, 5)", flags=("--amqp-stats-interval",), env=("QW_AMQP_STATS_INTERVAL",),
+        kind=float, lo=0, hi=60, optional=True)
 
 
 # A new backend is one more dataclass like these, registered above this line (QueueOptions

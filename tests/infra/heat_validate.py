@@ -1,6 +1,6 @@
-"""Validate HOT templates with Heat's own engine, offline. Run with the Heat venv's python:
+"""Validate HOT templates with Heat's own engine, offline. Run with the OpenStack venv's python:
 
-    $QW_HEAT_VENV/bin/python tests/infra/heat_validate.py TEMPLATE.yaml [MEMBER.yaml ...]
+    $QW_OPENSTACK_VENV/bin/python tests/infra/heat_validate.py TEMPLATE.yaml [MEMBER.yaml ...]
 
 Each file is parsed and validated the way heat-engine does on stack-create (property names,
 types, required properties, allowed values, references, resource types and support status).

@@ -34,6 +34,7 @@ def rendered(name: str) -> render_mod.Rendered:
 
 
 def heat_python() -> Path:
-    """The Heat venv's python: $QW_HEAT_VENV (the Makefile exports it) or the repo's .venv-heat."""
-    venv = Path(os.environ.get("QW_HEAT_VENV") or REPO / ".venv-heat")
+    """The OpenStack venv's python: $QW_OPENSTACK_VENV (the Makefile exports it) or the repo's
+    .venv-openstack."""
+    venv = Path(os.environ.get("QW_OPENSTACK_VENV") or REPO / ".venv-openstack")
     return venv / "bin" / "python"

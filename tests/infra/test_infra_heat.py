@@ -21,7 +21,7 @@ VALIDATOR = Path(__file__).with_name("heat_validate.py")
 def run_validator(paths: list[Path]) -> dict[str, dict]:
     py = heat_python()
     if not py.exists():
-        pytest.fail(f"the Heat venv is missing ({py}): run `make venv-heat` (make test does)")
+        pytest.fail(f"the Heat venv is missing ({py}): run `make venv-openstack` (make test does)")
     proc = subprocess.run([str(py), str(VALIDATOR), *map(str, paths)], capture_output=True, text=True,
                           timeout=300)
     results = {}

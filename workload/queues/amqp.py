@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import ssl
@@ -75,6 +76,7 @@ from workload.queues.limits import AMQP, encode_json
 
 DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
+DEFAULT_STATS_INTERVAL = 5.0  # RabbitMQ's collect_statistics_interval and quorum_tick_interval
 POSTED_AT = "x-qw-posted-at"  # header: wall-clock seconds of the post (AMQP timestamps are whole s)
 MAX_REMEMBERED = 10_000  # given-back receipts kept to answer a late delete with ClaimLost
 LINGER = 0.02  # seconds a claim waits for one more delivery of a burst before it returns
@@ -245,6 +247,10 @@ class AMQPQueue(QueueDriver):
     :param wait_seconds: how long a claim waits for a first delivery (0..20), like an SQS long poll.
     :param retry_policy: backoff for safe operations and reconnects; posts are never retried.
     :param timeout: seconds any one operation may take.
+    :param stats_interval: how old the broker's management figures may be (its
+        ``collect_statistics_interval``, and ``quorum_tick_interval`` for quorum queues: 5 s by
+        default); ``stats`` right after this client settled deliveries waits that long, so that it
+        counts them as settled.
     """
 
     limits = AMQP
@@ -252,7 +258,8 @@ class AMQPQueue(QueueDriver):
     def __init__(self, name: str, *, url: str | None = None, management_url: str | None = None,
                  policy: QueuePolicy | None = None, prefetch: int = DEFAULT_PREFETCH,
                  heartbeat: int = DEFAULT_HEARTBEAT, wait_seconds: float = 1.0,
-                 retry_policy: retry.RetryPolicy | None = None, timeout: float = 30.0, _link=None):
+                 retry_policy: retry.RetryPolicy | None = None, timeout: float = 30.0,
+                 stats_interval: float = DEFAULT_STATS_INTERVAL, _link=None):
         if not isinstance(name, str) or not name or len(name.encode()) > 255:
             raise InvalidInput("name", name, "a non-empty queue name of at most 255 bytes")
         for key, value, lo, hi in (("prefetch", prefetch, 1, 1000), ("heartbeat", heartbeat, 1, 600)):
@@ -260,6 +267,10 @@ class AMQPQueue(QueueDriver):
                 raise InvalidInput(key, value, f"a whole number from {lo} to {hi}")
         if not 0 <= wait_seconds <= 20:
             raise InvalidInput("wait_seconds", wait_seconds, "a number from 0 to 20")
+        if not 0 <= stats_interval <= 60:
+            raise InvalidInput("stats_interval", stats_interval, "a number of seconds from 0 to 60")
+        self.stats_interval = stats_interval
+        self._settled_at = -math.inf
         self.name = name
         self.policy = policy or QueuePolicy(delay=0)
         self._check_policy(self.policy)
@@ -472,6 +483,7 @@ class AMQPQueue(QueueDriver):
                 await (d.ack() if how == "ack" else d.nack(requeue=True))
 
         if live:
+            self._settled_at = time.monotonic()
             try:
                 self._do(how, settle, safe=False)
             except QueueError:
@@ -531,6 +543,9 @@ class AMQPQueue(QueueDriver):
             free = self._do("stats", ready, safe=True)
         except QueueNotFound:
             return QueueStats(0, 0, 0, None)
+        lag = self._settled_at + self.stats_interval - time.monotonic()
+        if lag > 0:  # the broker's figures do not show what this client just settled yet
+            time.sleep(lag)
         own_buffered = self._buffered()
         with self._lock:
             own_claimed = sum(1 for g, _ in self._held.values() if g == self._link.generation)
