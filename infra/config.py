@@ -37,6 +37,9 @@ STRING, INTEGER, NUMBER, BOOLEAN, LIST, MAP = "string", "integer", "number", "bo
 _KINDS = {int: INTEGER, float: NUMBER, str: STRING, bool: BOOLEAN}
 
 _REQUIRED = object()
+#: What ``python -m infra render`` reads for an encrypted value it cannot decrypt offline (a real
+#: ``pulumi up`` hands the program the decrypted value, never this).
+OFFLINE_SECRET = "<secret>"
 
 
 class ConfigError(ValueError):
@@ -140,6 +143,10 @@ NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", "a name of letters, digits, 
 QUEUE_NAME = Pattern(r"[A-Za-z0-9_-]{1,60}", "1 to 60 letters, digits, '_' or '-' (Zaqar's queue-name rule, "
                      "leaving room for the '-dlq' suffix)")
 URL = Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")
+AMQP_URL = Pattern(r"amqps?://[^\s/@]+@[^\s/@]+(/\S*)?", "an amqp:// or amqps:// URL with user and password, "
+                   "amqps://USER:PASSWORD@HOST:5671/VHOST (?cafile=PATH for a private CA)")
+# A URL a server reads: no credentials in it (they go to the secret part of the env file).
+PLAIN_URL = Pattern(r"https?://[^\s/@]+(/\S*)?", "an http(s) URL without user or password")
 CIDR = Check(_is_cidr, "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 203.0.113.0/24")
 ONE_LINE = Pattern(r"[^\r\n]*", "values on one line (no line breaks)")
 ENV_NAME = Pattern(r"QW_[A-Z0-9_]+", "environment variable names starting with QW_ (upper case, digits, '_')")
@@ -279,7 +286,23 @@ INFRA: tuple[Setting, ...] = (
     S("monitorEnabled", BOOLEAN, "Run the monitor on its own server; false: run `python -m workload monitor` "
       "wherever you like", True),
     # queue
-    S("queueBackend", STRING, "Queue service (the stack creates Zaqar queues)", "zaqar", (AllowedValues(("zaqar",)),)),
+    S("queueBackend", STRING, "Queue service: zaqar (the cloud's Zaqar) or amqp (a RabbitMQ broker, see amqpBroker)",
+      "zaqar", (AllowedValues(("zaqar", "amqp")),)),
+    S("amqpBroker", STRING, "amqp: which broker; existing: the one amqpUrl names (the stack declares the queue "
+      "pair on it and deletes it on destroy)", "existing", (AllowedValues(("existing",)),)),
+    S("amqpUrl", STRING, "amqp, existing broker: URL of a user that may declare the queues and set their policy "
+      "(configure rights, tag policymaker); consumers and the monitor use it too unless amqpConsumerUser / "
+      "amqpMonitorUser are set", "", (Check(lambda v: v in ("", OFFLINE_SECRET) or AMQP_URL.ok(v),
+                                             AMQP_URL.meaning + ", or empty"),), secret=True),
+    S("amqpManagementUrl", STRING, "amqp: the broker's management API (stats, policies); default: the amqpUrl "
+      "host on 15672, or 15671 for amqps", "", (Check(lambda v: v == "" or PLAIN_URL.ok(v),
+                                                     PLAIN_URL.meaning + ", or empty"),)),
+    S("amqpConsumerUser", STRING, "amqp: the broker user the consumers log in as; empty: amqpUrl's", "",
+      (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
+    S("amqpConsumerPassword", STRING, "amqp: amqpConsumerUser's password", "", (ONE_LINE,), secret=True),
+    S("amqpMonitorUser", STRING, "amqp: the broker user the monitor logs in as (tag monitoring); empty: amqpUrl's",
+      "", (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
+    S("amqpMonitorPassword", STRING, "amqp: amqpMonitorUser's password", "", (ONE_LINE,), secret=True),
     S("queueName", STRING, "Work queue name; its dead-letter queue is <name>-dlq", "jobs", (QUEUE_NAME,)),
     # consumer
     S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "
@@ -360,6 +383,7 @@ SECRET_KEYS = frozenset(s.key for s in SCHEMA if s.secret)
 CONSUMER_FIXED_ENV = (
     "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
     "QW_CLAIM_GRACE", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE",
+    "QW_AMQP_URL", "QW_AMQP_MANAGEMENT_URL", "QW_AMQP_USER", "QW_AMQP_PASSWORD", "QW_AMQP_CONFIG", "QW_AMQP_BROKER",
 )
 RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
     opt.env[0] for s in SCHEMA for program, opt in s.feeds if program == "consumer")
@@ -450,6 +474,7 @@ def validate(v: Mapping[str, Any]) -> None:
     if hi < 1:
         raise ConfigError("maxSize", hi, "at least 1: a group that may hold no server does no work")
     _validate_policy(v)
+    _validate_amqp(v)
     if v["scaleUpStep"] > hi:
         raise ConfigError("scaleUpStep", v["scaleUpStep"], f"at most maxSize ({hi})")
     if v["rollingBatchSize"] > hi:
@@ -467,6 +492,28 @@ def validate(v: Mapping[str, Any]) -> None:
                           + ", ".join(sorted(RESERVED_ENV)))
     QueuePolicy(message_ttl=v["messageTtl"], claim_ttl=v["claimTtl"], claim_grace=v["claimGrace"],
                 max_claims=v["maxClaims"], dead_letter_ttl=v["deadLetterTtl"]).validate()
+
+
+AMQP_KEYS = ("amqpUrl", "amqpManagementUrl", "amqpConsumerUser", "amqpConsumerPassword", "amqpMonitorUser",
+             "amqpMonitorPassword")
+
+
+def _validate_amqp(v: Mapping[str, Any]) -> None:
+    """The broker settings go with queueBackend amqp, and each per-role user with its password."""
+    if v["queueBackend"] != "amqp":
+        given = [k for k in AMQP_KEYS if v[k]]
+        if given:
+            raise ConfigError(given[0], v[given[0]], f"empty unless queueBackend is 'amqp' (it is "
+                              f"{v['queueBackend']!r})")
+        return
+    if v["amqpBroker"] == "existing" and not v["amqpUrl"]:
+        raise ConfigError("amqpUrl", "", "an amqp:// or amqps:// URL: queueBackend amqp with amqpBroker "
+                          "'existing' needs the broker's URL (`pulumi config set --secret amqpUrl amqps://...`)")
+    for role in ("Consumer", "Monitor"):
+        user, password = v[f"amqp{role}User"], v[f"amqp{role}Password"]
+        if bool(user) != bool(password):
+            missing = f"amqp{role}Password" if user else f"amqp{role}User"
+            raise ConfigError(missing, "", f"set together with amqp{role}{'User' if user else 'Password'}")
 
 
 def _validate_policy(v: Mapping[str, Any]) -> None:

@@ -59,11 +59,34 @@ def consumer_env(cfg: StackConfig) -> dict[str, str]:
         # the consumer's access rules allow deleting one message at a time, not ?ids= bulk deletes
         "QW_NO_BULK_DELETE": "true",
     }
+    env.update(amqp_env(cfg))
     if cfg.max_claims:
         # Zaqar dead-letters on the claim after max_claims; the consumer's own count is the backstop
         env["QW_MAX_ATTEMPTS"] = str(cfg.max_claims + 1)
     env.update(program_env(cfg, "consumer"))
     env.update(cfg.consumer_env)
+    return env
+
+
+def amqp_env(cfg: StackConfig) -> dict[str, str]:
+    """The broker settings every program of an amqp stack reads that are not secret."""
+    if cfg.queue_backend != "amqp" or not cfg.amqp_management_url:
+        return {}
+    return {"QW_AMQP_MANAGEMENT_URL": cfg.amqp_management_url}
+
+
+def amqp_secret_env(cfg: StackConfig, role: str) -> dict[str, str]:
+    """The broker URL and ``role``'s user (``consumer`` or ``monitor``): the secret part of its env file.
+
+    ``QW_AMQP_USER`` / ``QW_AMQP_PASSWORD`` override the URL's credentials (workload.queues.amqp_address),
+    so a role with a user of its own never logs in as amqpUrl's user.
+    """
+    if cfg.queue_backend != "amqp":
+        return {}
+    env = {"QW_AMQP_URL": cfg.amqp_url}
+    user = getattr(cfg, f"amqp_{role}_user")
+    if user:
+        env.update(QW_AMQP_USER=user, QW_AMQP_PASSWORD=getattr(cfg, f"amqp_{role}_password"))
     return env
 
 

@@ -55,7 +55,7 @@ class WorkerGroup(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}WorkerGroup", name, None, opts)
         cfg = args.config
         self.template = hot.dump(hot.build(cfg, args.stack_name))
-        extra = {k: v for k, v in cfg.consumer_secret_env.items()}
+        extra = {**cfg.consumer_secret_env, **hot.amqp_secret_env(cfg, "consumer")}
         creds_b64 = pulumi.Output.secret(pulumi.Output.all(args.credential_id, args.credential_secret).apply(
             lambda v: base64.b64encode(hot.credentials_env(args.auth_url, cfg.region, v[0], v[1], extra)
                                        .encode()).decode()))

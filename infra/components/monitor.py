@@ -29,6 +29,7 @@ def monitor_env(cfg: StackConfig, stack: str) -> dict[str, str]:
         "QW_REGION": cfg.region,
         "QW_ACTUATOR": "heat",
         "QW_GROUP": stack,
+        **hot.amqp_env(cfg),
     }
     env.update(program_env(cfg, "monitor"))
     return env
@@ -63,7 +64,8 @@ class MonitorServer(pulumi.ComponentResource):
 
         def render(v: list) -> str:
             stack_id, up, down, cred_id, cred_secret = v
-            creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret)
+            creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret,
+                                        hot.amqp_secret_env(cfg, "monitor"))
             env = monitor_env(cfg, args.stack_name)
             # the group's scaling endpoints, for people and tools that signal by hand
             endpoints = [f"heat stack {args.stack_name}/{stack_id}", f"scale-up signal URL: {up}",

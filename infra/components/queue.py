@@ -1,4 +1,5 @@
-"""WorkQueue: the Zaqar work queue and its dead-letter queue, policy kept as queue metadata."""
+"""WorkQueue: the work queue and its dead-letter queue (Zaqar: policy as queue metadata; amqp: quorum
+queues, dead-letter exchange and a broker policy on the broker amqpUrl names)."""
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,14 @@ class WorkQueue(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkQueueArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(f"{TYPE_PREFIX}WorkQueue", name, None, opts)
         cfg = args.config
-        self.pair = QueuePair(f"{name}-pair", {
-            "backend": cfg.queue_backend, "name": cfg.queue_name, "cloud": cfg.cloud, "region": cfg.region,
-            "url": args.url, "project": args.project, "policy": dataclasses.asdict(cfg.queue_policy),
-        }, pulumi.ResourceOptions(parent=self))
+        props = {"backend": cfg.queue_backend, "name": cfg.queue_name, "cloud": cfg.cloud, "region": cfg.region,
+                 "url": args.url, "project": args.project, "policy": dataclasses.asdict(cfg.queue_policy)}
+        if cfg.queue_backend == "amqp":
+            # the broker URL carries a password: a secret input and output, encrypted in state
+            props.update(cloud="", region="", project="", url=pulumi.Output.secret(args.url or cfg.amqp_url),
+                         management_url=cfg.amqp_management_url)
+        self.pair = QueuePair(f"{name}-pair", props, pulumi.ResourceOptions(
+            parent=self, additional_secret_outputs=["url"]))
         self.name = self.pair.name
         self.dead_letter_queue = self.pair.dead_letter_queue
         self.register_outputs({"name": self.name, "dead_letter_queue": self.dead_letter_queue,

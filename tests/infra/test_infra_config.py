@@ -62,6 +62,10 @@ def test_required_keys(key):
 # (key, bad value, words the message must hold)
 SINGLE = [
     ("region", "has space", "letters, digits"),
+    ("amqpBroker", "cluster", "one of 'existing'"),
+    ("amqpManagementUrl", "ftp://rabbit", "an http(s) URL without user or password"),
+    ("amqpConsumerUser", "a b", "a user name or empty"),
+    ("amqpMonitorUser", "a/b", "a user name or empty"),
     ("cloud", "", "letters, digits"),
     ("flavor", "m1 small", "letters, digits"),
     ("network", "-x", "letters, digits"),
@@ -135,6 +139,7 @@ def test_each_bad_workload_option_value_is_named_with_the_option_own_range(key, 
 
 def test_every_setting_has_an_error_test():
     tested = {k for k, _, _ in SINGLE + WORKLOAD} | {"cloud", "region", "flavor", "network", "consumerSecretEnv"}
+    tested |= {"amqpUrl", "amqpConsumerPassword", "amqpMonitorPassword"}  # secrets: test_infra_amqp.py
     assert set(C.SETTINGS) - tested == set()
 
 

@@ -79,7 +79,10 @@ def test_queue_pair_carries_policy_and_cloud(stack):
     q = one(stack, "QueuePair")
     cfg = yaml.safe_load(open(f"Pulumi.{stack.stack}.yaml"))["config"]
     assert q.inputs["name"] == cfg["queue-workers:queueName"]
-    assert q.inputs["cloud"] == cfg["queue-workers:cloud"] and q.inputs["region"] == cfg["queue-workers:region"]
+    if cfg.get("queue-workers:queueBackend", "zaqar") == "zaqar":
+        assert q.inputs["cloud"] == cfg["queue-workers:cloud"] and q.inputs["region"] == cfg["queue-workers:region"]
+    else:  # the broker amqpUrl names, not the cloud (test_infra_amqp.py)
+        assert q.inputs["backend"] == "amqp" and q.inputs["cloud"] == "" and q.inputs["url"]
     assert q.inputs["policy"]["claim_ttl"] == cfg["queue-workers:claimTtl"]
     assert q.inputs["policy"]["max_claims"] == cfg["queue-workers:maxClaims"]
     assert "__provider" in q.inputs  # the provider class pickled by reference

@@ -37,6 +37,12 @@ def _other_value(s: C.Setting) -> Any:
     return next(round(v, 3) for v in candidates if v <= hi and round(v, 3) != default)
 
 
+def _secrets(name: str) -> list[str]:
+    """The keys stack ``name`` stores encrypted (their values read as placeholders offline)."""
+    _, secrets = flatten(yaml.safe_load(stack_file(name).read_text()))
+    return [k.split(":", 1)[1] for k in secrets]
+
+
 def _every_option_set(name: str) -> dict[str, Any]:
     flat, _ = flatten(yaml.safe_load(stack_file(name).read_text()))
     raw = {k.split(":", 1)[1]: v for k, v in flat.items()}
@@ -71,8 +77,8 @@ def _parse(mode: str, env: dict[str, str], monkeypatch):
 def test_every_workload_option_of_a_stack_reaches_the_process(name, policy, monkeypatch):
     raw = _every_option_set(name)
     raw["scalingPolicy"] = policy
-    cfg = C.load(raw)
-    r = render(name, cfg_override=raw, inspect=_look)
+    cfg = C.load(raw, _secrets(name))
+    r = render(name, cfg_override=raw, secret_keys=_secrets(name), inspect=_look)
     member = r.template["resources"][hot.GROUP]["properties"]["resource"]["properties"]
     envs = {"consumer": _env(member["user_data"]["str_replace"]["template"]),
             "monitor": _env(r.inspected["monitor_user_data"])}
@@ -105,7 +111,7 @@ def re_snake(key: str) -> str:
 
 def test_every_setting_was_given_a_value_other_than_its_default():
     for name in stack_names():
-        cfg = C.load(_every_option_set(name))
+        cfg = C.load(_every_option_set(name), _secrets(name))
         for s in C.SCHEMA:
             if s.option is not None:
                 assert getattr(cfg, re_snake(s.key)) != s.default, s.key

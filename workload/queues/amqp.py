@@ -12,6 +12,10 @@ confirms of a batch are awaited together, and it is well kept (aio-pika 10, aior
 
 - a **queue** is a quorum queue (``x-queue-type: quorum``, replicated, with delivery counts);
   its dead-letter pair is a direct exchange ``NAME-dlx`` bound to the quorum queue ``NAME-dlq``.
+  Posts go through a direct exchange of the queue's own, ``NAME-in`` (the dead-letter queue's:
+  ``NAME-dlx``), not the default exchange: write permission on ``amq.default`` lets a user publish
+  to every queue, on ``NAME-in`` only to this one (least privilege per role). A queue ensured
+  before it had ``NAME-in`` is still posted to through the default exchange.
 - the **policy** (message TTL, dead-letter exchange, ``delivery-limit``, at-least-once
   dead-lettering) is a RabbitMQ *policy* ``qw.NAME`` set through the management API, not queue
   arguments: arguments can never change on an existing queue, policies can (so ``ensure`` can
@@ -96,6 +100,7 @@ class _Link:
         self._conn = None
         self._channel = None
         self._consumers: dict[str, "_Inbox"] = {}
+        self.exchanges: dict[str, tuple[int, str]] = {}  # exchange a queue is posted through, per generation
         self._lock: asyncio.Lock | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="amqp-io", daemon=True)
@@ -283,6 +288,7 @@ class AMQPQueue(QueueDriver):
             _link = _Link(address, heartbeat, connect_timeout=min(10.0, timeout))
         self._link = _link
         self.address: BrokerAddress = _link.address
+        self.post_exchange = name + "-in"  # the dead-letter queue's driver posts through NAME-dlx
         self._held: dict[str, tuple[int, Any]] = {}  # receipt -> (generation, delivery)
         self._lost: dict[str, None] = {}  # receipts we gave back (oldest first, bounded)
         self._lock = threading.Lock()
@@ -370,6 +376,9 @@ class AMQPQueue(QueueDriver):
                 ex = await ch.declare_exchange(dlx, aio_pika.ExchangeType.DIRECT, durable=True)
                 queue = await ch.get_queue(dlq, ensure=False)
                 await queue.bind(ex, routing_key=dlq)
+                inbound = await ch.declare_exchange(self.name + "-in", aio_pika.ExchangeType.DIRECT, durable=True)
+                work = await ch.get_queue(self.name, ensure=False)
+                await work.bind(inbound, routing_key=self.name)
             finally:
                 if not ch.is_closed:
                     await ch.close()
@@ -410,7 +419,8 @@ class AMQPQueue(QueueDriver):
                                      delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                      timestamp=int(now), expiration=expiration,
                                      headers={POSTED_AT: repr(now)}) for mid, body in items]
-        results = await asyncio.gather(*(channel.default_exchange.publish(
+        exchange = await self._post_exchange(channel)
+        results = await asyncio.gather(*(exchange.publish(
             m, routing_key=routing_key, mandatory=True) for m in messages), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -421,6 +431,26 @@ class AMQPQueue(QueueDriver):
                 raise QueueNotFound("NO_ROUTE", f"queue {routing_key!r} does not exist on {self.address} "
                                     f"({posted} of {len(results)} messages of this batch were taken)", 404)
             raise failed[0]
+
+    async def _post_exchange(self, channel):
+        """The exchange posts go through: ``post_exchange`` if it exists (asked once per connection,
+        passively on a control channel: publishing to a missing exchange would close the work
+        channel), else the default exchange."""
+        import aiormq.exceptions
+
+        known = self._link.exchanges.get(self.name)
+        if known is None or known[0] != self._link.generation:
+            ch = await self._link.control_channel()
+            try:
+                await ch.get_exchange(self.post_exchange, ensure=True)
+                name = self.post_exchange
+            except aiormq.exceptions.ChannelNotFoundEntity:  # ensured before it had an exchange of its own
+                name = ""
+            finally:
+                if not ch.is_closed:
+                    await ch.close()
+            known = self._link.exchanges[self.name] = (self._link.generation, name)
+        return await channel.get_exchange(known[1], ensure=False) if known[1] else channel.default_exchange
 
     def claim(self, limit: int = 10, ttl: int | None = None, grace: int | None = None) -> Claim | None:
         ttl = self.policy.claim_ttl if ttl is None else ttl
@@ -595,6 +625,9 @@ class AMQPQueue(QueueDriver):
                 for q in (self.name, self.dead_letter_name):
                     await ch.queue_delete(q)
                 await ch.exchange_delete(self.name + "-dlx")
+                await ch.exchange_delete(self.name + "-in")
+                for q in (self.name, self.dead_letter_name):
+                    self._link.exchanges.pop(q, None)
             finally:
                 if not ch.is_closed:
                     await ch.close()
@@ -605,9 +638,11 @@ class AMQPQueue(QueueDriver):
 
     def dead_letter_queue(self) -> "AMQPQueue":
         dlq_policy = self.policy.for_dead_letters()
-        return AMQPQueue(self.dead_letter_name, policy=dlq_policy, prefetch=self.prefetch,
-                         wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,
-                         timeout=self.timeout, _link=self._link)
+        dlq = AMQPQueue(self.dead_letter_name, policy=dlq_policy, prefetch=self.prefetch,
+                        wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,
+                        timeout=self.timeout, _link=self._link)
+        dlq.post_exchange = self.name + "-dlx"  # bound to NAME-dlq with routing key NAME-dlq
+        return dlq
 
 
     def close(self) -> None:

@@ -302,3 +302,29 @@ def test_amqps_with_the_broker_ca_works_and_an_untrusted_certificate_fails_at_on
     assert err.value.title == "TLS failed" and "cafile" in str(err.value)
     assert rabbitmq.workload[1] not in str(err.value)
     assert time.monotonic() - start < 10
+
+
+def test_posts_go_through_the_queue_own_exchange_not_the_default_one(rabbitmq, queue_name):
+    """A user with write on NAME-in only may post to NAME (least privilege: write on the default
+    exchange would reach every queue); a queue ensured before it had NAME-in is still posted to."""
+    name = queue_name("ex")
+    q = open_queue("amqp", name, **rabbitmq.queue_options)
+    q.ensure()
+    try:
+        url = rabbitmq.add_user(f"poster-{name}", "poster-pw", configure="^$", write=f"^{name}-in$", read="^$")
+        poster = open_queue("amqp", name, url=url, management_url=rabbitmq.management_url)
+        try:
+            poster.post([{"n": 1}])
+        finally:
+            poster.close()
+        assert q.stats().free == 1
+        rabbitmq.api("DELETE", f"/exchanges/%2F/{name}-in")  # as a queue ensured by an older driver
+        old = open_queue("amqp", name, **rabbitmq.queue_options)
+        try:
+            old.post([{"n": 2}])
+            assert old.stats().free == 2
+        finally:
+            old.close()
+    finally:
+        q.drop()
+        q.close()
