@@ -14,18 +14,22 @@ consumer's side in :mod:`workload.drain_request`):
 2. The consumer on that server sees the key in its metadata (the metadata API), stops claiming,
    finishes or releases what it holds, exits 0, and its unit powers the server off: Nova reports
    SHUTOFF.
-3. The monitor removes the drained members (:func:`removable`) in the way that deletes exactly
-   them (:func:`removal`); members that never drain are removed at the deadline (their claims
+3. The monitor removes the drained members (:func:`removable`) with a resize, which deletes
+   exactly them; members that never drain are removed at the deadline (their claims
    expire; nothing is lost, but their messages are handled again).
 
 Which members Heat removes: ``heat/common/grouputils.py`` ``get_members`` sorts by
 ``(status != FAILED, created_time, name)`` and ``heat/scaling/template.py``
-``member_definitions`` keeps the *last* N of that list, so a scale-down removes failed members
-first, then the oldest. A member marked unhealthy (``mark_unhealthy``: CHECK_FAILED) no longer
-counts in the group's size (``get_size`` excludes failed members), which is why a marked member
-must be removed by a stack update of ``desired_capacity`` (it then goes first), never by a
-relative signal (which would remove the marked member *and* the oldest healthy one: measured on
-Heat 27, see ../shared notes in the README's scale-in section).
+``member_definitions`` keeps the *last* N of that list, so a scale-down (a signal, or an update of
+``desired_capacity``) removes failed members first, then the oldest. So the members asked to
+drain are the oldest healthy ones, and a resize removes them once they have drained.
+
+Why not choose others (idle or still booting members) and make them go first with Heat's
+mark-unhealthy: measured on Heat 27, a marked member stops counting in the group's size, so only
+an update of ``desired_capacity`` removes exactly it (a relative signal would remove the marked
+member *and* the oldest healthy one); and the mark is a PATCH of a resource of the group's nested
+stack, whose name exists only once the stack does, so the monitor's access rules could not keep
+it to its own group. Heat's own order needs neither.
 """
 from __future__ import annotations
 
@@ -35,11 +39,9 @@ from collections.abc import Iterable, Sequence
 DRAIN_KEY = "qw_drain"
 """Server metadata key that asks the consumer on that server to drain; value: deadline (Unix s)."""
 
-SIGNAL, PATCH = "signal", "patch"
 # Nova server states in which the server holds no work: it powered itself off after draining,
 # or it crashed, or Nova lost it.
 HOLDS_NO_WORK = ("SHUTOFF", "ERROR", "DELETED", "SOFT_DELETED")
-STILL_BOOTING = ("BUILD",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,22 +80,6 @@ class Drain:
     deadline: float
 
 
-@dataclasses.dataclass(frozen=True)
-class Removal:
-    """How to shrink the group so that exactly ``members`` go.
-
-    ``mark_unhealthy``: members to mark before the update (patch mode); ``desired``: the
-    desired capacity to PATCH (patch mode), or ``signals``: scale-down signals to send, each
-    removing one member at the head of Heat's order (signal mode).
-    """
-
-    members: tuple[str, ...]
-    mode: str
-    mark_unhealthy: tuple[str, ...] = ()
-    desired: int | None = None
-    signals: int = 0
-
-
 def removal_order(members: Iterable[Member]) -> list[Member]:
     """The members in the order Heat removes them on a scale-down (failed, then oldest, then name)."""
     return sorted(members, key=lambda m: (not m.failed, m.created, m.name))
@@ -104,42 +90,23 @@ def healthy(members: Iterable[Member]) -> list[Member]:
     return [m for m in removal_order(members) if not m.failed]
 
 
-def choose_leavers(members: Sequence[Member], k: int, mode: str,
-                   leaving: Iterable[str] = ()) -> list[Member]:
-    """The ``k`` members to drain next (besides those already ``leaving``).
-
-    signal mode: exactly the ones a scale-down signal removes, the head of Heat's order.
-    patch mode: the member that is removed can be chosen (mark-unhealthy + update), so those
-    that hold no work go first (already powered off or errored, then still booting: no claim
-    yet), then Heat's own order (oldest first).
-    """
+def choose_leavers(members: Sequence[Member], k: int, leaving: Iterable[str] = ()) -> list[Member]:
+    """The ``k`` members to drain next (besides those already ``leaving``): the next ones a
+    scale-down removes, the head of Heat's order among the healthy members."""
     if k < 0:
         raise ValueError(f"k={k} is not allowed: a number of members >= 0")
-    if mode not in (SIGNAL, PATCH):
-        raise ValueError(f"mode={mode!r} is not allowed: {SIGNAL} or {PATCH}")
     gone = set(leaving)
-    candidates = [m for m in healthy(members) if m.name not in gone]
-    if mode == PATCH:
-        def rank(m: Member) -> int:
-            if m.drained:
-                return 0
-            if m.server_status in STILL_BOOTING:
-                return 1
-            return 2
-        # sorted() is stable: within a rank, Heat's order stays
-        candidates = sorted(candidates, key=rank)
-    return candidates[:k]
+    return [m for m in healthy(members) if m.name not in gone][:k]
 
 
-def removable(drains: Sequence[Drain], members: Sequence[Member], now: float,
-              mode: str) -> tuple[list[Drain], list[Drain]]:
+def removable(drains: Sequence[Drain], members: Sequence[Member], now: float) -> tuple[list[Drain], list[Drain]]:
     """Which asked drains can be removed now: ``(ready, timed_out)``.
 
     A drain is ready when its member has drained (server SHUTOFF or gone) and timed out when
-    its deadline has passed without that. A member that is no longer in the group is ready (it
-    has left some other way). In signal mode a signal removes the head of Heat's order, so only
-    the longest run of ready-or-timed-out drains at that head may go now: removing a later one
-    would delete an earlier member that still works.
+    its deadline has passed without that; a member no longer in the group is ready (it has left
+    some other way). A resize removes the head of Heat's order, so only the longest run of
+    ready-or-timed-out drains at that head may go now: removing a later one would delete an
+    earlier member that still works.
     """
     by_name = {m.name: m for m in members}
     ready, timed_out = [], []
@@ -149,41 +116,13 @@ def removable(drains: Sequence[Drain], members: Sequence[Member], now: float,
             ready.append(d)
         elif now >= d.deadline:
             timed_out.append(d)
-    if mode == SIGNAL:
-        go = {d.member for d in ready + timed_out}
-        head = []
-        for m in healthy(members):
-            if m.name not in go:
-                break
-            head.append(m.name)
-        gone = {d.member for d in drains} - set(by_name)
-        keep = set(head) | gone
-        ready = [d for d in ready if d.member in keep]
-        timed_out = [d for d in timed_out if d.member in keep]
-    return ready, timed_out
-
-
-def removal(members: Sequence[Member], leavers: Sequence[str], mode: str) -> Removal:
-    """How to remove exactly ``leavers`` (names of current members) from the group.
-
-    patch mode: mark them unhealthy, then update ``desired_capacity`` to the healthy count
-    minus them: the update resizes failed members first, i.e. exactly the marked ones (members
-    that were already failed go too: they hold no work). signal mode: one scale-down signal per
-    leaver; valid only when the leavers are the head of Heat's order (see :func:`removable`).
-    """
-    present = {m.name for m in members}
-    names = tuple(n for n in leavers if n in present)
-    counted = healthy(members)
-    if mode == PATCH:
-        marked = tuple(n for n in names if not next(m for m in members if m.name == n).failed)
-        return Removal(names, PATCH, mark_unhealthy=marked,
-                       desired=len([m for m in counted if m.name not in names]))
-    if mode == SIGNAL:
-        head = [m.name for m in counted[:len(names)]]
-        if sorted(head) != sorted(names):
-            raise ValueError(f"signal mode removes {head} first (Heat's order), not {list(names)}")
-        return Removal(names, SIGNAL, signals=len(names))
-    raise ValueError(f"mode={mode!r} is not allowed: {SIGNAL} or {PATCH}")
+    go = {d.member for d in ready + timed_out}
+    keep = {d.member for d in drains} - set(by_name)
+    for m in healthy(members):
+        if m.name not in go:
+            break
+        keep.add(m.name)
+    return [d for d in ready if d.member in keep], [d for d in timed_out if d.member in keep]
 
 
 def to_cancel(drains: Sequence[Drain], members: Sequence[Member], wanted: int) -> list[Drain]:

@@ -15,7 +15,7 @@ the last one stopped. Each look:
 
 Nova calls (the monitor's access rules allow exactly these): ``GET /servers/detail`` and
 ``PUT`` / ``DELETE /servers/{id}/metadata/qw_drain``. Heat calls: the stack's resources with
-``nested_depth=1`` and ``PATCH`` of a member resource (mark unhealthy, patch mode).
+``nested_depth=1``, then the Heat actuator's own resize.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from workload.autoscale import drain
 from workload.autoscale.actuator import Actuator, ActuatorError, ApplyResult, GroupState
@@ -35,9 +34,8 @@ DEFAULT_DEADLINE_S = 600.0
 class DrainingActuator(Actuator):
     """A Heat actuator whose scale-in never kills work that can finish within ``deadline_s``.
 
-    :param heat: the Heat actuator of the group (its mode decides how members are removed:
-        ``patch``: mark unhealthy + desired-capacity update, any member can go; ``signal`` and
-        ``alarm``: Heat removes the oldest, so those are the ones drained)
+    :param heat: the Heat actuator of the group; its mode (signal, alarm or patch) resizes the
+        group once members have drained, and each removes the oldest, the ones drained
     :param deadline_s: how long a member may take to drain before it is removed anyway
     :param clock: wall-clock seconds (the deadline is read by the servers too)
     :param log: called with a dict for every drain asked, called off, finished or timed out
@@ -52,7 +50,6 @@ class DrainingActuator(Actuator):
         if not deadline_s > 0:
             raise ActuatorError(f"drain deadline={deadline_s!r} is not allowed: seconds above 0")
         self.heat = heat
-        self.mode = drain.PATCH if heat.mode == "patch" else drain.SIGNAL
         self.deadline_s = deadline_s
         self._clock = clock
         self._log = log or (lambda record: None)
@@ -79,8 +76,7 @@ class DrainingActuator(Actuator):
         low = state.min_size or 0
         if desired < stay:
             target = max(desired, low)
-            leavers = drain.choose_leavers(members, stay - target, self.mode,
-                                           leaving=[d.member for d in drains])
+            leavers = drain.choose_leavers(members, stay - target, leaving=[d.member for d in drains])
             deadline = self._clock() + self.deadline_s
             for m in leavers:
                 self._set_drain(m, deadline)
@@ -108,7 +104,7 @@ class DrainingActuator(Actuator):
             "GET", f"{self.heat._path}/resources", params={"nested_depth": 1},
             what="the group's members")["resources"]
         servers = self._servers()
-        members, drains, self._nested = [], [], {}
+        members, drains = [], []
         for r in resources:
             if r.get("parent_resource") != self.heat.group:
                 continue
@@ -117,7 +113,6 @@ class DrainingActuator(Actuator):
             status = server["status"] if server else ("DELETED" if server_id else None)
             members.append(drain.Member(r["resource_name"], r["resource_status"],
                                         r.get("creation_time") or "", server_id, status))
-            self._nested[r["resource_name"]] = _stack_path(r)
             meta = (server or {}).get("metadata") or {}
             if drain.DRAIN_KEY in meta:
                 deadline = _float(meta[drain.DRAIN_KEY])
@@ -151,7 +146,7 @@ class DrainingActuator(Actuator):
 
     # --- removing --------------------------------------------------------------------------------
     def _remove_finished(self, members: list[drain.Member], drains: list[drain.Drain]) -> bool:
-        ready, late = drain.removable(drains, members, self._clock(), self.mode)
+        ready, late = drain.removable(drains, members, self._clock())
         if not (ready or late):
             return False
         for d in late:
@@ -159,32 +154,16 @@ class DrainingActuator(Actuator):
                        "note": "removed at the deadline: its claims expire and its messages are "
                                "handled again"})
         names = [d.member for d in ready + late]
-        plan = drain.removal(members, names, self.mode)
-        before = len(drain.healthy(members))
-        if self.mode == drain.PATCH and plan.desired:
-            for name in plan.mark_unhealthy:
-                self.heat._request(
-                    "PATCH", f"{self._nested[name]}/resources/{name}",
-                    json={"mark_unhealthy": True,
-                          "resource_status_reason": "queue-workers: drained, to be removed"},
-                    what=f"mark {name} unhealthy", expect_json=False)
-            result = self.heat._apply_patch(plan.desired, before)
-        else:
-            # Signals remove the head of Heat's order, which removable() made the drained ones;
-            # so does reaching zero (the Heat actuator's patch-to-1-then-signal path).
-            result = self.heat.apply(before - len(plan.members), "drained")
-        self._log({"event": "drained-removed", "members": list(plan.members),
-                   "timed_out": [d.member for d in late], "detail": result.detail})
+        present = [m for m in drain.healthy(members)]
+        going = [m.name for m in present if m.name in names]
+        # A resize removes the head of Heat's order, which removable() made the drained ones
+        # (down to zero too: the Heat actuator's patch-to-1-then-signal path).
+        result = self.heat.apply(len(present) - len(going), "drained") if going else None
+        status = {m.name: m.server_status for m in members}
+        self._log({"event": "drained-removed", "members": names,
+                   "server_status": {n: status.get(n, "gone") for n in names},
+                   "timed_out": [d.member for d in late], "detail": result.detail if result else "gone"})
         return True
-
-
-def _stack_path(resource: dict) -> str:
-    """The nested stack's ``/stacks/{name}/{id}`` path, from a resource's ``stack`` link."""
-    for link in resource.get("links") or []:
-        if link.get("rel") == "stack":
-            path = urlparse(link["href"]).path
-            return path[path.index("/stacks/"):]
-    raise ActuatorError(f"member {resource.get('resource_name')!r} has no stack link")
 
 
 def _float(value: Any) -> float:
