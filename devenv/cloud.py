@@ -262,6 +262,10 @@ class CloudConfig:
             + f"compute_driver = {self.driver}\n"
             + "vif_plugging_is_fatal = false\nvif_plugging_timeout = 0\n"
             + "heal_instance_info_cache_interval = -1\nreport_interval = 2\n"
+            # A server that powers itself off (a drained consumer's unit) shows SHUTOFF within
+            # seconds, as libvirt's lifecycle events make it on a real cloud (default 600 s).
+            + "sync_power_state_interval = 3\n"
+
             + "[api]\nauth_strategy = keystone\ndhcp_domain =\n"
             + f"[api_database]\nconnection = sqlite:///{self.state / 'nova_api.sqlite'}\n"
             + f"[database]\nconnection = sqlite:///{nova_db}\n"
@@ -270,8 +274,10 @@ class CloudConfig:
             + "discover_hosts_in_cells_interval = 2\n"
             + self.authtoken("nova", "compute")
             + "[placement]\n" + self.auth("nova")
-            + "[neutron]\n" + self.auth("nova", "service_metadata_proxy = true\n"
-                                        f"metadata_proxy_shared_secret = {self.secrets['metadata']}\n")
+            # No Neutron metadata agent: requests reach the metadata API from the server's own
+            # address (devenv.machines routes 169.254.169.254 there), which Nova maps to the
+            # instance through Neutron's ports, as it does without a metadata proxy.
+            + "[neutron]\n" + self.auth("nova", "service_metadata_proxy = false\n")
             + "[glance]\n" + self.auth("nova")
             + "[cinder]\n" + self.auth("nova")
             # Without it Neutron's policy refuses nova's delete of a server's port.
@@ -281,6 +287,8 @@ class CloudConfig:
             + "[vnc]\nenabled = false\n[spice]\nenabled = false\n"
             + "[compute]\n"
             + "[quota]\ninstances = 20\ncores = 40\nram = 102400\n"
+            # Where the metadata API listens: the driver routes each server's 169.254.169.254 here.
+            + f"[qw_machines]\nmetadata_port = {self.ports['metadata']}\n"
             + self._lock("nova"))
         return d
 

@@ -59,6 +59,7 @@ from devenv.builder.rootfs import locked
 
 SEED = "var/lib/cloud/seed/config_drive"
 DOCKER = "var/lib/docker"
+METADATA_ADDRESS = "169.254.169.254"  # where every cloud serves its metadata API
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,12}$")  # a netns name and, with "-N", a veth name (<= 15)
 SOCKET_DIR = Path("/run/qw-machines")  # short paths: a Unix socket path has at most 107 bytes
 _STATE = "machine.json"
@@ -368,6 +369,23 @@ class Machine:
             state["forward_ports"].append(port)
             self._save(state)
 
+    def route_metadata(self, port: int) -> None:
+        """Send the machine's requests to 169.254.169.254:80 to this machine's 127.0.0.1:``port``
+        (Nova's metadata API), from the machine's own address, as a cloud's metadata service
+        sees them: a DNAT on the host side of the first veth (and ``route_localnet`` there, so
+        that loopback may be a destination and a source on it)."""
+        state = self._state()
+        veth = self.host_veth(0)
+        run("sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.route_localnet=1")
+        run("iptables", "-t", "nat", "-A", "PREROUTING", *self._metadata_rule(veth, int(port)))
+        state["metadata_port"] = int(port)
+        self._save(state)
+
+    @staticmethod
+    def _metadata_rule(veth: str, port: int) -> list[str]:
+        return ["-i", veth, "-d", METADATA_ADDRESS, "-p", "tcp", "--dport", "80", "-j", "DNAT",
+                "--to-destination", f"127.0.0.1:{port}", "-m", "comment", "--comment", "queue-workers machine"]
+
     # -- power -----------------------------------------------------------------------------------
     def _pid(self) -> int | None:
         try:
@@ -483,6 +501,9 @@ class Machine:
         for pid in (p for pair in state.get("relays", []) for p in pair):
             if _alive(pid, "socat"):
                 _kill([pid])
+        if state.get("metadata_port"):
+            _quiet("iptables", "-t", "nat", "-D", "PREROUTING",
+                   *self._metadata_rule(self.host_veth(0), state["metadata_port"]))
         if Path(f"/run/netns/{self.name}").exists():
             _quiet("ip", "netns", "del", self.name)  # takes the inner veth ends, and so their peers
         for i in range(len(state.get("nics", [])) or 8):

@@ -30,6 +30,7 @@ from keystoneauth1 import loading as ks_loading
 from nova.api.metadata import base as instance_metadata
 from nova.compute import power_state, task_states
 from nova import conf as nova_conf
+from oslo_config import cfg
 from nova import exception
 from nova.image import glance
 from nova.virt import fake, hardware
@@ -39,6 +40,10 @@ from devenv.cloud import machine_name
 from devenv.machines import Machine, Nic
 
 CONF = nova_conf.CONF
+# Our own option (nova-compute registers no metadata API options): where Nova's metadata API
+# listens on this machine, for each server's 169.254.169.254.
+CONF.register_opts([cfg.IntOpt("metadata_port", help="port of the metadata API on 127.0.0.1")],
+                   group="qw_machines")
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a clean stop may take before the hard power-off
 
@@ -123,6 +128,7 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
                                        Path(tempfile.mkdtemp(prefix="config-drive-", dir=self.root)))
             try:
                 machine.create(image, nics_from_network_info(network_info), drive, self._forward_ports())
+                machine.route_metadata(CONF.qw_machines.metadata_port)
             finally:
                 shutil.rmtree(drive, ignore_errors=True)
             if power_on:

@@ -8,8 +8,9 @@ deleting queues, so these rules are what keeps a consumer to its own two queues.
 from __future__ import annotations
 
 from infra.hot import SCALE_DOWN, SCALE_UP
+from workload.autoscale.drain import DRAIN_KEY
 
-MESSAGING, ORCHESTRATION = "messaging", "orchestration"
+MESSAGING, ORCHESTRATION, COMPUTE = "messaging", "orchestration", "compute"
 
 
 def _rule(service: str, method: str, path: str) -> dict[str, str]:
@@ -31,10 +32,17 @@ def consumer_rules(queue: str, dead_letter_queue: str) -> list[dict[str, str]]:
     return rules
 
 
-def monitor_rules(queue: str, dead_letter_queue: str, stack_name: str) -> list[dict[str, str]]:
-    """Read the two queues' stats; signal the group's policies and read or update its own stack."""
+def monitor_rules(queue: str, dead_letter_queue: str, stack_name: str,
+                  drain: bool = True) -> list[dict[str, str]]:
+    """Read the two queues' stats; signal the group's policies and read or update its own stack;
+    with ``drain`` (graceful scale-in, workload/autoscale/drain_heat.py) also what the drain
+    protocol needs: the project's servers (status and metadata) and the one metadata key that asks a
+    server to drain. Access rules match paths and the servers' ids exist only after the stack
+    does, so ``GET /servers/detail`` lists every server of the project and the metadata rules
+    match any server's, but only the one key, ``qw_drain``.
+    """
     stack = f"/v1/*/stacks/{stack_name}"
-    return [
+    rules = [
         _rule(MESSAGING, "GET", f"/v2/queues/{queue}/stats"),
         _rule(MESSAGING, "GET", f"/v2/queues/{dead_letter_queue}/stats"),
         _rule(ORCHESTRATION, "POST", f"{stack}/*/resources/{SCALE_UP}/signal"),
@@ -43,3 +51,10 @@ def monitor_rules(queue: str, dead_letter_queue: str, stack_name: str) -> list[d
         _rule(ORCHESTRATION, "GET", f"{stack}/**"),  # status, outputs, resources of this stack only
         _rule(ORCHESTRATION, "PATCH", f"{stack}/*"),  # set the desired-capacity parameter
     ]
+    if drain:
+        rules += [
+            _rule(COMPUTE, "GET", "/v2.1/servers/detail"),  # the members' status and drain metadata
+            _rule(COMPUTE, "PUT", f"/v2.1/servers/*/metadata/{DRAIN_KEY}"),  # ask a member to drain
+            _rule(COMPUTE, "DELETE", f"/v2.1/servers/*/metadata/{DRAIN_KEY}"),  # call a drain off
+        ]
+    return rules

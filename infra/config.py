@@ -382,7 +382,7 @@ SECRET_KEYS = frozenset(s.key for s in SCHEMA if s.secret)
 # credential's limits); consumerEnv may not override them nor any option a stack key sets.
 CONSUMER_FIXED_ENV = (
     "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
-    "QW_CLAIM_GRACE", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE",
+    "QW_CLAIM_GRACE", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE", "QW_DRAIN_WATCH", "QW_DRAINED_FILE",
     "QW_AMQP_URL", "QW_AMQP_MANAGEMENT_URL", "QW_AMQP_USER", "QW_AMQP_PASSWORD", "QW_AMQP_CONFIG", "QW_AMQP_BROKER",
 )
 RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(

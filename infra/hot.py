@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from infra.config import StackConfig, program_env
+from workload.drain_request import METADATA_URL
 
 HOT_VERSION = "2021-04-16"  # wallaby: every property used here exists in it
 
@@ -60,6 +61,9 @@ def consumer_env(cfg: StackConfig) -> dict[str, str]:
         "QW_NO_BULK_DELETE": "true",
     }
     env.update(amqp_env(cfg))
+    if not cfg.no_drain:
+        # the drain protocol: the monitor asks through the server's metadata (workload/drain_request.py)
+        env["QW_DRAIN_WATCH"] = METADATA_URL
     if cfg.max_claims:
         # Zaqar dead-letters on the claim after max_claims; the consumer's own count is the backstop
         env["QW_MAX_ATTEMPTS"] = str(cfg.max_claims + 1)

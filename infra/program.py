@@ -64,7 +64,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     creds = Credentials("credentials", CredentialsArgs(
         prefix=f"queue-workers-{stack}", queue=cfg.queue_name, dead_letter_queue=cfg.dead_letter_queue,
         stack_name=heat_stack_name, roles=cfg.credential_roles, expires_at=cfg.credential_expires_at,
-        monitor=cfg.monitor_enabled), use)
+        monitor=cfg.monitor_enabled, drain=not cfg.no_drain), use)
     group = WorkerGroup("workers", WorkerGroupArgs(
         config=cfg, stack_name=heat_stack_name, image_id=image.image_id, image_properties=image.properties, image_label=image.label,
         security_group=network.security_group_id, auth_url=auth_url,

@@ -423,14 +423,40 @@ def run_consumer(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         _on_signals(consumer.stop)
+        watch = _watch_for_drain(consumer, config)
         try:
             summary = consumer.run()
         except FatalQueueError as exc:
             print(f"consumer: {exc}", file=sys.stderr)
             return EXIT_QUEUE
+        finally:
+            if watch:
+                watch.stop()
+        if watch and watch.deadline is not None and config.drained_file:
+            # only now: every claim is settled or released, nothing is held any more
+            with open(config.drained_file, "w") as fh:
+                fh.write(json.dumps({"drained_at": time.time(), "deadline": watch.deadline}) + "\n")
     if args.log_file:
         print(json.dumps({"event": "summary", **summary}), flush=True)
     return EXIT_OK
+
+
+def _watch_for_drain(consumer, config):
+    """The drain protocol's consumer side (workload.drain_request): a drain request stops the
+    consumer the way SIGTERM does; None without ``--drain-watch``."""
+    if not config.drain_watch:
+        return None
+    from workload.drain_request import DrainWatch
+
+    def drain(deadline: float) -> None:
+        consumer.log("drain", consumer=consumer.consumer_id, deadline=deadline)
+        consumer.stopped_by = "drain"
+        consumer.stop()
+
+    def unreachable(error: str) -> None:
+        consumer.log("error", consumer=consumer.consumer_id, error=error, fatal=False)
+
+    return DrainWatch(drain, url=config.drain_watch, on_error=unreachable).start()
 
 
 def run_monitor(args: argparse.Namespace) -> int:

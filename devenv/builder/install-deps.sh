@@ -10,6 +10,7 @@ PACKAGES=(
   podman runc uidmap  # build + save the workload image (crun fails here; runc works)
   systemd-container   # systemd-nspawn: a builder host where systemd and dockerd really run
   iproute2 socat      # network namespace + veth for nspawn, loopback relay to the mirror
+  iptables            # the local cloud routes each server's metadata address to Nova's metadata API
   openssh-client      # ssh-keygen for the bake key and pinned known_hosts
   gnupg               # signs the local stand-in of Docker's apt repository (devenv/docker_repo.py)
   rabbitmq-server     # the AMQP broker (devenv/rabbitmq.py): a node of our own on loopback ports

@@ -20,6 +20,7 @@ class CredentialsArgs:
     roles: Sequence[str] = ("member",)
     expires_at: str = ""  # ISO 8601; empty: never
     monitor: bool = True  # make the monitor's credential too
+    drain: bool = True  # the monitor drains members before scale-in (its rules grow by that)
 
 
 class Credentials(pulumi.ComponentResource):
@@ -44,7 +45,7 @@ class Credentials(pulumi.ComponentResource):
         self.monitor = self.monitor_id = self.monitor_secret = None
         if args.monitor:
             self.monitor = self._credential(
-                name, args, "monitor", monitor_rules(args.queue, args.dead_letter_queue, args.stack_name),
+                name, args, "monitor", monitor_rules(args.queue, args.dead_letter_queue, args.stack_name, args.drain),
                 "monitor: queue stats, signal and update its own worker stack")
             self.monitor_id = self.monitor.id
             self.monitor_secret = pulumi.Output.secret(self.monitor.secret)

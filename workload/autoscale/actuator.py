@@ -16,7 +16,9 @@ class GroupState:
 
     ``current`` counts members that exist; ``pending`` those among them still booting (not yet
     consuming); ``updating`` is True while the backend is still carrying out an earlier change
-    (a Heat stack UPDATE_IN_PROGRESS), during which the monitor takes no new action.
+    (a Heat stack UPDATE_IN_PROGRESS), during which the monitor takes no new action;
+    ``leaving`` counts members asked to drain before they are removed (not in ``current``: the
+    policy sees the capacity that stays).
     """
 
     current: int
@@ -24,6 +26,7 @@ class GroupState:
     updating: bool = False
     min_size: int | None = None
     max_size: int | None = None
+    leaving: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
