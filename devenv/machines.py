@@ -354,7 +354,9 @@ class Machine:
         # took longer than 5 s to listen and Nova's build failed ("the relay ... does not listen").
         listening = f"0100007F:{inner_port:04X} 00000000:0000 0A"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _alive(inner, "socat"):
+        # While it runs (state, not _alive: during exec /proc/PID/cmdline can read empty, and a
+        # relay that was starting was taken for dead: "does not listen" after a few seconds).
+        while time.monotonic() < deadline and _state(inner) not in "ZX":
             with contextlib.suppress(OSError):
                 if listening in Path(f"/proc/{inner}/net/tcp").read_text():
                     return [outer, inner]
