@@ -126,7 +126,8 @@ class MemberLogs:
             except Exception as exc:  # noqa: BLE001 - a member going away; its last read stays
                 self.out(f"  (no log from {s.name}: {exc})")
                 continue
-            recs = [r for r in map(_json_or_none, text.splitlines()) if isinstance(r, dict) and r.get("event") == "message"]
+            recs = [r for r in map(_json_or_none, text.splitlines())
+                    if isinstance(r, dict) and r.get("event") == "message"]
             if len(recs) >= len(self.lines.get(s.id, [])):
                 self.lines[s.id] = recs
         return live
