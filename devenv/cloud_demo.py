@@ -108,6 +108,8 @@ class MemberLogs:
 
     def poll(self) -> list:
         """Read every live member's log once (a member being deleted keeps its last read)."""
+        from openstack.exceptions import NotFoundException
+
         from images.ssh import host_keys_from_console, pinned_connection
 
         live = self.members()
@@ -116,7 +118,10 @@ class MemberLogs:
             self.seen.add(s.id)
             if s.status != "ACTIVE":
                 continue
-            console = self.conn.compute.get_server_console_output(s.id).get("output", "")
+            try:
+                console = self.conn.compute.get_server_console_output(s.id).get("output", "")
+            except NotFoundException:  # deleted by a scale-down since the listing; its last read stays
+                continue
             if "-----END SSH HOST KEY KEYS-----" not in console:
                 continue
             address = next(iter(s.addresses.values()))[0]["addr"]
