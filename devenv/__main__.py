@@ -1,4 +1,4 @@
-"""``python -m devenv zaqar|sqs|amqp|controlplane|demo``: local stand-ins for the cloud, in the foreground."""
+"""``python -m devenv zaqar|sqs|amqp|controlplane|demo|cloud-demo``: local stand-ins for the cloud, in the foreground."""
 from __future__ import annotations
 
 import argparse
@@ -54,7 +54,7 @@ def _amqp(args) -> int:
 
 # Commands whose options are their own module's: everything after the command name goes to it
 # (argparse here would eat their --help). Imported only when asked for.
-PASS_THROUGH = {"demo": "devenv.demo", "controlplane": "devenv.controlplane"}
+PASS_THROUGH = {"demo": "devenv.demo", "controlplane": "devenv.controlplane", "cloud-demo": "devenv.cloud_demo"}
 
 
 def _pass_through(command: str, argv: list[str]) -> int:
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command, text in (
             ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
+            ("cloud-demo", "the whole loop on the local cloud: bake, deploy, backlog, scale up, drain, "
+                           "scale down, destroy, with a live view"),
             ("controlplane", "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, "
                              "with a clouds.yaml, until Ctrl-C")):
         p = sub.add_parser(command, help=text, add_help=False,

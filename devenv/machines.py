@@ -351,9 +351,13 @@ class Machine:
         inner = spawn_detached(["socat", f"TCP-LISTEN:{inner_port},bind=127.0.0.1,fork,reuseaddr",
                                 f"UNIX-CONNECT:{sock}"], self.sockets / f"{inner_port}.inner.pid", netns=self.name)
         # Return once it listens: the process's /proc/PID/net/tcp lists its namespace's sockets.
+        # 30 s, not 5: with Nova, Heat and several machines booting on two cores, nsenter + socat
+        # took longer than 5 s to listen and Nova's build failed ("the relay ... does not listen").
         listening = f"0100007F:{inner_port:04X} 00000000:0000 0A"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(inner, "socat"):
+        deadline = time.monotonic() + 30
+        # While it runs (state, not _alive: during exec /proc/PID/cmdline can read empty, and a
+        # relay that was starting was taken for dead: "does not listen" after a few seconds).
+        while time.monotonic() < deadline and _state(inner) not in "ZX":
             with contextlib.suppress(OSError):
                 if listening in Path(f"/proc/{inner}/net/tcp").read_text():
                     return [outer, inner]
