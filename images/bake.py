@@ -547,8 +547,15 @@ class Bake:
         conn, opts, props = self.conn, self.opts, self.properties()
 
         def create():
-            image_id = conn.compute.create_server_image(self.created.server, name=self.name, metadata=props,
-                                                        wait=False)
+            try:
+                image_id = conn.compute.create_server_image(self.created.server, name=self.name, metadata=props,
+                                                            wait=False)
+            except Exception:
+                # Nova may have made the image before the answer was lost: find it by its name,
+                # so that cleanup deletes it.
+                made = [i.id for i in conn.image.images(name=self.name, owner=conn.current_project_id)]
+                self.created.image = made[0] if made else None
+                raise
             self.created.image = image_id if isinstance(image_id, str) else image_id.id
             _wait("the template image to be active", lambda: _image_active(conn, self.created.image),
                   opts.timeout, opts.poll)
