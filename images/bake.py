@@ -445,6 +445,19 @@ class Bake:
             elif problems:
                 raise BakeError("template baked, but cleanup left: " + "; ".join(problems))
 
+    @contextlib.contextmanager
+    def adopt_on_error(self, what: str, lookup):
+        """If a create request fails, the cloud may still have made the thing (its answer was
+        lost): record what ``lookup()`` finds as ``self.created.<what>``, so cleanup deletes it."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                found = lookup()
+                if found is not None:
+                    setattr(self.created, what, found.id)
+            raise
+
     # -- the builder ---------------------------------------------------------------------------
     def find_base_and_flavor(self) -> None:
         conn, opts = self.conn, self.opts
@@ -460,8 +473,9 @@ class Bake:
         self.key_path, self.public_key = make_key(self.keydir)
 
         def create():
-            kp = self.conn.compute.create_keypair(name=f"qw-bake-{self.run_id}", public_key=self.public_key)
-            self.created.keypair = kp.name
+            # Recorded before the request: if its answer is lost, Nova may have made it all the same.
+            self.created.keypair = f"qw-bake-{self.run_id}"
+            self.conn.compute.create_keypair(name=self.created.keypair, public_key=self.public_key)
         self.progress("create key pair", create)
 
     def create_security_group(self) -> None:
@@ -470,8 +484,10 @@ class Bake:
         source = opts.ssh_source or f"{local_address_towards(conn.session.get_endpoint(service_type='compute'))}/32"
 
         def create():
-            sg = conn.network.create_security_group(name=f"qw-bake-{self.run_id}",
-                                                    description="queue-workers bake: SSH from the baker only")
+            with self.adopt_on_error("security_group", lambda: conn.network.find_security_group(
+                    f"qw-bake-{self.run_id}", project_id=conn.current_project_id)):
+                sg = conn.network.create_security_group(name=f"qw-bake-{self.run_id}",
+                                                        description="queue-workers bake: SSH from the baker only")
             self.created.security_group = sg.id
             conn.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
                                                     protocol="tcp", port_range_min=opts.ssh_port,
@@ -488,7 +504,8 @@ class Bake:
                   "metadata": {"queue-workers": "bake", "qw_bake_run": self.run_id}}
             if self.network is not None:
                 kw["networks"] = [{"uuid": self.network.id}]
-            srv = conn.compute.create_server(**kw)
+            with self.adopt_on_error("server", lambda: conn.compute.find_server(kw["name"])):
+                srv = conn.compute.create_server(**kw)
             self.created.server = srv.id
             return _wait("the builder to be ACTIVE", lambda: _server_active(conn, srv.id), opts.timeout, opts.poll)
         self.server = self.progress(f"boot builder from {self.base.name} ({self.flavor.name})", boot)
@@ -501,8 +518,10 @@ class Bake:
                 port = next(iter(self.conn.network.ports(device_id=self.created.server)), None)
                 if port is None:
                     raise BakeError(f"builder server {self.created.server} has no port to attach a floating IP to")
-                fip = self.conn.network.create_ip(floating_network_id=self.ext_net.id, port_id=port.id,
-                                                  description=f"queue-workers bake {self.run_id}")
+                with self.adopt_on_error("floating_ip", lambda: next(iter(self.conn.network.ips(port_id=port.id)),
+                                                                     None)):
+                    fip = self.conn.network.create_ip(floating_network_id=self.ext_net.id, port_id=port.id,
+                                                      description=f"queue-workers bake {self.run_id}")
                 self.created.floating_ip = fip.id
                 return fip.floating_ip_address
             fip_address = self.progress(f"floating IP on {self.ext_net.name}", floating_ip)
@@ -547,15 +566,10 @@ class Bake:
         conn, opts, props = self.conn, self.opts, self.properties()
 
         def create():
-            try:
+            with self.adopt_on_error("image", lambda: next(iter(conn.image.images(
+                    name=self.name, owner=conn.current_project_id)), None)):
                 image_id = conn.compute.create_server_image(self.created.server, name=self.name, metadata=props,
                                                             wait=False)
-            except Exception:
-                # Nova may have made the image before the answer was lost: find it by its name,
-                # so that cleanup deletes it.
-                made = [i.id for i in conn.image.images(name=self.name, owner=conn.current_project_id)]
-                self.created.image = made[0] if made else None
-                raise
             self.created.image = image_id if isinstance(image_id, str) else image_id.id
             _wait("the template image to be active", lambda: _image_active(conn, self.created.image),
                   opts.timeout, opts.poll)
