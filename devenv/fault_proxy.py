@@ -58,6 +58,8 @@ class FaultProxy:
         self._base_path = up.path.rstrip("/")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
+        # A client that gave up (timeout, Ctrl-C) is not the proxy's error: no traceback for it.
+        self.server.handle_error = lambda request, address: None
 
     @property
     def url(self) -> str:
