@@ -17,7 +17,7 @@ import pytest
 from devenv import cloud as local_cloud
 from devenv.fault_proxy import FaultProxy
 from images import bake as bake_mod
-from test_bake_real import NOTHING_LEFT, leftovers, workload_archive  # noqa: F401 (a fixture)
+from test_bake_real import NOTHING_LEFT, builder_prereqs, leftovers, workload_archive  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.cloud
 

@@ -23,21 +23,19 @@ pytestmark = pytest.mark.cloud
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def workload_archive():
-    """The workload image archive `make image` builds, rebuilt only when its sources changed
-    (the cached build is reused, as tests/images does)."""
-    from devenv.builder import image
+def _images_fixtures():
+    """tests/images/conftest.py, whose ``workload_archive`` (built only when its sources changed,
+    so the cached build is reused) and ``builder_prereqs`` the bake here needs too."""
+    import importlib.util
 
-    if os.geteuid() != 0:
-        pytest.skip("building the workload image needs root (podman, unshare)")
-    out = image.DEFAULT_OUTPUT
-    sources = [REPO_ROOT / "workload" / "Dockerfile", REPO_ROOT / "requirements.txt",
-               *(REPO_ROOT / "workload").rglob("*.py")]
-    if not out.exists() or not out.with_suffix(".json").exists() or \
-            out.stat().st_mtime < max(p.stat().st_mtime for p in sources):
-        image.build()
-    return out
+    spec = importlib.util.spec_from_file_location("images_conftest", REPO_ROOT / "tests" / "images" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_IMAGES = _images_fixtures()
+builder_prereqs, workload_archive = _IMAGES.builder_prereqs, _IMAGES.workload_archive
 
 
 def leftovers(conn, run_prefix="qw-bake-") -> dict:
