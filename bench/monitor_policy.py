@@ -5,16 +5,16 @@ would (same parser, same defaults, same ``policy_from_args``), so a default the 
 is a default the benchmark measures. ``QW_*`` variables of the benchmark's own environment are
 kept out, or they would change the defaults.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 from unittest import mock
 
+from bench.sim import Controller
 from workload.autoscale import monitor
 from workload.autoscale.policy import Observation, Policy, PolicyState
-
-from bench.sim import Controller
 
 
 def monitor_args(argv: list[str]) -> argparse.Namespace:

@@ -5,6 +5,7 @@ the service time (``--boot-time``, ``--service-time``); everything else is the m
 the same for every trace and world. The main row gives the world's true boot and mean service
 time as the guesses; the prior rows give one of them off by 0.5x or 2x.
 """
+
 from __future__ import annotations
 
 from bench.monitor_policy import MonitorPolicy
@@ -15,10 +16,20 @@ PRIOR_FACTORS = ((0.5, 1.0), (2.0, 1.0), (1.0, 0.5), (1.0, 2.0))  # (boot x, ser
 
 def ours_argv(world: World, boot_x: float = 1.0, service_x: float = 1.0) -> list[str]:
     """The monitor command line of ours in ``world`` (guesses scaled by the factors)."""
-    return ["--policy", "target", "-m", "0", "-x", str(world.max_servers),
-            "--target-wait", f"{world.target_wait_s:g}",
-            "--boot-time", f"{world.boot_s * boot_x:g}",
-            "--service-time", f"{world.service_mean_s * service_x:g}"]
+    return [
+        "--policy",
+        "target",
+        "-m",
+        "0",
+        "-x",
+        str(world.max_servers),
+        "--target-wait",
+        f"{world.target_wait_s:g}",
+        "--boot-time",
+        f"{world.boot_s * boot_x:g}",
+        "--service-time",
+        f"{world.service_mean_s * service_x:g}",
+    ]
 
 
 def make_ours(world: World, boot_x: float = 1.0, service_x: float = 1.0) -> MonitorPolicy:

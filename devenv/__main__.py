@@ -1,4 +1,5 @@
 """``python -m devenv zaqar|sqs|amqp|controlplane|demo|cloud-demo``: local stand-ins for the cloud, in the foreground."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,82 +38,148 @@ def _serve(service, name: str) -> int:
 
 def _zaqar(args) -> int:
     from devenv.zaqar import LocalZaqar
-    return _serve(LocalZaqar(venv=args.venv, project=args.project, gc_interval=args.gc_interval,
-                             workers=args.workers, threads=args.threads), "zaqar")
+
+    return _serve(
+        LocalZaqar(
+            venv=args.venv,
+            project=args.project,
+            gc_interval=args.gc_interval,
+            workers=args.workers,
+            threads=args.threads,
+        ),
+        "zaqar",
+    )
 
 
 def _sqs(args) -> int:
     from devenv.sqs import LocalSQS
+
     return _serve(LocalSQS(region=args.region, port=args.port), "sqs")
 
 
 def _amqp(args) -> int:
     from devenv.rabbitmq import LocalRabbitMQ
-    return _serve(LocalRabbitMQ(data_dir=args.data_dir, consumer_timeout=args.consumer_timeout,
-                                heartbeat=args.heartbeat), "amqp")
+
+    return _serve(
+        LocalRabbitMQ(
+            data_dir=args.data_dir, consumer_timeout=args.consumer_timeout, heartbeat=args.heartbeat
+        ),
+        "amqp",
+    )
 
 
 # Commands whose options are their own module's: everything after the command name goes to it
 # (argparse here would eat their --help). Imported only when asked for.
-PASS_THROUGH = {"demo": "devenv.demo", "controlplane": "devenv.controlplane", "cloud-demo": "devenv.cloud_demo"}
+PASS_THROUGH = {
+    "demo": "devenv.demo",
+    "controlplane": "devenv.controlplane",
+    "cloud-demo": "devenv.cloud_demo",
+}
 
 
 def _pass_through(command: str, argv: list[str]) -> int:
     import importlib
+
     return importlib.import_module(PASS_THROUGH[command]).main(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv",
-        description="Local stand-ins for the cloud services queue-workers uses (loopback only).")
+        description="Local stand-ins for the cloud services queue-workers uses (loopback only).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    z = sub.add_parser("zaqar", help="run a real local Zaqar 23 (redis storage, no auth) until Ctrl-C",
-                       description="Run a real Zaqar 23 with redis on free 127.0.0.1 ports in the "
-                       "foreground; print its URL and the environment variables for the workload.")
-    z.add_argument("--venv", default=None,
-                   help="Zaqar virtualenv (default: $QW_ZAQAR_VENV or <repo>/.venv-zaqar)")
-    z.add_argument("--project", default="queue-workers-local",
-                   help="project id clients send as X-Project-ID (default: %(default)s)")
-    z.add_argument("--gc-interval", type=float, default=2.0, metavar="SECONDS",
-                   help="seconds between runs of the redis driver's garbage collection of expired "
-                   "messages and claims (default: %(default)s)")
+    z = sub.add_parser(
+        "zaqar",
+        help="run a real local Zaqar 23 (redis storage, no auth) until Ctrl-C",
+        description="Run a real Zaqar 23 with redis on free 127.0.0.1 ports in the "
+        "foreground; print its URL and the environment variables for the workload.",
+    )
+    z.add_argument(
+        "--venv", default=None, help="Zaqar virtualenv (default: $QW_ZAQAR_VENV or <repo>/.venv-zaqar)"
+    )
+    z.add_argument(
+        "--project",
+        default="queue-workers-local",
+        help="project id clients send as X-Project-ID (default: %(default)s)",
+    )
+    z.add_argument(
+        "--gc-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between runs of the redis driver's garbage collection of expired "
+        "messages and claims (default: %(default)s)",
+    )
     z.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
     z.add_argument("--threads", type=int, default=4, help="threads per worker (default: %(default)s)")
     z.set_defaults(func=_zaqar)
 
-    s = sub.add_parser("sqs", help="run moto's SQS server on loopback until Ctrl-C",
-                       description="Run moto's SQS-compatible server on 127.0.0.1 in the foreground; "
-                       "print its endpoint URL and the environment variables for the workload.")
+    s = sub.add_parser(
+        "sqs",
+        help="run moto's SQS server on loopback until Ctrl-C",
+        description="Run moto's SQS-compatible server on 127.0.0.1 in the foreground; "
+        "print its endpoint URL and the environment variables for the workload.",
+    )
     s.add_argument("--region", default="us-east-1", help="AWS region clients name (default: %(default)s)")
     s.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
     s.set_defaults(func=_sqs)
 
-    a = sub.add_parser("amqp", help="run a real RabbitMQ node (management plugin on) on loopback until Ctrl-C",
-                       description="Run Debian's rabbitmq-server as a node of its own on free 127.0.0.1 "
-                       "ports (AMQP, management API, distribution, epmd) in the foreground; print the "
-                       "management URL and the environment variables for the workload.")
-    a.add_argument("--data-dir", default=None,
-                   help="folder for mnesia, logs and config, kept after stop (default: a temporary one)")
-    a.add_argument("--consumer-timeout", type=int, default=1800, metavar="SECONDS",
-                   help="seconds a delivery may stay unacknowledged before the broker closes its "
-                   "channel (RabbitMQ's consumer_timeout; default: %(default)s)")
-    a.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
-                   help="heartbeat interval the broker proposes (default: %(default)s)")
+    a = sub.add_parser(
+        "amqp",
+        help="run a real RabbitMQ node (management plugin on) on loopback until Ctrl-C",
+        description="Run Debian's rabbitmq-server as a node of its own on free 127.0.0.1 "
+        "ports (AMQP, management API, distribution, epmd) in the foreground; print the "
+        "management URL and the environment variables for the workload.",
+    )
+    a.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder for mnesia, logs and config, kept after stop (default: a temporary one)",
+    )
+    a.add_argument(
+        "--consumer-timeout",
+        type=int,
+        default=1800,
+        metavar="SECONDS",
+        help="seconds a delivery may stay unacknowledged before the broker closes its "
+        "channel (RabbitMQ's consumer_timeout; default: %(default)s)",
+    )
+    a.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="heartbeat interval the broker proposes (default: %(default)s)",
+    )
     a.set_defaults(func=_amqp)
 
     for command, text in (
-            ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
-            ("cloud-demo", "the whole loop on the local cloud: bake, deploy, backlog, scale up, drain, "
-                           "scale down, destroy, with a live view"),
-            ("controlplane", "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, "
-                             "with a clouds.yaml, until Ctrl-C")):
-        p = sub.add_parser(command, help=text, add_help=False,
-                           description=f"{text}. Options after `{command}` go to it "
-                           f"(`python -m devenv {command} --help` lists them).")
-        p.add_argument("args", nargs=argparse.REMAINDER,
-                       help=f"arguments for {command} itself (see `python -m devenv {command} --help`)")
+        ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
+        (
+            "cloud-demo",
+            "the whole loop on the local cloud: bake, deploy, backlog, scale up, drain, "
+            "scale down, destroy, with a live view",
+        ),
+        (
+            "controlplane",
+            "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, "
+            "with a clouds.yaml, until Ctrl-C",
+        ),
+    ):
+        p = sub.add_parser(
+            command,
+            help=text,
+            add_help=False,
+            description=f"{text}. Options after `{command}` go to it "
+            f"(`python -m devenv {command} --help` lists them).",
+        )
+        p.add_argument(
+            "args",
+            nargs=argparse.REMAINDER,
+            help=f"arguments for {command} itself (see `python -m devenv {command} --help`)",
+        )
     return parser
 
 

@@ -14,6 +14,7 @@ fix-ups a copy of that state needs at every start (:func:`relocate_state`), and 
 (:class:`CloudServices`). Only the standard library and devenv are imported at module level;
 openstacksdk (project venv) only where objects are created.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,20 +46,23 @@ WSGI_SERVICES = {
     "nova": ("nova.wsgi.osapi_compute:application", "OS_NOVA_CONFIG_DIR"),
     "metadata": ("nova.wsgi.metadata:application", "OS_NOVA_CONFIG_DIR"),
 }
-NOVA_COMMANDS = {"nova-conductor": "nova.cmd.conductor:main", "nova-scheduler": "nova.cmd.scheduler:main",
-                 "nova-compute": "nova.cmd.compute:main"}
+NOVA_COMMANDS = {
+    "nova-conductor": "nova.cmd.conductor:main",
+    "nova-scheduler": "nova.cmd.scheduler:main",
+    "nova-compute": "nova.cmd.compute:main",
+}
 COMPUTE_HOST = "local-compute"
 
 # What the cloud offers (made once, in the cached state).
 # The servers' network is named as the example stacks name it (queue-workers:network: public,
 # a Rackspace-style public network servers attach to directly).
-PROVIDER_NETWORK = "public"        # shared flat network the servers get their fixed IPs on
+PROVIDER_NETWORK = "public"  # shared flat network the servers get their fixed IPs on
 PROVIDER_CIDR = "10.254.77.0/24"
 PROVIDER_GATEWAY = "10.254.77.1"
-EXTERNAL_NETWORK = "ext-net"       # external flat network floating IPs come from
+EXTERNAL_NETWORK = "ext-net"  # external flat network floating IPs come from
 EXTERNAL_CIDR = "10.254.78.0/24"
 EXTERNAL_GATEWAY = "10.254.78.1"
-ROUTER = "public-router"           # gateway on ext-net, interface on public: floating IPs work
+ROUTER = "public-router"  # gateway on ext-net, interface on public: floating IPs work
 BASE_IMAGE = "debian-12"
 # name: (RAM MiB, vCPUs, disk GiB). general1-* are the names the example stacks ask for.
 FLAVORS = {
@@ -96,15 +100,22 @@ def installed_version(venv: Path, dist: str) -> str:
     if not found:
         raise FileNotFoundError(
             f"{dist} is not installed in {venv}; run `make venv-openstack` (or set "
-            "QW_OPENSTACK_VENV to a virtualenv made from devenv/requirements-openstack.txt)")
-    return found[-1].name[len(dist) + 1:-len(".dist-info")]
+            "QW_OPENSTACK_VENV to a virtualenv made from devenv/requirements-openstack.txt)"
+        )
+    return found[-1].name[len(dist) + 1 : -len(".dist-info")]
 
 
 def state_key(venv: Path, image: Path) -> str:
     """Names the cached cloud state by the service versions, the base image and this recipe."""
-    versions = "_".join(f"{short}-{installed_version(venv, dist)}" for short, dist in (
-        ("nova", "nova"), ("neutron", "neutron"), ("glance", "glance"),
-        ("placement", "openstack_placement")))
+    versions = "_".join(
+        f"{short}-{installed_version(venv, dist)}"
+        for short, dist in (
+            ("nova", "nova"),
+            ("neutron", "neutron"),
+            ("glance", "glance"),
+            ("placement", "openstack_placement"),
+        )
+    )
     return f"{versions}_img-{_sha256(image)[:12]}_r{RECIPE}"
 
 
@@ -147,39 +158,42 @@ def _placeholder_image() -> Path:
 
 # --- configuration ---------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class CloudConfig:
     """Everything the config files of one run depend on."""
 
     venv: Path
-    state: Path            # the (copy of the) state: databases, glance images, nova state_path
-    run_dir: Path          # config folders, logs, lock folders, instances
-    ports: dict            # keystone, nova, metadata, placement, glance, neutron
+    state: Path  # the (copy of the) state: databases, glance images, nova state_path
+    run_dir: Path  # config folders, logs, lock folders, instances
+    ports: dict  # keystone, nova, metadata, placement, glance, neutron
     secrets: dict
-    transport_url: str     # the broker
+    transport_url: str  # the broker
     driver: str = FAKE_DRIVER
 
     def auth(self, user: str, section_extra: str = "") -> str:
         """Password-auth options for service user ``user`` (project service)."""
-        return (f"auth_type = password\nauth_url = http://127.0.0.1:{self.ports['keystone']}/v3\n"
-                f"username = {user}\npassword = {self.secrets[user]}\n"
-                f"project_name = {keystone.SERVICE_PROJECT}\nuser_domain_name = Default\n"
-                f"project_domain_name = Default\nregion_name = {keystone.REGION}\n{section_extra}")
+        return (
+            f"auth_type = password\nauth_url = http://127.0.0.1:{self.ports['keystone']}/v3\n"
+            f"username = {user}\npassword = {self.secrets[user]}\n"
+            f"project_name = {keystone.SERVICE_PROJECT}\nuser_domain_name = Default\n"
+            f"project_domain_name = Default\nregion_name = {keystone.REGION}\n{section_extra}"
+        )
 
     def authtoken(self, user: str, service_type: str) -> str:
         """``[keystone_authtoken]`` for a service validating tokens as ``user``."""
-        return ("[keystone_authtoken]\n"
-                f"www_authenticate_uri = http://127.0.0.1:{self.ports['keystone']}/v3\n"
-                "interface = public\n"
-                # Application credentials with access rules are refused (401) without it.
-                f"service_type = {service_type}\n" + self.auth(user))
+        return (
+            "[keystone_authtoken]\n"
+            f"www_authenticate_uri = http://127.0.0.1:{self.ports['keystone']}/v3\n"
+            "interface = public\n"
+            # Application credentials with access rules are refused (401) without it.
+            f"service_type = {service_type}\n" + self.auth(user)
+        )
 
     def common(self, service: str) -> str:
         lock = self.run_dir / "lock" / service
         lock.mkdir(parents=True, exist_ok=True)
-        return ("[DEFAULT]\n"
-                f"log_file = {self.run_dir / (service + '.log')}\n"
-                f"debug = {keystone._debug()}\n")
+        return f"[DEFAULT]\nlog_file = {self.run_dir / (service + '.log')}\ndebug = {keystone._debug()}\n"
 
     def conf_dir(self, service: str) -> Path:
         path = self.run_dir / "etc" / service
@@ -188,8 +202,12 @@ class CloudConfig:
 
     def write_all(self) -> dict[str, Path]:
         """Write every service's config; returns ``{service: config folder}``."""
-        return {"placement": self.write_placement(), "glance": self.write_glance(),
-                "neutron": self.write_neutron(), "nova": self.write_nova()}
+        return {
+            "placement": self.write_placement(),
+            "glance": self.write_glance(),
+            "neutron": self.write_neutron(),
+            "nova": self.write_nova(),
+        }
 
     def _lock(self, service: str) -> str:
         return f"[oslo_concurrency]\nlock_path = {self.run_dir / 'lock' / service}\n"
@@ -200,7 +218,9 @@ class CloudConfig:
             self.common("placement")
             + f"[placement_database]\nconnection = sqlite:///{self.state / 'placement.sqlite'}\n"
             + "[api]\nauth_strategy = keystone\n"
-            + self.authtoken("placement", "placement") + self._lock("placement"))
+            + self.authtoken("placement", "placement")
+            + self._lock("placement")
+        )
         return d
 
     def write_glance(self) -> Path:
@@ -220,7 +240,9 @@ class CloudConfig:
             + "[paste_deploy]\nflavor = keystone\n"
             + f"config_file = {self.venv / 'etc' / 'glance' / 'glance-api-paste.ini'}\n"
             + "[oslo_messaging_notifications]\ndriver = noop\n"
-            + self.authtoken("glance", "image") + self._lock("glance"))
+            + self.authtoken("glance", "image")
+            + self._lock("glance")
+        )
         return d
 
     def write_neutron(self) -> Path:
@@ -237,14 +259,18 @@ class CloudConfig:
             + "notify_nova_on_port_data_changes = true\n"
             + f"[database]\nconnection = sqlite:///{self.state / 'neutron.sqlite'}\n"
             + self.authtoken("neutron", "network")
-            + "[nova]\n" + self.auth("neutron")
-            + "[oslo_messaging_notifications]\ndriver = noop\n" + self._lock("neutron"))
+            + "[nova]\n"
+            + self.auth("neutron")
+            + "[oslo_messaging_notifications]\ndriver = noop\n"
+            + self._lock("neutron")
+        )
         (d / "plugins" / "ml2" / "ml2_conf.ini").write_text(
             "[ml2]\ntype_drivers = flat,local,vxlan\ntenant_network_types = vxlan\n"
             "mechanism_drivers = qw_noop\nextension_drivers = port_security\n"
             f"[ml2_type_flat]\nflat_networks = {EXTERNAL_NETWORK},{PROVIDER_NETWORK}\n"
             "[ml2_type_vxlan]\nvni_ranges = 1:1000\n"
-            "[securitygroup]\nenable_security_group = true\nfirewall_driver = noop\n")
+            "[securitygroup]\nenable_security_group = true\nfirewall_driver = noop\n"
+        )
         return d
 
     def write_nova(self) -> Path:
@@ -265,7 +291,6 @@ class CloudConfig:
             # A server that powers itself off (a drained consumer's unit) shows SHUTOFF within
             # seconds, as libvirt's lifecycle events make it on a real cloud (default 600 s).
             + "sync_power_state_interval = 3\n"
-
             + "[api]\nauth_strategy = keystone\ndhcp_domain =\n"
             + f"[api_database]\nconnection = sqlite:///{self.state / 'nova_api.sqlite'}\n"
             + f"[database]\nconnection = sqlite:///{nova_db}\n"
@@ -273,15 +298,20 @@ class CloudConfig:
             # Maps nova-compute's host to cell1 once it first reports (then kept in the state).
             + "discover_hosts_in_cells_interval = 2\n"
             + self.authtoken("nova", "compute")
-            + "[placement]\n" + self.auth("nova")
+            + "[placement]\n"
+            + self.auth("nova")
             # No Neutron metadata agent: requests reach the metadata API from the server's own
             # address (devenv.machines routes 169.254.169.254 there), which Nova maps to the
             # instance through Neutron's ports, as it does without a metadata proxy.
-            + "[neutron]\n" + self.auth("nova", "service_metadata_proxy = false\n")
-            + "[glance]\n" + self.auth("nova")
-            + "[cinder]\n" + self.auth("nova")
+            + "[neutron]\n"
+            + self.auth("nova", "service_metadata_proxy = false\n")
+            + "[glance]\n"
+            + self.auth("nova")
+            + "[cinder]\n"
+            + self.auth("nova")
             # Without it Neutron's policy refuses nova's delete of a server's port.
-            + "[service_user]\nsend_service_user_token = true\n" + self.auth("nova")
+            + "[service_user]\nsend_service_user_token = true\n"
+            + self.auth("nova")
             + "[oslo_messaging_notifications]\ndriver = noop\n"
             + "[notifications]\nnotification_format = unversioned\n"
             + "[vnc]\nenabled = false\n[spice]\nenabled = false\n"
@@ -289,11 +319,13 @@ class CloudConfig:
             + "[quota]\ninstances = 20\ncores = 40\nram = 102400\n"
             # Where the metadata API listens: the driver routes each server's 169.254.169.254 here.
             + f"[qw_machines]\nmetadata_port = {self.ports['metadata']}\n"
-            + self._lock("nova"))
+            + self._lock("nova")
+        )
         return d
 
 
 # --- the cached state --------------------------------------------------------------------
+
 
 def _run(cmd: list, what: str, env: dict | None = None) -> None:
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
@@ -310,8 +342,14 @@ def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
     bin_ = cfg.venv / "bin"
     env = service_env()
     steps = [
-        ([bin_ / "placement-manage", "--config-dir", dirs["placement"], "db", "sync"], "placement-manage db sync"),
-        ([bin_ / "glance-manage", "--config-file", dirs["glance"] / "glance-api.conf", "db_sync"], "glance-manage db_sync"),
+        (
+            [bin_ / "placement-manage", "--config-dir", dirs["placement"], "db", "sync"],
+            "placement-manage db sync",
+        ),
+        (
+            [bin_ / "glance-manage", "--config-file", dirs["glance"] / "glance-api.conf", "db_sync"],
+            "glance-manage db_sync",
+        ),
     ]
     errors_all: list = []
     threads = []
@@ -319,18 +357,42 @@ def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
         t = threading.Thread(target=_capture_into, args=(errors_all, _run, cmd, what, env))
         t.start()
         threads.append(t)
-    neutron_conf = ["--config-file", dirs["neutron"] / "neutron.conf",
-                    "--config-file", dirs["neutron"] / "plugins" / "ml2" / "ml2_conf.ini"]
-    _run([bin_ / "python", "-c",
-          "import sys, sqlalchemy as sa; from neutron.db.migration.models import head;"
-          "head.get_metadata().create_all(sa.create_engine(sys.argv[1]))",
-          f"sqlite:///{cfg.state / 'neutron.sqlite'}"], "neutron schema from its models", env)
+    neutron_conf = [
+        "--config-file",
+        dirs["neutron"] / "neutron.conf",
+        "--config-file",
+        dirs["neutron"] / "plugins" / "ml2" / "ml2_conf.ini",
+    ]
+    _run(
+        [
+            bin_ / "python",
+            "-c",
+            "import sys, sqlalchemy as sa; from neutron.db.migration.models import head;"
+            "head.get_metadata().create_all(sa.create_engine(sys.argv[1]))",
+            f"sqlite:///{cfg.state / 'neutron.sqlite'}",
+        ],
+        "neutron schema from its models",
+        env,
+    )
     _run([bin_ / "neutron-db-manage", *neutron_conf, "stamp", "heads"], "neutron-db-manage stamp heads", env)
     nova = [bin_ / "nova-manage", "--config-dir", dirs["nova"]]
     _run([*nova, "api_db", "sync"], "nova-manage api_db sync", env)
-    _run([*nova, "cell_v2", "map_cell0", "--database_connection",
-          f"sqlite:///{cfg.state / 'nova_cell0.sqlite'}"], "nova-manage cell_v2 map_cell0", env)
-    _run([*nova, "cell_v2", "create_cell", "--name", "cell1", "--verbose"], "nova-manage cell_v2 create_cell", env)
+    _run(
+        [
+            *nova,
+            "cell_v2",
+            "map_cell0",
+            "--database_connection",
+            f"sqlite:///{cfg.state / 'nova_cell0.sqlite'}",
+        ],
+        "nova-manage cell_v2 map_cell0",
+        env,
+    )
+    _run(
+        [*nova, "cell_v2", "create_cell", "--name", "cell1", "--verbose"],
+        "nova-manage cell_v2 create_cell",
+        env,
+    )
     _run([*nova, "db", "sync"], "nova-manage db sync", env)
     for t in threads:
         t.join()
@@ -367,8 +429,10 @@ def relocate_state(state: Path, built_at: str, transport_url: str) -> None:
         con.close()
     con = sqlite3.connect(str(state / "nova_api.sqlite"))
     try:
-        con.execute("UPDATE cell_mappings SET database_connection = replace(database_connection, ?, ?)",
-                    (built_at, new))
+        con.execute(
+            "UPDATE cell_mappings SET database_connection = replace(database_connection, ?, ?)",
+            (built_at, new),
+        )
         con.execute("UPDATE cell_mappings SET transport_url = ? WHERE name = 'cell1'", (transport_url,))
         con.commit()
     finally:
@@ -382,27 +446,53 @@ def create_objects(admin, image: Path, progress=print) -> None:
         if admin.compute.find_flavor(name) is None:
             admin.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk, is_public=True)
     public = admin.network.create_network(
-        name=EXTERNAL_NETWORK, is_router_external=True, provider_network_type="flat",
-        provider_physical_network=EXTERNAL_NETWORK)
-    admin.network.create_subnet(network_id=public.id, name=f"{EXTERNAL_NETWORK}-subnet", ip_version=4,
-                                cidr=EXTERNAL_CIDR, gateway_ip=EXTERNAL_GATEWAY, is_dhcp_enabled=False)
+        name=EXTERNAL_NETWORK,
+        is_router_external=True,
+        provider_network_type="flat",
+        provider_physical_network=EXTERNAL_NETWORK,
+    )
+    admin.network.create_subnet(
+        network_id=public.id,
+        name=f"{EXTERNAL_NETWORK}-subnet",
+        ip_version=4,
+        cidr=EXTERNAL_CIDR,
+        gateway_ip=EXTERNAL_GATEWAY,
+        is_dhcp_enabled=False,
+    )
     provider = admin.network.create_network(
-        name=PROVIDER_NETWORK, is_shared=True, provider_network_type="flat",
-        provider_physical_network=PROVIDER_NETWORK)
+        name=PROVIDER_NETWORK,
+        is_shared=True,
+        provider_network_type="flat",
+        provider_physical_network=PROVIDER_NETWORK,
+    )
     subnet = admin.network.create_subnet(
-        network_id=provider.id, name=f"{PROVIDER_NETWORK}-subnet", ip_version=4, cidr=PROVIDER_CIDR,
-        gateway_ip=PROVIDER_GATEWAY, is_dhcp_enabled=False)
+        network_id=provider.id,
+        name=f"{PROVIDER_NETWORK}-subnet",
+        ip_version=4,
+        cidr=PROVIDER_CIDR,
+        gateway_ip=PROVIDER_GATEWAY,
+        is_dhcp_enabled=False,
+    )
     router = admin.network.create_router(name=ROUTER, external_gateway_info={"network_id": public.id})
     admin.network.add_interface_to_router(router, subnet_id=subnet.id)
     progress(f"cloud: uploading {image.name} ({image.stat().st_size >> 20} MiB) to Glance as {BASE_IMAGE}")
     created = admin.image.create_image(
-        name=BASE_IMAGE, filename=str(image), disk_format="raw", container_format="bare",
-        visibility="public", os_distro="debian", os_version="12", wait=True,
-        allow_duplicates=True, validate_checksum=False)
+        name=BASE_IMAGE,
+        filename=str(image),
+        disk_format="raw",
+        container_format="bare",
+        visibility="public",
+        os_distro="debian",
+        os_version="12",
+        wait=True,
+        allow_duplicates=True,
+        validate_checksum=False,
+    )
     admin.image.wait_for_status(created, status="active", wait=300)
 
 
 # --- processes ------------------------------------------------------------------------------
+
 
 class CloudServices:
     """The cloud's processes for one run, started and stopped by PID."""
@@ -415,17 +505,36 @@ class CloudServices:
     def _spawn(self, name: str, cmd: list) -> None:
         out = open(self.cfg.run_dir / f"{name}.out", "ab")
         self.procs[name] = subprocess.Popen(
-            [str(c) for c in cmd], cwd=REPO, env=service_env(), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [str(c) for c in cmd],
+            cwd=REPO,
+            env=service_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def start_apis(self) -> None:
         """Start the WSGI services (they need Keystone only when the first request comes)."""
         py = self.cfg.venv / "bin" / "python"
         for name, (app, dir_env) in WSGI_SERVICES.items():
             conf_dir = self.dirs["nova" if name == "metadata" else name]
-            self._spawn(name, [py, "-m", "devenv.openstack_serve", "--app", app,
-                               "--port", self.cfg.ports[name], "--config-dir-env", f"{dir_env}={conf_dir}",
-                               "--access-log", self.cfg.run_dir / f"{name}.access.log"])
+            self._spawn(
+                name,
+                [
+                    py,
+                    "-m",
+                    "devenv.openstack_serve",
+                    "--app",
+                    app,
+                    "--port",
+                    self.cfg.ports[name],
+                    "--config-dir-env",
+                    f"{dir_env}={conf_dir}",
+                    "--access-log",
+                    self.cfg.run_dir / f"{name}.access.log",
+                ],
+            )
 
     def start_nova_services(self) -> None:
         """Start conductor, scheduler and compute (they need the broker)."""
@@ -433,35 +542,47 @@ class CloudServices:
         py = self.cfg.venv / "bin" / "python"
         for command, main in NOVA_COMMANDS.items():
             # Through the shim, so their sqlite transactions take the write lock up front too.
-            self._spawn(command, [py, "-m", "devenv.openstack_serve", "--main", main, "--",
-                                  "--config-dir", nova_dir])
+            self._spawn(
+                command, [py, "-m", "devenv.openstack_serve", "--main", main, "--", "--config-dir", nova_dir]
+            )
 
     def wait_apis(self, timeout: float = 120) -> None:
         """Wait until every WSGI service answers on its port."""
         from devenv.controlplane import _http_ok
+
         for name in WSGI_SERVICES:
             port = self.cfg.ports[name]
-            wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/"), timeout, name, self.procs[name],
-                       str(self.cfg.run_dir / f"{name}.out"))
+            wait_until(
+                lambda: _http_ok(f"http://127.0.0.1:{port}/"),
+                timeout,
+                name,
+                self.procs[name],
+                str(self.cfg.run_dir / f"{name}.out"),
+            )
 
     def check_alive(self) -> None:
         """Raise if a service this object started has exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 from devenv.procs import log_tail
-                raise RuntimeError(f"{name} exited with code {proc.returncode}"
-                                   f"{log_tail(str(self.cfg.run_dir / (name + '.out')))}"
-                                   f"{log_tail(str(self.cfg.run_dir / 'nova.log'))}")
+
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}"
+                    f"{log_tail(str(self.cfg.run_dir / (name + '.out')))}"
+                    f"{log_tail(str(self.cfg.run_dir / 'nova.log'))}"
+                )
 
     def delete_servers(self, admin_session, timeout: float = 120) -> None:
         """Delete every server of every project through Nova (what a user's delete does), so the
         compute driver tears its machine down; used before the services stop."""
         from keystoneauth1 import adapter
+
         nova = adapter.Adapter(admin_session, service_type="compute", interface="public")
 
         def servers():
             resp = nova.get("/servers?all_tenants=1", raise_exc=False)
             return resp.json()["servers"] if resp.status_code == 200 else []
+
         for server in servers():
             nova.delete(f"/servers/{server['id']}", raise_exc=False)
         with contextlib.suppress(TimeoutError):
@@ -474,6 +595,7 @@ class CloudServices:
         if not machines_available() or not instances.is_dir():
             return
         from devenv.machines import Machine
+
         for run_dir in instances.iterdir():
             if run_dir.is_dir() and len(run_dir.name) == 36:
                 Machine(machine_name(run_dir.name), run_dir).destroy()
@@ -515,12 +637,14 @@ def new_ports() -> dict:
     return {name: free_port() for name in WSGI_SERVICES}
 
 
-def wait_compute_ready(admin_session, state: Path, since: str, timeout: float = 120,
-                       check=lambda: None) -> None:
+def wait_compute_ready(
+    admin_session, state: Path, since: str, timeout: float = 120, check=lambda: None
+) -> None:
     """Wait until servers can be scheduled: nova-compute has reported since ``since`` (UTC ISO
     time; an older heartbeat is the cached state's), its host is mapped to cell1, and its node
     is a resource provider in Placement."""
     from keystoneauth1 import adapter
+
     nova = adapter.Adapter(admin_session, service_type="compute", interface="public")
     placement = adapter.Adapter(admin_session, service_type="placement", interface="public")
 
@@ -536,10 +660,14 @@ def wait_compute_ready(admin_session, state: Path, since: str, timeout: float = 
         services = nova.get("/os-services?binary=nova-compute", raise_exc=False)
         if services.status_code != 200:
             return False
-        up = [s for s in services.json()["services"]
-              if s["state"] == "up" and s["status"] == "enabled" and (s["updated_at"] or "") >= since]
+        up = [
+            s
+            for s in services.json()["services"]
+            if s["state"] == "up" and s["status"] == "enabled" and (s["updated_at"] or "") >= since
+        ]
         if not up or not mapped():
             return False
         rps = placement.get("/resource_providers", raise_exc=False)
         return rps.status_code == 200 and bool(rps.json()["resource_providers"])
+
     wait_until(ready, timeout, "nova-compute (reporting, host mapped, resource provider in placement)")

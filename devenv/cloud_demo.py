@@ -7,6 +7,7 @@ states, messages handled) while the stack's own monitor grows the group, the con
 queue and the monitor shrinks the group back; then destroy. ``tests/cloud/test_whole_loop.py``
 runs the same pieces and asserts on them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def wait_for(what: str, fn, timeout: float, poll: float = 2.0, on_poll=None):
 
 def make_key(directory: Path) -> tuple[str, str]:
     """A fresh ed25519 key pair in ``directory``: (private key path, public key line)."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qw-loop", "-f", str(directory / "id")],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qw-loop", "-f", str(directory / "id")],
+        check=True,
+    )
     return str(directory / "id"), (directory / "id.pub").read_text().strip()
 
 
@@ -71,8 +74,14 @@ def bake_template(cp, out_dir: Path, out=None) -> dict:
 
     if not image.DEFAULT_OUTPUT.exists():
         image.build()
-    opts = BakeOptions(connection=cp.connection("local"), network=PROVIDER_NETWORK, flavor="m1.tiny",
-                       image_archive=image.DEFAULT_OUTPUT, manifest=out_dir / "manifest.json", timeout=900)
+    opts = BakeOptions(
+        connection=cp.connection("local"),
+        network=PROVIDER_NETWORK,
+        flavor="m1.tiny",
+        image_archive=image.DEFAULT_OUTPUT,
+        manifest=out_dir / "manifest.json",
+        timeout=900,
+    )
     return Bake(opts, out=out).run()
 
 
@@ -87,9 +96,18 @@ def open_stack_queue(cp, name: str):
 def loop_config(queue_name: str, key_pair: str) -> dict:
     """The overrides of Pulumi.local.yaml for a loop of minutes: bounds, thresholds, short cooldowns,
     and SSH (a key pair and an ingress rule) so the consumers' logs can be read."""
-    return {"queueName": queue_name, "minSize": MIN_SIZE, "maxSize": MAX_SIZE, "keyPair": key_pair,
-            "sshCidrs": ["0.0.0.0/0"], "scaleUpThreshold": 5, "scaleDownThreshold": 0,
-            "scaleUpCooldown": 10, "scaleDownCooldown": 10, "monitorInterval": 3}
+    return {
+        "queueName": queue_name,
+        "minSize": MIN_SIZE,
+        "maxSize": MAX_SIZE,
+        "keyPair": key_pair,
+        "sshCidrs": ["0.0.0.0/0"],
+        "scaleUpThreshold": 5,
+        "scaleDownThreshold": 0,
+        "scaleUpCooldown": 10,
+        "scaleDownCooldown": 10,
+        "monitorInterval": 3,
+    }
 
 
 class MemberLogs:
@@ -103,8 +121,11 @@ class MemberLogs:
 
     def members(self) -> list:
         """The group's servers now (the monitor's server excluded)."""
-        return [s for s in self.conn.compute.servers() if s.id != self.monitor_id
-                and (s.metadata or {}).get("qw_role") == "consumer"]
+        return [
+            s
+            for s in self.conn.compute.servers()
+            if s.id != self.monitor_id and (s.metadata or {}).get("qw_role") == "consumer"
+        ]
 
     def poll(self) -> list:
         """Read every live member's log once (a member being deleted keeps its last read)."""
@@ -126,13 +147,18 @@ class MemberLogs:
                 continue
             address = next(iter(s.addresses.values()))[0]["addr"]
             try:
-                with pinned_connection(address, 22, "debian", self.key_path, host_keys_from_console(console)) as c:
+                with pinned_connection(
+                    address, 22, "debian", self.key_path, host_keys_from_console(console)
+                ) as c:
                     text = c.sudo("docker logs queue-workers-consumer 2>&1", warn=True, hide=True).stdout
-            except Exception as exc:  # noqa: BLE001 - a member going away; its last read stays
+            except Exception as exc:
                 self.out(f"  (no log from {s.name}: {exc})")
                 continue
-            recs = [r for r in map(_json_or_none, text.splitlines())
-                    if isinstance(r, dict) and r.get("event") == "message"]
+            recs = [
+                r
+                for r in map(_json_or_none, text.splitlines())
+                if isinstance(r, dict) and r.get("event") == "message"
+            ]
             if len(recs) >= len(self.lines.get(s.id, [])):
                 self.lines[s.id] = recs
         return live
@@ -176,21 +202,31 @@ def run_loop(cp, work_dir: Path, out=print) -> dict:
         def view():
             live = logs.poll()
             stats = queue.stats()
-            out(f"  queue free {stats.free:3d} claimed {stats.claimed:3d} | members "
-                f"{' '.join(s.status for s in live) or '-':30s} | handled {len(set(logs.done_ids()))}")
+            out(
+                f"  queue free {stats.free:3d} claimed {stats.claimed:3d} | members "
+                f"{' '.join(s.status for s in live) or '-':30s} | handled {len(set(logs.done_ids()))}"
+            )
 
         wait_for("the monitor to grow the group", lambda: logs.max_members > MIN_SIZE, 600, 3, view)
         phases.end("scale up (first member)")
         wait_for("the consumers to drain the queue", lambda: queue.stats().total == 0, 1200, 3, view)
         logs.poll()
         phases.end(f"drain ({len(logs.seen)} members seen, at most {logs.max_members} at once)")
-        wait_for("the monitor to shrink the group back", lambda: len(logs.members()) == MIN_SIZE, 900, 3, view)
+        wait_for(
+            "the monitor to shrink the group back", lambda: len(logs.members()) == MIN_SIZE, 900, 3, view
+        )
         phases.end("scale down")
-        result.update(done=logs.done_ids(), max_members=logs.max_members, members_after=len(logs.members()),
-                      dead_letters=open_stack_queue(cp, f"{queue_name}-dlq").stats().total)
+        result.update(
+            done=logs.done_ids(),
+            max_members=logs.max_members,
+            members_after=len(logs.members()),
+            dead_letters=open_stack_queue(cp, f"{queue_name}-dlq").stats().total,
+        )
         done = result["done"]
-        out(f"produced {MESSAGES}, handled {len(done)} ({len(set(done))} distinct, {len(done) - len(set(done))} "
-            f"duplicates) by {len(logs.lines)} members; dead letters: {result['dead_letters']}")
+        out(
+            f"produced {MESSAGES}, handled {len(done)} ({len(set(done))} distinct, {len(done) - len(set(done))} "
+            f"duplicates) by {len(logs.lines)} members; dead letters: {result['dead_letters']}"
+        )
     finally:
         try:
             d.destroy()
@@ -203,7 +239,9 @@ def run_loop(cp, work_dir: Path, out=print) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m devenv cloud-demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", help="keep the local cloud's configs and logs here (default: a temporary directory)")
+    p.add_argument(
+        "--run-dir", help="keep the local cloud's configs and logs here (default: a temporary directory)"
+    )
     return p
 
 
@@ -213,12 +251,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    with tempfile.TemporaryDirectory(prefix="qw-cloud-demo-") as work, \
-            ControlPlane(run_dir=args.run_dir, cloud=True, messaging=True, progress=say) as cp:
+    with (
+        tempfile.TemporaryDirectory(prefix="qw-cloud-demo-") as work,
+        ControlPlane(run_dir=args.run_dir, cloud=True, messaging=True, progress=say) as cp,
+    ):
         r = run_loop(cp, Path(work), say)
     ok = set(r["done"]) == set(r["posted"]) and r["max_members"] > MIN_SIZE and r["members_after"] == MIN_SIZE
-    say("the whole loop ran: every message handled, the group grew and came back" if ok else
-        "the loop did not complete: see above")
+    say(
+        "the whole loop ran: every message handled, the group grew and came back"
+        if ok
+        else "the loop did not complete: see above"
+    )
     return 0 if ok else 1
 
 

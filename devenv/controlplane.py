@@ -15,6 +15,7 @@ the base image in Glance) is built once on top of that one (``<repo>/.cache/cont
 and copied the same way. Servers listen on free 127.0.0.1 ports and are stopped by the PIDs this
 module started. ``python -m devenv.controlplane [--cloud]`` runs it in the foreground.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,10 +84,25 @@ def _http_ok(url: str, accept=range(200, 500)) -> bool:
 def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess.Popen:
     out = open(log, "ab")
     return subprocess.Popen(
-        [str(venv / "bin" / "python"), "-m", "devenv.keystone", "serve", "--config-dir", str(state),
-         "--port", str(port), "--access-log", str(log.with_suffix(".access.log"))],
-        cwd=REPO, env=_python_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "devenv.keystone",
+            "serve",
+            "--config-dir",
+            str(state),
+            "--port",
+            str(port),
+            "--access-log",
+            str(log.with_suffix(".access.log")),
+        ],
+        cwd=REPO,
+        env=_python_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def build_state(venv: Path | None = None, progress=print) -> Path:
@@ -97,8 +113,9 @@ def build_state(venv: Path | None = None, progress=print) -> Path:
     venv = Path(venv or openstack_venv())
     root = cache_dir()
     target = root / state_key(venv)
-    return _build_once(target, "the Keystone + Heat state", "~20 s", lambda work: _build(venv, work),
-                       progress)
+    return _build_once(
+        target, "the Keystone + Heat state", "~20 s", lambda work: _build(venv, work), progress
+    )
 
 
 def _build_once(target: Path, what: str, expected: str, build, progress) -> Path:
@@ -128,9 +145,19 @@ def _build_once(target: Path, what: str, expected: str, build, progress) -> Path
 
 
 def _build(venv: Path, work: Path) -> None:
-    secrets = {name: _secrets.token_urlsafe(18)
-               for name in ("admin", "heat", "heat_domain_admin", "demo", "zaqar", "metadata",
-                            "rabbit", *keystone.CLOUD_USERS)}
+    secrets = {
+        name: _secrets.token_urlsafe(18)
+        for name in (
+            "admin",
+            "heat",
+            "heat_domain_admin",
+            "demo",
+            "zaqar",
+            "metadata",
+            "rabbit",
+            *keystone.CLOUD_USERS,
+        )
+    }
     secrets["auth_encryption_key"] = _secrets.token_hex(16)  # Heat wants exactly 32 characters
     secrets_file = work / "secrets.json"
     secrets_file.touch(mode=0o600)
@@ -144,16 +171,20 @@ def _build(venv: Path, work: Path) -> None:
     log = work / "keystone-build.log"
     proc = _start_keystone(venv, work, ports["keystone"], log)
     try:
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{ports['keystone']}/v3", range(200, 300)),
-                   60, "keystone (build)", proc, str(log))
+        wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{ports['keystone']}/v3", range(200, 300)),
+            60,
+            "keystone (build)",
+            proc,
+            str(log),
+        )
         keystone.create_objects(_admin_session(ports["keystone"], secrets["admin"]), secrets, ports)
     finally:
         stop_process(proc)
     heat_db.join()
     if heat_db.error:  # type: ignore[attr-defined]
         raise heat_db.error  # type: ignore[attr-defined]
-    for leftover in ("keystone.conf", "heat.conf", "keystone-build.log",
-                     "keystone-build.access.log", "lock"):
+    for leftover in ("keystone.conf", "heat.conf", "keystone-build.log", "keystone-build.access.log", "lock"):
         p = work / leftover
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -169,8 +200,9 @@ def build_cloud_state(venv: Path | None = None, progress=print) -> Path:
     def build(work: Path) -> None:
         work.rmdir()
         shutil.copytree(base, work)
-        cp = ControlPlane(run_dir=Path(tempfile.mkdtemp(prefix="qw-cloud-build-")), venv=venv,
-                          progress=progress, cloud=True)
+        cp = ControlPlane(
+            run_dir=Path(tempfile.mkdtemp(prefix="qw-cloud-build-")), venv=venv, progress=progress, cloud=True
+        )
         cp._own_dir = True
         try:
             cp._start_on(work, building=True)
@@ -178,6 +210,7 @@ def build_cloud_state(venv: Path | None = None, progress=print) -> Path:
         finally:
             cp.stop()
         (work / "BUILT_AT").write_text(str(work))  # relocate_state() rewrites it in each copy
+
     return _build_once(target, "the cloud's state", "about 2.5 min", build, progress)
 
 
@@ -194,6 +227,7 @@ def _copy_state(state: Path, copy: Path) -> None:
             except OSError:
                 pass
         return shutil.copy2(src, dst)
+
     shutil.copytree(state, copy, copy_function=link_or_copy)
 
 
@@ -209,9 +243,15 @@ def _capture(func, *args):
 def _admin_session(port: int, password: str):
     from keystoneauth1 import session as ks_session
     from keystoneauth1.identity import v3
-    auth = v3.Password(auth_url=f"http://127.0.0.1:{port}/v3", username=keystone.ADMIN_USER,
-                       password=password, project_name="admin", user_domain_id="default",
-                       project_domain_id="default")
+
+    auth = v3.Password(
+        auth_url=f"http://127.0.0.1:{port}/v3",
+        username=keystone.ADMIN_USER,
+        password=password,
+        project_name="admin",
+        user_domain_id="default",
+        project_domain_id="default",
+    )
     return ks_session.Session(auth=auth)
 
 
@@ -223,9 +263,15 @@ class ControlPlane:
     is made (and removed on :meth:`stop`) when none is given.
     """
 
-    def __init__(self, run_dir: str | os.PathLike | None = None, venv: str | os.PathLike | None = None,
-                 progress=print, messaging: bool = False, zaqar_venv: str | os.PathLike | None = None,
-                 cloud: bool = False):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike | None = None,
+        venv: str | os.PathLike | None = None,
+        progress=print,
+        messaging: bool = False,
+        zaqar_venv: str | os.PathLike | None = None,
+        cloud: bool = False,
+    ):
         self.venv = Path(venv or openstack_venv())
         self.cloud = cloud
         self.rabbit = None  # devenv.rabbitmq.LocalRabbitMQ, the cloud's broker
@@ -273,6 +319,7 @@ class ControlPlane:
     def cloud_config(self, cloud: str = CLOUD):
         """openstacksdk's CloudRegion for ``cloud`` from this control plane's clouds.yaml."""
         from openstack import config as os_config
+
         return os_config.OpenStackConfig(config_files=[str(self.clouds_yaml)]).get_one(cloud=cloud)
 
     def session(self, cloud: str = CLOUD):
@@ -282,10 +329,11 @@ class ControlPlane:
     def connection(self, cloud: str = CLOUD):
         """An openstacksdk Connection for ``cloud`` (``local``: demo user; ``local-admin``: admin)."""
         import openstack
+
         return openstack.connection.Connection(config=self.cloud_config(cloud))
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         """Start from a fresh copy of the cached state (built first if missing); prints the time."""
         state = (build_cloud_state if self.cloud else build_state)(self.venv, self.progress)
         started = time.monotonic()  # the start from the cached state (a build is timed on its own)
@@ -309,36 +357,66 @@ class ControlPlane:
             self.ports.update(local_cloud.new_ports())
         keystone.set_endpoints(copy / "keystone.sqlite", self.ports)
         keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
-        conf = heat.write_config(self.run_dir, copy, self.venv, self.ports, self.secrets,
-                                 log_file=self.run_dir / "heat.log")
+        conf = heat.write_config(
+            self.run_dir, copy, self.venv, self.ports, self.secrets, log_file=self.run_dir / "heat.log"
+        )
         zaqar_thread = None
         if self.messaging:
             zaqar_thread = threading.Thread(target=_capture, args=(self._start_zaqar,))
             zaqar_thread.start()  # in parallel: its readiness check accepts 401 before Keystone is up
         try:
-            self.procs["keystone"] = _start_keystone(self.venv, copy, self.ports["keystone"],
-                                                     self.run_dir / "keystone.out")
+            self.procs["keystone"] = _start_keystone(
+                self.venv, copy, self.ports["keystone"], self.run_dir / "keystone.out"
+            )
             out = open(self.run_dir / "heat.out", "ab")
             self.procs["heat"] = subprocess.Popen(
-                [str(self.venv / "bin" / "python"), "-m", "devenv.heat", "serve",
-                 "--config-file", str(conf), "--api-port", str(self.ports["heat"]),
-                 "--cfn-port", str(self.ports["cfn"]),
-                 "--access-log", str(self.run_dir / "heat.access.log")],
-                cwd=REPO, env=_python_env(), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(self.venv / "bin" / "python"),
+                    "-m",
+                    "devenv.heat",
+                    "serve",
+                    "--config-file",
+                    str(conf),
+                    "--api-port",
+                    str(self.ports["heat"]),
+                    "--cfn-port",
+                    str(self.ports["cfn"]),
+                    "--access-log",
+                    str(self.run_dir / "heat.access.log"),
+                ],
+                cwd=REPO,
+                env=_python_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             if self.cloud:
                 self._start_cloud(copy, building)
-            wait_until(lambda: _http_ok(self.url, range(200, 300)), 90, "keystone",
-                       self.procs["keystone"], str(self.run_dir / "keystone.out"))
-            wait_until(lambda: _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
-                       and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/"), 90, "heat",
-                       self.procs["heat"], str(self.run_dir / "heat.out"))
+            wait_until(
+                lambda: _http_ok(self.url, range(200, 300)),
+                90,
+                "keystone",
+                self.procs["keystone"],
+                str(self.run_dir / "keystone.out"),
+            )
+            wait_until(
+                lambda: (
+                    _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
+                    and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/")
+                ),
+                90,
+                "heat",
+                self.procs["heat"],
+                str(self.run_dir / "heat.out"),
+            )
             if zaqar_thread is not None:
                 zaqar_thread.join()
                 if zaqar_thread.error:  # type: ignore[attr-defined]
                     raise zaqar_thread.error  # type: ignore[attr-defined]
-                keystone.add_endpoint(_admin_session(self.ports["keystone"], self.secrets["admin"]),
-                                      "messaging", self.zaqar.url)
+                keystone.add_endpoint(
+                    _admin_session(self.ports["keystone"], self.secrets["admin"]), "messaging", self.zaqar.url
+                )
             self._write_clouds_yaml()
             if self.cloud:
                 self._wait_cloud()
@@ -349,60 +427,94 @@ class ControlPlane:
             raise
         self._write_clouds_yaml()
         self.start_seconds = time.monotonic() - started
-        what = "Keystone, Heat and the cloud (Nova, Glance, Neutron, Placement)" if self.cloud else \
-            f"Keystone {self.url} and Heat {self.heat_url}"
+        what = (
+            "Keystone, Heat and the cloud (Nova, Glance, Neutron, Placement)"
+            if self.cloud
+            else f"Keystone {self.url} and Heat {self.heat_url}"
+        )
         self.progress(f"controlplane: {what} ready in {self.start_seconds:.1f} s")
 
     def _start_cloud(self, state: Path, building: bool) -> None:
         """The broker, then the cloud's config files, (when building) databases, and processes."""
         from devenv.rabbitmq import LocalRabbitMQ
+
         self.rabbit = LocalRabbitMQ(data_dir=str(self.run_dir / "rabbitmq"))
         self.rabbit.start()
         amqp = self.rabbit.add_user("openstack", self.secrets["rabbit"])
         transport_url = "rabbit://" + amqp.split("://", 1)[1]
-        cfg = local_cloud.CloudConfig(venv=self.venv, state=state, run_dir=self.run_dir,
-                                      ports=self.ports, secrets=self.secrets,
-                                      transport_url=transport_url, driver=local_cloud.compute_driver())
+        cfg = local_cloud.CloudConfig(
+            venv=self.venv,
+            state=state,
+            run_dir=self.run_dir,
+            ports=self.ports,
+            secrets=self.secrets,
+            transport_url=transport_url,
+            driver=local_cloud.compute_driver(),
+        )
         dirs = cfg.write_all()
         if building:
             local_cloud.init_databases(cfg, dirs)
             # The services find each other through the catalog: register them before they start.
-            wait_until(lambda: _http_ok(self.url, range(200, 300)), 90, "keystone",
-                       self.procs["keystone"], str(self.run_dir / "keystone.out"))
+            wait_until(
+                lambda: _http_ok(self.url, range(200, 300)),
+                90,
+                "keystone",
+                self.procs["keystone"],
+                str(self.run_dir / "keystone.out"),
+            )
             admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
             for stype in ("compute", "placement", "image", "network"):
                 keystone.add_endpoint(admin, stype, keystone.CATALOG[stype][1].format(**self.ports))
         else:
             local_cloud.relocate_state(state, (state / "BUILT_AT").read_text(), transport_url)
         self.services = local_cloud.CloudServices(cfg, dirs)
-        self._cloud_since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self._cloud_since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         self.services.start_apis()
         self.services.start_nova_services()
 
     def _wait_cloud(self) -> None:
         admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
         self.services.wait_apis()
-        local_cloud.wait_compute_ready(admin, self.services.cfg.state, self._cloud_since,
-                                       check=self.services.check_alive)
+        local_cloud.wait_compute_ready(
+            admin, self.services.cfg.state, self._cloud_since, check=self.services.check_alive
+        )
 
     def _start_zaqar(self) -> None:
         from devenv.zaqar import LocalZaqar
-        self.zaqar = LocalZaqar(venv=self.zaqar_venv, keystone={
-            "auth_url": self.url, "username": keystone.ZAQAR_USER,
-            "password": self.secrets["zaqar"], "project_name": keystone.SERVICE_PROJECT})
+
+        self.zaqar = LocalZaqar(
+            venv=self.zaqar_venv,
+            keystone={
+                "auth_url": self.url,
+                "username": keystone.ZAQAR_USER,
+                "password": self.secrets["zaqar"],
+                "project_name": keystone.SERVICE_PROJECT,
+            },
+        )
         self.zaqar.start()
 
     def _write_clouds_yaml(self) -> None:
         def cloud(user, password, project):
-            return {"auth": {"auth_url": self.url, "username": user, "password": password,
-                             "project_name": project, "user_domain_name": "Default",
-                             "project_domain_name": "Default"},
-                    "region_name": keystone.REGION, "interface": "public",
-                    "identity_api_version": 3}
-        clouds = {"clouds": {
-            CLOUD: cloud(keystone.DEMO_USER, self.secrets["demo"], keystone.DEMO_PROJECT),
-            ADMIN_CLOUD: cloud(keystone.ADMIN_USER, self.secrets["admin"], "admin"),
-        }}
+            return {
+                "auth": {
+                    "auth_url": self.url,
+                    "username": user,
+                    "password": password,
+                    "project_name": project,
+                    "user_domain_name": "Default",
+                    "project_domain_name": "Default",
+                },
+                "region_name": keystone.REGION,
+                "interface": "public",
+                "identity_api_version": 3,
+            }
+
+        clouds = {
+            "clouds": {
+                CLOUD: cloud(keystone.DEMO_USER, self.secrets["demo"], keystone.DEMO_PROJECT),
+                ADMIN_CLOUD: cloud(keystone.ADMIN_USER, self.secrets["admin"], "admin"),
+            }
+        }
         self.clouds_yaml.touch(mode=0o600)
         self.clouds_yaml.write_text(json.dumps(clouds, indent=2))  # JSON is valid YAML
 
@@ -411,8 +523,9 @@ class ControlPlane:
         if self.services is not None:
             if self.services.procs.get("nova-compute") is not None and "keystone" in self.procs:
                 with contextlib.suppress(Exception):  # best effort: destroy_machines() follows
-                    self.services.delete_servers(_admin_session(self.ports["keystone"],
-                                                                self.secrets["admin"]))
+                    self.services.delete_servers(
+                        _admin_session(self.ports["keystone"], self.secrets["admin"])
+                    )
             self.services.stop()
             self.services = None
         if self.rabbit is not None:
@@ -430,7 +543,7 @@ class ControlPlane:
         if self._own_dir and self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -442,21 +555,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m devenv controlplane",
         description="Run a real Keystone and a real Heat on free 127.0.0.1 ports in the foreground "
         "(without --cloud no Nova and no broker: give servers the OS::Heat::None type in the stack "
-        "environment), write a clouds.yaml for them and print the variables that select it.")
-    parser.add_argument("--run-dir", default=None,
-                        help="folder for the state copy, configs, logs and clouds.yaml "
-                        "(default: a temporary folder removed on exit)")
-    parser.add_argument("--venv", default=None,
-                        help="the OpenStack virtualenv (default: $QW_OPENSTACK_VENV or <repo>/.venv-openstack)")
-    parser.add_argument("--messaging", action="store_true",
-                        help="also run Zaqar (from $QW_ZAQAR_VENV or <repo>/.venv-zaqar) with Keystone "
-                        "auth, registered as the messaging service in the same catalog")
-    parser.add_argument("--cloud", action="store_true",
-                        help="also run the local cloud: Nova (api, conductor, scheduler, compute, "
-                        "metadata), Glance, Neutron, Placement and their RabbitMQ, in the same catalog, "
-                        "with flavors, the provider and public networks and the debian-12 image")
-    parser.add_argument("--build-only", action="store_true",
-                        help="only build the cached state (if missing) and exit")
+        "environment), write a clouds.yaml for them and print the variables that select it.",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder for the state copy, configs, logs and clouds.yaml "
+        "(default: a temporary folder removed on exit)",
+    )
+    parser.add_argument(
+        "--venv",
+        default=None,
+        help="the OpenStack virtualenv (default: $QW_OPENSTACK_VENV or <repo>/.venv-openstack)",
+    )
+    parser.add_argument(
+        "--messaging",
+        action="store_true",
+        help="also run Zaqar (from $QW_ZAQAR_VENV or <repo>/.venv-zaqar) with Keystone "
+        "auth, registered as the messaging service in the same catalog",
+    )
+    parser.add_argument(
+        "--cloud",
+        action="store_true",
+        help="also run the local cloud: Nova (api, conductor, scheduler, compute, "
+        "metadata), Glance, Neutron, Placement and their RabbitMQ, in the same catalog, "
+        "with flavors, the provider and public networks and the debian-12 image",
+    )
+    parser.add_argument(
+        "--build-only", action="store_true", help="only build the cached state (if missing) and exit"
+    )
     return parser
 
 
@@ -479,9 +606,11 @@ def main(argv: list[str] | None = None) -> int:
         if cp.zaqar is not None:
             print(f"messaging: {cp.messaging_url} (Keystone auth)")
         if cp.cloud:
-            print(f"compute: http://127.0.0.1:{cp.ports['nova']}/v2.1   image: "
-                  f"http://127.0.0.1:{cp.ports['glance']}   network: http://127.0.0.1:{cp.ports['neutron']}"
-                  f"   (compute driver {local_cloud.compute_driver()})")
+            print(
+                f"compute: http://127.0.0.1:{cp.ports['nova']}/v2.1   image: "
+                f"http://127.0.0.1:{cp.ports['glance']}   network: http://127.0.0.1:{cp.ports['neutron']}"
+                f"   (compute driver {local_cloud.compute_driver()})"
+            )
         print("clouds: local (user demo, project demo, role member), local-admin (admin)")
         for key, value in cp.env().items():
             print(f"export {key}={value}")

@@ -13,6 +13,7 @@ line: produced, consumed, lost, duplicates, max_workers, scale_events, p95_wait_
 the queue service. The decision log and the consumers'
 logs stay in ``demo-out/`` (or ``$QW_DEMO_OUT``) for reading afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ BACKENDS = ("zaqar", "amqp", "sqs")
 
 
 # ---------------------------------------------------------------------------- load profile
+
 
 class Profile:
     """Arrival rate (messages/s) over the producing part of the demo: low, ramp, burst, idle.
@@ -71,6 +73,7 @@ class Profile:
 
 
 # ---------------------------------------------------------------------------- consumer logs
+
 
 class LogReader:
     """Follows the consumers' JSON-lines logs: done messages by seq, waits, throughput."""
@@ -126,6 +129,7 @@ def p95(values: list[float]) -> float | None:
 
 # ---------------------------------------------------------------------------- live view
 
+
 class View:
     """One status line, redrawn in place on a terminal, printed every few seconds otherwise."""
 
@@ -138,8 +142,13 @@ class View:
     def show(self, t: float, text: str, decision: str) -> None:
         if self.tty:
             width = shutil.get_terminal_size((120, 20)).columns
-            self.stream.write("\r\x1b[2K" + text[:width - 1] + "\n\x1b[2K" +
-                              ("  last decision: " + decision)[:width - 1] + "\x1b[1A\r")
+            self.stream.write(
+                "\r\x1b[2K"
+                + text[: width - 1]
+                + "\n\x1b[2K"
+                + ("  last decision: " + decision)[: width - 1]
+                + "\x1b[1A\r"
+            )
             self.stream.flush()
         elif t - self.last_plain >= self.plain_every:
             self.last_plain = t
@@ -158,6 +167,7 @@ class View:
 
 # ---------------------------------------------------------------------------- the demo
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env_seconds = os.environ.get("DEMO_SECONDS")
     if argv and argv[0] == "--":  # `python -m devenv demo -- --max-workers 4`
@@ -165,29 +175,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m devenv demo",
         description="Local Zaqar (or RabbitMQ, or moto's SQS) + producer (low, ramp, burst, idle) + monitor + autoscaled "
-                    "consumer processes; the last line is a JSON summary.")
-    p.add_argument("--seconds", type=float, default=None,
-                   help=f"length of the demo, {MIN_SECONDS:g}..{MAX_SECONDS:g} s "
-                        f"(default: $DEMO_SECONDS or {DEFAULT_SECONDS:g})")
-    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("DEMO_BACKEND") or "zaqar",
-                   help="queue service to run locally: zaqar (Zaqar 23 + redis), amqp (RabbitMQ) or "
-                        "sqs (moto) (default: $DEMO_BACKEND or zaqar)")
-    p.add_argument("--max-workers", type=int, default=6,
-                   help="most consumer processes the monitor may run (default: %(default)s)")
-    p.add_argument("--work-s", type=float, default=0.4,
-                   help="seconds of work per message (default: %(default)s)")
-    p.add_argument("--peak", type=float, default=None,
-                   help="messages/s at the top of the ramp (default: what max-workers-2 handle)")
-    p.add_argument("--burst", type=float, default=None,
-                   help="messages/s during the burst (default: what max-workers handle, 90%%)")
+        "consumer processes; the last line is a JSON summary.",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help=f"length of the demo, {MIN_SECONDS:g}..{MAX_SECONDS:g} s "
+        f"(default: $DEMO_SECONDS or {DEFAULT_SECONDS:g})",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("DEMO_BACKEND") or "zaqar",
+        help="queue service to run locally: zaqar (Zaqar 23 + redis), amqp (RabbitMQ) or "
+        "sqs (moto) (default: $DEMO_BACKEND or zaqar)",
+    )
+    p.add_argument(
+        "--max-workers",
+        type=int,
+        default=6,
+        help="most consumer processes the monitor may run (default: %(default)s)",
+    )
+    p.add_argument(
+        "--work-s", type=float, default=0.4, help="seconds of work per message (default: %(default)s)"
+    )
+    p.add_argument(
+        "--peak",
+        type=float,
+        default=None,
+        help="messages/s at the top of the ramp (default: what max-workers-2 handle)",
+    )
+    p.add_argument(
+        "--burst",
+        type=float,
+        default=None,
+        help="messages/s during the burst (default: what max-workers handle, 90%%)",
+    )
     p.add_argument("--low", type=float, default=1.0, help="messages/s at first (default: %(default)s)")
-    p.add_argument("--interval", type=float, default=1.0,
-                   help="seconds between the monitor's looks (default: %(default)s)")
-    p.add_argument("--target-wait", type=float, default=5.0,
-                   help="the target policy's wait target in seconds (default: %(default)s)")
-    p.add_argument("--out", default=os.environ.get("QW_DEMO_OUT") or str(REPO_ROOT / "demo-out"),
-                   help="folder for the decision log and the consumers' logs (emptied first; "
-                        "default: $QW_DEMO_OUT or demo-out/)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between the monitor's looks (default: %(default)s)",
+    )
+    p.add_argument(
+        "--target-wait",
+        type=float,
+        default=5.0,
+        help="the target policy's wait target in seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=os.environ.get("QW_DEMO_OUT") or str(REPO_ROOT / "demo-out"),
+        help="folder for the decision log and the consumers' logs (emptied first; "
+        "default: $QW_DEMO_OUT or demo-out/)",
+    )
     args = p.parse_args(argv)
     if args.backend not in BACKENDS:  # from DEMO_BACKEND: argparse checks only the command line
         p.error(f"DEMO_BACKEND={args.backend!r} is not allowed: one of {', '.join(BACKENDS)}")
@@ -196,8 +239,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         try:
             seconds = float(env_seconds) if env_seconds else DEFAULT_SECONDS
         except ValueError:
-            p.error(f"DEMO_SECONDS={env_seconds!r} is not allowed: a number of seconds, "
-                    f"{MIN_SECONDS:g} to {MAX_SECONDS:g}")
+            p.error(
+                f"DEMO_SECONDS={env_seconds!r} is not allowed: a number of seconds, "
+                f"{MIN_SECONDS:g} to {MAX_SECONDS:g}"
+            )
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:
         p.error(f"demo length {seconds:g} s is not allowed: from {MIN_SECONDS:g} to {MAX_SECONDS:g} s")
     args.seconds = seconds
@@ -236,9 +281,11 @@ class Demo:
     def run(self) -> tuple[dict[str, Any], int]:
         """Every step in order; the summary and the exit code (0 only if nothing was lost)."""
         a = self.args
-        self.view.note(f"demo on {a.backend}: {a.seconds:g}s - producing {self.profile.length:.0f}s "
-                       f"(low {a.low:g}/s, ramp to {a.peak:.1f}/s, burst {a.burst:.1f}/s, idle), then "
-                       f"draining; {a.work_s:g}s of work per message; 0..{a.max_workers} consumers")
+        self.view.note(
+            f"demo on {a.backend}: {a.seconds:g}s - producing {self.profile.length:.0f}s "
+            f"(low {a.low:g}/s, ramp to {a.peak:.1f}/s, burst {a.burst:.1f}/s, idle), then "
+            f"draining; {a.work_s:g}s of work per message; 0..{a.max_workers} consumers"
+        )
         try:
             self.start_service()
             self.start_loop()
@@ -263,14 +310,30 @@ class Demo:
         self.service.start()
         self.queue = open_queue(self.args.backend, self.queue_name, **self.service.queue_options)
         self.queue.ensure(QueuePolicy(message_ttl=3600, claim_ttl=60, claim_grace=60, max_claims=5))
-        self.view.note(f"{self.args.backend} at {self.service.url}, queue {self.queue_name}; "
-                       f"logs in {self.out}")
+        self.view.note(
+            f"{self.args.backend} at {self.service.url}, queue {self.queue_name}; logs in {self.out}"
+        )
 
     def consumer_args(self) -> list[str]:
         """The consumers' command line (the service's address comes in their environment)."""
-        return ["--queue", self.queue_name, "--backend", self.args.backend,
-                "--python", "workload.handlers.builtin:sleep", "--batch", "1", "--prefetch", "0",
-                "--concurrency", "1", "--drain-timeout", "10", "--retry-delay", "1"]
+        return [
+            "--queue",
+            self.queue_name,
+            "--backend",
+            self.args.backend,
+            "--python",
+            "workload.handlers.builtin:sleep",
+            "--batch",
+            "1",
+            "--prefetch",
+            "0",
+            "--concurrency",
+            "1",
+            "--drain-timeout",
+            "10",
+            "--retry-delay",
+            "1",
+        ]
 
     def start_loop(self) -> None:
         """The local actuator, the monitor (its own thread) and the producer, all started."""
@@ -280,21 +343,43 @@ class Demo:
         from workload.producer import Producer
 
         a = self.args
-        self.actuator = LocalActuator(self.consumer_args(), self.out / "consumers", min_size=0,
-                                      max_size=a.max_workers, stop_timeout=20, env=self.service.env())
-        policy = TargetPolicy(TargetConfig(
-            min_size=0, max_size=a.max_workers, target_wait_s=a.target_wait,
-            boot_time_s=2.0, service_time_s=a.work_s, max_step_up=a.max_workers,
-            max_step_down=2, scale_down_window_s=4 * a.interval, idle_to_zero_s=8.0,
-            rate_smoothing_s=4 * a.interval))
+        self.actuator = LocalActuator(
+            self.consumer_args(),
+            self.out / "consumers",
+            min_size=0,
+            max_size=a.max_workers,
+            stop_timeout=20,
+            env=self.service.env(),
+        )
+        policy = TargetPolicy(
+            TargetConfig(
+                min_size=0,
+                max_size=a.max_workers,
+                target_wait_s=a.target_wait,
+                boot_time_s=2.0,
+                service_time_s=a.work_s,
+                max_step_up=a.max_workers,
+                max_step_down=2,
+                scale_down_window_s=4 * a.interval,
+                idle_to_zero_s=8.0,
+                rate_smoothing_s=4 * a.interval,
+            )
+        )
         self.decisions = open(self.out / "decisions.jsonl", "w", buffering=1)
-        self.monitor = Monitor(self.queue, policy, self.actuator, interval=a.interval,
-                               max_backoff=4.0, log=self.log_decision)
+        self.monitor = Monitor(
+            self.queue, policy, self.actuator, interval=a.interval, max_backoff=4.0, log=self.log_decision
+        )
         self.mon_thread = threading.Thread(target=self.monitor.run, name="monitor", daemon=True)
-        self.producer = Producer(self.queue, iter(lambda: {"work_s": a.work_s}, None),
-                                 rate=self.profile.rate, duration=self.profile.length, batch=10,
-                                 progress_every=0, progress=open(os.devnull, "w"),
-                                 on_post=lambda bodies: self.produced.update(b["seq"] for b in bodies))
+        self.producer = Producer(
+            self.queue,
+            iter(lambda: {"work_s": a.work_s}, None),
+            rate=self.profile.rate,
+            duration=self.profile.length,
+            batch=10,
+            progress_every=0,
+            progress=open(os.devnull, "w"),
+            on_post=lambda bodies: self.produced.update(b["seq"] for b in bodies),
+        )
         self.mon_thread.start()
         self.producer.start()
         self.started = time.monotonic()  # the profile's clock: the producer's start
@@ -309,8 +394,9 @@ class Demo:
             self.events[way] += 1
             self.notes.append(f"  scale {way} {r['before']} -> {r['after']} workers: {d['reason']}")
         if d["action"] != "hold" or record.get("error"):
-            self.last_reason = (f"{d['action']} -> {d['desired']}: {d['reason']}"
-                                + (f" [error: {record['error']}]" if record.get("error") else ""))
+            self.last_reason = f"{d['action']} -> {d['desired']}: {d['reason']}" + (
+                f" [error: {record['error']}]" if record.get("error") else ""
+            )
 
     def tick(self) -> None:
         """Read the consumers' logs and redraw the live view."""
@@ -323,11 +409,13 @@ class Demo:
         group = g.get("group") or {}
         current = group.get("current", 0) or 0
         self.max_workers = max(self.max_workers, current)
-        text = (f"t={t:5.1f}s {self.profile.phase(t):<5} in {self.profile.rate(t):4.1f}/s | "
-                f"queue free {obs.get('free', '?'):>4} claimed {obs.get('claimed', '?'):>3} | "
-                f"workers {current} ({group.get('pending', 0)} starting) | "
-                f"done {len(self.reader.done):>4} at {self.reader.throughput():4.1f}/s | "
-                f"produced {len(self.produced)}")
+        text = (
+            f"t={t:5.1f}s {self.profile.phase(t):<5} in {self.profile.rate(t):4.1f}/s | "
+            f"queue free {obs.get('free', '?'):>4} claimed {obs.get('claimed', '?'):>3} | "
+            f"workers {current} ({group.get('pending', 0)} starting) | "
+            f"done {len(self.reader.done):>4} at {self.reader.throughput():4.1f}/s | "
+            f"produced {len(self.produced)}"
+        )
         self.view.show(t, text, self.last_reason)
 
     def produce(self) -> None:
@@ -337,8 +425,10 @@ class Demo:
             self.stop.wait(0.5)
         self.producer.stop()
         self.producer.join(10)
-        self.view.note(f"producing stopped after {len(self.produced)} messages; draining what is "
-                       "queued and waiting for the monitor to scale the idle pool to zero...")
+        self.view.note(
+            f"producing stopped after {len(self.produced)} messages; draining what is "
+            "queued and waiting for the monitor to scale the idle pool to zero..."
+        )
 
     def drain(self) -> None:
         """Keep the monitor running (it wakes consumers for anything left) until every produced
@@ -359,15 +449,21 @@ class Demo:
         """The JSON summary: produced, consumed, lost, duplicates, scaling, p95 wait, ..."""
         consumed = set(self.reader.done) & self.produced
         result = {
-            "backend": self.args.backend, "seconds": round(time.monotonic() - self.started, 1),
-            "queue": self.queue_name, "produced": len(self.produced), "consumed": len(consumed),
+            "backend": self.args.backend,
+            "seconds": round(time.monotonic() - self.started, 1),
+            "queue": self.queue_name,
+            "produced": len(self.produced),
+            "consumed": len(consumed),
             "lost": len(self.produced - consumed),
             "duplicates": sum(n - 1 for n in self.reader.done.values()),
-            "dead_lettered": self.reader.dead_letters, "max_workers": self.max_workers,
+            "dead_lettered": self.reader.dead_letters,
+            "max_workers": self.max_workers,
             "scale_events": self.events["up"] + self.events["down"],
-            "scale_ups": self.events["up"], "scale_downs": self.events["down"],
+            "scale_ups": self.events["up"],
+            "scale_downs": self.events["down"],
             "p95_wait_s": p95([self.reader.waits[s] for s in consumed]),
-            "target_wait_s": self.args.target_wait, "monitor_looks": self.monitor.decisions,
+            "target_wait_s": self.args.target_wait,
+            "monitor_looks": self.monitor.decisions,
             "logs": str(self.out),
         }
         try:
@@ -378,10 +474,17 @@ class Demo:
 
     def failure(self, exc: Exception) -> dict[str, Any]:
         """The summary of a demo that could not finish."""
-        return {"backend": self.args.backend, "error": str(exc), "produced": len(self.produced),
-                "consumed": len(self.reader.done), "lost": None, "duplicates": None,
-                "max_workers": self.max_workers,
-                "scale_events": self.events["up"] + self.events["down"], "p95_wait_s": None}
+        return {
+            "backend": self.args.backend,
+            "error": str(exc),
+            "produced": len(self.produced),
+            "consumed": len(self.reader.done),
+            "lost": None,
+            "duplicates": None,
+            "max_workers": self.max_workers,
+            "scale_events": self.events["up"] + self.events["down"],
+            "p95_wait_s": None,
+        }
 
     def close(self) -> None:
         """Stop everything this run started, by PID, whatever step it reached."""
@@ -404,11 +507,14 @@ def local_service(backend: str):
     """The local service of ``backend`` (not started): LocalZaqar, LocalSQS or LocalRabbitMQ."""
     if backend == "zaqar":
         from devenv.zaqar import LocalZaqar
+
         return LocalZaqar()
     if backend == "sqs":
         from devenv.sqs import LocalSQS
+
         return LocalSQS()
     from devenv.rabbitmq import LocalRabbitMQ
+
     return LocalRabbitMQ()
 
 

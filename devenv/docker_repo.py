@@ -22,6 +22,7 @@ not Docker's; tests pass it to the template as a mirror that re-signs would.
 
 Needs ``gpg`` and ``dpkg-deb`` (Debian: gnupg, dpkg).
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -57,8 +58,9 @@ class DockerRepo:
     ``sign(other)`` re-signs the Release files with another repository's key, unlike the one
     published at ``<url>/gpg``: a tampered mirror, which apt must refuse; ``sign()`` undoes it."""
 
-    def __init__(self, root: Path, engine_deb: Path | None = None, suite: str = "bookworm",
-                 arch: str | None = None):
+    def __init__(
+        self, root: Path, engine_deb: Path | None = None, suite: str = "bookworm", arch: str | None = None
+    ):
         self.root = Path(root) / "linux" / "debian"
         self.engine_deb = Path(engine_deb) if engine_deb else None
         self.suite = suite
@@ -75,17 +77,26 @@ class DockerRepo:
 
     def _make_key(self) -> str:
         self.gnupg_home.chmod(0o700)
-        self._gpg("--passphrase", "", "--quick-gen-key", "queue-workers docker-ce stand-in <standin@localhost>",
-                  "ed25519", "sign", "never")
+        self._gpg(
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "queue-workers docker-ce stand-in <standin@localhost>",
+            "ed25519",
+            "sign",
+            "never",
+        )
         colons = self._gpg("--with-colons", "--list-keys")
         return next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
 
-    def build(self) -> "DockerRepo":
+    def build(self) -> DockerRepo:
         pool = self.root / "pool" / COMPONENT / self.arch
         pool.mkdir(parents=True, exist_ok=True)
         if self.engine_deb is None or not self.engine_deb.is_file():
-            raise FileNotFoundError(f"Debian's docker.io .deb to repack as docker-ce: {self.engine_deb} "
-                                    "(devenv.builder.rootfs prefetches it into the builder rootfs's apt cache)")
+            raise FileNotFoundError(
+                f"Debian's docker.io .deb to repack as docker-ce: {self.engine_deb} "
+                "(devenv.builder.rootfs prefetches it into the builder rootfs's apt cache)"
+            )
         stanzas = [self._repack_engine(pool)]
         stanzas += [self._metapackage(pool, name, depends) for name, depends in METAPACKAGES.items()]
         binary = self.root / "dists" / self.suite / COMPONENT / f"binary-{self.arch}"
@@ -105,9 +116,13 @@ class DockerRepo:
             fields = _parse_control(control_file.read_text())
             arch = fields["Architecture"]
             fields = {k: v for k, v in fields.items() if k not in DROPPED_FIELDS}
-            fields.update(Package="docker-ce", Version=VERSION, Maintainer="queue-workers devenv <standin@localhost>",
-                          Description="stand-in for Docker's docker-ce\n"
-                                      " Debian's docker.io repacked by devenv.docker_repo for tests.")
+            fields.update(
+                Package="docker-ce",
+                Version=VERSION,
+                Maintainer="queue-workers devenv <standin@localhost>",
+                Description="stand-in for Docker's docker-ce\n"
+                " Debian's docker.io repacked by devenv.docker_repo for tests.",
+            )
             control_file.write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
             deb = pool / f"docker-ce_{VERSION.split(':', 1)[1]}_{arch}.deb"
             # Fast compression: the archive only travels over loopback.
@@ -115,10 +130,12 @@ class DockerRepo:
         return self._stanza(deb)
 
     def _metapackage(self, pool: Path, name: str, depends: str) -> str:
-        control = (f"Package: {name}\nVersion: {VERSION}\nArchitecture: all\n"
-                   f"Maintainer: queue-workers devenv <standin@localhost>\nDepends: {depends}\n"
-                   f"Description: stand-in for Docker's {name}\n"
-                   f" Depends on {depends}; built by devenv.docker_repo for tests.\n")
+        control = (
+            f"Package: {name}\nVersion: {VERSION}\nArchitecture: all\n"
+            f"Maintainer: queue-workers devenv <standin@localhost>\nDepends: {depends}\n"
+            f"Description: stand-in for Docker's {name}\n"
+            f" Depends on {depends}; built by devenv.docker_repo for tests.\n"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "DEBIAN").mkdir()
             (Path(tmp) / "DEBIAN" / "control").write_text(control)
@@ -130,30 +147,48 @@ class DockerRepo:
         """The package's Packages-file entry: its control fields, where it is and its checksums."""
         fields = _parse_control(_run("dpkg-deb", "--field", str(deb)).stdout)
         data = deb.read_bytes()
-        fields.update({"Filename": str(deb.relative_to(self.root)), "Size": str(len(data)),
-                       "MD5sum": hashlib.md5(data).hexdigest(), "SHA256": hashlib.sha256(data).hexdigest()})
+        fields.update(
+            {
+                "Filename": str(deb.relative_to(self.root)),
+                "Size": str(len(data)),
+                "MD5sum": hashlib.md5(data).hexdigest(),
+                "SHA256": hashlib.sha256(data).hexdigest(),
+            }
+        )
         description = fields.pop("Description")
         return "".join(f"{k}: {v}\n" for k, v in fields.items()) + f"Description: {description}\n"
 
-    def sign(self, signer: "DockerRepo | None" = None) -> None:
+    def sign(self, signer: DockerRepo | None = None) -> None:
         """Write dists/<suite>/Release and sign it (InRelease, Release.gpg) with ``signer``'s key
         (default: this repository's own, the one at ``<url>/gpg``)."""
         dist = self.root / "dists" / self.suite
         files = sorted(p for p in dist.rglob("*") if p.is_file() and p.parent != dist)
-        sums = "".join(f" {hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_size:>8} "
-                       f"{p.relative_to(dist)}\n" for p in files)
-        release = (f"Origin: Docker\nLabel: Docker CE (queue-workers stand-in)\nSuite: {self.suite}\n"
-                   f"Codename: {self.suite}\nArchitectures: {self.arch}\nComponents: {COMPONENT}\n"
-                   f"Description: Docker CE packages for Debian {self.suite} (stand-in)\n"
-                   f"Date: {email.utils.formatdate(usegmt=True)}\nSHA256:\n{sums}")
+        sums = "".join(
+            f" {hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_size:>8} {p.relative_to(dist)}\n"
+            for p in files
+        )
+        release = (
+            f"Origin: Docker\nLabel: Docker CE (queue-workers stand-in)\nSuite: {self.suite}\n"
+            f"Codename: {self.suite}\nArchitectures: {self.arch}\nComponents: {COMPONENT}\n"
+            f"Description: Docker CE packages for Debian {self.suite} (stand-in)\n"
+            f"Date: {email.utils.formatdate(usegmt=True)}\nSHA256:\n{sums}"
+        )
         (dist / "Release").write_text(release)
         signer = signer or self
         for out, mode in (("InRelease", "--clearsign"), ("Release.gpg", "--detach-sign")):
-            self._gpg("--local-user", signer.fingerprint, "--armor", mode, "--output", str(dist / out),
-                      str(dist / "Release"), home=signer.gnupg_home)
+            self._gpg(
+                "--local-user",
+                signer.fingerprint,
+                "--armor",
+                mode,
+                "--output",
+                str(dist / out),
+                str(dist / "Release"),
+                home=signer.gnupg_home,
+            )
 
     # -- serving ------------------------------------------------------------------------------
-    def start(self) -> "DockerRepo":
+    def start(self) -> DockerRepo:
         if not (self.root / "gpg").exists():
             self.build()
         handler = functools.partial(_QuietHandler, directory=str(self.root.parent.parent))
@@ -169,11 +204,12 @@ class DockerRepo:
             self._httpd.server_close()
             self._httpd = None
         # Ends the gpg-agent this repository's GnuPG home started (and only that one).
-        subprocess.run(["gpgconf", "--homedir", str(self.gnupg_home), "--kill", "gpg-agent"],
-                       capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.gnupg_home), "--kill", "gpg-agent"], capture_output=True
+        )
         shutil.rmtree(self.gnupg_home, ignore_errors=True)
 
-    def __enter__(self) -> "DockerRepo":
+    def __enter__(self) -> DockerRepo:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -12,6 +12,7 @@ overloaded API would); ``when="after"``: the service does it, the client gets th
 worst case: something was made that the client was not told about). Each rule fails its
 ``nth`` matching request (1 = the first) and then passes everything on.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -21,13 +22,23 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+}
 
 
 @dataclass
 class Rule:
     """Fail the ``nth`` request matching method, path (regex, searched) and body substring."""
+
     method: str
     path: str
     body_contains: str | None = None
@@ -38,13 +49,17 @@ class Rule:
     fired: bool = False
 
     def matches(self, method: str, path: str, body: bytes) -> bool:
-        return (method == self.method and re.search(self.path, path) is not None
-                and (self.body_contains is None or self.body_contains.encode() in body))
+        return (
+            method == self.method
+            and re.search(self.path, path) is not None
+            and (self.body_contains is None or self.body_contains.encode() in body)
+        )
 
 
 @dataclass
 class FaultProxy:
     """Forward every request to ``upstream`` (an http:// base URL); fail those the rules pick."""
+
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     log: list[tuple[str, str, int]] = field(default_factory=list)
@@ -66,8 +81,16 @@ class FaultProxy:
         """The proxy's base URL, with the upstream's path (use it where the upstream URL was)."""
         return f"http://127.0.0.1:{self.server.server_address[1]}{self._base_path}"
 
-    def fail(self, method: str, path: str, *, body_contains: str | None = None, nth: int = 1,
-             when: str = "before", status: int = 503) -> Rule:
+    def fail(
+        self,
+        method: str,
+        path: str,
+        *,
+        body_contains: str | None = None,
+        nth: int = 1,
+        when: str = "before",
+        status: int = 503,
+    ) -> Rule:
         """Add a rule (see the module's docstring); returns it (``rule.fired`` tells if it did)."""
         if when not in ("before", "after"):
             raise ValueError(f"when={when!r}: must be 'before' or 'after'")
@@ -130,7 +153,7 @@ class FaultProxy:
 
         return Handler
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True).start()
         return self
 

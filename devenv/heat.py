@@ -12,6 +12,7 @@ Glance and Neutron are in the catalog and Heat's custom constraints check agains
 The project side (``.venv``) writes ``heat.conf`` (:func:`write_config`) and creates the
 database once (:func:`init_database`); only the standard library is imported at module level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,12 @@ from pathlib import Path
 
 from devenv import keystone
 
-
 # No Nova (nor Glance) in the light control plane. A stack environment that maps servers and server
 # groups to OS::Heat::None (a Heat feature, not a change of template) lets a scaling group of
 # servers run in it; `without_glance` drops the only constraint that would ask Glance.
-NO_NOVA_ENVIRONMENT = {"resource_registry": {"OS::Nova::Server": "OS::Heat::None",
-                                             "OS::Nova::ServerGroup": "OS::Heat::None"}}
+NO_NOVA_ENVIRONMENT = {
+    "resource_registry": {"OS::Nova::Server": "OS::Heat::None", "OS::Nova::ServerGroup": "OS::Heat::None"}
+}
 
 
 def without_glance(template: dict) -> dict:
@@ -72,8 +73,9 @@ def wait_no_deletions(api, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secrets: dict,
-                 log_file: Path | None = None) -> Path:
+def write_config(
+    run_dir: Path, state_dir: Path, venv: Path, ports: dict, secrets: dict, log_file: Path | None = None
+) -> Path:
     """Write ``heat.conf`` for a Heat whose database is in ``state_dir`` and Keystone on ``ports``."""
     run_dir, state_dir = Path(run_dir), Path(state_dir)
     ks = f"http://127.0.0.1:{ports['keystone']}"
@@ -86,8 +88,7 @@ def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secret
         "user_domain_name = Default\n"
     )
     service_auth = password_auth + (
-        f"project_name = {keystone.SERVICE_PROJECT}\n"
-        "project_domain_name = Default\n"
+        f"project_name = {keystone.SERVICE_PROJECT}\nproject_domain_name = Default\n"
     )
     log = f"log_file = {log_file}\n" if log_file else ""
     conf = run_dir / "heat.conf"
@@ -119,17 +120,16 @@ def write_config(run_dir: Path, state_dir: Path, venv: Path, ports: dict, secret
         "interface = public\n"
         # Application credentials with access rules are refused (401) without it.
         "service_type = orchestration\n"
-        + service_auth +
-        "[trustee]\n"
-        + password_auth +
-        "[clients_keystone]\n"
+        + service_auth
+        + "[trustee]\n"
+        + password_auth
+        + "[clients_keystone]\n"
         f"auth_uri = {ks}\n"
         "[clients]\n"
         "endpoint_type = publicURL\n"
         "[ec2authtoken]\n"
         # Without password auth and the Keystone root here, alarm_url answers 500.
-        f"endpoint_override = {ks}\n"
-        + service_auth
+        f"endpoint_override = {ks}\n" + service_auth
     )
     return conf
 
@@ -140,14 +140,19 @@ def _debug() -> str:
 
 def init_database(venv: Path, conf: Path) -> None:
     """``heat-manage db_sync`` for the database that ``conf`` names."""
-    done = subprocess.run([str(Path(venv) / "bin" / "heat-manage"), "--config-file", str(conf),
-                           "db_sync"], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(venv) / "bin" / "heat-manage"), "--config-file", str(conf), "db_sync"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"heat-manage db_sync failed ({done.returncode}):\n"
-                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"heat-manage db_sync failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+        )
 
 
 # --- server side (runs in the Heat venv) ----------------------------------------------------
+
 
 def _serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m devenv.heat serve")
@@ -159,6 +164,7 @@ def _serve(argv: list[str]) -> None:
 
     # Heat's engine uses oslo.service; pick the threading backend before anything imports it.
     from oslo_service import backend
+
     backend.init_backend(backend.BackendType.THREADING)
     keystone.install_sqlite_begin_immediate()
 
@@ -166,9 +172,11 @@ def _serve(argv: list[str]) -> None:
     # engine last, so nothing the engine sets up is reset afterwards.
     sys.argv = ["heat-api", "--config-file", args.config_file]
     from heat.api.openstack import wsgi as api_wsgi
+
     api_app = api_wsgi.init_application()
     sys.argv = ["heat-api-cfn", "--config-file", args.config_file]
     from heat.api.cfn import wsgi as cfn_wsgi
+
     cfn_app = cfn_wsgi.init_application()
 
     from heat.common import config

@@ -10,6 +10,7 @@ Two halves live here:
 
 Only the standard library is imported at module level, so the same file imports in both venvs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,10 @@ def manage(venv: Path, conf: Path, *args: str) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         # The bootstrap password is an argument: name the subcommand, never echo the command line.
-        raise RuntimeError(f"keystone-manage {args[0]} failed ({done.returncode}):\n"
-                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"keystone-manage {args[0]} failed ({done.returncode}):\n"
+            f"{done.stdout[-2000:]}{done.stderr[-4000:]}"
+        )
 
 
 def init_database(venv: Path, state_dir: Path, admin_password: str, port: int) -> Path:
@@ -109,21 +112,37 @@ def init_database(venv: Path, state_dir: Path, admin_password: str, port: int) -
     manage(venv, conf, "db_sync")
     manage(venv, conf, "fernet_setup", *owner)
     manage(venv, conf, "credential_setup", *owner)
-    manage(venv, conf, "bootstrap", "--bootstrap-password", admin_password,
-           "--bootstrap-username", ADMIN_USER, "--bootstrap-project-name", "admin",
-           "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
-           "--bootstrap-region-id", REGION,
-           "--bootstrap-public-url", CATALOG["identity"][1].format(keystone=port))
+    manage(
+        venv,
+        conf,
+        "bootstrap",
+        "--bootstrap-password",
+        admin_password,
+        "--bootstrap-username",
+        ADMIN_USER,
+        "--bootstrap-project-name",
+        "admin",
+        "--bootstrap-role-name",
+        "admin",
+        "--bootstrap-service-name",
+        "keystone",
+        "--bootstrap-region-id",
+        REGION,
+        "--bootstrap-public-url",
+        CATALOG["identity"][1].format(keystone=port),
+    )
     return conf
 
 
 def _user_name() -> str:
     import pwd
+
     return pwd.getpwuid(os.getuid()).pw_name
 
 
 def _group_name() -> str:
     import grp
+
     return grp.getgrgid(os.getgid()).gr_name
 
 
@@ -151,8 +170,9 @@ def create_objects(session, secrets: dict, ports: dict) -> None:
     demo_user = ks.ensure("users", DEMO_USER, {"domain_id": default, "password": secrets["demo"]})
     ks.grant(f"projects/{demo}/users/{demo_user}/roles/{roles['member']}")
     domain = ks.ensure("domains", STACK_DOMAIN, {"description": "Heat stack users"})
-    dadmin = ks.ensure("users", STACK_DOMAIN_ADMIN,
-                       {"domain_id": domain, "password": secrets["heat_domain_admin"]})
+    dadmin = ks.ensure(
+        "users", STACK_DOMAIN_ADMIN, {"domain_id": domain, "password": secrets["heat_domain_admin"]}
+    )
     ks.grant(f"domains/{domain}/users/{dadmin}/roles/{roles['admin']}")
     for stype, (name, template) in CATALOG.items():
         if stype == "identity":
@@ -160,8 +180,11 @@ def create_objects(session, secrets: dict, ports: dict) -> None:
         sid = ks.ensure("services", name, {"type": stype})
         if not all(k in ports for k in _fields(template)):
             continue
-        ks.post("endpoints", "endpoint", {"service_id": sid, "interface": "public",
-                                          "region_id": REGION, "url": template.format(**ports)})
+        ks.post(
+            "endpoints",
+            "endpoint",
+            {"service_id": sid, "interface": "public", "region_id": REGION, "url": template.format(**ports)},
+        )
 
 
 class _Rest:
@@ -171,9 +194,13 @@ class _Rest:
         self.s = session
 
     def _call(self, method, path, **kw):
-        resp = self.s.request(f"/{path}", method, endpoint_filter={"service_type": "identity",
-                                                                    "interface": "public"},
-                              raise_exc=False, **kw)
+        resp = self.s.request(
+            f"/{path}",
+            method,
+            endpoint_filter={"service_type": "identity", "interface": "public"},
+            raise_exc=False,
+            **kw,
+        )
         if resp.status_code >= 400:
             raise RuntimeError(f"keystone {method} /v3/{path}: {resp.status_code} {resp.text[:300]}")
         return resp
@@ -200,8 +227,11 @@ def add_endpoint(session, service_type: str, url: str) -> None:
     if found:
         ks._call("PATCH", f"endpoints/{found[0]['id']}", json={"endpoint": {"url": url}})
     else:
-        ks.post("endpoints", "endpoint", {"service_id": sid, "interface": "public",
-                                          "region_id": REGION, "url": url})
+        ks.post(
+            "endpoints",
+            "endpoint",
+            {"service_id": sid, "interface": "public", "region_id": REGION, "url": url},
+        )
 
 
 def set_endpoints(db_path: Path, ports: dict) -> None:
@@ -212,14 +242,17 @@ def set_endpoints(db_path: Path, ports: dict) -> None:
     """
     con = sqlite3.connect(str(db_path))
     try:
-        rows = con.execute("SELECT endpoint.id, service.type FROM endpoint "
-                           "JOIN service ON endpoint.service_id = service.id").fetchall()
+        rows = con.execute(
+            "SELECT endpoint.id, service.type FROM endpoint JOIN service ON endpoint.service_id = service.id"
+        ).fetchall()
         for endpoint_id, stype in rows:
             if stype not in CATALOG:
                 continue
             if all(k in ports for k in _fields(CATALOG[stype][1])):
-                con.execute("UPDATE endpoint SET url = ? WHERE id = ?",
-                            (CATALOG[stype][1].format(**ports), endpoint_id))
+                con.execute(
+                    "UPDATE endpoint SET url = ? WHERE id = ?",
+                    (CATALOG[stype][1].format(**ports), endpoint_id),
+                )
             elif stype != "messaging":  # Zaqar's endpoint is re-pointed once it runs
                 con.execute("DELETE FROM endpoint WHERE id = ?", (endpoint_id,))
         con.commit()
@@ -229,10 +262,12 @@ def set_endpoints(db_path: Path, ports: dict) -> None:
 
 def _fields(template: str) -> list[str]:
     import string
+
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
 # --- server side (runs in the Heat/Keystone venv) -------------------------------------------
+
 
 def install_sqlite_begin_immediate(busy_timeout_ms: int = 30000) -> None:
     """Make every SQLAlchemy transaction on sqlite start with ``BEGIN IMMEDIATE``.
@@ -283,6 +318,7 @@ def serialized(app):
             finally:
                 if hasattr(result, "close"):
                     result.close()
+
     return call
 
 
@@ -301,8 +337,10 @@ def serve_wsgi(apps: dict[int, object], log_path: str | None = None) -> None:
         def log_message(self, fmt, *args):  # one access line per request, into the log file
             access.write(f"{self.address_string()} {fmt % args}\n")
 
-    servers = [make_server(LOOPBACK, port, app, server_class=Server, handler_class=Handler)
-               for port, app in apps.items()]
+    servers = [
+        make_server(LOOPBACK, port, app, server_class=Server, handler_class=Handler)
+        for port, app in apps.items()
+    ]
     for srv in servers:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     stop = threading.Event()
@@ -330,6 +368,7 @@ def _serve(argv: list[str]) -> None:
     install_sqlite_begin_immediate()
     sys.argv = [sys.argv[0]]  # keystone's config parser reads argv
     from keystone.server import wsgi
+
     serve_wsgi({args.port: serialized(wsgi.initialize_public_application())}, args.access_log)
 
 

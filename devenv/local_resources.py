@@ -6,6 +6,7 @@ resource, with the inputs the program computed (their wire names, camelCase), an
 the real id and the outputs the program reads. Used by :mod:`devenv.pulumi_local` (a test
 harness, not a deployer). A type not listed in :data:`KINDS` is refused by name.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,21 +14,29 @@ import dataclasses
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
 # Which catalog service each kind needs (a cloud without it cannot hold the resource).
 IDENTITY, ORCHESTRATION, NETWORK, COMPUTE, IMAGE, MESSAGING = (
-    "identity", "orchestration", "network", "compute", "image", "messaging")
+    "identity",
+    "orchestration",
+    "network",
+    "compute",
+    "image",
+    "messaging",
+)
 
 
 class UnknownResourceType(LookupError):
     """The program declared a type this harness cannot create: nothing is made up for it."""
 
     def __init__(self, typ: str):
-        super().__init__(f"the local deployment does not know resource type {typ!r}; it knows: "
-                         + ", ".join(sorted(KINDS)))
+        super().__init__(
+            f"the local deployment does not know resource type {typ!r}; it knows: " + ", ".join(sorted(KINDS))
+        )
         self.type = typ
 
 
@@ -64,6 +73,7 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, interval: float 
 
 # --- the provider and components: nothing in the cloud -------------------------------------------
 
+
 def _provider_create(cloud, inputs: dict) -> tuple[str, dict]:
     # The provider resource names the clouds.yaml entry every openstack resource uses: it must be
     # the cloud this harness talks to, or the program would deploy somewhere else for a user.
@@ -81,20 +91,34 @@ COMPONENT = Kind(None, lambda _c, inputs: ("", dict(inputs)), _nothing)
 
 # --- Keystone: application credentials with access rules ----------------------------------------
 
+
 def _credential_create(cloud, inputs: dict) -> tuple[str, dict]:
-    body = {"name": inputs["name"], "description": inputs.get("description") or "",
-            "roles": [{"name": r} for r in inputs.get("roles") or ()],
-            "access_rules": [{"service": r["service"], "method": r["method"], "path": r["path"]}
-                             for r in inputs.get("accessRules") or ()],
-            "unrestricted": bool(inputs.get("unrestricted"))}
+    body = {
+        "name": inputs["name"],
+        "description": inputs.get("description") or "",
+        "roles": [{"name": r} for r in inputs.get("roles") or ()],
+        "access_rules": [
+            {"service": r["service"], "method": r["method"], "path": r["path"]}
+            for r in inputs.get("accessRules") or ()
+        ],
+        "unrestricted": bool(inputs.get("unrestricted")),
+    }
     if inputs.get("expiresAt"):
         body["expires_at"] = inputs["expiresAt"]
-    resp = cloud.identity.post(f"/users/{cloud.user_id}/application_credentials",
-                               json={"application_credential": body}, raise_exc=False)
+    resp = cloud.identity.post(
+        f"/users/{cloud.user_id}/application_credentials",
+        json={"application_credential": body},
+        raise_exc=False,
+    )
     _raise(f"Keystone refused application credential {inputs['name']!r}", resp)
     made = resp.json()["application_credential"]
-    outs = {**inputs, "secret": made["secret"], "projectId": made["project_id"],
-            "accessRules": made.get("access_rules") or [], "expiresAt": made.get("expires_at") or ""}
+    outs = {
+        **inputs,
+        "secret": made["secret"],
+        "projectId": made["project_id"],
+        "accessRules": made.get("access_rules") or [],
+        "expiresAt": made.get("expires_at") or "",
+    }
     return made["id"], outs
 
 
@@ -110,18 +134,29 @@ def _credential_delete(cloud, id_: str, outs: dict) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # one request each; Keystone answers slowly
-        answers = list(pool.map(lambda rule: cloud.identity.delete(
-            f"/users/{cloud.user_id}/access_rules/{rule}", raise_exc=False), sorted(rule_ids - used)))
+        answers = list(
+            pool.map(
+                lambda rule: cloud.identity.delete(
+                    f"/users/{cloud.user_id}/access_rules/{rule}", raise_exc=False
+                ),
+                sorted(rule_ids - used),
+            )
+        )
     refused = [r for r in answers if r.status_code not in (204, 404)]
     if refused:
         _raise(f"Keystone refused to delete access rules of credential {id_}", refused[0])
 
 
-CREDENTIAL = Kind(IDENTITY, _credential_create, _credential_delete,
-                  lambda o: f"{len(o.get('accessRules') or [])} access rules")
+CREDENTIAL = Kind(
+    IDENTITY,
+    _credential_create,
+    _credential_delete,
+    lambda o: f"{len(o.get('accessRules') or [])} access rules",
+)
 
 
 # --- Heat: the worker group's stack ---------------------------------------------------------------
+
 
 def _stack_path(outs: dict, id_: str) -> str:
     return f"/stacks/{outs['name']}/{id_}"
@@ -137,21 +172,40 @@ def _stack_create(cloud, inputs: dict) -> tuple[str, dict]:
     if cloud.stand_in(IMAGE):  # no Glance to check the image parameter's constraint against
         template = without_glance(template)
     name = inputs["name"]
-    resp = cloud.orchestration.post("/stacks", json={
-        "stack_name": name, "template": template, "parameters": inputs.get("parameters") or {},
-        "environment": environment, "timeout_mins": int(inputs.get("timeout") or 60),
-        "disable_rollback": bool(inputs.get("disableRollback"))}, raise_exc=False)
+    resp = cloud.orchestration.post(
+        "/stacks",
+        json={
+            "stack_name": name,
+            "template": template,
+            "parameters": inputs.get("parameters") or {},
+            "environment": environment,
+            "timeout_mins": int(inputs.get("timeout") or 60),
+            "disable_rollback": bool(inputs.get("disableRollback")),
+        },
+        raise_exc=False,
+    )
     _raise(f"Heat refused stack {name!r}", resp)
     id_ = resp.json()["stack"]["id"]
     path = f"/stacks/{name}/{id_}"
     cloud.remember(id_, {"name": name})  # made: destroy deletes it even if it fails from here on
     stack = wait_stack(cloud.orchestration, path, timeout=60 * int(inputs.get("timeout") or 60))
     if stack["stack_status"] != "CREATE_COMPLETE":
-        raise CreateFailed(f"Heat stack {name!r} is {stack['stack_status']}: {stack.get('stack_status_reason')}")
+        raise CreateFailed(
+            f"Heat stack {name!r} is {stack['stack_status']}: {stack.get('stack_status_reason')}"
+        )
     outputs = cloud.orchestration.get(path).json()["stack"].get("outputs") or []
-    return id_, {**inputs, "status": stack["stack_status"], "StackOutputs": [
-        {"outputKey": o["output_key"], "outputValue": _text(o.get("output_value")),
-         "description": o.get("description") or ""} for o in outputs]}
+    return id_, {
+        **inputs,
+        "status": stack["stack_status"],
+        "StackOutputs": [
+            {
+                "outputKey": o["output_key"],
+                "outputValue": _text(o.get("output_value")),
+                "description": o.get("description") or "",
+            }
+            for o in outputs
+        ],
+    }
 
 
 def _text(value: Any) -> str:
@@ -168,8 +222,9 @@ def _stack_delete(cloud, id_: str, outs: dict) -> None:
     cloud.orchestration.delete(path, raise_exc=False)
     stack = wait_stack(cloud.orchestration, path, timeout=600)
     if stack["stack_status"] != "DELETE_COMPLETE":
-        raise CreateFailed(f"Heat stack {outs['name']!r} is {stack['stack_status']}: "
-                           f"{stack.get('stack_status_reason')}")
+        raise CreateFailed(
+            f"Heat stack {outs['name']!r} is {stack['stack_status']}: {stack.get('stack_status_reason')}"
+        )
 
 
 STACK = Kind(ORCHESTRATION, _stack_create, _stack_delete, lambda o: o.get("status", ""))
@@ -177,9 +232,11 @@ STACK = Kind(ORCHESTRATION, _stack_create, _stack_delete, lambda o: o.get("statu
 
 # --- Neutron: the security group and its rules ----------------------------------------------------
 
+
 def _secgroup_create(cloud, inputs: dict) -> tuple[str, dict]:
-    group = cloud.conn.network.create_security_group(name=inputs["name"],
-                                                     description=inputs.get("description") or "")
+    group = cloud.conn.network.create_security_group(
+        name=inputs["name"], description=inputs.get("description") or ""
+    )
     if inputs.get("deleteDefaultRules"):
         # what the provider does for delete_default_rules: Neutron's default egress rules go
         for rule in list(cloud.conn.network.security_group_rules(security_group_id=group.id)):
@@ -191,10 +248,16 @@ def _secgroup_delete(cloud, id_: str, _outs: dict) -> None:
     cloud.conn.network.delete_security_group(id_, ignore_missing=True)
 
 
-_RULE_FIELDS = {"direction": "direction", "ethertype": "ether_type", "protocol": "protocol",
-                "portRangeMin": "port_range_min", "portRangeMax": "port_range_max",
-                "remoteIpPrefix": "remote_ip_prefix", "remoteGroupId": "remote_group_id",
-                "description": "description"}
+_RULE_FIELDS = {
+    "direction": "direction",
+    "ethertype": "ether_type",
+    "protocol": "protocol",
+    "portRangeMin": "port_range_min",
+    "portRangeMax": "port_range_max",
+    "remoteIpPrefix": "remote_ip_prefix",
+    "remoteGroupId": "remote_group_id",
+    "description": "description",
+}
 
 
 def _rule_create(cloud, inputs: dict) -> tuple[str, dict]:
@@ -208,9 +271,15 @@ def _rule_delete(cloud, id_: str, _outs: dict) -> None:
 
 
 SECGROUP = Kind(NETWORK, _secgroup_create, _secgroup_delete)
-SECGROUP_RULE = Kind(NETWORK, _rule_create, _rule_delete,
-                     lambda o: f"{o.get('direction')} {o.get('ethertype')} {o.get('protocol') or 'any'} "
-                               f"{o.get('remoteIpPrefix') or ''}".strip())
+SECGROUP_RULE = Kind(
+    NETWORK,
+    _rule_create,
+    _rule_delete,
+    lambda o: (
+        f"{o.get('direction')} {o.get('ethertype')} {o.get('protocol') or 'any'} "
+        f"{o.get('remoteIpPrefix') or ''}".strip()
+    ),
+)
 
 
 # --- Nova: the monitor server, key pairs, server groups -------------------------------------------
@@ -232,9 +301,14 @@ def _networks(cloud, wanted: list) -> list[dict]:
 
 
 def _server_create(cloud, inputs: dict) -> tuple[str, dict]:
-    flavor = inputs.get("flavorId") or cloud.conn.compute.find_flavor(inputs["flavorName"], ignore_missing=False).id
+    flavor = (
+        inputs.get("flavorId")
+        or cloud.conn.compute.find_flavor(inputs["flavorName"], ignore_missing=False).id
+    )
     attrs: dict[str, Any] = {
-        "name": inputs["name"], "image_id": inputs["imageId"], "flavor_id": flavor,
+        "name": inputs["name"],
+        "image_id": inputs["imageId"],
+        "flavor_id": flavor,
         "networks": _networks(cloud, inputs.get("networks")),
         "security_groups": [{"name": g} for g in inputs.get("securityGroups") or ()],
         "metadata": inputs.get("metadata") or {},
@@ -248,10 +322,17 @@ def _server_create(cloud, inputs: dict) -> tuple[str, dict]:
     server = cloud.conn.compute.create_server(**attrs)
     cloud.remember(server.id, {})
     server = cloud.conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=300)
-    fixed = [a["addr"] for addrs in (server.addresses or {}).values() for a in addrs
-             if a.get("OS-EXT-IPS:type", "fixed") == "fixed"]
-    return server.id, {**inputs, "accessIpV4": next((a for a in fixed if ":" not in a), ""),
-                       "powerState": "active"}
+    fixed = [
+        a["addr"]
+        for addrs in (server.addresses or {}).values()
+        for a in addrs
+        if a.get("OS-EXT-IPS:type", "fixed") == "fixed"
+    ]
+    return server.id, {
+        **inputs,
+        "accessIpV4": next((a for a in fixed if ":" not in a), ""),
+        "powerState": "active",
+    }
 
 
 def _server_delete(cloud, id_: str, _outs: dict) -> None:
@@ -267,8 +348,12 @@ def _keypair_create(cloud, inputs: dict) -> tuple[str, dict]:
     if inputs.get("publicKey"):
         attrs["public_key"] = inputs["publicKey"]
     kp = cloud.conn.compute.create_keypair(**attrs)
-    return kp.name, {**inputs, "fingerprint": kp.fingerprint, "publicKey": kp.public_key,
-                     "privateKey": kp.private_key or ""}
+    return kp.name, {
+        **inputs,
+        "fingerprint": kp.fingerprint,
+        "publicKey": kp.public_key,
+        "privateKey": kp.private_key or "",
+    }
 
 
 def _keypair_delete(cloud, id_: str, _outs: dict) -> None:
@@ -277,7 +362,9 @@ def _keypair_delete(cloud, id_: str, _outs: dict) -> None:
 
 def _server_group_create(cloud, inputs: dict) -> tuple[str, dict]:
     policies = inputs.get("policies") or []
-    group = cloud.conn.compute.create_server_group(name=inputs["name"], policy=policies[0] if policies else None)
+    group = cloud.conn.compute.create_server_group(
+        name=inputs["name"], policy=policies[0] if policies else None
+    )
     return group.id, dict(inputs)
 
 
@@ -307,8 +394,10 @@ def _dynamic_create(cloud, inputs: dict) -> tuple[str, dict]:
     props = {k: v for k, v in inputs.items() if k != PROVIDER_KEY}
     checked = provider.check({}, props)
     if checked.failures:
-        raise CreateFailed("the dynamic provider's check refused: "
-                           + "; ".join(f"{f.property}: {f.reason}" for f in checked.failures))
+        raise CreateFailed(
+            "the dynamic provider's check refused: "
+            + "; ".join(f"{f.property}: {f.reason}" for f in checked.failures)
+        )
     made = provider.create(checked.inputs)
     return made.id, {**(made.outs or {}), PROVIDER_KEY: inputs[PROVIDER_KEY]}
 
@@ -317,8 +406,12 @@ def _dynamic_delete(_cloud, id_: str, outs: dict) -> None:
     _dynamic_provider(outs).delete(id_, {k: v for k, v in outs.items() if k != PROVIDER_KEY})
 
 
-DYNAMIC = Kind(MESSAGING, _dynamic_create, _dynamic_delete,
-               lambda o: f"and {o.get('dead_letter_queue')}" if o.get("dead_letter_queue") else "")
+DYNAMIC = Kind(
+    MESSAGING,
+    _dynamic_create,
+    _dynamic_delete,
+    lambda o: f"and {o.get('dead_letter_queue')}" if o.get("dead_letter_queue") else "",
+)
 
 
 DYNAMIC_PREFIX = "pulumi-python:dynamic"
@@ -349,6 +442,7 @@ def kind_of(typ: str, custom: bool) -> Kind:
 
 # --- invokes ----------------------------------------------------------------------------------------
 
+
 def get_image(cloud, args: dict) -> dict:
     """``openstack:images/getImage:getImage``: the image Glance holds matching the program's filter."""
     pattern = args.get("nameRegex")
@@ -359,14 +453,24 @@ def get_image(cloud, args: dict) -> dict:
             continue
         if pattern and not re.search(pattern, image.name or ""):
             continue
-        have = {**(image.properties or {}), **{k: getattr(image, k, None) for k in props if hasattr(image, k)}}
+        have = {
+            **(image.properties or {}),
+            **{k: getattr(image, k, None) for k in props if hasattr(image, k)},
+        }
         if all(str(have.get(k)) == v for k, v in props.items()):
             found.append(image)
     if not found:
         raise LookupError("Your query returned no results. Please change your search criteria and try again.")
     if len(found) > 1 and not args.get("mostRecent"):
-        raise LookupError("Your query returned more than one result. Please try a more specific search "
-                          "criteria, or set `most_recent` attribute to true.")
+        raise LookupError(
+            "Your query returned more than one result. Please try a more specific search "
+            "criteria, or set `most_recent` attribute to true."
+        )
     image = max(found, key=lambda i: i.created_at or "")
-    return {"id": image.id, "name": image.name, "properties": dict(image.properties or {}),
-            "region": args.get("region"), "status": image.status}
+    return {
+        "id": image.id,
+        "name": image.name,
+        "properties": dict(image.properties or {}),
+        "region": args.get("region"),
+        "status": image.status,
+    }

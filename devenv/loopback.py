@@ -4,6 +4,7 @@
     with LocalZaqar() as zaqar:      # any LoopbackService
         zaqar.url, zaqar.env(), zaqar.queue_options
 """
+
 from __future__ import annotations
 
 import abc
@@ -39,7 +40,7 @@ class LoopbackService(abc.ABC):
         """Whether ``status`` from ``GET health_path`` means the service is ready."""
 
     @abc.abstractmethod
-    def start(self) -> "LoopbackService":
+    def start(self) -> LoopbackService:
         """Start the service; return it once :meth:`healthy`."""
 
     @abc.abstractmethod

@@ -37,6 +37,7 @@ How a machine is made, and how it differs from a VM on a real cloud:
 nspawn and the relays run detached (their own session, pids in files), so a new
 ``Machine(name, run_dir)`` finds a running machine again and nothing dies with the caller.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,9 +54,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from devenv.builder.rootfs import MIRROR_HOST
+from devenv.builder.rootfs import MIRROR_HOST, locked
 from devenv.builder.rootfs import cache_dir as repo_cache
-from devenv.builder.rootfs import locked
 
 SEED = "var/lib/cloud/seed/config_drive"
 DOCKER = "var/lib/docker"
@@ -68,14 +68,17 @@ _STATE = "machine.json"
 @dataclass(frozen=True)
 class Nic:
     """One Neutron port as the machine sees it."""
-    mac: str                 # the port's MAC; the interface inside gets exactly this
-    address: str             # the port's fixed IPv4 address
-    prefixlen: int           # from the subnet's cidr
-    gateway: str | None      # the subnet's gateway_ip
+
+    mac: str  # the port's MAC; the interface inside gets exactly this
+    address: str  # the port's fixed IPv4 address
+    prefixlen: int  # from the subnet's cidr
+    gateway: str | None  # the subnet's gateway_ip
 
     def __post_init__(self):
         if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", self.mac):
-            raise ValueError(f"Nic.mac {self.mac!r} is not a MAC address like 'fa:16:3e:12:34:56' (lower case)")
+            raise ValueError(
+                f"Nic.mac {self.mac!r} is not a MAC address like 'fa:16:3e:12:34:56' (lower case)"
+            )
         net = ipaddress.ip_interface(f"{self.address}/{self.prefixlen}")  # raises naming the bad value
         if net.version != 4 or not 8 <= self.prefixlen <= 30:
             raise ValueError(f"Nic {self.address}/{self.prefixlen}: only IPv4 with a prefix of 8 to 30 bits")
@@ -104,7 +107,9 @@ def _quiet(*cmd: str) -> None:
     subprocess.run(cmd, capture_output=True)
 
 
-def spawn_detached(argv: list[str], pidfile: Path, output: Path | None = None, netns: str | None = None) -> int:
+def spawn_detached(
+    argv: list[str], pidfile: Path, output: Path | None = None, netns: str | None = None
+) -> int:
     """Start ``argv`` in a session of its own, not a child of this process (it outlives the
     caller and is reaped by init); its pid goes to ``pidfile`` and is returned."""
     pidfile.unlink(missing_ok=True)
@@ -209,11 +214,15 @@ def unpacked_image(image: Path) -> Path:
         tmp = root.with_name(digest + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        p = subprocess.run(["tar", "-xpf", str(image), "-C", str(tmp), *_TAR_KEEP], capture_output=True, text=True)
+        p = subprocess.run(
+            ["tar", "-xpf", str(image), "-C", str(tmp), *_TAR_KEEP], capture_output=True, text=True
+        )
         if p.returncode != 0 or not (tmp / "etc").is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError(f"image {image} is not a rootfs archive (tar with /etc, optionally gzip): "
-                             f"{p.stderr.strip()[-500:]}")
+            raise ValueError(
+                f"image {image} is not a rootfs archive (tar with /etc, optionally gzip): "
+                f"{p.stderr.strip()[-500:]}"
+            )
         tmp.rename(root)
         return root
 
@@ -234,8 +243,10 @@ class Machine:
 
     def __init__(self, name: str, run_dir: Path):
         if not NAME_RE.fullmatch(name):
-            raise ValueError(f"machine name {name!r}: 2-13 characters of a-z, 0-9 and '-', starting with a "
-                             "letter (it names the network namespace and the veths)")
+            raise ValueError(
+                f"machine name {name!r}: 2-13 characters of a-z, 0-9 and '-', starting with a "
+                "letter (it names the network namespace and the veths)"
+            )
         if os.geteuid() != 0:
             raise PermissionError("devenv.machines needs root (network namespaces, overlay mounts, nspawn)")
         self.name = name
@@ -264,13 +275,16 @@ class Machine:
         return f"{self.name}-{index}"
 
     # -- create ----------------------------------------------------------------------------------
-    def create(self, image: Path, nics: list[Nic], config_drive: Path | None, forward_ports: list[int]) -> None:
+    def create(
+        self, image: Path, nics: list[Nic], config_drive: Path | None, forward_ports: list[int]
+    ) -> None:
         """Prepare the machine (overlay over the unpacked image, network namespace, relays); it
         is not started. On any failure what was made is removed again."""
         self.create_from_root(unpacked_image(Path(image)), nics, config_drive, forward_ports)
 
-    def create_from_root(self, lower: Path, nics: list[Nic], config_drive: Path | None,
-                         forward_ports: list[int]) -> None:
+    def create_from_root(
+        self, lower: Path, nics: list[Nic], config_drive: Path | None, forward_ports: list[int]
+    ) -> None:
         """:meth:`create` from an already unpacked root folder ``lower`` (never written to)."""
         if self._state():
             raise RuntimeError(f"machine {self.name} already exists in {self.run_dir}: destroy it first")
@@ -280,13 +294,23 @@ class Machine:
             if not (0 < int(p) < 65536) or int(p) == 80:
                 raise ValueError(f"forward port {p}: must be 1-65535 and not 80 (the mirror relay)")
         if config_drive is not None and not (Path(config_drive) / "openstack").is_dir():
-            raise ValueError(f"config drive {config_drive} has no openstack/ folder (Nova's config drive layout)")
+            raise ValueError(
+                f"config drive {config_drive} has no openstack/ folder (Nova's config drive layout)"
+            )
         if Path(f"/run/netns/{self.name}").exists():
-            raise RuntimeError(f"network namespace {self.name} exists already (another machine of this name?)")
+            raise RuntimeError(
+                f"network namespace {self.name} exists already (another machine of this name?)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"name": self.name, "lower": str(lower), "nics": [asdict(n) for n in nics],
-                 "forward_ports": [int(p) for p in forward_ports], "config_drive": config_drive is not None,
-                 "relays": [], "created": time.time()}
+        state = {
+            "name": self.name,
+            "lower": str(lower),
+            "nics": [asdict(n) for n in nics],
+            "forward_ports": [int(p) for p in forward_ports],
+            "config_drive": config_drive is not None,
+            "relays": [],
+            "created": time.time(),
+        }
         self._save(state)
         try:
             self._mount(lower)
@@ -301,8 +325,15 @@ class Machine:
         for d in ("upper", "work", "merged", "docker"):
             (self.run_dir / d).mkdir(exist_ok=True)
         up, wk = self.run_dir / "upper", self.run_dir / "work"
-        run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={up},workdir={wk}",
-            str(self.root))
+        run(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={up},workdir={wk}",
+            str(self.root),
+        )
         # dockerd's storage is a real folder (see the module docstring), seeded from the image.
         if seed_docker and (Path(lower) / DOCKER).is_dir():
             run("cp", "-a", f"{Path(lower) / DOCKER}/.", str(self.run_dir / "docker"))
@@ -321,7 +352,10 @@ class Machine:
         self._make_network(self.nics, configure_inside=not network_data)
         self.sockets.mkdir(parents=True, exist_ok=True)
         state["relays"] = []
-        for inner, host, port in [(80, MIRROR_HOST, 80), *((p, "127.0.0.1", p) for p in state["forward_ports"])]:
+        for inner, host, port in [
+            (80, MIRROR_HOST, 80),
+            *((p, "127.0.0.1", p) for p in state["forward_ports"]),
+        ]:
             state["relays"].append(self._relay(inner, host, port))
             self._save(state)  # so that destroy() finds every relay, even if the next one fails
 
@@ -331,8 +365,21 @@ class Machine:
         run(*ns, "ip", "link", "set", "lo", "up")
         for i, nic in enumerate(nics):
             host = self.host_veth(i)
-            run("ip", "link", "add", host, "type", "veth", "peer", "name", f"eth{i}", "address", nic.mac,
-                "netns", self.name)
+            run(
+                "ip",
+                "link",
+                "add",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"eth{i}",
+                "address",
+                nic.mac,
+                "netns",
+                self.name,
+            )
             run("ip", "link", "set", host, "up")
             run("ip", "addr", "add", f"{nic.host_address}/32", "dev", host)
             run("ip", "route", "add", f"{nic.address}/32", "dev", host, "src", nic.host_address)
@@ -346,10 +393,15 @@ class Machine:
     def _relay(self, inner_port: int, host: str, port: int) -> list[int]:
         """127.0.0.1:inner_port in the namespace -> a Unix socket -> host:port from this machine."""
         sock = self.sockets / f"{inner_port}.sock"
-        outer = spawn_detached(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early", f"TCP:{host}:{port}"],
-                               self.sockets / f"{inner_port}.outer.pid")
-        inner = spawn_detached(["socat", f"TCP-LISTEN:{inner_port},bind=127.0.0.1,fork,reuseaddr",
-                                f"UNIX-CONNECT:{sock}"], self.sockets / f"{inner_port}.inner.pid", netns=self.name)
+        outer = spawn_detached(
+            ["socat", f"UNIX-LISTEN:{sock},fork,unlink-early", f"TCP:{host}:{port}"],
+            self.sockets / f"{inner_port}.outer.pid",
+        )
+        inner = spawn_detached(
+            ["socat", f"TCP-LISTEN:{inner_port},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{sock}"],
+            self.sockets / f"{inner_port}.inner.pid",
+            netns=self.name,
+        )
         # Return once it listens: the process's /proc/PID/net/tcp lists its namespace's sockets.
         # 30 s, not 5: with Nova, Heat and several machines booting on two cores, nsenter + socat
         # took longer than 5 s to listen and Nova's build failed ("the relay ... does not listen").
@@ -363,7 +415,9 @@ class Machine:
                     return [outer, inner]
             time.sleep(0.02)
         _kill([outer, inner])
-        raise RuntimeError(f"machine {self.name}: the relay to {host}:{port} does not listen on 127.0.0.1:{inner_port}")
+        raise RuntimeError(
+            f"machine {self.name}: the relay to {host}:{port} does not listen on 127.0.0.1:{inner_port}"
+        )
 
     def forward_port(self, port: int) -> None:
         """Add a relay (as ``forward_ports`` in :meth:`create`) to a created machine."""
@@ -387,8 +441,24 @@ class Machine:
 
     @staticmethod
     def _metadata_rule(veth: str, port: int) -> list[str]:
-        return ["-i", veth, "-d", METADATA_ADDRESS, "-p", "tcp", "--dport", "80", "-j", "DNAT",
-                "--to-destination", f"127.0.0.1:{port}", "-m", "comment", "--comment", "queue-workers machine"]
+        return [
+            "-i",
+            veth,
+            "-d",
+            METADATA_ADDRESS,
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            f"127.0.0.1:{port}",
+            "-m",
+            "comment",
+            "--comment",
+            "queue-workers machine",
+        ]
 
     # -- power -----------------------------------------------------------------------------------
     def _pid(self) -> int | None:
@@ -420,15 +490,26 @@ class Machine:
         if self.running():
             return
         self._restore()
-        argv = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--boot", "--console=read-only",
-                "-D", str(self.root), f"--machine={self.name}", f"--network-namespace-path=/run/netns/{self.name}",
-                # private: nspawn then mounts a sysfs of that namespace (else /sys/class/net shows
-                # this machine's interfaces and cloud-init finds no NIC with the port's MAC)
-                "--private-network",
-                "--resolv-conf=off",  # the image's own (no DNS here), not this machine's
-                # what dockerd (installed by a bake) needs inside
-                "--capability=all", "--system-call-filter=@keyring bpf",
-                f"--bind={self.run_dir / 'docker'}:/{DOCKER}"]
+        argv = [
+            "systemd-nspawn",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--boot",
+            "--console=read-only",
+            "-D",
+            str(self.root),
+            f"--machine={self.name}",
+            f"--network-namespace-path=/run/netns/{self.name}",
+            # private: nspawn then mounts a sysfs of that namespace (else /sys/class/net shows
+            # this machine's interfaces and cloud-init finds no NIC with the port's MAC)
+            "--private-network",
+            "--resolv-conf=off",  # the image's own (no DNS here), not this machine's
+            # what dockerd (installed by a bake) needs inside
+            "--capability=all",
+            "--system-call-filter=@keyring bpf",
+            f"--bind={self.run_dir / 'docker'}:/{DOCKER}",
+        ]
         if self._state().get("config_drive"):
             argv.append(f"--bind-ro={self.run_dir / 'config_drive'}:/{SEED}")
         pid = spawn_detached(argv, self.run_dir / "nspawn.pid", output=self.console_log)
@@ -487,11 +568,27 @@ class Machine:
         tmp = dest.with_name(dest.name + ".part")
         excludes = [f"--exclude=./{SEED}", f"--exclude=./{DOCKER}"]
         p = subprocess.run(
-            ["tar", "-cf", str(tmp), *_TAR_KEEP, "--sparse", "--one-file-system", *excludes,
-             "-C", str(self.root), ".",
-             # dockerd's folder, stored as the disk's /var/lib/docker
-             "-C", str(self.run_dir), "--transform", f"s,^docker,./{DOCKER},", "docker"],
-            capture_output=True, text=True)
+            [
+                "tar",
+                "-cf",
+                str(tmp),
+                *_TAR_KEEP,
+                "--sparse",
+                "--one-file-system",
+                *excludes,
+                "-C",
+                str(self.root),
+                ".",
+                # dockerd's folder, stored as the disk's /var/lib/docker
+                "-C",
+                str(self.run_dir),
+                "--transform",
+                f"s,^docker,./{DOCKER},",
+                "docker",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if p.returncode not in (0, 1):  # 1: a file changed while read (a running machine)
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"snapshot of {self.name} failed: {p.stderr.strip()[-1000:]}")
@@ -506,8 +603,14 @@ class Machine:
             if _alive(pid, "socat"):
                 _kill([pid])
         if state.get("metadata_port"):
-            _quiet("iptables", "-t", "nat", "-D", "PREROUTING",
-                   *self._metadata_rule(self.host_veth(0), state["metadata_port"]))
+            _quiet(
+                "iptables",
+                "-t",
+                "nat",
+                "-D",
+                "PREROUTING",
+                *self._metadata_rule(self.host_veth(0), state["metadata_port"]),
+            )
         if Path(f"/run/netns/{self.name}").exists():
             _quiet("ip", "netns", "del", self.name)  # takes the inner veth ends, and so their peers
         for i in range(len(state.get("nics", [])) or 8):

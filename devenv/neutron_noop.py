@@ -7,6 +7,7 @@ bound with VIF type ``tap`` and is ACTIVE at once. Registered as ``qw_noop`` und
 ``neutron.ml2.mechanism_drivers`` by ``devenv/openstack_plugins`` (installed into the OpenStack
 virtualenv by ``make venv-openstack``).
 """
+
 from __future__ import annotations
 
 from neutron_lib import constants
@@ -23,6 +24,7 @@ class NoopMechanismDriver(api.MechanismDriver):
 
     def bind_port(self, context) -> None:
         for segment in context.segments_to_bind:
-            context.set_binding(segment[api.ID], VIF_TYPE, {"port_filter": False},
-                                status=constants.PORT_STATUS_ACTIVE)
+            context.set_binding(
+                segment[api.ID], VIF_TYPE, {"port_filter": False}, status=constants.PORT_STATUS_ACTIVE
+            )
             return

@@ -18,6 +18,7 @@ identity, interfaces) and makes the server itself real:
 * get_info reports the machine's real state (Nova's power-state sync reads it);
 * get_console_output is the machine's console; snapshot archives its root and uploads it.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -27,13 +28,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from keystoneauth1 import loading as ks_loading
+from nova import conf as nova_conf
+from nova import exception
 from nova.api.metadata import base as instance_metadata
 from nova.compute import power_state, task_states
-from nova import conf as nova_conf
-from oslo_config import cfg
-from nova import exception
 from nova.image import glance
 from nova.virt import fake, hardware
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from devenv.cloud import machine_name
@@ -42,8 +43,9 @@ from devenv.machines import Machine, Nic
 CONF = nova_conf.CONF
 # Our own option (nova-compute registers no metadata API options): where Nova's metadata API
 # listens on this machine, for each server's 169.254.169.254.
-CONF.register_opts([cfg.IntOpt("metadata_port", help="port of the metadata API on 127.0.0.1")],
-                   group="qw_machines")
+CONF.register_opts(
+    [cfg.IntOpt("metadata_port", help="port of the metadata API on 127.0.0.1")], group="qw_machines"
+)
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a clean stop may take before the hard power-off
 
@@ -57,9 +59,14 @@ def nics_from_network_info(network_info) -> list[Nic]:
             if not v4:
                 continue
             gateway = subnet.get("gateway") or {}
-            nics.append(Nic(mac=vif["address"], address=v4[0]["address"],
-                            prefixlen=int(str(subnet["cidr"]).split("/")[1]),
-                            gateway=gateway.get("address") or None))
+            nics.append(
+                Nic(
+                    mac=vif["address"],
+                    address=v4[0]["address"],
+                    prefixlen=int(str(subnet["cidr"]).split("/")[1]),
+                    gateway=gateway.get("address") or None,
+                )
+            )
             break
     return nics
 
@@ -116,16 +123,41 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
         return self._ports
 
     # --- the server's life ----------------------------------------------------------------------
-    def spawn(self, context, instance, image_meta, injected_files, admin_password, allocations,
-              network_info=None, block_device_info=None, power_on=True, accel_info=None):
-        super().spawn(context, instance, image_meta, injected_files, admin_password, allocations,
-                      network_info, block_device_info, power_on, accel_info)
+    def spawn(
+        self,
+        context,
+        instance,
+        image_meta,
+        injected_files,
+        admin_password,
+        allocations,
+        network_info=None,
+        block_device_info=None,
+        power_on=True,
+        accel_info=None,
+    ):
+        super().spawn(
+            context,
+            instance,
+            image_meta,
+            injected_files,
+            admin_password,
+            allocations,
+            network_info,
+            block_device_info,
+            power_on,
+            accel_info,
+        )
         machine = self._machine(instance)
         run_dir = self.root / instance.uuid
         try:
             image = self._image(context, image_meta.id)
-            drive = write_config_drive(instance, injected_files, network_info,
-                                       Path(tempfile.mkdtemp(prefix="config-drive-", dir=self.root)))
+            drive = write_config_drive(
+                instance,
+                injected_files,
+                network_info,
+                Path(tempfile.mkdtemp(prefix="config-drive-", dir=self.root)),
+            )
             try:
                 machine.create(image, nics_from_network_info(network_info), drive, self._forward_ports())
                 machine.route_metadata(CONF.qw_machines.metadata_port)
@@ -147,8 +179,11 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
         return hardware.InstanceInfo(state=power_state.RUNNING if running else power_state.SHUTDOWN)
 
     def list_instances(self):
-        return [d.name for d in self.root.iterdir() if d.is_dir() and len(d.name) == 36] \
-            if self.root.exists() else []
+        return (
+            [d.name for d in self.root.iterdir() if d.is_dir() and len(d.name) == 36]
+            if self.root.exists()
+            else []
+        )
 
     def list_instance_uuids(self):
         return self.list_instances()
@@ -159,35 +194,52 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
     def power_off(self, instance, timeout=0, retry_interval=0):
         machine = self._machine(instance)
         if machine.running() and not machine.shutdown(timeout or SHUTDOWN_TIMEOUT):
-            LOG.warning("%s did not stop within %s s: hard power-off", instance.uuid,
-                        timeout or SHUTDOWN_TIMEOUT)
+            LOG.warning(
+                "%s did not stop within %s s: hard power-off", instance.uuid, timeout or SHUTDOWN_TIMEOUT
+            )
             machine.poweroff()
         if instance.uuid in self.instances:
             super().power_off(instance, timeout, retry_interval)
 
-    def power_on(self, context, instance, network_info, block_device_info=None, accel_info=None,
-                 share_info=None):
+    def power_on(
+        self, context, instance, network_info, block_device_info=None, accel_info=None, share_info=None
+    ):
         machine = self._machine(instance)
         if not machine.running():
             machine.start()
         if instance.uuid in self.instances:
             super().power_on(context, instance, network_info, block_device_info, accel_info)
 
-    def reboot(self, context, instance, network_info, reboot_type, block_device_info=None,
-               bad_volumes_callback=None, accel_info=None, share_info=None):
+    def reboot(
+        self,
+        context,
+        instance,
+        network_info,
+        reboot_type,
+        block_device_info=None,
+        bad_volumes_callback=None,
+        accel_info=None,
+        share_info=None,
+    ):
         machine = self._machine(instance)
         if machine.running():
             if reboot_type.lower() == "hard" or not machine.shutdown(SHUTDOWN_TIMEOUT):
                 machine.poweroff()
         machine.start()
 
-    def destroy(self, context, instance, network_info, block_device_info=None, destroy_disks=True,
-                destroy_secrets=True):
+    def destroy(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        destroy_disks=True,
+        destroy_secrets=True,
+    ):
         self._machine(instance).destroy()  # a hard power-off first, as on libvirt
         if destroy_disks:
             shutil.rmtree(self.root / instance.uuid, ignore_errors=True)
-        super().destroy(context, instance, network_info, block_device_info, destroy_disks,
-                        destroy_secrets)
+        super().destroy(context, instance, network_info, block_device_info, destroy_disks, destroy_secrets)
 
     def get_console_output(self, context, instance):
         if not (self.root / instance.uuid).exists():
@@ -205,13 +257,22 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
         try:
             archive = work / "root.tar"
             self._machine(instance).snapshot(archive)
-            update_task_state(task_state=task_states.IMAGE_UPLOADING,
-                              expected_state=task_states.IMAGE_PENDING_UPLOAD)
+            update_task_state(
+                task_state=task_states.IMAGE_UPLOADING, expected_state=task_states.IMAGE_PENDING_UPLOAD
+            )
             with open(archive, "rb") as data:
-                glance.API().update(context, image_id,
-                                    {"disk_format": "raw", "container_format": "bare",
-                                     "properties": {"os_distro": instance.image_meta.properties.get(
-                                         "os_distro", "debian")}},
-                                    data=data, purge_props=False)
+                glance.API().update(
+                    context,
+                    image_id,
+                    {
+                        "disk_format": "raw",
+                        "container_format": "bare",
+                        "properties": {
+                            "os_distro": instance.image_meta.properties.get("os_distro", "debian")
+                        },
+                    },
+                    data=data,
+                    purge_props=False,
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)

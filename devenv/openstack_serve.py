@@ -11,6 +11,7 @@ variable, resets argv, makes sqlite transactions take the write lock up front (a
 Heat do here), imports the application and serves it from threads with Keystone's server until
 SIGTERM. Only the standard library is imported at module level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,30 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """Parse the options, then import and serve the application."""
     parser = argparse.ArgumentParser(prog="python -m devenv.openstack_serve")
-    parser.add_argument("--app", default=None,
-                        help="module:attribute of the WSGI application (a callable is called first "
-                        "when it is named with a trailing '()')")
-    parser.add_argument("--main", default=None,
-                        help="module:function of a service command (nova-compute ...) to run instead, "
-                        "with the arguments after --")
+    parser.add_argument(
+        "--app",
+        default=None,
+        help="module:attribute of the WSGI application (a callable is called first "
+        "when it is named with a trailing '()')",
+    )
+    parser.add_argument(
+        "--main",
+        default=None,
+        help="module:function of a service command (nova-compute ...) to run instead, "
+        "with the arguments after --",
+    )
     parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (with --app)")
     parser.add_argument("args", nargs="*", help="the command's arguments (with --main)")
-    parser.add_argument("--config-dir-env", action="append", default=[], metavar="NAME=DIR",
-                        help="environment variable the service reads its config folder from")
-    parser.add_argument("--config-file", default=None,
-                        help="config file passed as --config-file in the argv the app sees")
+    parser.add_argument(
+        "--config-dir-env",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="environment variable the service reads its config folder from",
+    )
+    parser.add_argument(
+        "--config-file", default=None, help="config file passed as --config-file in the argv the app sees"
+    )
     parser.add_argument("--access-log", default=None, help="file for one line per request")
     args = parser.parse_args(argv)
     for item in args.config_dir_env:
@@ -42,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     # Nothing that imports eventlet may come before the app's module: Nova's WSGI modules pick
     # native threading themselves and refuse to start if eventlet was imported first.
     from devenv import keystone
+
     keystone.install_sqlite_begin_immediate(60000)
     if args.main:
         module, _, func = args.main.partition(":")
@@ -118,6 +132,7 @@ class _ChunkedInput(_LimitedInput):
 
 def bounded_input(app):
     """WSGI middleware: ``wsgi.input`` ends where the request body ends (length or chunks)."""
+
     def call(environ, start_response):
         raw = environ["wsgi.input"]
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
@@ -126,6 +141,7 @@ def bounded_input(app):
         else:
             environ["wsgi.input"] = _LimitedInput(raw, int(environ.get("CONTENT_LENGTH") or 0))
         return app(environ, start_response)
+
     return call
 
 

@@ -1,10 +1,12 @@
 """Small helpers for the local stand-ins: free loopback ports, waiting, stopping by PID."""
+
 from __future__ import annotations
 
 import socket
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -16,8 +18,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str,
-               proc: subprocess.Popen | None = None, log_path: str | None = None) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log_path: str | None = None,
+) -> Any:
     """Poll ``check`` until it returns something true and return that; fail with the process's
     log tail if it dies or time runs out."""
     deadline = time.monotonic() + timeout

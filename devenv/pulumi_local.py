@@ -28,6 +28,7 @@ service is an error naming it.
 running ``python -m devenv.controlplane`` (its clouds.yaml), printing each resource as it is
 created or deleted; ``up`` keeps what it made in a state file that ``destroy`` reads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from devenv import local_resources as lr
 
@@ -70,11 +72,17 @@ class Resource:
     @property
     def made(self) -> bool:
         """True if something of it exists in the cloud (destroy must delete it)."""
-        return bool(self.id) and self.custom and not self.stand_in and lr.kind_of(self.type, True) is not lr.PROVIDER
+        return (
+            bool(self.id)
+            and self.custom
+            and not self.stand_in
+            and lr.kind_of(self.type, True) is not lr.PROVIDER
+        )
 
 
 def _plain(value: Any) -> Any:
     from infra.mocks import _plain as unwrap  # the engine's secret wrapper, as the mocks unwrap it
+
     return unwrap(value)
 
 
@@ -88,14 +96,16 @@ class _Cloud:
 
         self.clouds_yaml, self.name, self.region, self.stand_ins = Path(clouds_yaml), name, region, stand_ins
         region_cfg = os_config.OpenStackConfig(config_files=[str(clouds_yaml)]).get_one(
-            cloud=name, region_name=region)
+            cloud=name, region_name=region
+        )
         self.auth_url = region_cfg.config["auth"]["auth_url"]
         self.conn = openstack.connection.Connection(config=region_cfg)
         session = self.conn.session
         self.user_id = session.get_user_id()
         self.identity = adapter.Adapter(session, service_type="identity", interface="public")
-        self.orchestration = adapter.Adapter(session, service_type="orchestration", interface="public",
-                                             region_name=region)
+        self.orchestration = adapter.Adapter(
+            session, service_type="orchestration", interface="public", region_name=region
+        )
         catalog = session.auth.get_access(session).service_catalog
         self.services = {s["type"] for s in catalog.catalog if s.get("endpoints")}
         self._current = threading.local()
@@ -109,9 +119,11 @@ class _Cloud:
 
     def check_provider(self, cloud: str | None, region: str | None) -> None:
         if cloud != self.name or (region and region != self.region):
-            raise lr.CreateFailed(f"the program's provider wants cloud {cloud!r} region {region!r}, but this "
-                                  f"harness deploys to {self.name!r} region {self.region!r}: set the stack's "
-                                  f"cloud and region to those")
+            raise lr.CreateFailed(
+                f"the program's provider wants cloud {cloud!r} region {region!r}, but this "
+                f"harness deploys to {self.name!r} region {self.region!r}: set the stack's "
+                f"cloud and region to those"
+            )
 
     def remember(self, id_: str, outputs: dict) -> None:
         """Called by a kind as soon as the cloud holds the resource, before waiting for it: if the
@@ -123,7 +135,7 @@ class _Cloud:
 class _HarnessMocks:
     """Pulumi mocks whose ``new_resource`` creates the resource in the local cloud."""
 
-    def __init__(self, deployment: "LocalDeployment"):
+    def __init__(self, deployment: LocalDeployment):
         self.d = deployment
 
     def new_resource(self, args) -> tuple[str, dict]:
@@ -195,8 +207,10 @@ def _monitor_class():
         def RegisterResource(self, request):
             if request.type != "pulumi:pulumi:Stack":
                 urn = self.make_urn(request.parent, request.type, request.name)
-                deps = sorted(set(request.dependencies) | {u for p in request.propertyDependencies.values()
-                                                           for u in p.urns})
+                deps = sorted(
+                    set(request.dependencies)
+                    | {u for p in request.propertyDependencies.values() for u in p.urns}
+                )
                 self.d._pending[(request.type, request.name)] = (urn, deps, request.parent)
             return super().RegisterResource(request)
 
@@ -213,9 +227,18 @@ class LocalDeployment:
     ``infra.program.declare`` (tests of the harness itself).
     """
 
-    def __init__(self, stack: str = "local", cloud: Any = None, *, clouds_yaml: str | os.PathLike | None = None,
-                 config: dict | None = None, stand_ins: bool = False, progress: Callable[[str], None] | None = None,
-                 root: Path | None = None, program: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        stack: str = "local",
+        cloud: Any = None,
+        *,
+        clouds_yaml: str | os.PathLike | None = None,
+        config: dict | None = None,
+        stand_ins: bool = False,
+        progress: Callable[[str], None] | None = None,
+        root: Path | None = None,
+        program: Callable[[], Any] | None = None,
+    ):
         if cloud is None and clouds_yaml is None:
             raise ValueError("give the local cloud (cloud=ControlPlane) or its clouds_yaml")
         self.stack = stack
@@ -246,7 +269,9 @@ class LocalDeployment:
     def one(self, typ: str, name: str | None = None) -> Resource:
         found = self.find(typ, name)
         if len(found) != 1:
-            raise LookupError(f"{len(found)} resources of type {typ!r}" + (f" named {name!r}" if name else ""))
+            raise LookupError(
+                f"{len(found)} resources of type {typ!r}" + (f" named {name!r}" if name else "")
+            )
         return found[0]
 
     # --- up / destroy --------------------------------------------------------------------------
@@ -261,26 +286,33 @@ class LocalDeployment:
         doc = yaml.safe_load(stack_file(self.stack, self.root).read_text()) or {}
         config, secrets = flatten(doc)
         if any(v == "<secret>" for v in config.values()) or secrets:
-            raise ValueError(f"Pulumi.{self.stack}.yaml holds encrypted values ({secrets}); the harness cannot "
-                             f"decrypt them: pass them in config= instead")
+            raise ValueError(
+                f"Pulumi.{self.stack}.yaml holds encrypted values ({secrets}); the harness cannot "
+                f"decrypt them: pass them in config= instead"
+            )
         merged = {**config, **{f"{PROJECT}:{k}": _flat(v) for k, v in self.overrides.items()}}
         merged[f"{PROJECT}:identityEndpoint"] = self.cloud.auth_url
         return merged, []
 
-    def up(self) -> "LocalDeployment":
+    def up(self) -> LocalDeployment:
         """Run the program; every resource it declares is made in the local cloud. On failure, what
         was made is deleted (reverse order) and the error raised."""
         import pulumi
-        from pulumi.runtime import config as rc, mocks as pm
+        from pulumi.runtime import config as rc
+        from pulumi.runtime import mocks as pm
 
         from infra.config import PROJECT
 
         started = time.monotonic()
         if self.state_path().is_file():  # no state, no update: a second up would lose the first's resources
-            raise FileExistsError(f"stack {self.stack!r} is already deployed on this cloud "
-                                  f"({self.state_path().name} beside its clouds.yaml): destroy it first")
-        self._say(f"local deployment of stack {self.stack!r} (test harness: the program under Pulumi's "
-                  f"mocks, resources made in the local cloud)")
+            raise FileExistsError(
+                f"stack {self.stack!r} is already deployed on this cloud "
+                f"({self.state_path().name} beside its clouds.yaml): destroy it first"
+            )
+        self._say(
+            f"local deployment of stack {self.stack!r} (test harness: the program under Pulumi's "
+            f"mocks, resources made in the local cloud)"
+        )
         with _client_config(self.clouds_yaml):
             import yaml
 
@@ -288,13 +320,18 @@ class LocalDeployment:
 
             doc = yaml.safe_load(stack_file(self.stack, self.root).read_text()) or {}
             cfg = {**(doc.get("config") or {}), **{f"{PROJECT}:{k}": v for k, v in self.overrides.items()}}
-            self.cloud = _Cloud(self.clouds_yaml, str(cfg.get(f"{PROJECT}:cloud")),
-                                str(cfg.get(f"{PROJECT}:region")), self.stand_ins)
+            self.cloud = _Cloud(
+                self.clouds_yaml,
+                str(cfg.get(f"{PROJECT}:cloud")),
+                str(cfg.get(f"{PROJECT}:region")),
+                self.stand_ins,
+            )
             config, secrets = self.config()
             os.environ.pop("PULUMI_CONFIG", None)
             mocks = _HarnessMocks(self)
-            pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=self.stack, preview=False,
-                                     monitor=_monitor_class()(mocks))
+            pulumi.runtime.set_mocks(
+                mocks, project=PROJECT, stack=self.stack, preview=False, monitor=_monitor_class()(mocks)
+            )
             rc.set_all_config(config, secrets)
             holder: dict = {}
 
@@ -326,14 +363,16 @@ class LocalDeployment:
                         self._say(f"  ! {self._in_flight} resources still being made after 900 s")
                 try:
                     self.destroy()
-                except Exception as cleanup:  # noqa: BLE001 - both are reported
+                except Exception as cleanup:
                     raise RuntimeError(f"up failed ({exc}) and cleaning up failed too: {cleanup}") from exc
                 raise
         self.outputs = {k: _plain(v) for k, v in holder.items()}
         self.timings["up_s"] = round(time.monotonic() - started, 1)
         made = sum(1 for r in self.resources if r.made)
-        self._say(f"up: {made} resources made in {self.timings['up_s']} s; outputs: "
-                  + ", ".join(sorted(self.outputs)))
+        self._say(
+            f"up: {made} resources made in {self.timings['up_s']} s; outputs: "
+            + ", ".join(sorted(self.outputs))
+        )
         return self
 
     def destroy(self) -> None:
@@ -347,7 +386,7 @@ class LocalDeployment:
                 began = time.monotonic()
                 try:
                     lr.kind_of(rec.type, True).delete(self.cloud, rec.id, rec.outputs)
-                except Exception as exc:  # noqa: BLE001 - keep deleting the rest, then report
+                except Exception as exc:
                     errors.append(f"{rec.type} {rec.name!r} ({rec.id}): {exc}")
                     self._say(f"  ! {rec.type:62} {rec.name:32} delete failed: {exc}")
                     continue
@@ -362,7 +401,7 @@ class LocalDeployment:
         with self._lock:
             self._save_state()
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         return self.up()
 
     def __exit__(self, *exc) -> None:
@@ -379,9 +418,11 @@ class LocalDeployment:
     def _require(self, what: str, service: str | None) -> None:
         """Refuse ``what`` if its service is missing and stand-ins are not allowed."""
         if not self.cloud.has(service) and not self.cloud.stand_ins:
-            raise ServiceMissing(f"{what} needs the {service!r} service, which this cloud's catalog does not "
-                                 f"have (it has {', '.join(sorted(self.cloud.services))}); allow stand-ins "
-                                 f"(--stand-ins) to leave such resources out")
+            raise ServiceMissing(
+                f"{what} needs the {service!r} service, which this cloud's catalog does not "
+                f"have (it has {', '.join(sorted(self.cloud.services))}); allow stand-ins "
+                f"(--stand-ins) to leave such resources out"
+            )
 
     def _say(self, line: str) -> None:
         self.progress(line)
@@ -400,18 +441,30 @@ class LocalDeployment:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_text(json.dumps({"stack": self.stack, "clouds_yaml": str(self.clouds_yaml),
-                                    "cloud": self.cloud.name, "region": self.cloud.region,
-                                    "resources": left}, indent=1, default=str))
+        path.write_text(
+            json.dumps(
+                {
+                    "stack": self.stack,
+                    "clouds_yaml": str(self.clouds_yaml),
+                    "cloud": self.cloud.name,
+                    "region": self.cloud.region,
+                    "resources": left,
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
     @classmethod
-    def from_state(cls, stack: str, clouds_yaml: str | os.PathLike, progress=None) -> "LocalDeployment":
+    def from_state(cls, stack: str, clouds_yaml: str | os.PathLike, progress=None) -> LocalDeployment:
         """The deployment an earlier ``up`` on the cloud of ``clouds_yaml`` left (to destroy it)."""
         d = cls(stack, clouds_yaml=clouds_yaml, progress=progress)
         path = d.state_path()
         if not path.is_file():
-            raise FileNotFoundError(f"no local deployment of stack {stack!r} on this cloud to destroy "
-                                    f"({path.name} missing beside its clouds.yaml)")
+            raise FileNotFoundError(
+                f"no local deployment of stack {stack!r} on this cloud to destroy "
+                f"({path.name} missing beside its clouds.yaml)"
+            )
         state = json.loads(path.read_text())
         with _client_config(d.clouds_yaml):
             d.cloud = _Cloud(d.clouds_yaml, state["cloud"], state["region"], stand_ins=True)
@@ -438,18 +491,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devenv.pulumi_local",
         description="A test harness, not a deployer: run the Pulumi program for a stack under Pulumi's "
-        "mocks, with every resource it declares made in (or deleted from) the local cloud, printing each.")
-    parser.add_argument("action", choices=["up", "destroy"],
-                        help="up: make every resource the program declares; destroy: delete what up made")
+        "mocks, with every resource it declares made in (or deleted from) the local cloud, printing each.",
+    )
+    parser.add_argument(
+        "action",
+        choices=["up", "destroy"],
+        help="up: make every resource the program declares; destroy: delete what up made",
+    )
     parser.add_argument("--stack", default="local", help="the stack (Pulumi.<stack>.yaml; default local)")
-    parser.add_argument("--clouds-yaml", default=os.environ.get("OS_CLIENT_CONFIG_FILE"),
-                        help="clouds.yaml of the running local cloud (default: $OS_CLIENT_CONFIG_FILE, which "
-                        "`python -m devenv.controlplane` prints)")
-    parser.add_argument("--stand-ins", action="store_true",
-                        help="on a control plane without Nova/Neutron/Glance, do not make their resources "
-                        "(printed as NOT MADE) and map servers to OS::Heat::None")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="replace one setting of the stack file (repeatable), e.g. --set queueName=jobs2")
+    parser.add_argument(
+        "--clouds-yaml",
+        default=os.environ.get("OS_CLIENT_CONFIG_FILE"),
+        help="clouds.yaml of the running local cloud (default: $OS_CLIENT_CONFIG_FILE, which "
+        "`python -m devenv.controlplane` prints)",
+    )
+    parser.add_argument(
+        "--stand-ins",
+        action="store_true",
+        help="on a control plane without Nova/Neutron/Glance, do not make their resources "
+        "(printed as NOT MADE) and map servers to OS::Heat::None",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one setting of the stack file (repeatable), e.g. --set queueName=jobs2",
+    )
     return parser
 
 
@@ -457,8 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m devenv.pulumi_local up|destroy --stack local``."""
     args = build_parser().parse_args(argv)
     if not args.clouds_yaml:
-        print("no clouds.yaml: start `python -m devenv.controlplane` and export what it prints, or "
-              "pass --clouds-yaml", file=sys.stderr)
+        print(
+            "no clouds.yaml: start `python -m devenv.controlplane` and export what it prints, or "
+            "pass --clouds-yaml",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.action == "destroy":
@@ -471,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--set {item!r}: expected KEY=VALUE", file=sys.stderr)
                 return 2
             overrides[key] = value
-        d = LocalDeployment(args.stack, clouds_yaml=args.clouds_yaml, config=overrides, stand_ins=args.stand_ins)
+        d = LocalDeployment(
+            args.stack, clouds_yaml=args.clouds_yaml, config=overrides, stand_ins=args.stand_ins
+        )
         d.up()
         for key in sorted(d.outputs):
             shown = "<secret>" if key in d.secret_outputs else d.outputs[key]

@@ -16,6 +16,7 @@ started). Its node name, mnesia, log and config folder are its own (a temporary 
 
 The package is installed by ``devenv/builder/install-deps.sh`` (``make builder-deps``).
 """
+
 from __future__ import annotations
 
 import os
@@ -72,17 +73,26 @@ def make_certificates(folder: str) -> tuple[str, str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def cert(subject, issuer, key, sign_key, ca: bool):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - datetime.timedelta(minutes=5))
-             .not_valid_after(now + datetime.timedelta(days=30))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if not ca:
-            b = b.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]), critical=False)
+            b = b.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
         return b.sign(sign_key, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
@@ -90,11 +100,18 @@ def make_certificates(folder: str) -> tuple[str, str, str]:
     ca = cert(ca_name, ca_name, ca_key, ca_key, True)
     server = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]), ca_name, key, ca_key, False)
     paths = tuple(os.path.join(folder, n) for n in ("ca.pem", "server.pem", "server.key"))
-    for path, data in zip(paths, (ca.public_bytes(serialization.Encoding.PEM),
-                                  server.public_bytes(serialization.Encoding.PEM),
-                                  key.private_bytes(serialization.Encoding.PEM,
-                                                    serialization.PrivateFormat.TraditionalOpenSSL,
-                                                    serialization.NoEncryption()))):
+    for path, data in zip(
+        paths,
+        (
+            ca.public_bytes(serialization.Encoding.PEM),
+            server.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ),
+        ),
+    ):
         with open(path, "wb") as f:
             f.write(data)
     os.chmod(paths[2], 0o600)
@@ -104,6 +121,7 @@ def make_certificates(folder: str) -> tuple[str, str, str]:
 # How often this broker refreshes its management figures and quorum queue counts (RabbitMQ's
 # default is 5 s; fresher here for the monitor and the tests).
 STATS_INTERVAL_S = 1.0
+
 
 class LocalRabbitMQ(LoopbackService):
     """One RabbitMQ node on loopback ports. ``.url`` is the management API's base URL.
@@ -118,8 +136,9 @@ class LocalRabbitMQ(LoopbackService):
 
     health_path = "/api/overview"
 
-    def __init__(self, data_dir: str | None = None, consumer_timeout: int = 1800,
-                 heartbeat: int = 60, tls: bool = True):
+    def __init__(
+        self, data_dir: str | None = None, consumer_timeout: int = 1800, heartbeat: int = 60, tls: bool = True
+    ):
         self._own_dir = data_dir is None
         self.data_dir = data_dir
         self.consumer_timeout = consumer_timeout
@@ -147,8 +166,10 @@ class LocalRabbitMQ(LoopbackService):
         """``amqp://user:password@127.0.0.1:PORT/vhost`` (user, password and vhost URL-quoted)."""
         if self.amqp_port is None:
             raise RuntimeError("LocalRabbitMQ is not started")
-        return (f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:"
-                f"{self.amqp_port}/{quote(vhost, safe='')}")
+        return (
+            f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:"
+            f"{self.amqp_port}/{quote(vhost, safe='')}"
+        )
 
     @property
     def amqps_url(self) -> str:
@@ -156,8 +177,10 @@ class LocalRabbitMQ(LoopbackService):
         if not self.tls_port:
             raise RuntimeError("LocalRabbitMQ was started without tls")
         user, password = self.workload
-        return (f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:{self.tls_port}"
-                f"/%2F?cafile={quote(self.ca_file, safe='/')}")
+        return (
+            f"amqps://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:{self.tls_port}"
+            f"/%2F?cafile={quote(self.ca_file, safe='/')}"
+        )
 
     @property
     def amqp_url(self) -> str:
@@ -167,31 +190,49 @@ class LocalRabbitMQ(LoopbackService):
     @property
     def queue_options(self) -> dict[str, str]:
         """Keyword options for ``workload.queues.open_queue("amqp", name, **options)``."""
-        return {"url": self.amqp_url, "management_url": self.management_url,
-                "stats_interval": STATS_INTERVAL_S}
+        return {
+            "url": self.amqp_url,
+            "management_url": self.management_url,
+            "stats_interval": STATS_INTERVAL_S,
+        }
 
     def env(self) -> dict[str, str]:
         """Environment variables that point the workload at this broker."""
-        return {"QW_QUEUE_BACKEND": "amqp", "QW_AMQP_URL": self.amqp_url,
-                "QW_AMQP_MANAGEMENT_URL": self.management_url,
-                "QW_AMQP_STATS_INTERVAL": str(STATS_INTERVAL_S)}
+        return {
+            "QW_QUEUE_BACKEND": "amqp",
+            "QW_AMQP_URL": self.amqp_url,
+            "QW_AMQP_MANAGEMENT_URL": self.management_url,
+            "QW_AMQP_STATS_INTERVAL": str(STATS_INTERVAL_S),
+        }
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         """One management API call as the admin user; raises on an error status."""
-        resp = requests.request(method, self.management_url + "/api" + path, auth=self.admin,
-                                timeout=10, **kw)
+        resp = requests.request(
+            method, self.management_url + "/api" + path, auth=self.admin, timeout=10, **kw
+        )
         if resp.status_code >= 400:
             raise RuntimeError(f"RabbitMQ management {method} {path}: {resp.status_code} {resp.text[:200]}")
         return resp
 
-    def add_user(self, name: str, password: str, vhost: str = "/", configure: str = ".*",
-                 write: str = ".*", read: str = ".*", tags: str = "") -> str:
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        vhost: str = "/",
+        configure: str = ".*",
+        write: str = ".*",
+        read: str = ".*",
+        tags: str = "",
+    ) -> str:
         """Create (or update) a user with these permission regexes on ``vhost`` (created if
         missing); return its AMQP URL."""
         self.api("PUT", f"/vhosts/{quote(vhost, safe='')}")
         self.api("PUT", f"/users/{quote(name, safe='')}", json={"password": password, "tags": tags})
-        self.api("PUT", f"/permissions/{quote(vhost, safe='')}/{quote(name, safe='')}",
-                 json={"configure": configure, "write": write, "read": read})
+        self.api(
+            "PUT",
+            f"/permissions/{quote(vhost, safe='')}/{quote(name, safe='')}",
+            json={"configure": configure, "write": write, "read": read},
+        )
         return self.amqp_url_for(name, password, vhost)
 
     # -- start and stop ------------------------------------------------------------------------
@@ -204,28 +245,37 @@ class LocalRabbitMQ(LoopbackService):
         tls = []
         if self.tls:
             self.ca_file, cert, key = make_certificates(self.data_dir)
-            tls = [f"listeners.ssl.1 = {LOOPBACK}:{self.tls_port}", f"ssl_options.cacertfile = {self.ca_file}",
-                   f"ssl_options.certfile = {cert}", f"ssl_options.keyfile = {key}",
-                   "ssl_options.verify = verify_none", "ssl_options.fail_if_no_peer_cert = false"]
+            tls = [
+                f"listeners.ssl.1 = {LOOPBACK}:{self.tls_port}",
+                f"ssl_options.cacertfile = {self.ca_file}",
+                f"ssl_options.certfile = {cert}",
+                f"ssl_options.keyfile = {key}",
+                "ssl_options.verify = verify_none",
+                "ssl_options.fail_if_no_peer_cert = false",
+            ]
         with open(conf, "w") as f:
-            f.write("\n".join([
-                *tls,
-                f"listeners.tcp.1 = {LOOPBACK}:{self.amqp_port}",
-                f"management.tcp.ip = {LOOPBACK}",
-                f"management.tcp.port = {self.port}",
-                f"default_user = {admin}",
-                f"default_pass = {admin_pw}",
-                "default_user_tags.administrator = true",
-                f"consumer_timeout = {int(self.consumer_timeout * 1000)}",
-                f"heartbeat = {self.heartbeat}",
-                # fresher queue counts for the monitor and the tests (default 5 s)
-                f"collect_statistics_interval = {int(STATS_INTERVAL_S * 1000)}",
-                "log.console = false",
-                "log.file.level = info",
-                # a test box has little disk; the default 50 MB free limit is fine, say it once
-                "disk_free_limit.absolute = 50MB",
-                "",
-            ]))
+            f.write(
+                "\n".join(
+                    [
+                        *tls,
+                        f"listeners.tcp.1 = {LOOPBACK}:{self.amqp_port}",
+                        f"management.tcp.ip = {LOOPBACK}",
+                        f"management.tcp.port = {self.port}",
+                        f"default_user = {admin}",
+                        f"default_pass = {admin_pw}",
+                        "default_user_tags.administrator = true",
+                        f"consumer_timeout = {int(self.consumer_timeout * 1000)}",
+                        f"heartbeat = {self.heartbeat}",
+                        # fresher queue counts for the monitor and the tests (default 5 s)
+                        f"collect_statistics_interval = {int(STATS_INTERVAL_S * 1000)}",
+                        "log.console = false",
+                        "log.file.level = info",
+                        # a test box has little disk; the default 50 MB free limit is fine, say it once
+                        "disk_free_limit.absolute = 50MB",
+                        "",
+                    ]
+                )
+            )
         # quorum queues report their counts on each tick (5 s by default): 1 s, like the stats
         with open(os.path.join(self.data_dir, "advanced.config"), "w") as f:
             f.write(f"[{{rabbit, [{{quorum_tick_interval, {int(STATS_INTERVAL_S * 1000)}}}]}}].\n")
@@ -235,28 +285,30 @@ class LocalRabbitMQ(LoopbackService):
 
     def _environment(self, conf: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        env.update({
-            "HOME": self.data_dir,  # the Erlang cookie lives here
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
-            "RABBITMQ_NODE_PORT": str(self.amqp_port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "ERL_EPMD_ADDRESS": LOOPBACK,
-            "ERL_EPMD_PORT": str(self.epmd_port),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-            "RABBITMQ_CONFIG_FILE": conf,
-            "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(self.data_dir, "advanced.config"),
-            "RABBITMQ_CONF_ENV_FILE": os.path.join(self.data_dir, "rabbitmq-env.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.data_dir, "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": os.path.join(self.data_dir, "mnesia"),
-            "RABBITMQ_LOG_BASE": os.path.join(self.data_dir, "log"),
-            "RABBITMQ_PID_FILE": os.path.join(self.data_dir, "rabbitmq.pid"),
-            # exec erl directly: the PID we hold is the broker's, and SIGTERM stops it cleanly
-            "RUNNING_UNDER_SYSTEMD": "1",
-        })
+        env.update(
+            {
+                "HOME": self.data_dir,  # the Erlang cookie lives here
+                "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
+                "RABBITMQ_NODE_PORT": str(self.amqp_port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                "ERL_EPMD_ADDRESS": LOOPBACK,
+                "ERL_EPMD_PORT": str(self.epmd_port),
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+                "RABBITMQ_CONFIG_FILE": conf,
+                "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(self.data_dir, "advanced.config"),
+                "RABBITMQ_CONF_ENV_FILE": os.path.join(self.data_dir, "rabbitmq-env.conf"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.data_dir, "enabled_plugins"),
+                "RABBITMQ_MNESIA_BASE": os.path.join(self.data_dir, "mnesia"),
+                "RABBITMQ_LOG_BASE": os.path.join(self.data_dir, "log"),
+                "RABBITMQ_PID_FILE": os.path.join(self.data_dir, "rabbitmq.pid"),
+                # exec erl directly: the PID we hold is the broker's, and SIGTERM stops it cleanly
+                "RUNNING_UNDER_SYSTEMD": "1",
+            }
+        )
         return env
 
-    def start(self) -> "LocalRabbitMQ":
+    def start(self) -> LocalRabbitMQ:
         """Start epmd and the broker; return once AMQP and the management API answer."""
         if not installed():
             raise RuntimeError(f"RabbitMQ is not installed: {INSTALL_HINT}")
@@ -275,16 +327,26 @@ class LocalRabbitMQ(LoopbackService):
         log = os.path.join(self.data_dir, "log", "server.out")
         self._epmd_proc = subprocess.Popen(
             [_epmd(), "-address", LOOPBACK, "-port", str(self.epmd_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_until(lambda: _port_open(self.epmd_port), 10, "epmd", self._epmd_proc)
         conf = self._write_config()
         with open(log, "ab") as out:
-            self._proc = subprocess.Popen([SERVER], env=self._environment(conf), cwd=self.data_dir,
-                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                [SERVER],
+                env=self._environment(conf),
+                cwd=self.data_dir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         try:
-            wait_until(lambda: _port_open(self.amqp_port) and self.healthy(), 90, "rabbitmq-server",
-                       self._proc, log)
+            wait_until(
+                lambda: _port_open(self.amqp_port) and self.healthy(), 90, "rabbitmq-server", self._proc, log
+            )
             self._ensure_workload_user()
         except BaseException:
             self._stop_processes()

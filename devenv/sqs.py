@@ -7,6 +7,7 @@ moto's dummy ones; nothing leaves the machine::
     with LocalSQS() as sqs:
         queue = open_queue("sqs", "jobs", **sqs.queue_options)
 """
+
 from __future__ import annotations
 
 from devenv.loopback import LoopbackService
@@ -39,12 +40,15 @@ class LocalSQS(LoopbackService):
 
     def env(self) -> dict[str, str]:
         """Environment variables that point boto3 and the workload at this server."""
-        return {"QW_QUEUE_BACKEND": "sqs", "QW_SQS_ENDPOINT_URL": self.url,
-                "AWS_DEFAULT_REGION": self.region,
-                "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"]}
+        return {
+            "QW_QUEUE_BACKEND": "sqs",
+            "QW_SQS_ENDPOINT_URL": self.url,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+        }
 
-    def start(self) -> "LocalSQS":
+    def start(self) -> LocalSQS:
         """Start the server thread; return once it answers HTTP."""
         import logging
 

@@ -15,6 +15,7 @@ Usage::
     with LocalZaqar() as zaqar:
         print(zaqar.url)          # http://127.0.0.1:PORT
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ import subprocess
 import tempfile
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from devenv.loopback import LoopbackService
 from devenv.procs import LOOPBACK, free_port, log_tail, stop_process, wait_until
@@ -57,9 +58,16 @@ class LocalZaqar(LoopbackService):
         clients then need a token (``project`` is unused).
     """
 
-    def __init__(self, venv: str | os.PathLike | None = None, project: str = DEFAULT_PROJECT,
-                 gc_interval: float = 2.0, workers: int = 2, threads: int = 4,
-                 startup_timeout: float = 60.0, keystone: dict[str, str] | None = None):
+    def __init__(
+        self,
+        venv: str | os.PathLike | None = None,
+        project: str = DEFAULT_PROJECT,
+        gc_interval: float = 2.0,
+        workers: int = 2,
+        threads: int = 4,
+        startup_timeout: float = 60.0,
+        keystone: dict[str, str] | None = None,
+    ):
         self.venv = Path(venv) if venv else zaqar_venv()
         self.project = project
         self.gc_interval = gc_interval
@@ -80,15 +88,17 @@ class LocalZaqar(LoopbackService):
 
     def env(self) -> dict[str, str]:
         """Environment variables that point the workload at this server."""
-        return {"QW_QUEUE_BACKEND": "zaqar", "QW_ZAQAR_URL": self.url,
-                "QW_ZAQAR_PROJECT": self.project}
+        return {"QW_QUEUE_BACKEND": "zaqar", "QW_ZAQAR_URL": self.url, "QW_ZAQAR_PROJECT": self.project}
 
     def pids(self) -> dict[str, int]:
         """PIDs of the processes this instance started (redis, gunicorn master, gc loop)."""
-        return {name: p.pid for name, p in
-                (("redis", self._redis), ("zaqar", self._server), ("gc", self._gc)) if p}
+        return {
+            name: p.pid
+            for name, p in (("redis", self._redis), ("zaqar", self._server), ("gc", self._gc))
+            if p
+        }
 
-    def start(self) -> "LocalZaqar":
+    def start(self) -> LocalZaqar:
         """Start redis, Zaqar and the gc loop; return when ``GET /`` answers 300."""
         self._check_venv()
         self.workdir = Path(tempfile.mkdtemp(prefix="qw-zaqar-"))
@@ -124,13 +134,17 @@ class LocalZaqar(LoopbackService):
 
     # -- processes ------------------------------------------------------------------------------
     def _check_venv(self) -> None:
-        missing = [p for p in (self._bin("python"), self._bin("redis-server"), self._bin("gunicorn"))
-                   if not p.exists()]
+        missing = [
+            p
+            for p in (self._bin("python"), self._bin("redis-server"), self._bin("gunicorn"))
+            if not p.exists()
+        ]
         if missing:
             raise ZaqarNotInstalled(
                 f"the Zaqar virtualenv {self.venv} lacks {', '.join(p.name for p in missing)}: "
                 "run `make venv-zaqar` (or set QW_ZAQAR_VENV to a venv with "
-                "devenv/requirements-zaqar.txt installed)")
+                "devenv/requirements-zaqar.txt installed)"
+            )
 
     def _bin(self, name: str) -> Path:
         return self.venv / "bin" / name
@@ -140,11 +154,19 @@ class LocalZaqar(LoopbackService):
         self._logs = getattr(self, "_logs", []) + [log]
         # A session of its own: Ctrl-C in a foreground `python -m devenv zaqar` reaches only us,
         # and we stop the children in order.
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=self.workdir, start_new_session=True, **kw)
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            start_new_session=True,
+            **kw,
+        )
 
-    def _start_on_free_port(self, name: str, what: str, launch: Callable[[int], subprocess.Popen],
-                            ready: Callable[[], bool]) -> None:
+    def _start_on_free_port(
+        self, name: str, what: str, launch: Callable[[int], subprocess.Popen], ready: Callable[[], bool]
+    ) -> None:
         """``launch`` the process ``name`` on a free port and wait until it is ``ready``. A free port
         can be taken between picking and binding: then pick another (three tries)."""
         for _ in range(3):
@@ -161,16 +183,31 @@ class LocalZaqar(LoopbackService):
     def _start_redis(self) -> None:
         def launch(port: int) -> subprocess.Popen:
             self.redis_port = port
-            self._redis = self._popen("redis", [
-                str(self._bin("redis-server")), "--bind", LOOPBACK, "--port", str(port),
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--protected-mode", "yes"])
+            self._redis = self._popen(
+                "redis",
+                [
+                    str(self._bin("redis-server")),
+                    "--bind",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                    "--protected-mode",
+                    "yes",
+                ],
+            )
             return self._redis
 
         self._start_on_free_port("redis", "redis-server", launch, self._redis_ready)
 
     def _redis_ready(self) -> bool:
         import socket
+
         with socket.create_connection((LOOPBACK, self.redis_port), timeout=1) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
@@ -185,12 +222,19 @@ class LocalZaqar(LoopbackService):
         if self.keystone:
             # service_type = messaging: without it keystonemiddleware refuses every credential
             # restricted by access rules (measured; see ENVIRONMENT.md).
-            opts = {"www_authenticate_uri": self.keystone.get("auth_url"), "auth_type": "password",
-                    "user_domain_name": "Default", "project_domain_name": "Default",
-                    "interface": "public", "service_type": "messaging", **self.keystone}
+            opts = {
+                "www_authenticate_uri": self.keystone.get("auth_url"),
+                "auth_type": "password",
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+                "interface": "public",
+                "service_type": "messaging",
+                **self.keystone,
+            }
             auth = "\n[keystone_authtoken]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
         conf.touch(mode=0o600)  # may hold the service user's password
-        conf.write_text(textwrap.dedent(f"""\
+        conf.write_text(
+            textwrap.dedent(f"""\
             [DEFAULT]
             auth_strategy = {"keystone" if self.keystone else ""}
             pooling = false
@@ -207,7 +251,9 @@ class LocalZaqar(LoopbackService):
 
             [drivers:management_store:redis]
             uri = {redis_uri}
-            """) + auth)
+            """)
+            + auth
+        )
         return conf
 
     def _service_env(self, conf: Path) -> dict[str, str]:
@@ -218,13 +264,31 @@ class LocalZaqar(LoopbackService):
     def _start_zaqar(self, conf: Path) -> None:
         def launch(port: int) -> subprocess.Popen:
             self.port = port
-            self._server = self._popen("zaqar", [
-                str(self._bin("python")), "-m", "gunicorn",
-                "--bind", f"{LOOPBACK}:{port}",
-                "--workers", str(self.workers), "--threads", str(self.threads),
-                "--worker-class", "gthread", "--timeout", "60", "--graceful-timeout", "5",
-                "--no-control-socket", "--pythonpath", str(self.workdir),
-                "zaqar_service:application"], env=self._service_env(conf))
+            self._server = self._popen(
+                "zaqar",
+                [
+                    str(self._bin("python")),
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"{LOOPBACK}:{port}",
+                    "--workers",
+                    str(self.workers),
+                    "--threads",
+                    str(self.threads),
+                    "--worker-class",
+                    "gthread",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "5",
+                    "--no-control-socket",
+                    "--pythonpath",
+                    str(self.workdir),
+                    "zaqar_service:application",
+                ],
+                env=self._service_env(conf),
+            )
             return self._server
 
         self._start_on_free_port("zaqar", "zaqar (gunicorn)", launch, self.healthy)
@@ -233,20 +297,28 @@ class LocalZaqar(LoopbackService):
         """Run the redis driver's garbage collection once, now, and wait for it to finish."""
         log = open(self.log_path("gc"), "ab")
         try:
-            subprocess.run([str(self._bin("python")), SERVICE_SCRIPT.name, "gc", "0"], cwd=self.workdir,
-                           env=self._service_env(self.workdir / "zaqar.conf"), stdout=log,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
-                           check=True)
+            subprocess.run(
+                [str(self._bin("python")), SERVICE_SCRIPT.name, "gc", "0"],
+                cwd=self.workdir,
+                env=self._service_env(self.workdir / "zaqar.conf"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=True,
+            )
         finally:
             log.close()
 
     def _start_gc(self, conf: Path) -> None:
         if self.gc_interval <= 0:
             return
-        self._gc = self._popen("gc", [str(self._bin("python")), SERVICE_SCRIPT.name, "gc",
-                                      str(self.gc_interval)], env=self._service_env(conf))
+        self._gc = self._popen(
+            "gc",
+            [str(self._bin("python")), SERVICE_SCRIPT.name, "gc", str(self.gc_interval)],
+            env=self._service_env(conf),
+        )
 
     def new_client_id(self) -> str:
         """A fresh ``Client-ID`` (Zaqar wants a UUID per client)."""
         return str(uuid.uuid4())
-

@@ -9,6 +9,7 @@ every INTERVAL seconds (once if INTERVAL is 0). ``zaqar-gc`` cannot do it: it ca
 which never reaches the redis driver. Without it, expired claims and messages stay in redis
 and ``GET /v2/queues/Q/stats`` answers 503 for that queue.
 """
+
 import os
 import signal
 import sys
@@ -21,8 +22,7 @@ def _conf():
 
     conf = cfg.CONF
     log.register_options(conf)
-    conf(project="zaqar", prog="qw-zaqar", args=[],
-         default_config_files=[os.environ["QW_ZAQAR_CONFIG"]])
+    conf(project="zaqar", prog="qw-zaqar", args=[], default_config_files=[os.environ["QW_ZAQAR_CONFIG"]])
     log.setup(conf, "zaqar")
     return conf
 

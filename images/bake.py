@@ -9,11 +9,11 @@ bake():  key pair + security group (SSH from the baker only) -> builder server -
 prune() (images/prune.py): delete all but the newest N complete templates, never one a server or
 a stack uses.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,9 +35,20 @@ DEFAULT_ARCHIVE = REPO_ROOT / "build" / "queue-workers-image.tar"
 DEFAULT_MANIFEST = REPO_ROOT / "build" / "template-manifest.json"
 
 # Image properties the bake writes (and the stack's image lookup and prune read).
-from images.properties import (  # noqa: E402,F401 (re-exported: the tests and fab tasks use bake.P_*)
-    P_BASE_ID, P_BASE_NAME, P_COMMIT, P_DIGEST, P_DOCKER, P_HASH, P_NAME, P_STATE, P_TIME, P_VERSION,
-    STATE_BAKING, STATE_COMPLETE)
+from images.properties import (  # noqa: E402 (re-exported: the tests and fab tasks use bake.P_*)
+    P_BASE_ID,
+    P_BASE_NAME,
+    P_COMMIT,
+    P_DIGEST,
+    P_DOCKER,
+    P_HASH,
+    P_NAME,
+    P_STATE,
+    P_TIME,
+    P_VERSION,
+    STATE_BAKING,
+    STATE_COMPLETE,
+)
 
 
 class BakeError(RuntimeError):
@@ -61,42 +72,75 @@ class BakeOptions:
 
     cloud: str | None = _cli(None, "cloud name in clouds.yaml (default: $OS_CLOUD, or the OS_* environment)")
     region: str | None = _cli(None, "region to bake in (default: the cloud's region_name)")
-    base_image: str | None = _cli(None, "base image name or id (default: the template's filter: debian-12 with "
-                                  "os_distro=debian, newest)")
+    base_image: str | None = _cli(
+        None,
+        "base image name or id (default: the template's filter: debian-12 with os_distro=debian, newest)",
+    )
     flavor: str | None = _cli(None, "builder flavor (default: the template's, m1.small)")
-    network: str | None = _cli(None, "network (name or id) for the builder's port (default: the cloud's default "
-                               "network)")
-    floating_ip_network: str | None = _cli(None, "external network: give the builder a floating IP from it (when "
-                                           "its fixed address is not reachable from here)")
-    image_archive: Path | None = _cli(None, "docker-archive of the workload image to load (default: "
-                                      "build/queue-workers-image.tar, made by `make image`)", _path)
-    image_reference: str | None = _cli(None, "instead of an archive, an image reference the builder pulls (e.g. a "
-                                       "registry tag)")
-    template_name: str | None = _cli(None, "name of the template image (default: "
-                                     "queue-workers-consumer-v<version>-<UTC time>)")
-    docker_method: str | None = _cli(None, "how Docker is installed: distro (Debian's docker.io) or docker-ce "
-                                     "(Docker's apt repository); default: the template's")
-    docker_repository: str | None = _cli(None, "with docker-ce: the apt repository to install from, e.g. a mirror "
-                                         "of Docker's (default: the template's, "
-                                         "https://download.docker.com/linux/debian)")
-    docker_key_fingerprint: str | None = _cli(None, "with docker-ce: fingerprint of the key the repository signs "
-                                              "with; its <repository>/gpg must be that key (default: Docker's, "
-                                              "9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88)")
-    keep_builder_on_error: bool = _cli(False, "on failure, keep the builder server, floating IP, key pair and "
-                                       "security group for debugging (a half-made image is still deleted)",
-                                       cli_default=False)
-    force: bool = _cli(False, "bake even if a complete template with the same content already exists",
-                       cli_default=False)
+    network: str | None = _cli(
+        None, "network (name or id) for the builder's port (default: the cloud's default network)"
+    )
+    floating_ip_network: str | None = _cli(
+        None,
+        "external network: give the builder a floating IP from it (when "
+        "its fixed address is not reachable from here)",
+    )
+    image_archive: Path | None = _cli(
+        None,
+        "docker-archive of the workload image to load (default: "
+        "build/queue-workers-image.tar, made by `make image`)",
+        _path,
+    )
+    image_reference: str | None = _cli(
+        None, "instead of an archive, an image reference the builder pulls (e.g. a registry tag)"
+    )
+    template_name: str | None = _cli(
+        None, "name of the template image (default: queue-workers-consumer-v<version>-<UTC time>)"
+    )
+    docker_method: str | None = _cli(
+        None,
+        "how Docker is installed: distro (Debian's docker.io) or docker-ce "
+        "(Docker's apt repository); default: the template's",
+    )
+    docker_repository: str | None = _cli(
+        None,
+        "with docker-ce: the apt repository to install from, e.g. a mirror "
+        "of Docker's (default: the template's, "
+        "https://download.docker.com/linux/debian)",
+    )
+    docker_key_fingerprint: str | None = _cli(
+        None,
+        "with docker-ce: fingerprint of the key the repository signs "
+        "with; its <repository>/gpg must be that key (default: Docker's, "
+        "9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88)",
+    )
+    keep_builder_on_error: bool = _cli(
+        False,
+        "on failure, keep the builder server, floating IP, key pair and "
+        "security group for debugging (a half-made image is still deleted)",
+        cli_default=False,
+    )
+    force: bool = _cli(
+        False, "bake even if a complete template with the same content already exists", cli_default=False
+    )
     ssh_port: int = _cli(22, "port the builder's sshd listens on (default 22)", int, cli_default=22)
-    ssh_source: str | None = _cli(None, "CIDR allowed to SSH to the builder (default: this machine's address "
-                                  "towards the cloud, /32)")
-    manifest: Path = _cli(DEFAULT_MANIFEST, "where to write the manifest JSON (default: "
-                          "build/template-manifest.json)", lambda v: Path(v) if v else DEFAULT_MANIFEST)
-    timeout: float = _cli(1800.0, "seconds to wait for each of: server ACTIVE, console host keys, image active "
-                          "(default 1800)", float, cli_default=1800)
+    ssh_source: str | None = _cli(
+        None, "CIDR allowed to SSH to the builder (default: this machine's address towards the cloud, /32)"
+    )
+    manifest: Path = _cli(
+        DEFAULT_MANIFEST,
+        "where to write the manifest JSON (default: build/template-manifest.json)",
+        lambda v: Path(v) if v else DEFAULT_MANIFEST,
+    )
+    timeout: float = _cli(
+        1800.0,
+        "seconds to wait for each of: server ACTIVE, console host keys, image active (default 1800)",
+        float,
+        cli_default=1800,
+    )
     poll: float = 2.0
-    connection: object = None              # an openstack.connection.Connection (tests); else from cloud/region
-    step_hook: object = None               # called with each step's label before it runs (tests inject faults)
+    connection: object = None  # an openstack.connection.Connection (tests); else from cloud/region
+    step_hook: object = None  # called with each step's label before it runs (tests inject faults)
 
     @classmethod
     def cli_fields(cls) -> list:
@@ -104,7 +148,7 @@ class BakeOptions:
         return [f for f in fields(cls) if "help" in f.metadata]
 
     @classmethod
-    def from_cli(cls, given: dict) -> "BakeOptions":
+    def from_cli(cls, given: dict) -> BakeOptions:
         """Options from the task's keyword arguments (the command line's values, converted)."""
         values = {}
         for f in cls.cli_fields():
@@ -117,6 +161,7 @@ class BakeOptions:
 @dataclass
 class Created:
     """What the bake made in the cloud, so that cleanup knows exactly what to delete."""
+
     keypair: str | None = None
     security_group: str | None = None
     server: str | None = None
@@ -140,7 +185,11 @@ class Progress:
         try:
             result = fn(*args, **kw)
         except BaseException:
-            print(f"[bake] {label}: FAILED after {time.monotonic() - t:.1f}s", file=self.out or sys.stderr, flush=True)
+            print(
+                f"[bake] {label}: FAILED after {time.monotonic() - t:.1f}s",
+                file=self.out or sys.stderr,
+                flush=True,
+            )
             raise
         self.timings[label] = round(time.monotonic() - t, 1)
         print(f"[bake] {label}: done in {self.timings[label]:.1f}s", file=self.out or sys.stderr, flush=True)
@@ -166,10 +215,14 @@ def archive_image_id(archive: Path) -> str:
 
 def git_commit() -> str:
     try:
-        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "images", "workload"],
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "images", "workload"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -187,8 +240,10 @@ def local_address_towards(url: str) -> str:
 def make_key(directory: Path) -> tuple[str, str]:
     """A fresh ed25519 key pair for this bake only: (private key path, public key line)."""
     path = directory / "bake_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "queue-workers-bake", "-f", str(path)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "queue-workers-bake", "-f", str(path)],
+        check=True,
+    )
     return str(path), (directory / "bake_key.pub").read_text().strip()
 
 
@@ -204,7 +259,7 @@ def connect(opts: BakeOptions):
 
     try:
         return openstack.connect(cloud=opts.cloud, region_name=opts.region)
-    except Exception as e:  # noqa: BLE001 - openstacksdk raises several config error types
+    except Exception as e:
         raise BakeError(f"cannot connect to cloud {opts.cloud or '(OS_* environment)'}: {e}") from e
 
 
@@ -233,9 +288,14 @@ def find_base_image(conn, t: template.Template, wanted: str | None):
         except Exception:  # noqa: BLE001 - not an id: look it up by name
             pass
     name = wanted or t.base_image_name
-    matches = [i for i in conn.image.images(name=name, status="active")
-               if wanted or all(str(_props(i).get(k, getattr(i, k, None))) == str(v)
-                                for k, v in t.base_image_properties.items())]
+    matches = [
+        i
+        for i in conn.image.images(name=name, status="active")
+        if wanted
+        or all(
+            str(_props(i).get(k, getattr(i, k, None))) == str(v) for k, v in t.base_image_properties.items()
+        )
+    ]
     if not matches:
         filt = f"name={name}" + ("" if wanted else f", properties={t.base_image_properties}")
         raise BakeError(f"no active base image matches {filt}: pass --base-image NAME_OR_ID")
@@ -272,8 +332,10 @@ def _builder_address(server, network_name: str | None, fip_address: str | None) 
         for a in addrs:
             if a.get("OS-EXT-IPS:type", "fixed") == "fixed" and a.get("version", 4) == 4:
                 return a["addr"]
-    raise BakeError(f"builder server has no fixed IPv4 address{' on ' + network_name if network_name else ''}; "
-                    "pass --floating-ip-network to reach it through a floating IP")
+    raise BakeError(
+        f"builder server has no fixed IPv4 address{' on ' + network_name if network_name else ''}; "
+        "pass --floating-ip-network to reach it through a floating IP"
+    )
 
 
 def _console_keys(conn, server_id):
@@ -292,13 +354,15 @@ def _connect_ssh(address, port, user, key_path, keys, timeout, poll):
         try:
             c.open()
             return c
-        except Exception as e:  # noqa: BLE001 - sshd may not listen yet; a wrong host key never passes
+        except Exception as e:
             import paramiko
 
             c.close()
             if isinstance(e, paramiko.BadHostKeyException) or "not found in known_hosts" in str(e):
-                raise BakeError(f"the builder at {address}:{port} offered a host key that is not the one "
-                                f"its console log printed: refusing to connect ({e})") from e
+                raise BakeError(
+                    f"the builder at {address}:{port} offered a host key that is not the one "
+                    f"its console log printed: refusing to connect ({e})"
+                ) from e
             last = e
             time.sleep(poll)
     raise BakeError(f"cannot SSH to the builder at {address}:{port} as {user}: {last}")
@@ -314,10 +378,15 @@ def _image_active(conn, image_id):
 def _patch_image(conn, image_id: str, props: dict) -> None:
     # Raw JSON patch: openstacksdk's update_image(**props) would also remove every other property.
     ops = [{"op": "add", "path": f"/{k}", "value": str(v)} for k, v in props.items()]
-    r = conn.image.patch(f"/images/{image_id}", json=ops,
-                         headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+    r = conn.image.patch(
+        f"/images/{image_id}",
+        json=ops,
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
     if r.status_code >= 400:
-        raise BakeError(f"could not set {', '.join(props)} on image {image_id}: {r.status_code} {r.text[:200]}")
+        raise BakeError(
+            f"could not set {', '.join(props)} on image {image_id}: {r.status_code} {r.text[:200]}"
+        )
 
 
 def cleanup(conn, created: Created, keep_builder: bool, progress: Progress) -> list[str]:
@@ -332,30 +401,50 @@ def cleanup(conn, created: Created, keep_builder: bool, progress: Progress) -> l
             progress.note(f"cleanup: {label} FAILED: {e}")
 
     if created.image and not created.image_complete:
-        attempt(f"delete half-made image {created.image}", lambda: conn.image.delete_image(created.image,
-                                                                                       ignore_missing=True))
+        attempt(
+            f"delete half-made image {created.image}",
+            lambda: conn.image.delete_image(created.image, ignore_missing=True),
+        )
     if keep_builder:
-        created.kept = [x for x in (created.server and f"server {created.server}",
-                                    created.floating_ip and f"floating IP {created.floating_ip}",
-                                    created.security_group and f"security group {created.security_group}",
-                                    created.keypair and f"key pair {created.keypair}") if x]
+        created.kept = [
+            x
+            for x in (
+                created.server and f"server {created.server}",
+                created.floating_ip and f"floating IP {created.floating_ip}",
+                created.security_group and f"security group {created.security_group}",
+                created.keypair and f"key pair {created.keypair}",
+            )
+            if x
+        ]
         progress.note("kept for debugging (--keep-builder-on-error): " + ", ".join(created.kept))
         return problems
     if created.server:
+
         def delete_server():
             conn.compute.delete_server(created.server, ignore_missing=True)
-            _wait("the builder server to be deleted",
-                  lambda: conn.compute.find_server(created.server, ignore_missing=True) is None, 600, 1)
+            _wait(
+                "the builder server to be deleted",
+                lambda: conn.compute.find_server(created.server, ignore_missing=True) is None,
+                600,
+                1,
+            )
+
         attempt(f"delete server {created.server}", delete_server)
     if created.floating_ip:
-        attempt(f"delete floating IP {created.floating_ip}",
-                lambda: conn.network.delete_ip(created.floating_ip, ignore_missing=True))
+        attempt(
+            f"delete floating IP {created.floating_ip}",
+            lambda: conn.network.delete_ip(created.floating_ip, ignore_missing=True),
+        )
     if created.security_group:
-        attempt(f"delete security group {created.security_group}",
-                lambda: conn.network.delete_security_group(created.security_group, ignore_missing=True))
+        attempt(
+            f"delete security group {created.security_group}",
+            lambda: conn.network.delete_security_group(created.security_group, ignore_missing=True),
+        )
     if created.keypair:
-        attempt(f"delete key pair {created.keypair}",
-                lambda: conn.compute.delete_keypair(created.keypair, ignore_missing=True))
+        attempt(
+            f"delete key pair {created.keypair}",
+            lambda: conn.compute.delete_keypair(created.keypair, ignore_missing=True),
+        )
     return problems
 
 
@@ -369,8 +458,11 @@ class Bake:
 
     def __init__(self, opts: BakeOptions, out=None):
         self.opts = opts
-        self.t = template.load(docker_method=opts.docker_method, docker_repository=opts.docker_repository,
-                               docker_key_fingerprint=opts.docker_key_fingerprint)
+        self.t = template.load(
+            docker_method=opts.docker_method,
+            docker_repository=opts.docker_repository,
+            docker_key_fingerprint=opts.docker_key_fingerprint,
+        )
         self.progress = Progress(out, opts.step_hook)
         self.started = time.time()
         self.run_id = uuid.uuid4().hex[:8]
@@ -404,20 +496,29 @@ class Bake:
             raise BakeError("give either --image-archive or --image-reference, not both")
         archive = None if opts.image_reference else Path(opts.image_archive or DEFAULT_ARCHIVE)
         if archive is not None and not archive.is_file():
-            raise BakeError(f"image archive {archive} does not exist: run `make image` or pass --image-reference")
+            raise BakeError(
+                f"image archive {archive} does not exist: run `make image` or pass --image-reference"
+            )
         return archive, archive_image_id(archive) if archive else opts.image_reference
 
     def reuse_unchanged(self) -> dict | None:
         """The manifest of a complete template with the same content, if there is one."""
-        existing = [i for i in complete_templates(self.conn, self.t.name)
-                    if _props(i).get(P_HASH) == self.content_hash]
+        existing = [
+            i
+            for i in complete_templates(self.conn, self.t.name)
+            if _props(i).get(P_HASH) == self.content_hash
+        ]
         if not existing:
             return None
         img = existing[0]
         self.progress.note(f"unchanged content: reusing template {img.name} ({img.id}); --force bakes again")
-        manifest = {"reused": True, "template_image_id": img.id, "template_name": img.name,
-                    "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
-                    "steps": self.progress.timings}
+        manifest = {
+            "reused": True,
+            "template_image_id": img.id,
+            "template_name": img.name,
+            "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
+            "steps": self.progress.timings,
+        }
         _write_manifest(self.opts.manifest, manifest)
         return manifest
 
@@ -429,19 +530,25 @@ class Bake:
         failed: BaseException | None = None
         try:
             yield
-        except BaseException as e:  # noqa: BLE001 - Ctrl-C too: clean up, then re-raise
+        except BaseException as e:
             failed = e
             raise
         finally:
-            problems = cleanup(self.conn, self.created, bool(failed) and self.opts.keep_builder_on_error,
-                               self.progress)
+            problems = cleanup(
+                self.conn, self.created, bool(failed) and self.opts.keep_builder_on_error, self.progress
+            )
             shutil.rmtree(self.keydir, ignore_errors=True)
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
             if failed is not None:
-                self.progress.note(f"bake FAILED ({type(failed).__name__}: {failed}); "
-                                   + ("cleanup incomplete: " + "; ".join(problems) if problems
-                                      else "everything it created was removed"))
+                self.progress.note(
+                    f"bake FAILED ({type(failed).__name__}: {failed}); "
+                    + (
+                        "cleanup incomplete: " + "; ".join(problems)
+                        if problems
+                        else "everything it created was removed"
+                    )
+                )
             elif problems:
                 raise BakeError("template baked, but cleanup left: " + "; ".join(problems))
 
@@ -462,11 +569,16 @@ class Bake:
     def find_base_and_flavor(self) -> None:
         conn, opts = self.conn, self.opts
         self.base = self.progress("find base image", find_base_image, conn, self.t, opts.base_image)
-        self.flavor = self.progress("find flavor", lambda: conn.compute.find_flavor(
-            opts.flavor or self.t.flavor, ignore_missing=False))
+        self.flavor = self.progress(
+            "find flavor",
+            lambda: conn.compute.find_flavor(opts.flavor or self.t.flavor, ignore_missing=False),
+        )
         self.network = conn.network.find_network(opts.network, ignore_missing=False) if opts.network else None
-        self.ext_net = (conn.network.find_network(opts.floating_ip_network, ignore_missing=False)
-                        if opts.floating_ip_network else None)
+        self.ext_net = (
+            conn.network.find_network(opts.floating_ip_network, ignore_missing=False)
+            if opts.floating_ip_network
+            else None
+        )
 
     def create_key_pair(self) -> None:
         """A key pair for this bake only (the private half stays in a temporary folder)."""
@@ -476,70 +588,122 @@ class Bake:
             # Recorded before the request: if its answer is lost, Nova may have made it all the same.
             self.created.keypair = f"qw-bake-{self.run_id}"
             self.conn.compute.create_keypair(name=self.created.keypair, public_key=self.public_key)
+
         self.progress("create key pair", create)
 
     def create_security_group(self) -> None:
         """SSH from this machine only (or --ssh-source)."""
         conn, opts = self.conn, self.opts
-        source = opts.ssh_source or f"{local_address_towards(conn.session.get_endpoint(service_type='compute'))}/32"
+        source = (
+            opts.ssh_source
+            or f"{local_address_towards(conn.session.get_endpoint(service_type='compute'))}/32"
+        )
 
         def create():
-            with self.adopt_on_error("security_group", lambda: conn.network.find_security_group(
-                    f"qw-bake-{self.run_id}", project_id=conn.current_project_id)):
-                sg = conn.network.create_security_group(name=f"qw-bake-{self.run_id}",
-                                                        description="queue-workers bake: SSH from the baker only")
+            with self.adopt_on_error(
+                "security_group",
+                lambda: conn.network.find_security_group(
+                    f"qw-bake-{self.run_id}", project_id=conn.current_project_id
+                ),
+            ):
+                sg = conn.network.create_security_group(
+                    name=f"qw-bake-{self.run_id}", description="queue-workers bake: SSH from the baker only"
+                )
             self.created.security_group = sg.id
-            conn.network.create_security_group_rule(security_group_id=sg.id, direction="ingress", ethertype="IPv4",
-                                                    protocol="tcp", port_range_min=opts.ssh_port,
-                                                    port_range_max=opts.ssh_port, remote_ip_prefix=source)
+            conn.network.create_security_group_rule(
+                security_group_id=sg.id,
+                direction="ingress",
+                ethertype="IPv4",
+                protocol="tcp",
+                port_range_min=opts.ssh_port,
+                port_range_max=opts.ssh_port,
+                remote_ip_prefix=source,
+            )
             return sg
+
         self.security_group = self.progress(f"create security group (SSH from {source})", create)
 
     def boot_builder(self) -> None:
         conn, opts = self.conn, self.opts
 
         def boot():
-            kw = {"name": f"qw-bake-{self.run_id}", "image_id": self.base.id, "flavor_id": self.flavor.id,
-                  "key_name": self.created.keypair, "security_groups": [{"name": self.security_group.name}],
-                  "metadata": {"queue-workers": "bake", "qw_bake_run": self.run_id}}
+            kw = {
+                "name": f"qw-bake-{self.run_id}",
+                "image_id": self.base.id,
+                "flavor_id": self.flavor.id,
+                "key_name": self.created.keypair,
+                "security_groups": [{"name": self.security_group.name}],
+                "metadata": {"queue-workers": "bake", "qw_bake_run": self.run_id},
+            }
             if self.network is not None:
                 kw["networks"] = [{"uuid": self.network.id}]
             with self.adopt_on_error("server", lambda: conn.compute.find_server(kw["name"])):
                 srv = conn.compute.create_server(**kw)
             self.created.server = srv.id
-            return _wait("the builder to be ACTIVE", lambda: _server_active(conn, srv.id), opts.timeout, opts.poll)
+            return _wait(
+                "the builder to be ACTIVE", lambda: _server_active(conn, srv.id), opts.timeout, opts.poll
+            )
+
         self.server = self.progress(f"boot builder from {self.base.name} ({self.flavor.name})", boot)
 
     def attach_floating_ip(self) -> None:
         """With --floating-ip-network, a floating IP; either way, the address to SSH to."""
         fip_address = None
         if self.ext_net is not None:
+
             def floating_ip():
                 port = next(iter(self.conn.network.ports(device_id=self.created.server)), None)
                 if port is None:
-                    raise BakeError(f"builder server {self.created.server} has no port to attach a floating IP to")
-                with self.adopt_on_error("floating_ip", lambda: next(iter(self.conn.network.ips(port_id=port.id)),
-                                                                     None)):
-                    fip = self.conn.network.create_ip(floating_network_id=self.ext_net.id, port_id=port.id,
-                                                      description=f"queue-workers bake {self.run_id}")
+                    raise BakeError(
+                        f"builder server {self.created.server} has no port to attach a floating IP to"
+                    )
+                with self.adopt_on_error(
+                    "floating_ip", lambda: next(iter(self.conn.network.ips(port_id=port.id)), None)
+                ):
+                    fip = self.conn.network.create_ip(
+                        floating_network_id=self.ext_net.id,
+                        port_id=port.id,
+                        description=f"queue-workers bake {self.run_id}",
+                    )
                 self.created.floating_ip = fip.id
                 return fip.floating_ip_address
+
             fip_address = self.progress(f"floating IP on {self.ext_net.name}", floating_ip)
-        self.address = _builder_address(self.server, self.network.name if self.network is not None else None,
-                                        fip_address)
+        self.address = _builder_address(
+            self.server, self.network.name if self.network is not None else None, fip_address
+        )
 
     def run_steps_over_ssh(self) -> None:
         """Pin the host key the console printed, SSH in, run the Fabric steps (images/steps.py)."""
         conn, opts, t = self.conn, self.opts, self.t
-        keys = self.progress("read SSH host key from the console log",
-                             _wait, "cloud-init's SSH host keys on the console",
-                             lambda: _console_keys(conn, self.created.server), opts.timeout, opts.poll)
-        c = self.progress(f"SSH to {t.login_user}@{self.address}:{opts.ssh_port} (host key pinned)", _connect_ssh,
-                          self.address, opts.ssh_port, t.login_user, self.key_path, keys,
-                          min(opts.timeout, 300), opts.poll)
+        keys = self.progress(
+            "read SSH host key from the console log",
+            _wait,
+            "cloud-init's SSH host keys on the console",
+            lambda: _console_keys(conn, self.created.server),
+            opts.timeout,
+            opts.poll,
+        )
+        c = self.progress(
+            f"SSH to {t.login_user}@{self.address}:{opts.ssh_port} (host key pinned)",
+            _connect_ssh,
+            self.address,
+            opts.ssh_port,
+            t.login_user,
+            self.key_path,
+            keys,
+            min(opts.timeout, 300),
+            opts.poll,
+        )
         try:
-            self.facts = steps.run_all(c, t, self.public_key, archive=self.archive, reference=opts.image_reference,
-                                       progress=self.progress)
+            self.facts = steps.run_all(
+                c,
+                t,
+                self.public_key,
+                archive=self.archive,
+                reference=opts.image_reference,
+                progress=self.progress,
+            )
         finally:
             c.close()
 
@@ -548,45 +712,76 @@ class Bake:
 
         def stop():
             conn.compute.stop_server(self.created.server)
-            _wait("the builder to power off", lambda: conn.compute.get_server(self.created.server).status == "SHUTOFF",
-                  opts.timeout, opts.poll)
+            _wait(
+                "the builder to power off",
+                lambda: conn.compute.get_server(self.created.server).status == "SHUTOFF",
+                opts.timeout,
+                opts.poll,
+            )
+
         self.progress("power off builder", stop)
 
     # -- the template image --------------------------------------------------------------------
     def properties(self) -> dict:
         """What the image records about its bake; ``baking`` until it is marked complete."""
         t, base = self.t, self.base
-        return {P_NAME: t.name, P_VERSION: str(t.version), P_HASH: self.content_hash, P_STATE: STATE_BAKING,
-                P_DIGEST: self.facts["workload_image_id"] if self.archive else self.digest, P_COMMIT: git_commit(),
-                P_BASE_ID: base.id, P_BASE_NAME: base.name,
-                P_TIME: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), P_DOCKER: t.docker_method}
+        return {
+            P_NAME: t.name,
+            P_VERSION: str(t.version),
+            P_HASH: self.content_hash,
+            P_STATE: STATE_BAKING,
+            P_DIGEST: self.facts["workload_image_id"] if self.archive else self.digest,
+            P_COMMIT: git_commit(),
+            P_BASE_ID: base.id,
+            P_BASE_NAME: base.name,
+            P_TIME: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            P_DOCKER: t.docker_method,
+        }
 
     def snapshot(self) -> None:
         """createImage, wait for it to be active, then mark it complete (only then a template)."""
         conn, opts, props = self.conn, self.opts, self.properties()
 
         def create():
-            with self.adopt_on_error("image", lambda: next(iter(conn.image.images(
-                    name=self.name, owner=conn.current_project_id)), None)):
-                image_id = conn.compute.create_server_image(self.created.server, name=self.name, metadata=props,
-                                                            wait=False)
+            with self.adopt_on_error(
+                "image",
+                lambda: next(iter(conn.image.images(name=self.name, owner=conn.current_project_id)), None),
+            ):
+                image_id = conn.compute.create_server_image(
+                    self.created.server, name=self.name, metadata=props, wait=False
+                )
             self.created.image = image_id if isinstance(image_id, str) else image_id.id
-            _wait("the template image to be active", lambda: _image_active(conn, self.created.image),
-                  opts.timeout, opts.poll)
+            _wait(
+                "the template image to be active",
+                lambda: _image_active(conn, self.created.image),
+                opts.timeout,
+                opts.poll,
+            )
+
         self.progress(f"snapshot as {self.name}", create)
-        self.progress("mark template complete", _patch_image, conn, self.created.image, {P_STATE: STATE_COMPLETE})
+        self.progress(
+            "mark template complete", _patch_image, conn, self.created.image, {P_STATE: STATE_COMPLETE}
+        )
         self.created.image_complete = True
 
     def write_manifest(self) -> dict:
         img = self.conn.image.get_image(self.created.image)
-        manifest = {"reused": False, "template_image_id": img.id, "template_name": img.name,
-                    "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
-                    "base_image": {"id": self.base.id, "name": self.base.name}, "flavor": self.flavor.name,
-                    "docker_version": self.facts["docker_version"], "steps": self.progress.timings,
-                    "total_seconds": round(time.time() - self.started, 1)}
+        manifest = {
+            "reused": False,
+            "template_image_id": img.id,
+            "template_name": img.name,
+            "properties": {k: v for k, v in _props(img).items() if k.startswith("qw_")},
+            "base_image": {"id": self.base.id, "name": self.base.name},
+            "flavor": self.flavor.name,
+            "docker_version": self.facts["docker_version"],
+            "steps": self.progress.timings,
+            "total_seconds": round(time.time() - self.started, 1),
+        }
         _write_manifest(self.opts.manifest, manifest)
-        self.progress.note(f"template {img.name} ({img.id}) ready in {manifest['total_seconds']:.0f}s; "
-                           f"manifest {self.opts.manifest}")
+        self.progress.note(
+            f"template {img.name} ({img.id}) ready in {manifest['total_seconds']:.0f}s; "
+            f"manifest {self.opts.manifest}"
+        )
         return manifest
 
 

@@ -5,6 +5,7 @@ method, path; ``*`` matches one path segment, ``**`` the rest; query strings are
 Refused calls get 401. Zaqar 23 has no policy of its own that stops a project member from
 deleting queues, so these rules are what keeps a consumer to its own two queues.
 """
+
 from __future__ import annotations
 
 from infra.hot import SCALE_DOWN, SCALE_UP
@@ -32,8 +33,9 @@ def consumer_rules(queue: str, dead_letter_queue: str) -> list[dict[str, str]]:
     return rules
 
 
-def monitor_rules(queue: str, dead_letter_queue: str, stack_name: str,
-                  drain: bool = True) -> list[dict[str, str]]:
+def monitor_rules(
+    queue: str, dead_letter_queue: str, stack_name: str, drain: bool = True
+) -> list[dict[str, str]]:
     """Read the two queues' stats; signal the group's policies and read or update its own stack;
     with ``drain`` (graceful scale-in, workload/autoscale/drain_heat.py) also what the drain
     protocol needs: the project's servers (status and metadata) and the one metadata key that asks a

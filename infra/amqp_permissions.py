@@ -16,6 +16,7 @@ user publish to *any* queue of the vhost. So a consumer gets write on its dead-l
 (the ``--max-attempts`` backstop dead-letters by hand) and on the ``-in`` exchange of each reply
 queue, and on nothing else.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,4 +42,9 @@ def stack_user(queue: str, dead_letter_queue: str) -> dict[str, str]:
     """amqpUrl's user: declare and delete the pair (and its ``-dlx`` and ``-in`` exchanges), set its
     policies."""
     names = "|".join(re.escape(n) for n in (queue, dead_letter_queue, queue + "-dlx", queue + "-in"))
-    return {"configure": f"^({names})$", "write": f"^({names})$", "read": f"^({names})$", "tags": "policymaker"}
+    return {
+        "configure": f"^({names})$",
+        "write": f"^({names})$",
+        "read": f"^({names})$",
+        "tags": "policymaker",
+    }

@@ -18,13 +18,15 @@ Every error is a :class:`ConfigError` naming the key, the value and what is allo
 
     queue-workers:maxSize='0' is not allowed: an integer from 1 to 10000
 """
+
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from workload import settings as wsettings
 from workload.queues.base import QueuePolicy
@@ -140,11 +142,16 @@ def _is_iso_time(value: str) -> bool:
 
 NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", "a name of letters, digits, '.', '_' or '-'")
 # Zaqar queue names: [a-zA-Z0-9_-]{1,64}; leave room for the dead-letter suffix.
-QUEUE_NAME = Pattern(r"[A-Za-z0-9_-]{1,60}", "1 to 60 letters, digits, '_' or '-' (Zaqar's queue-name rule, "
-                     "leaving room for the '-dlq' suffix)")
+QUEUE_NAME = Pattern(
+    r"[A-Za-z0-9_-]{1,60}",
+    "1 to 60 letters, digits, '_' or '-' (Zaqar's queue-name rule, leaving room for the '-dlq' suffix)",
+)
 URL = Pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")
-AMQP_URL = Pattern(r"amqps?://[^\s/@]+@[^\s/@]+(/\S*)?", "an amqp:// or amqps:// URL with user and password, "
-                   "amqps://USER:PASSWORD@HOST:5671/VHOST (?cafile=PATH for a private CA)")
+AMQP_URL = Pattern(
+    r"amqps?://[^\s/@]+@[^\s/@]+(/\S*)?",
+    "an amqp:// or amqps:// URL with user and password, "
+    "amqps://USER:PASSWORD@HOST:5671/VHOST (?cafile=PATH for a private CA)",
+)
 # A URL a server reads: no credentials in it (they go to the secret part of the env file).
 PLAIN_URL = Pattern(r"https?://[^\s/@]+(/\S*)?", "an http(s) URL without user or password")
 CIDR = Check(_is_cidr, "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 203.0.113.0/24")
@@ -181,8 +188,14 @@ class Setting:
     def allowed(self) -> str:
         if self.option is not None:
             return self.option.allowed()
-        kind = {STRING: "a string", INTEGER: "an integer", NUMBER: "a number", BOOLEAN: "true or false",
-                LIST: "a list", MAP: "a map"}[self.type]
+        kind = {
+            STRING: "a string",
+            INTEGER: "an integer",
+            NUMBER: "a number",
+            BOOLEAN: "true or false",
+            LIST: "a list",
+            MAP: "a map",
+        }[self.type]
         parts = [kind] + [c.describe() for c in self.constraints]
         if self.item_constraints:
             parts.append("each item " + ", ".join(c.describe() for c in self.item_constraints))
@@ -240,7 +253,6 @@ class Setting:
                     raise ConfigError(self.key, raw, f"{self.allowed()} ({k!r} is not)")
         return value
 
-
     def _coerce_option(self, opt: wsettings.Setting, raw: Any) -> Any:
         try:
             if isinstance(raw, str):
@@ -255,68 +267,190 @@ class Setting:
 S = Setting
 INFRA: tuple[Setting, ...] = (
     # where
-    S("cloud", STRING, "Entry of clouds.yaml the provider, the queue provider and `fab` use", _REQUIRED, (NAME,)),
+    S(
+        "cloud",
+        STRING,
+        "Entry of clouds.yaml the provider, the queue provider and `fab` use",
+        _REQUIRED,
+        (NAME,),
+    ),
     S("region", STRING, "OpenStack region of this stack", _REQUIRED, (NAME,)),
-    S("identityEndpoint", STRING, "Keystone v3 URL the servers authenticate against; default: the cloud's auth_url "
-      "from clouds.yaml", "", (Check(lambda v: v == "" or URL.ok(v), "an http(s) URL or empty"),)),
+    S(
+        "identityEndpoint",
+        STRING,
+        "Keystone v3 URL the servers authenticate against; default: the cloud's auth_url from clouds.yaml",
+        "",
+        (Check(lambda v: v == "" or URL.ok(v), "an http(s) URL or empty"),),
+    ),
     # servers
     S("flavor", STRING, "Nova flavor of the consumer servers", _REQUIRED, (NAME,)),
-    S("monitorFlavor", STRING, "Nova flavor of the monitor server; default: flavor", "",
-      (Check(lambda v: v == "" or NAME.ok(v), "a flavor name or empty"),)),
+    S(
+        "monitorFlavor",
+        STRING,
+        "Nova flavor of the monitor server; default: flavor",
+        "",
+        (Check(lambda v: v == "" or NAME.ok(v), "a flavor name or empty"),),
+    ),
     S("network", STRING, "Neutron network (name or id) the servers attach to", _REQUIRED, (NAME,)),
-    S("keyPair", STRING, "Nova key pair for SSH to the servers; empty: none", "",
-      (Check(lambda v: v == "" or NAME.ok(v), "a key pair name or empty"),)),
-    S("serverName", STRING, "Prefix of the servers' names (the seed's -s)", "qw-worker",
-      (Pattern(r"[a-z0-9][a-z0-9-]{0,40}", "1 to 41 lower-case letters, digits or '-'"),)),
-    S("sshCidrs", LIST, "Networks allowed to SSH to the servers; empty: no ingress at all", [],
-      item_constraints=(CIDR,)),
+    S(
+        "keyPair",
+        STRING,
+        "Nova key pair for SSH to the servers; empty: none",
+        "",
+        (Check(lambda v: v == "" or NAME.ok(v), "a key pair name or empty"),),
+    ),
+    S(
+        "serverName",
+        STRING,
+        "Prefix of the servers' names (the seed's -s)",
+        "qw-worker",
+        (Pattern(r"[a-z0-9][a-z0-9-]{0,40}", "1 to 41 lower-case letters, digits or '-'"),),
+    ),
+    S(
+        "sshCidrs",
+        LIST,
+        "Networks allowed to SSH to the servers; empty: no ingress at all",
+        [],
+        item_constraints=(CIDR,),
+    ),
     # template image
-    S("templateImageName", STRING, "Template the image was baked from (`fab bake-template`: the image is named "
-      "<name>-v<version>-<time> and carries qw_template_name=<name>, qw_bake_state=complete)",
-      "queue-workers-consumer", (NAME,)),
-    S("templateImageProperties", MAP, "Further Glance properties the template image must carry, e.g. "
-      "qw_template_version", {}, key_constraints=(Pattern(r"[A-Za-z0-9_.:-]{1,255}", "property names"),)),
+    S(
+        "templateImageName",
+        STRING,
+        "Template the image was baked from (`fab bake-template`: the image is named "
+        "<name>-v<version>-<time> and carries qw_template_name=<name>, qw_bake_state=complete)",
+        "queue-workers-consumer",
+        (NAME,),
+    ),
+    S(
+        "templateImageProperties",
+        MAP,
+        "Further Glance properties the template image must carry, e.g. qw_template_version",
+        {},
+        key_constraints=(Pattern(r"[A-Za-z0-9_.:-]{1,255}", "property names"),),
+    ),
     # group size
     S("desiredSize", INTEGER, "Consumer servers at creation; default: minSize", -1, (Range(-1, 1000),)),
-    S("rollingBatchSize", INTEGER, "Servers replaced at once when the template image changes", 1, (Range(1, 100),)),
+    S(
+        "rollingBatchSize",
+        INTEGER,
+        "Servers replaced at once when the template image changes",
+        1,
+        (Range(1, 100),),
+    ),
     S("rollingPause", INTEGER, "Seconds between rolling-update batches", 30, (Range(0, 3600),)),
     # scaling
     S("scaleUpStep", INTEGER, "Servers added by one scale-up signal", 1, (Range(1, 100),)),
     S("scaleDownStep", INTEGER, "Servers removed by one scale-down signal", 1, (Range(1, 100),)),
-    S("monitorEnabled", BOOLEAN, "Run the monitor on its own server; false: run `python -m workload monitor` "
-      "wherever you like", True),
+    S(
+        "monitorEnabled",
+        BOOLEAN,
+        "Run the monitor on its own server; false: run `python -m workload monitor` wherever you like",
+        True,
+    ),
     # queue
-    S("queueBackend", STRING, "Queue service: zaqar (the cloud's Zaqar) or amqp (a RabbitMQ broker, see amqpBroker)",
-      "zaqar", (AllowedValues(("zaqar", "amqp")),)),
-    S("amqpBroker", STRING, "amqp: which broker; existing: the one amqpUrl names (the stack declares the queue "
-      "pair on it and deletes it on destroy)", "existing", (AllowedValues(("existing",)),)),
-    S("amqpUrl", STRING, "amqp, existing broker: URL of a user that may declare the queues and set their policy "
-      "(configure rights, tag policymaker); consumers and the monitor use it too unless amqpConsumerUser / "
-      "amqpMonitorUser are set", "", (Check(lambda v: v in ("", OFFLINE_SECRET) or AMQP_URL.ok(v),
-                                             AMQP_URL.meaning + ", or empty"),), secret=True),
-    S("amqpManagementUrl", STRING, "amqp: the broker's management API (stats, policies); default: the amqpUrl "
-      "host on 15672, or 15671 for amqps", "", (Check(lambda v: v == "" or PLAIN_URL.ok(v),
-                                                     PLAIN_URL.meaning + ", or empty"),)),
-    S("amqpConsumerUser", STRING, "amqp: the broker user the consumers log in as; empty: amqpUrl's", "",
-      (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
+    S(
+        "queueBackend",
+        STRING,
+        "Queue service: zaqar (the cloud's Zaqar) or amqp (a RabbitMQ broker, see amqpBroker)",
+        "zaqar",
+        (AllowedValues(("zaqar", "amqp")),),
+    ),
+    S(
+        "amqpBroker",
+        STRING,
+        "amqp: which broker; existing: the one amqpUrl names (the stack declares the queue "
+        "pair on it and deletes it on destroy)",
+        "existing",
+        (AllowedValues(("existing",)),),
+    ),
+    S(
+        "amqpUrl",
+        STRING,
+        "amqp, existing broker: URL of a user that may declare the queues and set their policy "
+        "(configure rights, tag policymaker); consumers and the monitor use it too unless amqpConsumerUser / "
+        "amqpMonitorUser are set",
+        "",
+        (Check(lambda v: v in ("", OFFLINE_SECRET) or AMQP_URL.ok(v), AMQP_URL.meaning + ", or empty"),),
+        secret=True,
+    ),
+    S(
+        "amqpManagementUrl",
+        STRING,
+        "amqp: the broker's management API (stats, policies); default: the amqpUrl "
+        "host on 15672, or 15671 for amqps",
+        "",
+        (Check(lambda v: v == "" or PLAIN_URL.ok(v), PLAIN_URL.meaning + ", or empty"),),
+    ),
+    S(
+        "amqpConsumerUser",
+        STRING,
+        "amqp: the broker user the consumers log in as; empty: amqpUrl's",
+        "",
+        (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),),
+    ),
     S("amqpConsumerPassword", STRING, "amqp: amqpConsumerUser's password", "", (ONE_LINE,), secret=True),
-    S("amqpMonitorUser", STRING, "amqp: the broker user the monitor logs in as (tag monitoring); empty: amqpUrl's",
-      "", (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),)),
+    S(
+        "amqpMonitorUser",
+        STRING,
+        "amqp: the broker user the monitor logs in as (tag monitoring); empty: amqpUrl's",
+        "",
+        (Check(lambda v: v == "" or NAME.ok(v), "a user name or empty"),),
+    ),
     S("amqpMonitorPassword", STRING, "amqp: amqpMonitorUser's password", "", (ONE_LINE,), secret=True),
     S("queueName", STRING, "Work queue name; its dead-letter queue is <name>-dlq", "jobs", (QUEUE_NAME,)),
     # consumer
-    S("handler", STRING, "What a consumer runs per message: exec:<command>, python:<module:function> or "
-      "http:<url>", "exec:cat", (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or "
-                                                                      "http:<url>"),)),
-    S("consumerEnv", MAP, "Extra QW_* settings written to every consumer's env file", {},
-      item_constraints=(ONE_LINE,), key_constraints=(ENV_NAME,)),
-    S("consumerSecretEnv", MAP, "Extra QW_* settings that are secrets (set with --secret)", {},
-      item_constraints=(ONE_LINE,), key_constraints=(ENV_NAME,), secret=True),
+    S(
+        "handler",
+        STRING,
+        "What a consumer runs per message: exec:<command>, python:<module:function> or http:<url>",
+        "exec:cat",
+        (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or http:<url>"),),
+    ),
+    S(
+        "consumerEnv",
+        MAP,
+        "Extra QW_* settings written to every consumer's env file",
+        {},
+        item_constraints=(ONE_LINE,),
+        key_constraints=(ENV_NAME,),
+    ),
+    S(
+        "consumerSecretEnv",
+        MAP,
+        "Extra QW_* settings that are secrets (set with --secret)",
+        {},
+        item_constraints=(ONE_LINE,),
+        key_constraints=(ENV_NAME,),
+        secret=True,
+    ),
     # credentials
-    S("credentialRoles", LIST, "Roles the application credentials carry", ["member"], item_constraints=(NAME,)),
-    S("credentialExpiresAt", STRING, "When the application credentials expire (ISO 8601); empty: never", "",
-      (Check(lambda v: v == "" or _is_iso_time(v), "an ISO 8601 time such as 2027-01-01T00:00:00Z, or empty"),)),
-    S("stackTimeout", INTEGER, "Minutes Heat may take to create or update the worker group", 60, (Range(1, 1440),)),
+    S(
+        "credentialRoles",
+        LIST,
+        "Roles the application credentials carry",
+        ["member"],
+        item_constraints=(NAME,),
+    ),
+    S(
+        "credentialExpiresAt",
+        STRING,
+        "When the application credentials expire (ISO 8601); empty: never",
+        "",
+        (
+            Check(
+                lambda v: v == "" or _is_iso_time(v),
+                "an ISO 8601 time such as 2027-01-01T00:00:00Z, or empty",
+            ),
+        ),
+    ),
+    S(
+        "stackTimeout",
+        INTEGER,
+        "Minutes Heat may take to create or update the worker group",
+        60,
+        (Range(1, 1440),),
+    ),
 )
 
 
@@ -328,15 +462,19 @@ def workload_options() -> dict[str, list[wsettings.Setting]]:
     from workload.autoscale.monitor import monitor_settings
     from workload.consumer import ConsumerConfig
 
-    return {"queue": wsettings.declared(wsettings.QueuePolicyOptions),
-            "consumer": wsettings.declared(ConsumerConfig), "monitor": monitor_settings()}
+    return {
+        "queue": wsettings.declared(wsettings.QueuePolicyOptions),
+        "consumer": wsettings.declared(ConsumerConfig),
+        "monitor": monitor_settings(),
+    }
 
 
 # What a workload option's stack setting also sets in the stack itself.
 STACK_NOTES = {
-    "minSize": "also the Heat group's min_size", "maxSize": "also the Heat group's max_size",
+    "minSize": "also the Heat group's min_size",
+    "maxSize": "also the Heat group's max_size",
     "scaleUpCooldown": "also Heat's cooldown of the group and of its scale-up policy (Heat keeps one "
-                       "cooldown per group, started by creation, updates and either policy's resize)",
+    "cooldown per group, started by creation, updates and either policy's resize)",
     "scaleDownCooldown": "also the cooldown of Heat's scale-down policy",
     "claimTtl": "also what each consumer claims for (its --claim-ttl)",
     "claimGrace": "also each consumer's --grace",
@@ -359,18 +497,28 @@ def _from_workload() -> tuple[Setting, ...]:
     for key, pairs in feeds.items():
         first = pairs[0][1]
         for _, other in pairs[1:]:  # one key, one meaning: the declarations must agree
-            if (other.kind, other.lo, other.hi, other.choices, other.none_word) != \
-                    (first.kind, first.lo, first.hi, first.choices, first.none_word):
+            if (other.kind, other.lo, other.hi, other.choices, other.none_word) != (
+                first.kind,
+                first.lo,
+                first.hi,
+                first.choices,
+                first.none_word,
+            ):
                 raise TypeError(f"stack key {key}: {first.name} and {other.name} are declared differently")
         default = first.default if first.stack_default is wsettings.NOT_SET else first.stack_default
         # a setting whose stack default is a value keeps one: "unset" is no choice there
-        pairs = [(program, dataclasses.replace(opt, optional=opt.optional and default is None))
-                 for program, opt in pairs]
-        where = "; ".join(f"{_PROGRAM[program]} {opt.long_flag} ${opt.env[0]}" if opt.flags else _PROGRAM[program]
-                          for program, opt in pairs)
+        pairs = [
+            (program, dataclasses.replace(opt, optional=opt.optional and default is None))
+            for program, opt in pairs
+        ]
+        where = "; ".join(
+            f"{_PROGRAM[program]} {opt.long_flag} ${opt.env[0]}" if opt.flags else _PROGRAM[program]
+            for program, opt in pairs
+        )
         note = f"; {STACK_NOTES[key]}" if key in STACK_NOTES else ""
-        out.append(Setting(key, _KINDS[first.kind], f"{first.help}{note} ({where})", default,
-                           feeds=tuple(pairs)))
+        out.append(
+            Setting(key, _KINDS[first.kind], f"{first.help}{note} ({where})", default, feeds=tuple(pairs))
+        )
     return tuple(out)
 
 
@@ -381,15 +529,31 @@ SECRET_KEYS = frozenset(s.key for s in SCHEMA if s.secret)
 # The consumer settings the stack writes itself from its own settings (the handler, the queue, the
 # credential's limits); consumerEnv may not override them nor any option a stack key sets.
 CONSUMER_FIXED_ENV = (
-    "QW_QUEUE", "QW_QUEUE_BACKEND", "QW_REGION", "QW_EXEC", "QW_PYTHON", "QW_HTTP", "QW_CLAIM_TTL",
-    "QW_CLAIM_GRACE", "QW_MAX_ATTEMPTS", "QW_NO_BULK_DELETE", "QW_DRAIN_WATCH", "QW_DRAINED_FILE",
-    "QW_AMQP_URL", "QW_AMQP_MANAGEMENT_URL", "QW_AMQP_USER", "QW_AMQP_PASSWORD", "QW_AMQP_CONFIG", "QW_AMQP_BROKER",
+    "QW_QUEUE",
+    "QW_QUEUE_BACKEND",
+    "QW_REGION",
+    "QW_EXEC",
+    "QW_PYTHON",
+    "QW_HTTP",
+    "QW_CLAIM_TTL",
+    "QW_CLAIM_GRACE",
+    "QW_MAX_ATTEMPTS",
+    "QW_NO_BULK_DELETE",
+    "QW_DRAIN_WATCH",
+    "QW_DRAINED_FILE",
+    "QW_AMQP_URL",
+    "QW_AMQP_MANAGEMENT_URL",
+    "QW_AMQP_USER",
+    "QW_AMQP_PASSWORD",
+    "QW_AMQP_CONFIG",
+    "QW_AMQP_BROKER",
 )
 RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
-    opt.env[0] for s in SCHEMA for program, opt in s.feeds if program == "consumer")
+    opt.env[0] for s in SCHEMA for program, opt in s.feeds if program == "consumer"
+)
 
 
-def program_env(cfg: "StackConfig", program: str) -> dict[str, str]:
+def program_env(cfg: StackConfig, program: str) -> dict[str, str]:
     """The variables of ``program``'s options that stack settings set (``{QW_...: text}``)."""
     env = {}
     for s in SCHEMA:
@@ -417,8 +581,13 @@ class _StackConfigBase:
     @property
     def queue_policy(self) -> QueuePolicy:
         """The queue's policy in the queue interface's own terms."""
-        return QueuePolicy(message_ttl=self.message_ttl, claim_ttl=self.claim_ttl, claim_grace=self.claim_grace,
-                           max_claims=self.max_claims, dead_letter_ttl=self.dead_letter_ttl)
+        return QueuePolicy(
+            message_ttl=self.message_ttl,
+            claim_ttl=self.claim_ttl,
+            claim_grace=self.claim_grace,
+            max_claims=self.max_claims,
+            dead_letter_ttl=self.dead_letter_ttl,
+        )
 
 
 _PY_TYPES = {STRING: str, INTEGER: int, NUMBER: float, BOOLEAN: bool, LIST: tuple, MAP: Mapping}
@@ -426,12 +595,16 @@ _PY_TYPES = {STRING: str, INTEGER: int, NUMBER: float, BOOLEAN: bool, LIST: tupl
 #: The validated settings of one stack; one field per setting, named as its key in snake case
 #: (generated from :data:`SCHEMA`, so a setting cannot be declared without its field).
 if TYPE_CHECKING:
+
     class StackConfig(_StackConfigBase):
         def __init__(self, **fields: Any) -> None: ...
 else:
     StackConfig = dataclasses.make_dataclass(
-        "StackConfig", [(re.sub(r"(?<!^)([A-Z])", r"_\1", s.key).lower(), _PY_TYPES[s.type]) for s in SCHEMA],
-        bases=(_StackConfigBase,), frozen=True)
+        "StackConfig",
+        [(re.sub(r"(?<!^)([A-Z])", r"_\1", s.key).lower(), _PY_TYPES[s.type]) for s in SCHEMA],
+        bases=(_StackConfigBase,),
+        frozen=True,
+    )
     StackConfig.__module__ = __name__
 
 
@@ -455,8 +628,12 @@ def load(raw: Mapping[str, Any], secret_keys: Sequence[str] = ()) -> StackConfig
     for s in SCHEMA:
         if s.key in raw and raw[s.key] is not None:
             if s.secret and raw[s.key] not in ("", "{}", {}) and s.key not in secret_keys:
-                raise ConfigError(s.key, "<plain text>", f"a secret: set it with "
-                                  f"`pulumi config set --secret {s.key} ...` (or --path for one entry)")
+                raise ConfigError(
+                    s.key,
+                    "<plain text>",
+                    f"a secret: set it with "
+                    f"`pulumi config set --secret {s.key} ...` (or --path for one entry)",
+                )
             values[s.key] = s.coerce(raw[s.key])
         elif s.required:
             raise ConfigError(s.key, None, f"{s.allowed()}; it is required: `pulumi config set {s.key} ...`")
@@ -489,22 +666,41 @@ def validate(v: Mapping[str, Any]) -> None:
     if v["rollingBatchSize"] > hi:
         raise ConfigError("rollingBatchSize", v["rollingBatchSize"], f"at most maxSize ({hi})")
     if v["deadLetterTtl"] < v["messageTtl"] and v["maxClaims"] > 0:
-        raise ConfigError("deadLetterTtl", v["deadLetterTtl"],
-                          f"at least messageTtl ({v['messageTtl']}): dead letters must outlive live ones")
+        raise ConfigError(
+            "deadLetterTtl",
+            v["deadLetterTtl"],
+            f"at least messageTtl ({v['messageTtl']}): dead letters must outlive live ones",
+        )
     overlap = set(v["consumerEnv"]) & set(v["consumerSecretEnv"])
     if overlap:
-        raise ConfigError("consumerSecretEnv", "<secret>", f"keys not also in consumerEnv ({sorted(overlap)})")
+        raise ConfigError(
+            "consumerSecretEnv", "<secret>", f"keys not also in consumerEnv ({sorted(overlap)})"
+        )
     reserved = set(v["consumerEnv"]) | set(v["consumerSecretEnv"])
     clash = reserved & set(RESERVED_ENV)
     if clash:
-        raise ConfigError("consumerEnv", sorted(clash), "names the stack does not set itself: "
-                          + ", ".join(sorted(RESERVED_ENV)))
-    QueuePolicy(message_ttl=v["messageTtl"], claim_ttl=v["claimTtl"], claim_grace=v["claimGrace"],
-                max_claims=v["maxClaims"], dead_letter_ttl=v["deadLetterTtl"]).validate()
+        raise ConfigError(
+            "consumerEnv",
+            sorted(clash),
+            "names the stack does not set itself: " + ", ".join(sorted(RESERVED_ENV)),
+        )
+    QueuePolicy(
+        message_ttl=v["messageTtl"],
+        claim_ttl=v["claimTtl"],
+        claim_grace=v["claimGrace"],
+        max_claims=v["maxClaims"],
+        dead_letter_ttl=v["deadLetterTtl"],
+    ).validate()
 
 
-AMQP_KEYS = ("amqpUrl", "amqpManagementUrl", "amqpConsumerUser", "amqpConsumerPassword", "amqpMonitorUser",
-             "amqpMonitorPassword")
+AMQP_KEYS = (
+    "amqpUrl",
+    "amqpManagementUrl",
+    "amqpConsumerUser",
+    "amqpConsumerPassword",
+    "amqpMonitorUser",
+    "amqpMonitorPassword",
+)
 
 
 def _validate_amqp(v: Mapping[str, Any]) -> None:
@@ -512,12 +708,17 @@ def _validate_amqp(v: Mapping[str, Any]) -> None:
     if v["queueBackend"] != "amqp":
         given = [k for k in AMQP_KEYS if v[k]]
         if given:
-            raise ConfigError(given[0], v[given[0]], f"empty unless queueBackend is 'amqp' (it is "
-                              f"{v['queueBackend']!r})")
+            raise ConfigError(
+                given[0], v[given[0]], f"empty unless queueBackend is 'amqp' (it is {v['queueBackend']!r})"
+            )
         return
     if v["amqpBroker"] == "existing" and not v["amqpUrl"]:
-        raise ConfigError("amqpUrl", "", "an amqp:// or amqps:// URL: queueBackend amqp with amqpBroker "
-                          "'existing' needs the broker's URL (`pulumi config set --secret amqpUrl amqps://...`)")
+        raise ConfigError(
+            "amqpUrl",
+            "",
+            "an amqp:// or amqps:// URL: queueBackend amqp with amqpBroker "
+            "'existing' needs the broker's URL (`pulumi config set --secret amqpUrl amqps://...`)",
+        )
     for role in ("Consumer", "Monitor"):
         user, password = v[f"amqp{role}User"], v[f"amqp{role}Password"]
         if bool(user) != bool(password):
@@ -550,7 +751,7 @@ def from_pulumi() -> StackConfig:
     raw, secrets = {}, []
     for full, value in rc.CONFIG.get().items():
         if full.startswith(prefix):
-            key = full[len(prefix):]
+            key = full[len(prefix) :]
             raw[key] = value
             if rc.is_config_secret(full):
                 secrets.append(key)
@@ -570,8 +771,9 @@ def document(markdown: bool = False) -> str:
     if markdown:
         head = ["| key | type | default | what it is; what is allowed |", "|---|---|---|---|"]
         return "\n".join(head + [_md_row(s) for s in SCHEMA])
-    return "\n".join(f"{s.key:24} {s.type:8} {_shown_default(s):28} {s.description}; {s.allowed()}"
-                     for s in SCHEMA)
+    return "\n".join(
+        f"{s.key:24} {s.type:8} {_shown_default(s):28} {s.description}; {s.allowed()}" for s in SCHEMA
+    )
 
 
 def _md_row(s: Setting) -> str:

@@ -6,6 +6,7 @@ scaling policies. Values known from the config are written into the template (a 
 them in ``python -m infra render``); values known only at deploy time (the image id, the
 security group) and secrets (the credential) are parameters, the secrets ``hidden``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -94,8 +95,13 @@ def amqp_secret_env(cfg: StackConfig, role: str) -> dict[str, str]:
     return env
 
 
-def credentials_env(auth_url: str, region: str, credential_id: str, credential_secret: str,
-                    extra: dict[str, str] | None = None) -> str:
+def credentials_env(
+    auth_url: str,
+    region: str,
+    credential_id: str,
+    credential_secret: str,
+    extra: dict[str, str] | None = None,
+) -> str:
     """The env file of an application credential, the OpenStack way (OS_* variables)."""
     env = {
         "OS_AUTH_TYPE": "v3applicationcredential",
@@ -144,8 +150,14 @@ WantedBy=multi-user.target
 """
 
 
-def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64: Any,
-                 unit_text: str | None = None, comments: list[str] | tuple = ()) -> dict:
+def cloud_config(
+    env_path: str,
+    env: dict[str, str],
+    unit: str,
+    credentials_b64: Any,
+    unit_text: str | None = None,
+    comments: list[str] | tuple = (),
+) -> dict:
     """cloud-init user data: write the settings, append the credential, start the unit.
 
     The baked unit reads one env file (``docker run --env-file``): the settings are written in
@@ -156,13 +168,25 @@ def cloud_config(env_path: str, env: dict[str, str], unit: str, credentials_b64:
     """
     files = [
         {"path": env_path, "permissions": "0600", "owner": "root:root", "content": env_file(env, comments)},
-        {"path": env_path, "permissions": "0600", "owner": "root:root", "encoding": "b64", "append": True,
-         "content": credentials_b64},
+        {
+            "path": env_path,
+            "permissions": "0600",
+            "owner": "root:root",
+            "encoding": "b64",
+            "append": True,
+            "content": credentials_b64,
+        },
     ]
     cmds = [["systemctl", "daemon-reload"]]
     if unit_text is not None:
-        files.append({"path": f"/etc/systemd/system/{unit}", "permissions": "0644", "owner": "root:root",
-                      "content": unit_text})
+        files.append(
+            {
+                "path": f"/etc/systemd/system/{unit}",
+                "permissions": "0644",
+                "owner": "root:root",
+                "content": unit_text,
+            }
+        )
         cmds.append(["systemctl", "enable", unit])
     cmds.append(["systemctl", "start", "--no-block", unit])
     return {"write_files": files, "runcmd": cmds}
@@ -203,7 +227,9 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
             "qw_template": {"get_param": P_TEMPLATE_LABEL},  # which bake this server runs
         },
         "user_data_format": "RAW",
-        "user_data": {"str_replace": {"template": ud, "params": {placeholder: {"get_param": P_CREDENTIALS_ENV}}}},
+        "user_data": {
+            "str_replace": {"template": ud, "params": {placeholder: {"get_param": P_CREDENTIALS_ENV}}}
+        },
     }
     if cfg.key_pair:
         server["key_name"] = cfg.key_pair
@@ -212,23 +238,39 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
         "heat_template_version": HOT_VERSION,
         "description": f"queue-workers: consumers of queue {cfg.queue_name} ({stack_name}, {cfg.region})",
         "parameters": {
-            P_IMAGE: {"type": "string", "description": "template image id (baked by fab bake-template)",
-                      "constraints": [{"custom_constraint": "glance.image"}]},
+            P_IMAGE: {
+                "type": "string",
+                "description": "template image id (baked by fab bake-template)",
+                "constraints": [{"custom_constraint": "glance.image"}],
+            },
             P_SECURITY_GROUP: {"type": "string", "description": "security group of the consumers"},
-            P_DESIRED: {"type": "number", "default": cfg.desired_size,
-                        "description": "desired number of consumers (the monitor may PATCH it)",
-                        "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}]},
-            P_TEMPLATE_PROPERTIES: {"type": "json", "default": {},
-                                    "description": "what the bake recorded on the image (qw_* properties)"},
-            P_TEMPLATE_LABEL: {"type": "string", "default": "",
-                               "description": "template name, version and content hash (server metadata)"},
-            P_CREDENTIALS_ENV: {"type": "string", "hidden": True,
-                                "description": "base64 of the consumers' credential env file"},
+            P_DESIRED: {
+                "type": "number",
+                "default": cfg.desired_size,
+                "description": "desired number of consumers (the monitor may PATCH it)",
+                "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}],
+            },
+            P_TEMPLATE_PROPERTIES: {
+                "type": "json",
+                "default": {},
+                "description": "what the bake recorded on the image (qw_* properties)",
+            },
+            P_TEMPLATE_LABEL: {
+                "type": "string",
+                "default": "",
+                "description": "template name, version and content hash (server metadata)",
+            },
+            P_CREDENTIALS_ENV: {
+                "type": "string",
+                "hidden": True,
+                "description": "base64 of the consumers' credential env file",
+            },
         },
         "resources": {
-            SERVER_GROUP: {"type": "OS::Nova::ServerGroup",
-                           "properties": {"name": f"{cfg.server_name}-{stack_name}",
-                                          "policies": ["soft-anti-affinity"]}},
+            SERVER_GROUP: {
+                "type": "OS::Nova::ServerGroup",
+                "properties": {"name": f"{cfg.server_name}-{stack_name}", "policies": ["soft-anti-affinity"]},
+            },
             GROUP: {
                 "type": "OS::Heat::AutoScalingGroup",
                 "properties": {
@@ -236,35 +278,58 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
                     "max_size": cfg.max_size,
                     "desired_capacity": {"get_param": P_DESIRED},
                     "cooldown": int(cfg.scale_up_cooldown),
-                    "rolling_updates": {"min_in_service": max(cfg.min_size - batch, 0),
-                                        "max_batch_size": batch, "pause_time": cfg.rolling_pause},
+                    "rolling_updates": {
+                        "min_in_service": max(cfg.min_size - batch, 0),
+                        "max_batch_size": batch,
+                        "pause_time": cfg.rolling_pause,
+                    },
                     "resource": {"type": "OS::Nova::Server", "properties": server},
                 },
             },
-            SCALE_UP: {"type": "OS::Heat::ScalingPolicy",
-                       "properties": {"adjustment_type": "change_in_capacity",
-                                      "auto_scaling_group_id": {"get_resource": GROUP},
-                                      "scaling_adjustment": cfg.scale_up_step,
-                                      "cooldown": int(cfg.scale_up_cooldown)}},
-            SCALE_DOWN: {"type": "OS::Heat::ScalingPolicy",
-                         "properties": {"adjustment_type": "change_in_capacity",
-                                        "auto_scaling_group_id": {"get_resource": GROUP},
-                                        "scaling_adjustment": -cfg.scale_down_step,
-                                        "cooldown": int(cfg.scale_down_cooldown)}},
+            SCALE_UP: {
+                "type": "OS::Heat::ScalingPolicy",
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "auto_scaling_group_id": {"get_resource": GROUP},
+                    "scaling_adjustment": cfg.scale_up_step,
+                    "cooldown": int(cfg.scale_up_cooldown),
+                },
+            },
+            SCALE_DOWN: {
+                "type": "OS::Heat::ScalingPolicy",
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "auto_scaling_group_id": {"get_resource": GROUP},
+                    "scaling_adjustment": -cfg.scale_down_step,
+                    "cooldown": int(cfg.scale_down_cooldown),
+                },
+            },
         },
         "outputs": {
-            OUT_SCALE_UP_URL: {"description": "POST with X-Auth-Token to add consumers",
-                               "value": {"get_attr": [SCALE_UP, "signal_url"]}},
-            OUT_SCALE_DOWN_URL: {"description": "POST with X-Auth-Token to remove consumers",
-                                 "value": {"get_attr": [SCALE_DOWN, "signal_url"]}},
-            OUT_SCALE_UP_ALARM_URL: {"description": "pre-signed URL that adds consumers",
-                                     "value": {"get_attr": [SCALE_UP, "alarm_url"]}},
-            OUT_SCALE_DOWN_ALARM_URL: {"description": "pre-signed URL that removes consumers",
-                                       "value": {"get_attr": [SCALE_DOWN, "alarm_url"]}},
-            OUT_CURRENT_SIZE: {"description": "consumers that exist now",
-                               "value": {"get_attr": [GROUP, "current_size"]}},
-            OUT_SERVER_IDS: {"description": "ids of the consumer servers",
-                             "value": {"get_attr": [GROUP, "refs"]}},
+            OUT_SCALE_UP_URL: {
+                "description": "POST with X-Auth-Token to add consumers",
+                "value": {"get_attr": [SCALE_UP, "signal_url"]},
+            },
+            OUT_SCALE_DOWN_URL: {
+                "description": "POST with X-Auth-Token to remove consumers",
+                "value": {"get_attr": [SCALE_DOWN, "signal_url"]},
+            },
+            OUT_SCALE_UP_ALARM_URL: {
+                "description": "pre-signed URL that adds consumers",
+                "value": {"get_attr": [SCALE_UP, "alarm_url"]},
+            },
+            OUT_SCALE_DOWN_ALARM_URL: {
+                "description": "pre-signed URL that removes consumers",
+                "value": {"get_attr": [SCALE_DOWN, "alarm_url"]},
+            },
+            OUT_CURRENT_SIZE: {
+                "description": "consumers that exist now",
+                "value": {"get_attr": [GROUP, "current_size"]},
+            },
+            OUT_SERVER_IDS: {
+                "description": "ids of the consumer servers",
+                "value": {"get_attr": [GROUP, "refs"]},
+            },
         },
     }
 
@@ -278,10 +343,13 @@ def member_template(template: dict) -> dict:
     member = template["resources"][GROUP]["properties"]["resource"]
     props = yaml.safe_load(yaml.safe_dump(member["properties"]))
     props["scheduler_hints"] = {"group": {"get_param": "server_group_id"}}
-    params = {k: v for k, v in template["parameters"].items()}
+    params = dict(template["parameters"])
     params["server_group_id"] = {"type": "string"}
-    return {"heat_template_version": template["heat_template_version"], "parameters": params,
-            "resources": {"member": {"type": member["type"], "properties": props}}}
+    return {
+        "heat_template_version": template["heat_template_version"],
+        "parameters": params,
+        "resources": {"member": {"type": member["type"], "properties": props}},
+    }
 
 
 def dump(template: dict) -> str:

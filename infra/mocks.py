@@ -3,6 +3,7 @@
 Every resource and every provider call the program makes is recorded, with the URN that shows
 its parent chain, so a reader can see exactly what `pulumi up` would ask for.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,13 +17,27 @@ from infra import hot
 MOCK_IMAGE_ID = "00000000-0000-4000-8000-00000000feed"
 
 
-def baked_image(template: str = "queue-workers-consumer", image_id: str = MOCK_IMAGE_ID, version: int = 1,
-                **extra: str) -> dict:
+def baked_image(
+    template: str = "queue-workers-consumer", image_id: str = MOCK_IMAGE_ID, version: int = 1, **extra: str
+) -> dict:
     """An image as `fab bake-template` leaves it: its name, its qw_* properties, Glance's own."""
-    return {"id": image_id, "name": f"{template}-v{version}-20261123-190000", "properties": {
-        "qw_template_name": template, "qw_template_version": str(version), "qw_template_hash": "ab" * 32,
-        "qw_bake_state": "complete", "qw_workload_image_digest": "sha256:" + "cd" * 32,
-        "os_hash_algo": "sha512", "os_hash_value": "ef" * 64, "stores": "file", **extra}}
+    return {
+        "id": image_id,
+        "name": f"{template}-v{version}-20261123-190000",
+        "properties": {
+            "qw_template_name": template,
+            "qw_template_version": str(version),
+            "qw_template_hash": "ab" * 32,
+            "qw_bake_state": "complete",
+            "qw_workload_image_digest": "sha256:" + "cd" * 32,
+            "os_hash_algo": "sha512",
+            "os_hash_value": "ef" * 64,
+            "stores": "file",
+            **extra,
+        },
+    }
+
+
 MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; never a real secret
 
 
@@ -75,7 +90,9 @@ class StackMocks(pulumi.runtime.Mocks):
     ``getImage`` answers the most recent match, or fails like the provider does.
     """
 
-    def __init__(self, images: list[dict] | None = None, project: str = "queue-workers", stack: str = "stack"):
+    def __init__(
+        self, images: list[dict] | None = None, project: str = "queue-workers", stack: str = "stack"
+    ):
         self.images = images
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict]] = []
@@ -93,15 +110,27 @@ class StackMocks(pulumi.runtime.Mocks):
             outs["StackOutputs"] = [  # the wire names the provider answers with
                 {"outputKey": hot.OUT_SCALE_UP_URL, "outputValue": f"{base}/{hot.SCALE_UP}/signal"},
                 {"outputKey": hot.OUT_SCALE_DOWN_URL, "outputValue": f"{base}/{hot.SCALE_DOWN}/signal"},
-                {"outputKey": hot.OUT_CURRENT_SIZE, "outputValue": inputs.get("parameters", {}).get("desired")},
+                {
+                    "outputKey": hot.OUT_CURRENT_SIZE,
+                    "outputValue": inputs.get("parameters", {}).get("desired"),
+                },
             ]
             outs["status"] = "CREATE_COMPLETE"
         elif args.typ == "openstack:identity/applicationCredential:ApplicationCredential":
             outs["secret"] = MOCK_SECRET
         elif args.typ == "openstack:networking/secGroup:SecGroup":
             outs.setdefault("name", args.name)
-        self.resources.append(Recorded(args.typ, args.name, inputs, "", bool(args.custom), args.provider,
-                                       _secret_paths(dict(args.inputs))))
+        self.resources.append(
+            Recorded(
+                args.typ,
+                args.name,
+                inputs,
+                "",
+                bool(args.custom),
+                args.provider,
+                _secret_paths(dict(args.inputs)),
+            )
+        )
         return rid, outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -111,16 +140,28 @@ class StackMocks(pulumi.runtime.Mocks):
             images = self.images if self.images is not None else [baked_image()]
             props = dict(want.get("properties") or {})
             pattern = want.get("nameRegex")
-            found = [i for i in images
-                     if (want.get("name") is None or i["name"] == want.get("name"))
-                     and (pattern is None or re.search(pattern, i["name"]))
-                     and all(i["properties"].get(k) == v for k, v in props.items())]
+            found = [
+                i
+                for i in images
+                if (want.get("name") is None or i["name"] == want.get("name"))
+                and (pattern is None or re.search(pattern, i["name"]))
+                and all(i["properties"].get(k) == v for k, v in props.items())
+            ]
             if not found:
                 # a failed invoke, with what pulumi-openstack (terraform-provider-openstack) says
-                return {}, [("name", "Your query returned no results. Please change your search criteria "
-                                     "and try again.")]
+                return {}, [
+                    (
+                        "name",
+                        "Your query returned no results. Please change your search criteria and try again.",
+                    )
+                ]
             img = found[-1]  # the list is oldest first, as created
-            return {"id": img["id"], "name": img["name"], "properties": img["properties"], "region": want.get("region")}
+            return {
+                "id": img["id"],
+                "name": img["name"],
+                "properties": img["properties"],
+                "region": want.get("region"),
+            }
         return {}
 
 

@@ -1,4 +1,5 @@
 """The stack: what `pulumi up` declares, in order. Config is validated before any resource."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,10 +8,21 @@ from typing import Any
 import pulumi
 import pulumi_openstack as openstack
 
-from infra import config as config_mod, hot
+from infra import config as config_mod
+from infra import hot
 from infra.components import (
-    Credentials, CredentialsArgs, MonitorArgs, MonitorServer, Network, NetworkArgs, TemplateImage,
-    TemplateImageArgs, WorkerGroup, WorkerGroupArgs, WorkQueue, WorkQueueArgs,
+    Credentials,
+    CredentialsArgs,
+    MonitorArgs,
+    MonitorServer,
+    Network,
+    NetworkArgs,
+    TemplateImage,
+    TemplateImageArgs,
+    WorkerGroup,
+    WorkerGroupArgs,
+    WorkQueue,
+    WorkQueueArgs,
 )
 
 
@@ -28,8 +40,11 @@ def auth_url_of(cfg: config_mod.StackConfig) -> str:
     else:
         why = ""
     if not url:
-        raise config_mod.ConfigError("identityEndpoint", "", f"a Keystone URL: set it, or give cloud "
-                                     f"{cfg.cloud!r} an auth_url in clouds.yaml{why}")
+        raise config_mod.ConfigError(
+            "identityEndpoint",
+            "",
+            f"a Keystone URL: set it, or give cloud {cfg.cloud!r} an auth_url in clouds.yaml{why}",
+        )
     return url
 
 
@@ -57,26 +72,61 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     use = pulumi.ResourceOptions(providers=[provider])  # every openstack child uses this stack's cloud
 
     queue = WorkQueue("queue", WorkQueueArgs(config=cfg))
-    image = TemplateImage("template", TemplateImageArgs(name=cfg.template_image_name,
-                                                        properties=cfg.template_image_properties,
-                                                        region=cfg.region), use)
+    image = TemplateImage(
+        "template",
+        TemplateImageArgs(
+            name=cfg.template_image_name, properties=cfg.template_image_properties, region=cfg.region
+        ),
+        use,
+    )
     network = Network("network", NetworkArgs(name=f"{cfg.server_name}-{stack}", ssh_cidrs=cfg.ssh_cidrs), use)
-    creds = Credentials("credentials", CredentialsArgs(
-        prefix=f"queue-workers-{stack}", queue=cfg.queue_name, dead_letter_queue=cfg.dead_letter_queue,
-        stack_name=heat_stack_name, roles=cfg.credential_roles, expires_at=cfg.credential_expires_at,
-        monitor=cfg.monitor_enabled, drain=not cfg.no_drain), use)
-    group = WorkerGroup("workers", WorkerGroupArgs(
-        config=cfg, stack_name=heat_stack_name, image_id=image.image_id, image_properties=image.properties, image_label=image.label,
-        security_group=network.security_group_id, auth_url=auth_url,
-        credential_id=creds.consumer_id, credential_secret=creds.consumer_secret),
-        pulumi.ResourceOptions(providers=[provider], depends_on=[queue]))
+    creds = Credentials(
+        "credentials",
+        CredentialsArgs(
+            prefix=f"queue-workers-{stack}",
+            queue=cfg.queue_name,
+            dead_letter_queue=cfg.dead_letter_queue,
+            stack_name=heat_stack_name,
+            roles=cfg.credential_roles,
+            expires_at=cfg.credential_expires_at,
+            monitor=cfg.monitor_enabled,
+            drain=not cfg.no_drain,
+        ),
+        use,
+    )
+    group = WorkerGroup(
+        "workers",
+        WorkerGroupArgs(
+            config=cfg,
+            stack_name=heat_stack_name,
+            image_id=image.image_id,
+            image_properties=image.properties,
+            image_label=image.label,
+            security_group=network.security_group_id,
+            auth_url=auth_url,
+            credential_id=creds.consumer_id,
+            credential_secret=creds.consumer_secret,
+        ),
+        pulumi.ResourceOptions(providers=[provider], depends_on=[queue]),
+    )
     monitor = None
     if cfg.monitor_enabled:
-        monitor = MonitorServer("monitor", MonitorArgs(
-            config=cfg, image_id=image.image_id, security_group=network.security_group_name,
-            stack_name=heat_stack_name, stack_id=group.stack_id, scale_up_url=group.scale_up_url,
-            scale_down_url=group.scale_down_url, auth_url=auth_url, credential_id=creds.monitor_id,
-            credential_secret=creds.monitor_secret), use)
+        monitor = MonitorServer(
+            "monitor",
+            MonitorArgs(
+                config=cfg,
+                image_id=image.image_id,
+                security_group=network.security_group_name,
+                stack_name=heat_stack_name,
+                stack_id=group.stack_id,
+                scale_up_url=group.scale_up_url,
+                scale_down_url=group.scale_down_url,
+                auth_url=auth_url,
+                credential_id=creds.monitor_id,
+                credential_secret=creds.monitor_secret,
+            ),
+            use,
+        )
 
     pulumi.export("queue", queue.name)
     pulumi.export("dead_letter_queue", queue.dead_letter_queue)

@@ -1,4 +1,5 @@
 """Run the program for one stack offline, under Pulumi's mocks, and collect what it declares."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ class UnknownStack(LookupError):
 
 def stack_names(root: Path | None = None) -> list[str]:
     root = root or ROOT
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
 
 
 def stack_file(name: str, root: Path | None = None) -> Path:
@@ -54,7 +55,9 @@ def flatten(doc: dict, project: str = PROJECT) -> tuple[dict[str, str], list[str
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(full)
             value = SECRET_PLACEHOLDER
-        elif isinstance(value, dict) and any(isinstance(v, dict) and set(v) == {"secure"} for v in value.values()):
+        elif isinstance(value, dict) and any(
+            isinstance(v, dict) and set(v) == {"secure"} for v in value.values()
+        ):
             value = {k: SECRET_PLACEHOLDER if isinstance(v, dict) else v for k, v in value.items()}
             secrets.append(full)
         config[full] = _flat(value)
@@ -86,12 +89,21 @@ def stack_config(name: str, root: Path | None = None):
 
     config, secrets = flatten(yaml.safe_load(stack_file(name, root).read_text()) or {})
     prefix = f"{PROJECT}:"
-    return load({k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)},
-                [k[len(prefix):] for k in secrets if k.startswith(prefix)])
+    return load(
+        {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)},
+        [k[len(prefix) :] for k in secrets if k.startswith(prefix)],
+    )
 
 
-def render(name: str, images: list[dict] | None = None, root: Path | None = None, cfg_override: dict | None = None,
-           secret_keys: list[str] | None = None, inspect: Any = None, setup: Any = None) -> Rendered:
+def render(
+    name: str,
+    images: list[dict] | None = None,
+    root: Path | None = None,
+    cfg_override: dict | None = None,
+    secret_keys: list[str] | None = None,
+    inspect: Any = None,
+    setup: Any = None,
+) -> Rendered:
     """Run the program for stack ``name`` under mocks; return the template and what was declared.
 
     ``images`` stands for the cloud's template images (default: one that matches); ``cfg_override``
@@ -101,7 +113,8 @@ def render(name: str, images: list[dict] | None = None, root: Path | None = None
     stack transformation that sees every resource's options).
     """
     import pulumi
-    from pulumi.runtime import config as rc, mocks as pm
+    from pulumi.runtime import config as rc
+    from pulumi.runtime import mocks as pm
 
     from infra.mocks import RecordingMonitor, StackMocks
 
@@ -112,8 +125,9 @@ def render(name: str, images: list[dict] | None = None, root: Path | None = None
         secrets = [f"{PROJECT}:{k}" for k in secret_keys or ()]
     os.environ.pop("PULUMI_CONFIG", None)  # only the stack file speaks
     mocks = StackMocks(images=images, stack=name)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=name, preview=False,
-                             monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=name, preview=False, monitor=RecordingMonitor(mocks)
+    )
     rc.set_all_config(config, secrets)
     holder: dict = {}
 
@@ -138,5 +152,12 @@ def render(name: str, images: list[dict] | None = None, root: Path | None = None
 
     run()
     stack = holder["stack"]
-    return Rendered(name, yaml.safe_load(stack.group.template), stack.group.template, mocks.resources,
-                    mocks.calls, holder.get("outputs", {}), holder.get("inspected"))
+    return Rendered(
+        name,
+        yaml.safe_load(stack.group.template),
+        stack.group.template,
+        mocks.resources,
+        mocks.calls,
+        holder.get("outputs", {}),
+        holder.get("inspected"),
+    )

@@ -17,6 +17,7 @@ Inputs (all strings or plain numbers, so they diff cleanly):
 ``management_url``      amqp: the broker's management API (default: the URL's host)
 ``policy``   the :class:`workload.queues.base.QueuePolicy` fields
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,11 +116,18 @@ class QueuePairProvider(dyn.ResourceProvider):
         moved = any((olds.get(k) or "") != (news.get(k) or "") for k in ("url", "management_url"))
         old_policy = policy_of(olds) if "policy" in olds else None
         changed_policy = old_policy != policy_of(news)
-        if "dead_letter_suffix" in (news.get("policy") or {}) and old_policy is not None and \
-                old_policy.dead_letter_suffix != policy_of(news).dead_letter_suffix:
+        if (
+            "dead_letter_suffix" in (news.get("policy") or {})
+            and old_policy is not None
+            and old_policy.dead_letter_suffix != policy_of(news).dead_letter_suffix
+        ):
             replaces.append("policy")  # another dead-letter queue name: another pair
-        return dyn.DiffResult(changes=bool(replaces) or changed_policy or moved, replaces=replaces,
-                              stables=[], delete_before_replace=True)
+        return dyn.DiffResult(
+            changes=bool(replaces) or changed_policy or moved,
+            replaces=replaces,
+            stables=[],
+            delete_before_replace=True,
+        )
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         # ensure() sets the metadata of queues that exist: the queue keeps its messages.

@@ -24,6 +24,7 @@
 
 Subfolders add their own conftest.py for fixtures that concern only them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -146,12 +147,18 @@ def controlplane(request):
 
     venv = openstack_venv()
     if not (venv / "bin" / "python").exists():
-        pytest.fail(f"no OpenStack virtualenv at {venv}: run `make venv-openstack` "
-                    "(make test does it) or set QW_OPENSTACK_VENV")
+        pytest.fail(
+            f"no OpenStack virtualenv at {venv}: run `make venv-openstack` "
+            "(make test does it) or set QW_OPENSTACK_VENV"
+        )
     with_cloud = _session_runs_cloud(request.session)
     # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log, nova.log ...).
-    cp = ControlPlane(run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None, messaging=True,
-                      cloud=with_cloud, progress=lambda msg: print(msg, flush=True))
+    cp = ControlPlane(
+        run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None,
+        messaging=True,
+        cloud=with_cloud,
+        progress=lambda msg: print(msg, flush=True),
+    )
     cp.start()
     try:
         yield cp
@@ -159,8 +166,11 @@ def controlplane(request):
         stopping = time.monotonic()
         cp.stop()
         if with_cloud:
-            print(f"controlplane: the cloud started in {cp.start_seconds:.1f} s and stopped in "
-                  f"{time.monotonic() - stopping:.1f} s", flush=True)
+            print(
+                f"controlplane: the cloud started in {cp.start_seconds:.1f} s and stopped in "
+                f"{time.monotonic() - stopping:.1f} s",
+                flush=True,
+            )
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ started, lets running handlers finish for up to ``drain_timeout`` seconds, kills
 
 Each handled message is one JSON log line (see :data:`LOG_FIELDS`); the last line is the summary.
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,25 +35,46 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
-from workload.heartbeat import Heartbeat
-from workload.settings import check_fields, check_limits, setting
+from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 from workload.handlers import DONE, REJECT, RETRY, TIMEOUT, Context, Handler, Result
+from workload.heartbeat import Heartbeat
 from workload.queues.base import (
-    MAX_DELETE_IDS, Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError, QueueNotFound)
+    MAX_DELETE_IDS,
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+)
+from workload.settings import check_fields, check_limits, setting
 
 #: Outcomes in the log, one per handled message.
 OUTCOMES = ("done", "retry", "timeout", "dead-letter", "released")
 #: Fields of a ``"event": "message"`` log line.
-LOG_FIELDS = ("ts", "event", "consumer", "queue", "message_id", "claim_id", "outcome", "duration_s",
-              "wait_s", "claim_count", "attempt", "seq", "error")
+LOG_FIELDS = (
+    "ts",
+    "event",
+    "consumer",
+    "queue",
+    "message_id",
+    "claim_id",
+    "outcome",
+    "duration_s",
+    "wait_s",
+    "claim_count",
+    "attempt",
+    "seq",
+    "error",
+)
 
 DELETE_THREADS = 4  # parallel single deletes when the driver has no bulk delete
 FLUSH_AFTER = 0.5  # seconds a done message may wait for the rest of its claim before it is deleted
-
-from workload.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_QUEUE, EXIT_USAGE  # noqa: F401 (re-exported)
 
 
 class FatalQueueError(RuntimeError):
@@ -69,58 +91,147 @@ class ConsumerConfig:
     backstop when the service dead-letters, else 5; 0 = never.
     """
 
-    batch: int = setting(10, "messages per claim (the claim limit)", flags=("--batch",),
-                         env=("QW_BATCH",), kind=int, lo=1, hi=20, stack="consumerBatch")
-    concurrency: int = setting(1, "handler workers running at once (a server's share of the "
-                               "target policy's capacity)", flags=("-w", "--concurrency"),
-                               env=("QW_CONCURRENCY",), kind=int, lo=1, hi=1000, stack="consumerConcurrency")
+    batch: int = setting(
+        10,
+        "messages per claim (the claim limit)",
+        flags=("--batch",),
+        env=("QW_BATCH",),
+        kind=int,
+        lo=1,
+        hi=20,
+        stack="consumerBatch",
+    )
+    concurrency: int = setting(
+        1,
+        "handler workers running at once (a server's share of the target policy's capacity)",
+        flags=("-w", "--concurrency"),
+        env=("QW_CONCURRENCY",),
+        kind=int,
+        lo=1,
+        hi=1000,
+        stack="consumerConcurrency",
+    )
     prefetch: int | None = setting(
-        None, "messages claimed ahead beyond --concurrency (unset: --batch); 0 leaves all waiting "
-        "messages free, visible to the autoscaler and other consumers", flags=("--prefetch",),
-        env=("QW_PREFETCH",), kind=int, lo=0, hi=1000, optional=True, stack="consumerPrefetch")
+        None,
+        "messages claimed ahead beyond --concurrency (unset: --batch); 0 leaves all waiting "
+        "messages free, visible to the autoscaler and other consumers",
+        flags=("--prefetch",),
+        env=("QW_PREFETCH",),
+        kind=int,
+        lo=0,
+        hi=1000,
+        optional=True,
+        stack="consumerPrefetch",
+    )
     claim_ttl: int | None = setting(
-        None, "seconds a claim lasts, within the backend's limits (zaqar 60..43200); renewed while "
-        "a handler still runs (unset: the queue policy's)", flags=("--claim-ttl",), env=("QW_CLAIM_TTL",),
-        kind=int, lo=1, hi=43200, optional=True)
+        None,
+        "seconds a claim lasts, within the backend's limits (zaqar 60..43200); renewed while "
+        "a handler still runs (unset: the queue policy's)",
+        flags=("--claim-ttl",),
+        env=("QW_CLAIM_TTL",),
+        kind=int,
+        lo=1,
+        hi=43200,
+        optional=True,
+    )
     claim_grace: int | None = setting(
-        None, "Zaqar claim grace seconds, within the backend's limits (zaqar 60..43200; unset: the "
-        "queue policy's)", flags=("--grace",), env=("QW_CLAIM_GRACE",), kind=int, lo=0, hi=43200,
-        optional=True)
+        None,
+        "Zaqar claim grace seconds, within the backend's limits (zaqar 60..43200; unset: the queue policy's)",
+        flags=("--grace",),
+        env=("QW_CLAIM_GRACE",),
+        kind=int,
+        lo=0,
+        hi=43200,
+        optional=True,
+    )
     timeout: float | None = setting(
-        None, "seconds a handler may run per message; an exec program is then killed (unset: none)",
-        flags=("--timeout",), env=("QW_TIMEOUT",), kind=float, lo=0, lo_open=True, optional=True,
-        stack="handlerTimeout")
+        None,
+        "seconds a handler may run per message; an exec program is then killed (unset: none)",
+        flags=("--timeout",),
+        env=("QW_TIMEOUT",),
+        kind=float,
+        lo=0,
+        lo_open=True,
+        optional=True,
+        stack="handlerTimeout",
+    )
     max_attempts: int | None = setting(
-        None, "failed attempts before the consumer dead-letters a message itself; unset: the service "
+        None,
+        "failed attempts before the consumer dead-letters a message itself; unset: the service "
         "does it by the queue's max-claims policy (backstop +1), else 5; 0 = never",
-        flags=("--max-attempts",), env=("QW_MAX_ATTEMPTS",), kind=int, lo=0, hi=10**6, optional=True)
-    retry_delay: float = setting(5.0, "seconds a failed message is held before it is released for "
-                                 "another try", flags=("--retry-delay",), env=("QW_RETRY_DELAY",),
-                                 kind=float, lo=0, hi=43200, stack="retryDelay")
-    drain_timeout: float = setting(20.0, "on SIGTERM/SIGINT, seconds running handlers get to finish "
-                                   "before their claims are released", flags=("--drain-timeout",),
-                                   env=("QW_DRAIN_TIMEOUT",), kind=float, lo=0, hi=3600, stack="drainTimeout")
-    max_messages: int | None = setting(None, "stop after handling this many messages",
-                                       flags=("--max-messages",), env=("QW_MAX_MESSAGES",), kind=int,
-                                       lo=1, optional=True)
-    idle_exit: float | None = setting(None, "stop once the queue has been empty this many seconds",
-                                      flags=("--idle-exit",), env=("QW_IDLE_EXIT",), kind=float, lo=0,
-                                      optional=True)
-    poll_min: float = setting(0.05, "first wait after an empty claim; doubles up to poll_max",
-                              kind=float, lo=0.001, hi=60)
-    poll_max: float = setting(1.0, "longest wait between claims of an empty queue", kind=float,
-                              lo=0.001, hi=60)
+        flags=("--max-attempts",),
+        env=("QW_MAX_ATTEMPTS",),
+        kind=int,
+        lo=0,
+        hi=10**6,
+        optional=True,
+    )
+    retry_delay: float = setting(
+        5.0,
+        "seconds a failed message is held before it is released for another try",
+        flags=("--retry-delay",),
+        env=("QW_RETRY_DELAY",),
+        kind=float,
+        lo=0,
+        hi=43200,
+        stack="retryDelay",
+    )
+    drain_timeout: float = setting(
+        20.0,
+        "on SIGTERM/SIGINT, seconds running handlers get to finish before their claims are released",
+        flags=("--drain-timeout",),
+        env=("QW_DRAIN_TIMEOUT",),
+        kind=float,
+        lo=0,
+        hi=3600,
+        stack="drainTimeout",
+    )
+    max_messages: int | None = setting(
+        None,
+        "stop after handling this many messages",
+        flags=("--max-messages",),
+        env=("QW_MAX_MESSAGES",),
+        kind=int,
+        lo=1,
+        optional=True,
+    )
+    idle_exit: float | None = setting(
+        None,
+        "stop once the queue has been empty this many seconds",
+        flags=("--idle-exit",),
+        env=("QW_IDLE_EXIT",),
+        kind=float,
+        lo=0,
+        optional=True,
+    )
+    poll_min: float = setting(
+        0.05, "first wait after an empty claim; doubles up to poll_max", kind=float, lo=0.001, hi=60
+    )
+    poll_max: float = setting(
+        1.0, "longest wait between claims of an empty queue", kind=float, lo=0.001, hi=60
+    )
     drain_watch: str | None = setting(
-        None, "metadata API URL of this server's meta_data.json to watch for the monitor's drain "
+        None,
+        "metadata API URL of this server's meta_data.json to watch for the monitor's drain "
         "request (server metadata qw_drain): then stop claiming, finish or release what is held and "
-        "exit 0 (unset: no watch)", flags=("--drain-watch",), env=("QW_DRAIN_WATCH",), optional=True,
-        metavar="URL")
+        "exit 0 (unset: no watch)",
+        flags=("--drain-watch",),
+        env=("QW_DRAIN_WATCH",),
+        optional=True,
+        metavar="URL",
+    )
     drained_file: str | None = setting(
-        None, "file written when the consumer exits after a drain request (the server's unit powers "
-        "the server off when it is there)", flags=("--drained-file",), env=("QW_DRAINED_FILE",),
-        optional=True, metavar="PATH")
-    bulk_delete: bool = setting(True, "delete done messages in one request per claim where the "
-                                "driver can", kind=bool)
+        None,
+        "file written when the consumer exits after a drain request (the server's unit powers "
+        "the server off when it is there)",
+        flags=("--drained-file",),
+        env=("QW_DRAINED_FILE",),
+        optional=True,
+        metavar="PATH",
+    )
+    bulk_delete: bool = setting(
+        True, "delete done messages in one request per claim where the driver can", kind=bool
+    )
 
     def validate(self) -> None:
         """Every field in its declared range; :class:`SettingError` (a ValueError) names it."""
@@ -130,14 +241,15 @@ class ConsumerConfig:
 class JsonLog:
     """JSON-lines writer (thread-safe). Also hands every record to ``on_event`` if given."""
 
-    def __init__(self, stream: TextIO | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self, stream: TextIO | None = None, on_event: Callable[[dict[str, Any]], None] | None = None
+    ):
         self.stream = stream
         self.on_event = on_event
         self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields: Any) -> dict[str, Any]:
-        rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event}
+        rec = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event}
         rec.update(fields)
         if self.stream is not None:
             line = json.dumps(rec, default=str, separators=(", ", ": "))
@@ -192,9 +304,15 @@ class Consumer:
     :param consumer_id: the name in the logs (default ``host-pid``).
     """
 
-    def __init__(self, queue: QueueDriver, handler: Handler, config: ConsumerConfig | None = None,
-                 reply_queue: QueueDriver | None = None, log: JsonLog | None = None,
-                 consumer_id: str | None = None):
+    def __init__(
+        self,
+        queue: QueueDriver,
+        handler: Handler,
+        config: ConsumerConfig | None = None,
+        reply_queue: QueueDriver | None = None,
+        log: JsonLog | None = None,
+        consumer_id: str | None = None,
+    ):
         self.queue = queue
         self.handler = handler
         self.config = config or ConsumerConfig()
@@ -254,14 +372,27 @@ class Consumer:
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started if self.started else 0.0
         c = self.counters
-        return {"consumer": self.consumer_id, "queue": self.queue.name, "mode": "consumer",
-                "handler": self.handler.describe(), "stopped_by": self.stopped_by,
-                "claims": c["claims"], "claimed": c["claimed"], "done": c["done"],
-                "retry": c["retry"], "timeout": c["timeout"], "dead_letter": c["dead-letter"],
-                "released": c["released"], "replies": c["replies"], "renewals": c["renewals"],
-                "claims_lost": c["claims_lost"], "delete_errors": c["delete_errors"],
-                "service_errors": c["service_errors"], "elapsed_s": round(elapsed, 3),
-                "rate": round(c["done"] / elapsed, 2) if elapsed > 0 else 0.0}
+        return {
+            "consumer": self.consumer_id,
+            "queue": self.queue.name,
+            "mode": "consumer",
+            "handler": self.handler.describe(),
+            "stopped_by": self.stopped_by,
+            "claims": c["claims"],
+            "claimed": c["claimed"],
+            "done": c["done"],
+            "retry": c["retry"],
+            "timeout": c["timeout"],
+            "dead_letter": c["dead-letter"],
+            "released": c["released"],
+            "replies": c["replies"],
+            "renewals": c["renewals"],
+            "claims_lost": c["claims_lost"],
+            "delete_errors": c["delete_errors"],
+            "service_errors": c["service_errors"],
+            "elapsed_s": round(elapsed, 3),
+            "rate": round(c["done"] / elapsed, 2) if elapsed > 0 else 0.0,
+        }
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._count_lock:
@@ -272,12 +403,22 @@ class Consumer:
         """Consume until stopped; return the summary (also logged as the last line)."""
         self.started = time.monotonic()
         cfg = self.config
-        self.log("start", consumer=self.consumer_id, queue=self.queue.name,
-                 handler=self.handler.describe(), batch=cfg.batch, concurrency=cfg.concurrency,
-                 prefetch=self.prefetch, claim_ttl=self.claim_ttl, max_attempts=self.max_attempts,
-                 service_dead_letters=self.service_dead_letters)
-        workers = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-                   for i in range(cfg.concurrency)]
+        self.log(
+            "start",
+            consumer=self.consumer_id,
+            queue=self.queue.name,
+            handler=self.handler.describe(),
+            batch=cfg.batch,
+            concurrency=cfg.concurrency,
+            prefetch=self.prefetch,
+            claim_ttl=self.claim_ttl,
+            max_attempts=self.max_attempts,
+            service_dead_letters=self.service_dead_letters,
+        )
+        workers = [
+            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+            for i in range(cfg.concurrency)
+        ]
         settler = threading.Thread(target=self._settle_loop, name="settler", daemon=True)
         renewer = threading.Thread(target=self._renew_loop, name="renewer", daemon=True)
         for t in (*workers, settler, renewer):
@@ -337,8 +478,9 @@ class Consumer:
                     raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
                 queue_answered = False
                 self._count("service_errors")
-                self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="claim",
-                         error=str(exc))
+                self.log(
+                    "error", consumer=self.consumer_id, queue=self.queue.name, op="claim", error=str(exc)
+                )
                 self._stopping.wait(min(poll * 4, 30.0))
                 poll = min(max(poll * 2, 1.0), 30.0)
                 continue
@@ -363,8 +505,9 @@ class Consumer:
             self.stopped_by = "signal"
 
     def _hand_out(self, claim: Claim, now: float) -> None:
-        held = _Held(claim=claim, expires=now + claim.ttl, pending=len(claim.messages),
-                     unreported=len(claim.messages))
+        held = _Held(
+            claim=claim, expires=now + claim.ttl, pending=len(claim.messages), unreported=len(claim.messages)
+        )
         wall = time.time()
         with self._lock:
             self._held.append(held)
@@ -383,22 +526,33 @@ class Consumer:
                 return
             if self._stopping.is_set() or task.held.lost:
                 # not started: give it back at once rather than start work we may not finish
-                self._results.put((task, Result("released", error="consumer stopping"
-                                                 if self._stopping.is_set() else "claim lost"), 0.0))
+                self._results.put(
+                    (
+                        task,
+                        Result(
+                            "released", error="consumer stopping" if self._stopping.is_set() else "claim lost"
+                        ),
+                        0.0,
+                    )
+                )
                 continue
             ctx = Context(queue=self.queue.name, claim_id=task.held.claim.id, timeout=self.config.timeout)
             start = time.monotonic()
             try:
                 result = self.handler.handle(task.message, ctx)
-            except Exception as exc:  # a broken handler must not kill the worker
+            except Exception as exc:  # noqa: BLE001 - a broken handler must not kill the worker
                 result = Result(RETRY, error=f"handler crashed: {type(exc).__name__}: {exc}")
             if result.ok and result.reply is not None and self.reply_queue is not None:
                 result = self._reply(task, result)
             self._results.put((task, result, time.monotonic() - start))
 
     def _reply(self, task: _Task, result: Result) -> Result:
-        body = {"request_id": task.message.id, "reply": result.reply, "handled_at": round(time.time(), 6),
-                "consumer": self.consumer_id}
+        body = {
+            "request_id": task.message.id,
+            "reply": result.reply,
+            "handled_at": round(time.time(), 6),
+            "consumer": self.consumer_id,
+        }
         seq = _seq(task.message.body)
         if seq is not None:
             body["seq"] = seq
@@ -434,9 +588,11 @@ class Consumer:
                 else:
                     self._settle_failed(task, result, duration)
             now = time.monotonic()
-            for held in [h for h, items in done.items()
-                         if h.unreported == 0 or len(items) >= MAX_DELETE_IDS
-                         or now - first_at[h] >= FLUSH_AFTER]:
+            for held in [
+                h
+                for h, items in done.items()
+                if h.unreported == 0 or len(items) >= MAX_DELETE_IDS or now - first_at[h] >= FLUSH_AFTER
+            ]:
                 self._delete_done(done.pop(held))
                 first_at.pop(held)
             self._release_due()
@@ -449,8 +605,9 @@ class Consumer:
             self._inflight -= 1
             if held.pending == 0:
                 if held.retry:
-                    held.release_at = time.monotonic() + (0 if self._stopping.is_set()
-                                                          else self.config.retry_delay)
+                    held.release_at = time.monotonic() + (
+                        0 if self._stopping.is_set() else self.config.retry_delay
+                    )
                 else:
                     held.closed = True
                     self._held.remove(held)
@@ -459,10 +616,18 @@ class Consumer:
     def _record(self, task: _Task, outcome: str, duration: float, error: str | None = None) -> None:
         self._count(outcome)
         m = task.message
-        fields = {"consumer": self.consumer_id, "queue": self.queue.name, "message_id": m.id,
-                  "claim_id": task.held.claim.id, "outcome": outcome,
-                  "duration_s": round(duration, 4), "wait_s": task.wait_s,
-                  "claim_count": m.claim_count, "attempt": task.attempt, "seq": _seq(m.body)}
+        fields = {
+            "consumer": self.consumer_id,
+            "queue": self.queue.name,
+            "message_id": m.id,
+            "claim_id": task.held.claim.id,
+            "outcome": outcome,
+            "duration_s": round(duration, 4),
+            "wait_s": task.wait_s,
+            "claim_count": m.claim_count,
+            "attempt": task.attempt,
+            "seq": _seq(m.body),
+        }
         if error:
             fields["error"] = error
         self.log("message", **fields)
@@ -471,7 +636,7 @@ class Consumer:
         """Delete done messages of one claim (in bulk where possible), then log and count them."""
         claim = items[0][0].held.claim
         for i in range(0, len(items), MAX_DELETE_IDS):
-            chunk = items[i:i + MAX_DELETE_IDS]
+            chunk = items[i : i + MAX_DELETE_IDS]
             errors = self._delete(claim, [t.message for t, _ in chunk])
             for task, duration in chunk:
                 err = errors.get(task.message.id)
@@ -491,8 +656,12 @@ class Consumer:
                 if exc.status in (401, 403):
                     # least-privilege credentials may allow single deletes only: use those from now on
                     self._bulk_ok = False
-                    self.log("warning", consumer=self.consumer_id, queue=self.queue.name,
-                             error=f"bulk delete refused ({exc}); deleting one by one")
+                    self.log(
+                        "warning",
+                        consumer=self.consumer_id,
+                        queue=self.queue.name,
+                        error=f"bulk delete refused ({exc}); deleting one by one",
+                    )
                 else:
                     self._count("service_errors")
         errors: dict[str, str] = {}
@@ -548,8 +717,7 @@ class Consumer:
     def _release_due(self, everything: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [h for h in self._held
-                   if everything or (h.release_at is not None and h.release_at <= now)]
+            due = [h for h in self._held if everything or (h.release_at is not None and h.release_at <= now)]
             for h in due:
                 self._held.remove(h)
                 h.closed = True
@@ -563,8 +731,14 @@ class Consumer:
                 pass  # expired already: its messages are free again anyway
             except QueueError as exc:
                 self._count("service_errors")
-                self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="release",
-                         claim_id=h.claim.id, error=str(exc))
+                self.log(
+                    "error",
+                    consumer=self.consumer_id,
+                    queue=self.queue.name,
+                    op="release",
+                    claim_id=h.claim.id,
+                    error=str(exc),
+                )
 
     # -- renewal ---------------------------------------------------------------------------------
     def _renew_loop(self) -> None:
@@ -574,24 +748,40 @@ class Consumer:
         while not self._force.is_set():
             now = time.monotonic()
             with self._lock:
-                due = [h for h in self._held
-                       if h.pending > 0 and not h.lost and h.expires - now < margin]
+                due = [h for h in self._held if h.pending > 0 and not h.lost and h.expires - now < margin]
             for h in due:
                 try:
                     self.queue.renew(h.claim, self.claim_ttl)
                     h.expires = time.monotonic() + self.claim_ttl
                     self._count("renewals")
-                    self.log("renew", consumer=self.consumer_id, queue=self.queue.name,
-                             claim_id=h.claim.id, ttl=self.claim_ttl, pending=h.pending)
+                    self.log(
+                        "renew",
+                        consumer=self.consumer_id,
+                        queue=self.queue.name,
+                        claim_id=h.claim.id,
+                        ttl=self.claim_ttl,
+                        pending=h.pending,
+                    )
                 except ClaimLost as exc:
                     h.lost = True
                     self._count("claims_lost")
-                    self.log("claim-lost", consumer=self.consumer_id, queue=self.queue.name,
-                             claim_id=h.claim.id, error=str(exc))
+                    self.log(
+                        "claim-lost",
+                        consumer=self.consumer_id,
+                        queue=self.queue.name,
+                        claim_id=h.claim.id,
+                        error=str(exc),
+                    )
                 except QueueError as exc:
                     self._count("service_errors")
-                    self.log("error", consumer=self.consumer_id, queue=self.queue.name, op="renew",
-                             claim_id=h.claim.id, error=str(exc))
+                    self.log(
+                        "error",
+                        consumer=self.consumer_id,
+                        queue=self.queue.name,
+                        op="renew",
+                        claim_id=h.claim.id,
+                        error=str(exc),
+                    )
             self._force.wait(tick)
 
     # -- shutdown --------------------------------------------------------------------------------
@@ -628,6 +818,10 @@ class Consumer:
             stuck = self._inflight
         if stuck:
             self._count("released", stuck)
-            self.log("warning", consumer=self.consumer_id, queue=self.queue.name,
-                     error=f"{stuck} message(s) still in a handler after the drain timeout: "
-                           "their claims were released")
+            self.log(
+                "warning",
+                consumer=self.consumer_id,
+                queue=self.queue.name,
+                error=f"{stuck} message(s) still in a handler after the drain timeout: "
+                "their claims were released",
+            )

@@ -7,6 +7,7 @@ every OpenStack cloud serves to its servers at 169.254.169.254 (Nova caches it f
 ``[api] metadata_cache_expiration``, 15 s by default, so a request is seen within that plus the
 watch interval). No credential is needed: the metadata API knows the server by its address.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,14 @@ class DrainWatch:
     booted without one never drains this way): the failures are counted in ``errors`` and the
     first one is passed to ``on_error``."""
 
-    def __init__(self, on_drain: Callable[[float], None], url: str = METADATA_URL,
-                 interval: float = 5.0, fetch: Callable[[str], dict] = fetch_meta_data,
-                 on_error: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        on_drain: Callable[[float], None],
+        url: str = METADATA_URL,
+        interval: float = 5.0,
+        fetch: Callable[[str], dict] = fetch_meta_data,
+        on_error: Callable[[str], None] | None = None,
+    ):
         if not interval > 0:
             raise ValueError(f"interval={interval!r} is not allowed: a number of seconds above 0")
         self.url, self.interval = url, interval
@@ -71,7 +77,7 @@ class DrainWatch:
             self._on_drain(deadline)
         return deadline
 
-    def start(self) -> "DrainWatch":
+    def start(self) -> DrainWatch:
         self._thread = threading.Thread(target=self._run, name="drain-watch", daemon=True)
         self._thread.start()
         return self

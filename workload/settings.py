@@ -30,16 +30,24 @@ declaration.
 Credentials are not options here: they come the OpenStack way (``clouds.yaml`` with ``OS_CLOUD``,
 or ``OS_*`` variables), or the AWS way for the SQS backend.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from workload.queues import BACKENDS as DRIVER_BACKENDS
-from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE, DELAY_RANGE, MESSAGE_TTL_RANGE, QueuePolicy
+from workload.queues.base import (
+    CLAIM_GRACE_RANGE,
+    CLAIM_TTL_RANGE,
+    DELAY_RANGE,
+    MESSAGE_TTL_RANGE,
+    QueuePolicy,
+)
 from workload.queues.limits import AMQP, SQS, ZAQAR, Limits
 
 DEFAULT_QUEUE = "jobs"
@@ -100,7 +108,7 @@ class Setting:
     # -- what is allowed, in words -------------------------------------------------------------
     def allowed(self) -> str:
         if self.kind is bool:
-            return "one of " + ", ".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE))
+            return "one of " + ", ".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE, strict=False))
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         elif self.kind in (int, float):
@@ -198,7 +206,7 @@ class Setting:
         value = default if from_env is NOT_SET else from_env
         shown = " or ".join(f"${n}" for n in self.env)
         help_text = self.help
-        if self.kind is not bool and self.kind is not str or self.choices:
+        if (self.kind is not bool and self.kind is not str) or self.choices:
             help_text += f"; {self.allowed()}"
         if self.kind is not bool and shown_default not in (None, "", (), []):
             help_text += f" (default: {self.text(shown_default)})"
@@ -244,8 +252,13 @@ def check_fields(obj: Any, error: type[SettingError] = SettingError) -> None:
             raise error(exc.key, exc.value, exc.allowed) from None
 
 
-def add_options(parser: argparse._ActionsContainer, cls: Any, only: Iterable[str] | None = None,
-                skip: Iterable[str] = (), defaults: Mapping[str, Any] | None = None) -> None:
+def add_options(
+    parser: argparse._ActionsContainer,
+    cls: Any,
+    only: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Add the options of every declared field of ``cls`` (with flags) to ``parser``.
 
     ``only``/``skip`` pick fields by name; ``defaults`` replaces a field's default on this parser
@@ -312,22 +325,32 @@ def check_limits(limits: Limits, values: Mapping[str, Any], keys: Mapping[str, s
     for name, attr in _LIMIT_OF.items():
         value, bounds = values.get(name), getattr(limits, attr)
         if value is not None and not bounds[0] <= value <= bounds[1]:
-            raise SettingError((keys or {}).get(name, name), value,
-                               f"from {bounds[0]} to {bounds[1]} (the {limits.service} backend's limit)")
+            raise SettingError(
+                (keys or {}).get(name, name),
+                value,
+                f"from {bounds[0]} to {bounds[1]} (the {limits.service} backend's limit)",
+            )
 
 
-def backend(name: str, help: str, limits: Limits | None = None,
-            derived: Callable[[argparse.Namespace], dict[str, Any]] | None = None, **driver_names: str):
+def backend(
+    name: str,
+    help: str,
+    limits: Limits | None = None,
+    derived: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
+    **driver_names: str,
+):
     """Class decorator: register the dataclass as the options of backend ``name``.
 
     ``limits`` are the service's hard limits (workload/queues/limits.py), checked before
     connecting; ``driver_names`` maps a field to its keyword in the driver (default: its name);
     ``derived`` gives driver options computed from other modes' options (the AMQP prefetch).
     """
+
     def register(cls: type) -> type:
         names = {s.name: driver_names.get(s.name, s.name) for s in declared(cls)}
         BACKEND_REGISTRY[name] = Backend(name, cls, help, names, limits, derived)
         return cls
+
     return register
 
 
@@ -337,8 +360,12 @@ def backends() -> tuple[str, ...]:
 
 
 # The region option is shared: OpenStack's region for zaqar, AWS's for sqs.
-_REGION = dict(flags=("-r", "--region", "--region_name"), env=("QW_REGION", "OS_REGION_NAME"),
-               optional=True, stack="region")
+_REGION = dict(
+    flags=("-r", "--region", "--region_name"),
+    env=("QW_REGION", "OS_REGION_NAME"),
+    optional=True,
+    stack="region",
+)
 
 
 @backend("zaqar", "OpenStack Messaging v2", limits=ZAQAR, zaqar_url="url", os_cloud="cloud")
@@ -347,17 +374,30 @@ class ZaqarOptions:
     """How to reach a Zaqar: a URL and project (a local one), or a cloud's catalog and credentials."""
 
     zaqar_url: str | None = setting(
-        None, "Zaqar endpoint, e.g. http://127.0.0.1:8888; unset: the 'messaging' endpoint of the "
-        "cloud's catalog (needs OpenStack credentials)", flags=("--zaqar-url",), env=("QW_ZAQAR_URL",),
-        optional=True)
+        None,
+        "Zaqar endpoint, e.g. http://127.0.0.1:8888; unset: the 'messaging' endpoint of the "
+        "cloud's catalog (needs OpenStack credentials)",
+        flags=("--zaqar-url",),
+        env=("QW_ZAQAR_URL",),
+        optional=True,
+    )
     project: str | None = setting(
-        None, "project id sent as X-Project-ID to a Zaqar without Keystone (local servers)",
-        flags=("--project", "--zaqar-project"), env=("QW_ZAQAR_PROJECT",), optional=True)
+        None,
+        "project id sent as X-Project-ID to a Zaqar without Keystone (local servers)",
+        flags=("--project", "--zaqar-project"),
+        env=("QW_ZAQAR_PROJECT",),
+        optional=True,
+    )
     os_cloud: str | None = setting(
-        None, "cloud name in clouds.yaml for Keystone credentials; OS_* variables also work",
-        flags=("--os-cloud",), env=("OS_CLOUD",), optional=True)
+        None,
+        "cloud name in clouds.yaml for Keystone credentials; OS_* variables also work",
+        flags=("--os-cloud",),
+        env=("OS_CLOUD",),
+        optional=True,
+    )
     region: str | None = setting(
-        None, "region of the queue service (OpenStack region, or AWS region for sqs)", **_REGION)
+        None, "region of the queue service (OpenStack region, or AWS region for sqs)", **_REGION
+    )
 
 
 @backend("sqs", "Amazon SQS or a server that speaks its API", limits=SQS, sqs_endpoint="endpoint_url")
@@ -366,9 +406,12 @@ class SQSOptions:
     """How to reach SQS: AWS's endpoint for the region, or another (a local moto server)."""
 
     sqs_endpoint: str | None = setting(
-        None, "SQS endpoint URL (e.g. a local moto server); unset: AWS's own",
-        flags=("--sqs-endpoint",), env=("QW_SQS_ENDPOINT_URL", "QW_SQS_ENDPOINT", "AWS_ENDPOINT_URL_SQS"),
-        optional=True)
+        None,
+        "SQS endpoint URL (e.g. a local moto server); unset: AWS's own",
+        flags=("--sqs-endpoint",),
+        env=("QW_SQS_ENDPOINT_URL", "QW_SQS_ENDPOINT", "AWS_ENDPOINT_URL_SQS"),
+        optional=True,
+    )
     region: str | None = setting(None, "region of the queue service", **_REGION)
 
 
@@ -380,23 +423,45 @@ def _amqp_prefetch(args: argparse.Namespace) -> dict[str, Any]:
     return {"prefetch": min(1000, args.concurrency + ahead)}
 
 
-@backend("amqp", "RabbitMQ (AMQP 0-9-1, quorum queues)", limits=AMQP, derived=_amqp_prefetch,
-         amqp_url="url", amqp_management_url="management_url", amqp_stats_interval="stats_interval")
+@backend(
+    "amqp",
+    "RabbitMQ (AMQP 0-9-1, quorum queues)",
+    limits=AMQP,
+    derived=_amqp_prefetch,
+    amqp_url="url",
+    amqp_management_url="management_url",
+    amqp_stats_interval="stats_interval",
+)
 @dataclasses.dataclass(frozen=True)
 class AMQPOptions:
     """How to reach a RabbitMQ broker: its AMQP URL and its management API (stats, policies)."""
 
     amqp_url: str | None = setting(
-        None, "AMQP broker URL, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...; "
+        None,
+        "AMQP broker URL, amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...; "
         "QW_AMQP_USER / QW_AMQP_PASSWORD override the URL's credentials (never logged)",
-        flags=("--amqp-url",), env=("QW_AMQP_URL",), optional=True)
+        flags=("--amqp-url",),
+        env=("QW_AMQP_URL",),
+        optional=True,
+    )
     amqp_management_url: str | None = setting(
-        None, "RabbitMQ management API (stats, policies); unset: the broker host on 15672 (15671 "
-        "for amqps)", flags=("--amqp-management-url",), env=("QW_AMQP_MANAGEMENT_URL",), optional=True)
+        None,
+        "RabbitMQ management API (stats, policies); unset: the broker host on 15672 (15671 for amqps)",
+        flags=("--amqp-management-url",),
+        env=("QW_AMQP_MANAGEMENT_URL",),
+        optional=True,
+    )
     amqp_stats_interval: float | None = setting(
-        None, "seconds the broker's management figures may lag (its collect_statistics_interval; "
-        "unset: RabbitMQ's default, 5)", flags=("--amqp-stats-interval",), env=("QW_AMQP_STATS_INTERVAL",),
-        kind=float, lo=0, hi=60, optional=True)
+        None,
+        "seconds the broker's management figures may lag (its collect_statistics_interval; "
+        "unset: RabbitMQ's default, 5)",
+        flags=("--amqp-stats-interval",),
+        env=("QW_AMQP_STATS_INTERVAL",),
+        kind=float,
+        lo=0,
+        hi=60,
+        optional=True,
+    )
 
 
 # A new backend is one more dataclass like these, registered above this line (QueueOptions
@@ -407,11 +472,21 @@ class AMQPOptions:
 class QueueOptions:
     """Which queue, on which service (every mode has these)."""
 
-    queue: str = setting(DEFAULT_QUEUE, "name of the work queue; its dead-letter queue is this name "
-                         "plus '-dlq'", flags=("-q", "--queue", "--queue_name"), env=("QW_QUEUE",),
-                         stack="queueName")
-    backend: str = setting("zaqar", "queue service", flags=("-b", "--backend"),
-                           env=("QW_QUEUE_BACKEND", "QW_BACKEND"), choices=backends(), stack="queueBackend")
+    queue: str = setting(
+        DEFAULT_QUEUE,
+        "name of the work queue; its dead-letter queue is this name plus '-dlq'",
+        flags=("-q", "--queue", "--queue_name"),
+        env=("QW_QUEUE",),
+        stack="queueName",
+    )
+    backend: str = setting(
+        "zaqar",
+        "queue service",
+        flags=("-b", "--backend"),
+        env=("QW_QUEUE_BACKEND", "QW_BACKEND"),
+        choices=backends(),
+        stack="queueBackend",
+    )
 
 
 _P = QueuePolicy()
@@ -421,40 +496,94 @@ _P = QueuePolicy()
 class QueuePolicyOptions:
     """The policy `ensure` (and `--ensure`) gives the queue pair; the stack's queue settings."""
 
-    message_ttl: int = setting(_P.message_ttl, "seconds a message lives in the queue", flags=("--message-ttl",),
-                               env=("QW_MESSAGE_TTL",), kind=int, lo=MESSAGE_TTL_RANGE[0],
-                               hi=MESSAGE_TTL_RANGE[1], stack="messageTtl")
-    policy_claim_ttl: int = setting(_P.claim_ttl, "seconds a consumer's claim lasts unless it asks for "
-                                    "another (the queue's default claim)", flags=("--policy-claim-ttl",),
-                                    env=("QW_POLICY_CLAIM_TTL",), kind=int, lo=CLAIM_TTL_RANGE[0],
-                                    hi=CLAIM_TTL_RANGE[1], stack="claimTtl")
-    policy_grace: int = setting(_P.claim_grace, "seconds a claimed message outlives its claim",
-                                flags=("--policy-grace",), env=("QW_POLICY_GRACE",), kind=int,
-                                lo=CLAIM_GRACE_RANGE[0], hi=CLAIM_GRACE_RANGE[1], stack="claimGrace")
-    delay: int = setting(_P.delay, "seconds before a posted message can be claimed", flags=("--delay",),
-                         env=("QW_DELAY",), kind=int, lo=DELAY_RANGE[0], hi=DELAY_RANGE[1])
-    max_claims: int = setting(_P.max_claims, "claims after which the service dead-letters a message; 0 = never",
-                              flags=("--max-claims",), env=("QW_MAX_CLAIMS",), kind=int, lo=0, hi=1000,
-                              stack="maxClaims")
-    dead_letter_ttl: int = setting(_P.dead_letter_ttl, "seconds a message lives in the dead-letter queue",
-                                   kind=int, lo=MESSAGE_TTL_RANGE[0], hi=MESSAGE_TTL_RANGE[1],
-                                   stack="deadLetterTtl")
+    message_ttl: int = setting(
+        _P.message_ttl,
+        "seconds a message lives in the queue",
+        flags=("--message-ttl",),
+        env=("QW_MESSAGE_TTL",),
+        kind=int,
+        lo=MESSAGE_TTL_RANGE[0],
+        hi=MESSAGE_TTL_RANGE[1],
+        stack="messageTtl",
+    )
+    policy_claim_ttl: int = setting(
+        _P.claim_ttl,
+        "seconds a consumer's claim lasts unless it asks for another (the queue's default claim)",
+        flags=("--policy-claim-ttl",),
+        env=("QW_POLICY_CLAIM_TTL",),
+        kind=int,
+        lo=CLAIM_TTL_RANGE[0],
+        hi=CLAIM_TTL_RANGE[1],
+        stack="claimTtl",
+    )
+    policy_grace: int = setting(
+        _P.claim_grace,
+        "seconds a claimed message outlives its claim",
+        flags=("--policy-grace",),
+        env=("QW_POLICY_GRACE",),
+        kind=int,
+        lo=CLAIM_GRACE_RANGE[0],
+        hi=CLAIM_GRACE_RANGE[1],
+        stack="claimGrace",
+    )
+    delay: int = setting(
+        _P.delay,
+        "seconds before a posted message can be claimed",
+        flags=("--delay",),
+        env=("QW_DELAY",),
+        kind=int,
+        lo=DELAY_RANGE[0],
+        hi=DELAY_RANGE[1],
+    )
+    max_claims: int = setting(
+        _P.max_claims,
+        "claims after which the service dead-letters a message; 0 = never",
+        flags=("--max-claims",),
+        env=("QW_MAX_CLAIMS",),
+        kind=int,
+        lo=0,
+        hi=1000,
+        stack="maxClaims",
+    )
+    dead_letter_ttl: int = setting(
+        _P.dead_letter_ttl,
+        "seconds a message lives in the dead-letter queue",
+        kind=int,
+        lo=MESSAGE_TTL_RANGE[0],
+        hi=MESSAGE_TTL_RANGE[1],
+        stack="deadLetterTtl",
+    )
 
     def policy(self) -> QueuePolicy:
         """The queue interface's own policy object."""
-        return QueuePolicy(message_ttl=self.message_ttl, claim_ttl=self.policy_claim_ttl,
-                           claim_grace=self.policy_grace, delay=self.delay, max_claims=self.max_claims,
-                           dead_letter_ttl=self.dead_letter_ttl)
+        return QueuePolicy(
+            message_ttl=self.message_ttl,
+            claim_ttl=self.policy_claim_ttl,
+            claim_grace=self.policy_grace,
+            delay=self.delay,
+            max_claims=self.max_claims,
+            dead_letter_ttl=self.dead_letter_ttl,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:
     """Logging (every mode has these)."""
 
-    debug: bool = setting(False, "debug logging on stderr (requests to the queue service, timings)",
-                          flags=("-d", "--debug"), env=("QW_DEBUG",), kind=bool)
-    log_file: str | None = setting(None, "append JSON-lines logs to this file instead of stdout",
-                                   flags=("--log-file",), env=("QW_LOG_FILE",), optional=True)
+    debug: bool = setting(
+        False,
+        "debug logging on stderr (requests to the queue service, timings)",
+        flags=("-d", "--debug"),
+        env=("QW_DEBUG",),
+        kind=bool,
+    )
+    log_file: str | None = setting(
+        None,
+        "append JSON-lines logs to this file instead of stdout",
+        flags=("--log-file",),
+        env=("QW_LOG_FILE",),
+        optional=True,
+    )
 
 
 def connection_settings() -> list[Setting]:
@@ -504,14 +633,35 @@ def open_queue(args: argparse.Namespace, name: str | None = None):
 
 
 # -- one-off options (not a config's fields) ---------------------------------------------------------
-def option(parser: argparse._ActionsContainer, *flags: str, env: str | tuple[str, ...], help: str,
-           default: Any = None, type: type = str, flag: bool = False, choices: Iterable[str] = (),
-           dest: str | None = None, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, metavar: str | None = None) -> argparse.Action:
+def option(
+    parser: argparse._ActionsContainer,
+    *flags: str,
+    env: str | tuple[str, ...],
+    help: str,
+    default: Any = None,
+    type: type = str,
+    flag: bool = False,
+    choices: Iterable[str] = (),
+    dest: str | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    metavar: str | None = None,
+) -> argparse.Action:
     """Add one option that belongs to no config dataclass, through the same :class:`Setting`."""
     name = dest or next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
-    s = Setting(help=help, flags=flags, env=(env,) if isinstance(env, str) else tuple(env),
-                kind=bool if flag else type, lo=lo, hi=hi, lo_open=lo_open, choices=tuple(choices),
-                optional=default is None, metavar=metavar, name=name,
-                default=bool(default) if flag else default)
+    s = Setting(
+        help=help,
+        flags=flags,
+        env=(env,) if isinstance(env, str) else tuple(env),
+        kind=bool if flag else type,
+        lo=lo,
+        hi=hi,
+        lo_open=lo_open,
+        choices=tuple(choices),
+        optional=default is None,
+        metavar=metavar,
+        name=name,
+        default=bool(default) if flag else default,
+    )
     return s.add_to(parser)

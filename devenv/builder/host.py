@@ -17,6 +17,7 @@ unshare process (SIGKILL to its children) removes every mount with the namespace
 `SSHBuilder` holds what this host and the systemd one (devenv.builder.nspawn) share: the work
 folder, the wait for sshd, start/stop, the log and the console log.
 """
+
 from __future__ import annotations
 
 import abc
@@ -85,11 +86,17 @@ class SSHBuilder(abc.ABC):
             (self.workdir / self.log_name).parent.mkdir(exist_ok=True)
             self._log = open(self.workdir / self.log_name, "wb")
             proc = self._boot(self._log)
-            wait_until(self._sshd_answers, self.start_timeout if timeout is None else timeout,
-                       f"{self.what} (sshd at {self.address}:{self.port})", proc,
-                       str(self.workdir / self.log_name))
-            self.host_keys = [" ".join(p.read_text().split()[:2])
-                              for p in sorted(self._host_key_folder().glob("ssh_host_*_key.pub"))]
+            wait_until(
+                self._sshd_answers,
+                self.start_timeout if timeout is None else timeout,
+                f"{self.what} (sshd at {self.address}:{self.port})",
+                proc,
+                str(self.workdir / self.log_name),
+            )
+            self.host_keys = [
+                " ".join(p.read_text().split()[:2])
+                for p in sorted(self._host_key_folder().glob("ssh_host_*_key.pub"))
+            ]
         except BaseException:
             self.stop()
             raise
@@ -135,17 +142,21 @@ class SSHBuilder(abc.ABC):
 
     def console_log(self) -> str:
         """A console log as cloud-init writes it on first boot, carrying this host's real keys."""
-        lines = [f"[    0.000000] Linux version 6.1.0-cloud-amd64 (debian) #1 SMP",
-                 f"Cloud-init v. 22.4.2 running 'init' at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}.",
-                 "ci-info: +++++++++++++++++++++++Net device info++++++++++++++++++++++++",
-                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
-                 "<14>Nov 23 00:00:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
-                 "<14>Nov 23 00:00:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
-                 "<14>Nov 23 00:00:00 cloud-init: #############################################################",
-                 "-----BEGIN SSH HOST KEY KEYS-----"]
+        lines = [
+            "[    0.000000] Linux version 6.1.0-cloud-amd64 (debian) #1 SMP",
+            f"Cloud-init v. 22.4.2 running 'init' at {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}.",
+            "ci-info: +++++++++++++++++++++++Net device info++++++++++++++++++++++++",
+            "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+            "<14>Nov 23 00:00:00 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----",
+            "<14>Nov 23 00:00:00 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----",
+            "<14>Nov 23 00:00:00 cloud-init: #############################################################",
+            "-----BEGIN SSH HOST KEY KEYS-----",
+        ]
         lines += [f"{k} root@{self.hostname}" for k in self.host_keys]
-        lines += ["-----END SSH HOST KEY KEYS-----",
-                  f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStackLocal.  Up 9.12 seconds"]
+        lines += [
+            "-----END SSH HOST KEY KEYS-----",
+            "Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStackLocal.  Up 9.12 seconds",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -208,9 +219,23 @@ EOF
 exec chroot {mg} /usr/sbin/sshd -D -e
 """
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child=SIGKILL",
-             "--propagation", "private", "sh", "-c", script],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "unshare",
+                "--mount",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--kill-child=SIGKILL",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self.proc
 
     def _host_key_folder(self) -> Path:

@@ -10,6 +10,7 @@ Steps (each timed on stderr):
 3. `podman save --format docker-archive`, which `docker load` accepts, plus a JSON record next to
    it (tag, image id = the digest the bake records on the template).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,11 @@ def _pip_setting(name: str) -> str | None:
     """A pip setting from the environment or `pip config` (covers /etc/pip.conf, /etc/xdg/pip)."""
     if os.environ.get(name):
         return os.environ[name]
-    key = "global." + name[len("PIP_"):].lower().replace("_", "-")
+    key = "global." + name[len("PIP_") :].lower().replace("_", "-")
     try:
-        out = subprocess.run([sys.executable, "-m", "pip", "config", "get", key],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", key], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
@@ -66,8 +68,9 @@ def pip_build_args() -> dict[str, str]:
 def _podman(*args: str, capture: bool = False) -> str:
     if shutil.which("podman") is None:
         raise RuntimeError("podman is not installed: run devenv/builder/install-deps.sh (make builder-deps)")
-    res = subprocess.run(["podman", *args], check=True, text=True,
-                         stdout=subprocess.PIPE if capture else None)
+    res = subprocess.run(
+        ["podman", *args], check=True, text=True, stdout=subprocess.PIPE if capture else None
+    )
     return (res.stdout or "").strip()
 
 
@@ -79,21 +82,35 @@ def ensure_base_image(name: str | None = None) -> str:
     the same recipe (label BASE_RECIPE_LABEL) exists."""
     name = name or base_image_name()
     recipe = rootfs.base_recipe()
-    have = subprocess.run(["podman", "image", "inspect", "--format", f'{{{{index .Labels "{BASE_RECIPE_LABEL}"}}}}',
-                           name], capture_output=True, text=True)
+    have = subprocess.run(
+        ["podman", "image", "inspect", "--format", f'{{{{index .Labels "{BASE_RECIPE_LABEL}"}}}}', name],
+        capture_output=True,
+        text=True,
+    )
     if have.returncode == 0 and have.stdout.strip() == recipe:
         return name
     tar = rootfs.container_base_tar()
     _log(f"importing {tar.name} as {name}")
-    _podman("import", "--change", "CMD [\"python3\"]", "--change", f"LABEL {BASE_RECIPE_LABEL}={recipe}",
-            str(tar), name, capture=True)
+    _podman(
+        "import",
+        "--change",
+        'CMD ["python3"]',
+        "--change",
+        f"LABEL {BASE_RECIPE_LABEL}={recipe}",
+        str(tar),
+        name,
+        capture=True,
+    )
     return name
 
 
 def _stage_context(dest: Path) -> None:
     shutil.copy2(REPO_ROOT / "requirements.txt", dest / "requirements.txt")
-    shutil.copytree(REPO_ROOT / "workload", dest / "workload",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"))
+    shutil.copytree(
+        REPO_ROOT / "workload",
+        dest / "workload",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
+    )
 
 
 def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
@@ -116,7 +133,18 @@ def _build(tag, output, steps, step) -> dict:
     base = step("base image", ensure_base_image)
     with tempfile.TemporaryDirectory(prefix="qw-image-ctx-") as ctx:
         _stage_context(Path(ctx))
-        args = ["build", "--pull=never", "--network=host", "--layers", "--format", "docker", "-f", str(DOCKERFILE), "-t", tag]
+        args = [
+            "build",
+            "--pull=never",
+            "--network=host",
+            "--layers",
+            "--format",
+            "docker",
+            "-f",
+            str(DOCKERFILE),
+            "-t",
+            tag,
+        ]
         for k, v in pip_build_args().items():
             args += ["--build-arg", f"{k}={v}"]
         step("podman build", _podman, *args, ctx)
@@ -143,8 +171,12 @@ def _build(tag, output, steps, step) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devenv.builder.image", description=__doc__.split("\n")[0])
     p.add_argument("--tag", default=DEFAULT_TAG, help=f"image name to build (default {DEFAULT_TAG})")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                   help="docker-archive to write (default build/queue-workers-image.tar)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="docker-archive to write (default build/queue-workers-image.tar)",
+    )
     a = p.parse_args(argv)
     print(json.dumps(build(a.tag, a.output)))
     return 0

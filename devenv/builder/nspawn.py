@@ -12,6 +12,7 @@ cloud-init would do at first boot (host keys, the `debian` user with the bake's 
 here in the overlay before boot: the builder rootfs has no cloud-init (devenv.machines boots the
 real cloud image with it).
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ All carry this machine's CA certificates, because HTTPS (pip, Docker's apt repos
 through an intercepting CA here. Builds are serialised with a lock file so parallel test sessions
 or `make image` never build the same rootfs twice at once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,17 @@ MIRROR_HOST = "deb.debian.org"  # the name the rootfs's sources.list uses
 # What a Debian cloud image gives the bake: sshd, python3 (Fabric needs only a shell, but
 # cloud images ship it), sudo, systemd for the nspawn variant.
 HOST_PACKAGES = [
-    "openssh-server", "python3", "sudo", "ca-certificates", "iproute2", "procps",
-    "systemd", "systemd-sysv", "dbus", "curl", "gnupg",
+    "openssh-server",
+    "python3",
+    "sudo",
+    "ca-certificates",
+    "iproute2",
+    "procps",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "curl",
+    "gnupg",
 ]
 # The packages the bake installs (images/consumer/template.yaml + Docker from Debian).
 PREFETCH_PACKAGES = ["docker.io", "jq"]
@@ -44,8 +54,15 @@ PREFETCH_PACKAGES = ["docker.io", "jq"]
 # stands in for usrmerge, which bookworm's minbase pulls in with all of perl (about 50 MB) only
 # to merge /usr, already merged here; the purge below takes them out again.
 BASE_IMAGE_PACKAGES = ["python3", "python3-venv", "ca-certificates", "usr-is-merged"]
-BASE_IMAGE_PURGE = ["usrmerge", "perl", "libperl5.36", "perl-modules-5.36", "libfile-find-rule-perl",
-                    "libnumber-compare-perl", "libtext-glob-perl"]
+BASE_IMAGE_PURGE = [
+    "usrmerge",
+    "perl",
+    "libperl5.36",
+    "perl-modules-5.36",
+    "libfile-find-rule-perl",
+    "libnumber-compare-perl",
+    "libtext-glob-perl",
+]
 
 
 # The cloud image: what MACHINE_API.md promises, i.e. the builder host's packages and cloud-init.
@@ -104,12 +121,16 @@ def locked(path: Path):
 
 def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase", purge: list[str] = ()) -> list[str]:
     if shutil.which("mmdebstrap") is None:
-        raise RuntimeError("mmdebstrap is not installed: run devenv/builder/install-deps.sh (make builder-deps)")
+        raise RuntimeError(
+            "mmdebstrap is not installed: run devenv/builder/install-deps.sh (make builder-deps)"
+        )
     certs = sorted(glob.glob(CA_GLOB))
     args = [
-        "mmdebstrap", f"--variant={variant}", "--quiet",
-        "--aptopt=Acquire::Check-Valid-Until \"false\"",
-        "--aptopt=Acquire::Check-Date \"false\"",
+        "mmdebstrap",
+        f"--variant={variant}",
+        "--quiet",
+        '--aptopt=Acquire::Check-Valid-Until "false"',
+        '--aptopt=Acquire::Check-Date "false"',
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -120,8 +141,10 @@ def _mmdebstrap_args(packages: list[str], *, variant: str = "minbase", purge: li
     if certs:
         args.append('--customize-hook=chroot "$1" update-ca-certificates --fresh >/dev/null')
     if purge:
-        args.append('--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq '
-                    + " ".join(purge))
+        args.append(
+            '--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq '
+            + " ".join(purge)
+        )
     # No stale apt lists in the cache: every user starts with `apt-get update`, as on a cloud image.
     args.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
     return args
@@ -140,10 +163,17 @@ def builder_host_rootfs() -> Path:
         t0 = time.monotonic()
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(_mmdebstrap_args(HOST_PACKAGES) + [
-            # sshd host keys are made per boot by the host runner (like cloud-init does)
-            '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-            SUITE, str(tmp), MIRROR], check=True)
+        subprocess.run(
+            _mmdebstrap_args(HOST_PACKAGES)
+            + [
+                # sshd host keys are made per boot by the host runner (like cloud-init does)
+                '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
+                SUITE,
+                str(tmp),
+                MIRROR,
+            ],
+            check=True,
+        )
         tmp.rename(target)
         _prefetch(target)
         stamp.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -159,17 +189,28 @@ def _prefetch(root: Path) -> None:
     _log("prefetching the bake's packages into the rootfs apt cache")
     shutil.copy(Path("/etc/resolv.conf").resolve(), root / "etc" / "resolv.conf")
     pkgs = " ".join(PREFETCH_PACKAGES)
-    subprocess.run(["unshare", "--mount", "--fork", "sh", "-ec",
-                    f"mount -t proc proc {root}/proc; "
-                    f"chroot {root} sh -ec 'apt-get update -qq -o Acquire::Check-Valid-Until=false && "
-                    f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --download-only {pkgs} && "
-                    f"rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin'; umount {root}/proc"], check=True)
+    subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--fork",
+            "sh",
+            "-ec",
+            f"mount -t proc proc {root}/proc; "
+            f"chroot {root} sh -ec 'apt-get update -qq -o Acquire::Check-Valid-Until=false && "
+            f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --download-only {pkgs} && "
+            f"rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin'; umount {root}/proc",
+        ],
+        check=True,
+    )
 
 
 def base_recipe() -> str:
     """A short hash of what goes into the container base: a cache (or an imported image) made
     from an older package list is not reused."""
-    return hashlib.sha256(" ".join([SUITE, *BASE_IMAGE_PACKAGES, "--purge", *BASE_IMAGE_PURGE]).encode()).hexdigest()[:12]
+    return hashlib.sha256(
+        " ".join([SUITE, *BASE_IMAGE_PACKAGES, "--purge", *BASE_IMAGE_PURGE]).encode()
+    ).hexdigest()[:12]
 
 
 def _cached_tar(target: Path, what: str, args: list[str]) -> Path:
@@ -188,14 +229,17 @@ def _cached_tar(target: Path, what: str, args: list[str]) -> Path:
 
 def container_base_tar() -> Path:
     """A tar of the container base rootfs (python3, pip, venv), built once and reused."""
-    return _cached_tar(cache_dir() / "image" / f"{SUITE}-python-base-{base_recipe()}.tar",
-                       "container base rootfs", _mmdebstrap_args(BASE_IMAGE_PACKAGES, purge=BASE_IMAGE_PURGE))
+    return _cached_tar(
+        cache_dir() / "image" / f"{SUITE}-python-base-{base_recipe()}.tar",
+        "container base rootfs",
+        _mmdebstrap_args(BASE_IMAGE_PACKAGES, purge=BASE_IMAGE_PURGE),
+    )
 
 
 def _cloud_image_hooks() -> list[str]:
     hooks = ['--customize-hook=mkdir -p "$1"/etc/cloud/cloud.cfg.d']
     for name, text in sorted(CLOUD_CFG.items()):
-        hooks.append(f"--customize-hook=printf %s {shlex.quote(text)} > \"$1\"/etc/cloud/cloud.cfg.d/{name}")
+        hooks.append(f'--customize-hook=printf %s {shlex.quote(text)} > "$1"/etc/cloud/cloud.cfg.d/{name}')
     return hooks + [
         # Host keys and the machine id are made on each server's first boot (cloud-init's ssh
         # module, systemd), never shared by every server of the image.
@@ -228,14 +272,19 @@ def _cloud_image_hooks() -> list[str]:
 
 def cloud_recipe() -> str:
     """A short hash of everything that goes into the cloud image (packages, config, hooks)."""
-    return hashlib.sha256("\n".join([SUITE, *CLOUD_PACKAGES, *_cloud_image_hooks()]).encode()).hexdigest()[:12]
+    return hashlib.sha256("\n".join([SUITE, *CLOUD_PACKAGES, *_cloud_image_hooks()]).encode()).hexdigest()[
+        :12
+    ]
 
 
 def cloud_image() -> Path:
     """The base cloud image ``debian-12``: a rootfs tar (bookworm, systemd, sshd, Debian's
     cloud-init configured as the genericcloud image), built once per recipe and reused."""
-    return _cached_tar(cache_dir() / "cloud" / f"debian-12-{cloud_recipe()}.tar", "cloud image debian-12",
-                       _mmdebstrap_args(CLOUD_PACKAGES) + _cloud_image_hooks())
+    return _cached_tar(
+        cache_dir() / "cloud" / f"debian-12-{cloud_recipe()}.tar",
+        "cloud image debian-12",
+        _mmdebstrap_args(CLOUD_PACKAGES) + _cloud_image_hooks(),
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Writes a clouds.yaml entry `standin` and prints the `fab bake-template` line that bakes against it.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,17 +1,16 @@
 """WorkerGroup: the Heat stack holding the consumers' AutoScalingGroup and scaling policies."""
+
 from __future__ import annotations
 
 import base64
 import dataclasses
 import json
-from typing import Optional
 
 import pulumi
 import pulumi_openstack as openstack
 
 from infra import hot
 from infra.config import TYPE_PREFIX, StackConfig
-
 
 
 @dataclasses.dataclass
@@ -31,7 +30,10 @@ def _output(outputs: list | None, key: str):
     """The value of Heat output ``key`` in the stack's ``stack_outputs`` list."""
     for item in outputs or []:
         if isinstance(item, dict) and not hasattr(item, "output_key"):
-            k, v = item.get("output_key", item.get("outputKey")), item.get("output_value", item.get("outputValue"))
+            k, v = (
+                item.get("output_key", item.get("outputKey")),
+                item.get("output_value", item.get("outputValue")),
+            )
         else:
             k, v = item.output_key, item.output_value
         if k == key:
@@ -51,34 +53,49 @@ class WorkerGroup(pulumi.ComponentResource):
     scale_down_url: pulumi.Output[str]
     current_size: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkerGroupArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: WorkerGroupArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}WorkerGroup", name, None, opts)
         cfg = args.config
         self.template = hot.dump(hot.build(cfg, args.stack_name))
         extra = {**cfg.consumer_secret_env, **hot.amqp_secret_env(cfg, "consumer")}
-        creds_b64 = pulumi.Output.secret(pulumi.Output.all(args.credential_id, args.credential_secret).apply(
-            lambda v: base64.b64encode(hot.credentials_env(args.auth_url, cfg.region, v[0], v[1], extra)
-                                       .encode()).decode()))
+        creds_b64 = pulumi.Output.secret(
+            pulumi.Output.all(args.credential_id, args.credential_secret).apply(
+                lambda v: base64.b64encode(
+                    hot.credentials_env(args.auth_url, cfg.region, v[0], v[1], extra).encode()
+                ).decode()
+            )
+        )
         self.stack = openstack.orchestration.StackV1(
-            f"{name}-stack", name=args.stack_name, region=cfg.region,
+            f"{name}-stack",
+            name=args.stack_name,
+            region=cfg.region,
             template_opts={"Bin": self.template},
             parameters={
                 hot.P_IMAGE: args.image_id,
                 hot.P_SECURITY_GROUP: args.security_group,
                 hot.P_DESIRED: str(cfg.desired_size),
                 hot.P_TEMPLATE_PROPERTIES: pulumi.Output.from_input(args.image_properties).apply(
-                    lambda p: json.dumps(p or {}, sort_keys=True)),
+                    lambda p: json.dumps(p or {}, sort_keys=True)
+                ),
                 hot.P_TEMPLATE_LABEL: args.image_label,
                 hot.P_CREDENTIALS_ENV: creds_b64,
             },
-            timeout=cfg.stack_timeout, disable_rollback=False,
+            timeout=cfg.stack_timeout,
+            disable_rollback=False,
             # The monitor may PATCH `desired` (heat-mode patch); a later `pulumi up` after a refresh
             # must not undo its decision. desiredSize is the size at creation.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[f"parameters.{hot.P_DESIRED}"]))
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[f"parameters.{hot.P_DESIRED}"]),
+        )
         outs = self.stack.stack_outputs
         self.stack_id = self.stack.id
         self.scale_up_url = outs.apply(lambda o: _output(o, hot.OUT_SCALE_UP_URL))
         self.scale_down_url = outs.apply(lambda o: _output(o, hot.OUT_SCALE_DOWN_URL))
         self.current_size = outs.apply(lambda o: _output(o, hot.OUT_CURRENT_SIZE))
-        self.register_outputs({"stack_id": self.stack_id, "scale_up_url": self.scale_up_url,
-                               "scale_down_url": self.scale_down_url, "current_size": self.current_size})
+        self.register_outputs(
+            {
+                "stack_id": self.stack_id,
+                "scale_up_url": self.scale_up_url,
+                "scale_down_url": self.scale_down_url,
+                "current_size": self.current_size,
+            }
+        )

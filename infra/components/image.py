@@ -4,11 +4,12 @@
 ``qw_template_name=<name>`` and ``qw_bake_state=complete`` once the bake finished (images/bake.py);
 the lookup asks for exactly those, plus any properties the stack adds, and takes the newest.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_openstack as openstack
@@ -52,21 +53,28 @@ class TemplateImage(pulumi.ComponentResource):
     properties: pulumi.Output[dict]  # the bake's qw_* properties of the image found
     label: pulumi.Output[str]
 
-    def __init__(self, name: str, args: TemplateImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: TemplateImageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}TemplateImage", name, None, opts)
         pattern, props = lookup_filter(args.name, args.properties)
         try:
-            found = openstack.images.get_image(name_regex=pattern, properties=props, most_recent=True,
-                                               region=args.region, opts=pulumi.InvokeOptions(parent=self))
-        except Exception as exc:  # the provider's "no results" (or another lookup failure)
+            found = openstack.images.get_image(
+                name_regex=pattern,
+                properties=props,
+                most_recent=True,
+                region=args.region,
+                opts=pulumi.InvokeOptions(parent=self),
+            )
+        except Exception as exc:  # noqa: BLE001 - the provider's "no results" (or another lookup failure)
             raise TemplateImageMissing(
                 f"no template image named {args.name!r} with properties {props} in region "
                 f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first "
-                f"(lookup said: {exc})") from None
+                f"(lookup said: {exc})"
+            ) from None
         if not getattr(found, "id", None):
             raise TemplateImageMissing(
                 f"no template image named {args.name!r} with properties {props} in region "
-                f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first")
+                f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first"
+            )
         self.image_id = pulumi.Output.from_input(found.id)
         self.properties = pulumi.Output.from_input(bake_properties(found.properties))
         self.label = pulumi.Output.from_input(label(found.properties))

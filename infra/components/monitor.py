@@ -1,10 +1,10 @@
 """Monitor: one small server from the template image running the monitor container."""
+
 from __future__ import annotations
 
 import base64
 import dataclasses
 import re
-from typing import Optional
 
 import pulumi
 import pulumi_openstack as openstack
@@ -55,34 +55,59 @@ class MonitorServer(pulumi.ComponentResource):
 
     server_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: MonitorArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: MonitorArgs, opts: pulumi.ResourceOptions | None = None):
         # Named "Monitor" before; the alias keeps existing stacks' monitor servers in place.
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            aliases=[pulumi.Alias(type_=f"{TYPE_PREFIX}Monitor")]))
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=f"{TYPE_PREFIX}Monitor")])
+        )
         super().__init__(f"{TYPE_PREFIX}MonitorServer", name, None, opts)
         cfg = args.config
 
         def render(v: list) -> str:
             stack_id, up, down, cred_id, cred_secret = v
-            creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret,
-                                        hot.amqp_secret_env(cfg, "monitor"))
+            creds = hot.credentials_env(
+                args.auth_url, cfg.region, cred_id, cred_secret, hot.amqp_secret_env(cfg, "monitor")
+            )
             env = monitor_env(cfg, args.stack_name)
             # the group's scaling endpoints, for people and tools that signal by hand
-            endpoints = [f"heat stack {args.stack_name}/{stack_id}", f"scale-up signal URL: {up}",
-                         f"scale-down signal URL: {down}"]
-            return hot.user_data(hot.cloud_config(hot.MONITOR_ENV_FILE, env, hot.MONITOR_UNIT,
-                                                  base64.b64encode(creds.encode()).decode(),
-                                                  unit_text=hot.MONITOR_UNIT_TEXT, comments=endpoints))
+            endpoints = [
+                f"heat stack {args.stack_name}/{stack_id}",
+                f"scale-up signal URL: {up}",
+                f"scale-down signal URL: {down}",
+            ]
+            return hot.user_data(
+                hot.cloud_config(
+                    hot.MONITOR_ENV_FILE,
+                    env,
+                    hot.MONITOR_UNIT,
+                    base64.b64encode(creds.encode()).decode(),
+                    unit_text=hot.MONITOR_UNIT_TEXT,
+                    comments=endpoints,
+                )
+            )
 
-        user_data = pulumi.Output.secret(pulumi.Output.all(
-            args.stack_id, args.scale_up_url, args.scale_down_url, args.credential_id,
-            args.credential_secret).apply(render))
+        user_data = pulumi.Output.secret(
+            pulumi.Output.all(
+                args.stack_id,
+                args.scale_up_url,
+                args.scale_down_url,
+                args.credential_id,
+                args.credential_secret,
+            ).apply(render)
+        )
         network = {"uuid": cfg.network} if _UUID.fullmatch(cfg.network) else {"name": cfg.network}
         self.server = openstack.compute.Instance(
-            f"{name}-server", name=f"{cfg.server_name}-monitor-{pulumi.get_stack()}", region=cfg.region,
-            image_id=args.image_id, flavor_name=cfg.monitor_flavor, key_pair=cfg.key_pair or None,
-            networks=[network], security_groups=[args.security_group], user_data=user_data,
+            f"{name}-server",
+            name=f"{cfg.server_name}-monitor-{pulumi.get_stack()}",
+            region=cfg.region,
+            image_id=args.image_id,
+            flavor_name=cfg.monitor_flavor,
+            key_pair=cfg.key_pair or None,
+            networks=[network],
+            security_groups=[args.security_group],
+            user_data=user_data,
             metadata={"qw_role": "monitor", "qw_queue": cfg.queue_name, "qw_stack": args.stack_name},
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.server_id = self.server.id
         self.register_outputs({"server_id": self.server_id})

@@ -1,15 +1,14 @@
 """WorkQueue: the work queue and its dead-letter queue (Zaqar: policy as queue metadata; amqp: quorum
 queues, dead-letter exchange and a broker policy on the broker amqpUrl names)."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import pulumi
 
 from infra.config import TYPE_PREFIX, StackConfig
 from infra.zaqar_provider import QueuePair
-
 
 
 @dataclasses.dataclass
@@ -27,18 +26,32 @@ class WorkQueue(pulumi.ComponentResource):
     name: pulumi.Output[str]
     dead_letter_queue: pulumi.Output[str]
 
-    def __init__(self, name: str, args: WorkQueueArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: WorkQueueArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}WorkQueue", name, None, opts)
         cfg = args.config
-        props = {"backend": cfg.queue_backend, "name": cfg.queue_name, "cloud": cfg.cloud, "region": cfg.region,
-                 "url": args.url, "project": args.project, "policy": dataclasses.asdict(cfg.queue_policy)}
+        props = {
+            "backend": cfg.queue_backend,
+            "name": cfg.queue_name,
+            "cloud": cfg.cloud,
+            "region": cfg.region,
+            "url": args.url,
+            "project": args.project,
+            "policy": dataclasses.asdict(cfg.queue_policy),
+        }
         if cfg.queue_backend == "amqp":
             # the broker URL carries a password: a secret input and output, encrypted in state
-            props.update(cloud="", region="", project="", url=pulumi.Output.secret(args.url or cfg.amqp_url),
-                         management_url=cfg.amqp_management_url)
-        self.pair = QueuePair(f"{name}-pair", props, pulumi.ResourceOptions(
-            parent=self, additional_secret_outputs=["url"]))
+            props.update(
+                cloud="",
+                region="",
+                project="",
+                url=pulumi.Output.secret(args.url or cfg.amqp_url),
+                management_url=cfg.amqp_management_url,
+            )
+        self.pair = QueuePair(
+            f"{name}-pair", props, pulumi.ResourceOptions(parent=self, additional_secret_outputs=["url"])
+        )
         self.name = self.pair.name
         self.dead_letter_queue = self.pair.dead_letter_queue
-        self.register_outputs({"name": self.name, "dead_letter_queue": self.dead_letter_queue,
-                               "policy": self.pair.policy})
+        self.register_outputs(
+            {"name": self.name, "dead_letter_queue": self.dead_letter_queue, "policy": self.pair.policy}
+        )

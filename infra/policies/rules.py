@@ -5,15 +5,22 @@ Plain module: constructing a PolicyPack starts a gRPC server, so the pack itself
 is a pulumi-policy ``validate`` function: ``(ResourceValidationArgs, report_violation)``.
 Properties arrive under their wire (camelCase) names.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import yaml
-from pulumi_policy import (EnforcementLevel, Policy, PolicyConfigSchema, ResourceValidationArgs,
-                           ResourceValidationPolicy)
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyConfigSchema,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
 
 from workload.queues.base import CLAIM_GRACE_RANGE, CLAIM_TTL_RANGE
 
@@ -52,8 +59,10 @@ def check_no_open_ssh(args: ResourceValidationArgs, report: Report) -> None:
     lo, hi = p.get("portRangeMin") or 0, p.get("portRangeMax") or 0
     covers_ssh = (not lo and not hi) or (int(lo or 0) <= 22 <= int(hi or 65535))
     if covers_ssh and _anywhere(p.get("remoteIpPrefix")):
-        report(f"security group rule {args.name!r} opens SSH (port 22) to "
-               f"{p.get('remoteIpPrefix') or 'any address'}: list the networks that need it in sshCidrs")
+        report(
+            f"security group rule {args.name!r} opens SSH (port 22) to "
+            f"{p.get('remoteIpPrefix') or 'any address'}: list the networks that need it in sshCidrs"
+        )
 
 
 def _template(props: Mapping[str, Any]) -> dict:
@@ -74,8 +83,10 @@ def check_max_size_cap(args: ResourceValidationArgs, report: Report) -> None:
             continue
         size = (res.get("properties") or {}).get("max_size")
         if not isinstance(size, int) or size > cap:
-            report(f"scaling group {name!r} in stack {args.name!r} has max_size {size!r}: the cap is {cap} "
-                   "(lower maxSize, or raise the policy's maxSize)")
+            report(
+                f"scaling group {name!r} in stack {args.name!r} has max_size {size!r}: the cap is {cap} "
+                "(lower maxSize, or raise the policy's maxSize)"
+            )
 
 
 def check_claim_ttl(args: ResourceValidationArgs, report: Report) -> None:
@@ -96,8 +107,10 @@ def check_template_image_baked(args: ResourceValidationArgs, report: Report) -> 
     required = list(args.get_config().get("requiredProperties", DEFAULT_BAKE_PROPERTIES))
     raw = (args.props.get("parameters") or {}).get("template_image_properties")
     if raw is None:
-        report(f"stack {args.name!r} does not say which template image properties it boots from "
-               "(parameter template_image_properties)")
+        report(
+            f"stack {args.name!r} does not say which template image properties it boots from "
+            "(parameter template_image_properties)"
+        )
         return
     try:
         props = json.loads(raw) if isinstance(raw, str) else dict(raw)
@@ -106,28 +119,52 @@ def check_template_image_baked(args: ResourceValidationArgs, report: Report) -> 
         return
     missing = [k for k in required if not props.get(k)]
     if missing:
-        report(f"stack {args.name!r} boots an image without the bake's properties {missing}: "
-               "use an image made by `fab bake-template`")
+        report(
+            f"stack {args.name!r} boots an image without the bake's properties {missing}: "
+            "use an image made by `fab bake-template`"
+        )
     elif props.get("qw_bake_state", "complete") != "complete":
-        report(f"stack {args.name!r} boots an image whose bake did not finish "
-               f"(qw_bake_state={props['qw_bake_state']!r}): run `fab bake-template` again")
+        report(
+            f"stack {args.name!r} boots an image whose bake did not finish "
+            f"(qw_bake_state={props['qw_bake_state']!r}): run `fab bake-template` again"
+        )
 
 
 POLICIES: list[Policy] = [
     ResourceValidationPolicy(
-        name="no-ssh-from-anywhere", description="SSH is never open to 0.0.0.0/0 or ::/0.",
-        validate=check_no_open_ssh, enforcement_level=EnforcementLevel.MANDATORY),
+        name="no-ssh-from-anywhere",
+        description="SSH is never open to 0.0.0.0/0 or ::/0.",
+        validate=check_no_open_ssh,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
     ResourceValidationPolicy(
-        name="max-size-under-cap", description="A worker group's max size stays under a cap.",
-        validate=check_max_size_cap, enforcement_level=EnforcementLevel.MANDATORY,
-        config_schema=PolicyConfigSchema(properties={"maxSize": {"type": "integer", "minimum": 1,
-                                                                 "default": DEFAULT_MAX_SIZE_CAP}})),
+        name="max-size-under-cap",
+        description="A worker group's max size stays under a cap.",
+        validate=check_max_size_cap,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(
+            properties={"maxSize": {"type": "integer", "minimum": 1, "default": DEFAULT_MAX_SIZE_CAP}}
+        ),
+    ),
     ResourceValidationPolicy(
-        name="claim-ttl-in-range", description="Claim ttl and grace are within Zaqar's 60..43200 s.",
-        validate=check_claim_ttl, enforcement_level=EnforcementLevel.MANDATORY),
+        name="claim-ttl-in-range",
+        description="Claim ttl and grace are within Zaqar's 60..43200 s.",
+        validate=check_claim_ttl,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
     ResourceValidationPolicy(
-        name="template-image-baked", description="The worker group boots a template image the bake made.",
-        validate=check_template_image_baked, enforcement_level=EnforcementLevel.MANDATORY,
-        config_schema=PolicyConfigSchema(properties={"requiredProperties": {
-            "type": "array", "items": {"type": "string"}, "default": DEFAULT_BAKE_PROPERTIES}})),
+        name="template-image-baked",
+        description="The worker group boots a template image the bake made.",
+        validate=check_template_image_baked,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(
+            properties={
+                "requiredProperties": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": DEFAULT_BAKE_PROPERTIES,
+                }
+            }
+        ),
+    ),
 ]

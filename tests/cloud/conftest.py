@@ -4,6 +4,7 @@
 ``admin`` the admin's, for checks a member cannot make (every project's servers and ports).
 ``make_keypair`` makes fresh SSH key pairs: the private key (``.private``) and its Nova key pair.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,10 +50,14 @@ def make_keypair(member, unique):
 
     def make(name: str | None = None) -> KeyPair:
         key = ed25519.Ed25519PrivateKey.generate()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                               serialization.PublicFormat.OpenSSH).decode()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
         pair = KeyPair(name or unique("key"), public, paramiko.Ed25519Key.from_private_key(io.StringIO(pem)))
         member.compute.create_keypair(name=pair.name, public_key=public)
         made.append(pair.name)

@@ -7,17 +7,18 @@ failed to the bake ("after": the worst case, something exists the bake was not t
 each: the bake fails with the cloud's error, and nothing is left (server, key pair, security
 group, floating IP), and no image but the base is left, so no half-made image looks like a template.
 """
+
 from __future__ import annotations
 
 import contextlib
 
 import openstack
 import pytest
+from test_bake_real import NOTHING_LEFT, builder_prereqs, leftovers, workload_archive  # noqa: F401 (fixtures)
 
 from devenv import cloud as local_cloud
 from devenv.fault_proxy import FaultProxy
 from images import bake as bake_mod
-from test_bake_real import NOTHING_LEFT, builder_prereqs, leftovers, workload_archive  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.cloud
 
@@ -49,14 +50,20 @@ def proxied(cloud):
             proxies[service] = stack.enter_context(FaultProxy(url))
         auth = cloud.cloud_config("local").config
         through = openstack.connect(
-            auth=auth["auth"], auth_type=auth.get("auth_type", "password"), region_name=auth.get("region_name"),
-            **{f"{s}_endpoint_override": p.url for s, p in proxies.items()})
+            auth=auth["auth"],
+            auth_type=auth.get("auth_type", "password"),
+            region_name=auth.get("region_name"),
+            **{f"{s}_endpoint_override": p.url for s, p in proxies.items()},
+        )
         yield through, proxies
 
 
 def _images_besides_base(conn):
-    return [(i.name, i.status, (i.properties or {}).get(bake_mod.P_STATE))
-            for i in conn.image.images(owner=conn.current_project_id) if i.name != local_cloud.BASE_IMAGE]
+    return [
+        (i.name, i.status, (i.properties or {}).get(bake_mod.P_STATE))
+        for i in conn.image.images(owner=conn.current_project_id)
+        if i.name != local_cloud.BASE_IMAGE
+    ]
 
 
 # Open: with createImage's answer lost, the bake's cleanup finds the image but then waits on the
@@ -69,18 +76,32 @@ NOT_YET = {
 }
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param(f, marks=pytest.mark.xfail(run=False, strict=True, reason=NOT_YET[f])) if f in NOT_YET else f
-    for f in [*FAULTS_EARLY, *FAULTS_LATE]])
-def test_a_fault_at_any_step_leaks_nothing_and_leaves_no_template(cloud, member, tmp_path, workload_archive,
-                                                                 fault):
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(f, marks=pytest.mark.xfail(run=False, strict=True, reason=NOT_YET[f]))
+        if f in NOT_YET
+        else f
+        for f in [*FAULTS_EARLY, *FAULTS_LATE]
+    ],
+)
+def test_a_fault_at_any_step_leaks_nothing_and_leaves_no_template(
+    cloud, member, tmp_path, workload_archive, fault
+):
     service, method, path, body, when = {**FAULTS_EARLY, **FAULTS_LATE}[fault]
     before = _images_besides_base(member)
     with proxied(cloud) as (conn, proxies):
         rule = proxies[service].fail(method, path, body_contains=body, when=when)
-        opts = bake_mod.BakeOptions(connection=conn, image_archive=workload_archive, network=local_cloud.PROVIDER_NETWORK,
-                                    floating_ip_network=local_cloud.EXTERNAL_NETWORK if fault == "fip.create" else None,
-                                    manifest=tmp_path / "manifest.json", timeout=600, poll=1, force=True)
+        opts = bake_mod.BakeOptions(
+            connection=conn,
+            image_archive=workload_archive,
+            network=local_cloud.PROVIDER_NETWORK,
+            floating_ip_network=local_cloud.EXTERNAL_NETWORK if fault == "fip.create" else None,
+            manifest=tmp_path / "manifest.json",
+            timeout=600,
+            poll=1,
+            force=True,
+        )
         with pytest.raises(Exception) as err:
             bake_mod.bake(opts)
     assert rule.fired, f"the bake never made the request {fault} picks"

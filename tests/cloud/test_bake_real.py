@@ -6,6 +6,7 @@ cloud-init prints its host keys on the console, the bake pins them, SSHes to the
 the workload image archive, stops the server cleanly and makes the template with createImage.
 One builder boots for the whole module: the second run of the same content must reuse it.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def _images_fixtures():
     so the cached build is reused) and ``builder_prereqs`` the bake here needs too."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("images_conftest", REPO_ROOT / "tests" / "images" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "images_conftest", REPO_ROOT / "tests" / "images" / "conftest.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,12 +43,20 @@ builder_prereqs, workload_archive = _IMAGES.builder_prereqs, _IMAGES.workload_ar
 
 def leftovers(conn, run_prefix="qw-bake-") -> dict:
     """What a bake may leave behind in the project, by the bake's own names."""
-    return {"servers": [s.name for s in conn.compute.servers() if s.name.startswith(run_prefix)],
-            "keypairs": [k.name for k in conn.compute.keypairs() if k.name.startswith(run_prefix)],
-            "security_groups": [g.name for g in conn.network.security_groups(project_id=conn.current_project_id)
-                                if g.name.startswith(run_prefix)],
-            "floating_ips": [f.id for f in conn.network.ips(project_id=conn.current_project_id)
-                             if (f.description or "").startswith("queue-workers bake")]}
+    return {
+        "servers": [s.name for s in conn.compute.servers() if s.name.startswith(run_prefix)],
+        "keypairs": [k.name for k in conn.compute.keypairs() if k.name.startswith(run_prefix)],
+        "security_groups": [
+            g.name
+            for g in conn.network.security_groups(project_id=conn.current_project_id)
+            if g.name.startswith(run_prefix)
+        ],
+        "floating_ips": [
+            f.id
+            for f in conn.network.ips(project_id=conn.current_project_id)
+            if (f.description or "").startswith("queue-workers bake")
+        ],
+    }
 
 
 NOTHING_LEFT = {"servers": [], "keypairs": [], "security_groups": [], "floating_ips": []}
@@ -61,14 +72,30 @@ def _fab(cloud, tmp_path, *args):
 def test_fab_bake_template_on_the_local_cloud_then_reuse(cloud, member, tmp_path, workload_archive):
     base = member.image.find_image(local_cloud.BASE_IMAGE, ignore_missing=False)
     manifest_path = tmp_path / "manifest.json"
-    run = _fab(cloud, tmp_path, "bake-template", "--network", local_cloud.PROVIDER_NETWORK,
-               "--image-archive", str(workload_archive), "--manifest", str(manifest_path), "--timeout", "600")
+    run = _fab(
+        cloud,
+        tmp_path,
+        "bake-template",
+        "--network",
+        local_cloud.PROVIDER_NETWORK,
+        "--image-archive",
+        str(workload_archive),
+        "--manifest",
+        str(manifest_path),
+        "--timeout",
+        "600",
+    )
     sys.stderr.write(run.stderr[-6000:])
     assert run.returncode == 0, run.stderr[-4000:]
     printed = json.loads(run.stdout.strip().splitlines()[-1])
     assert printed["reused"] is False
-    for step in ("create key pair", "read SSH host key from the console log", "install docker",
-                 "power off builder", "mark template complete"):
+    for step in (
+        "create key pair",
+        "read SSH host key from the console log",
+        "install docker",
+        "power off builder",
+        "mark template complete",
+    ):
         assert f"[bake] {step}" in run.stderr
     assert f"SSH to debian@{local_cloud.PROVIDER_CIDR.rsplit('.', 1)[0]}." in run.stderr  # the fixed IP
 
@@ -84,15 +111,29 @@ def test_fab_bake_template_on_the_local_cloud_then_reuse(cloud, member, tmp_path
         assert len(props[bake_mod.P_COMMIT]) >= 40 and props[bake_mod.P_TIME].endswith("Z")
         assert props.get("image_type") == "snapshot"  # Nova's createImage made it
         on_disk = json.loads(manifest_path.read_text())
-        assert on_disk["template_image_id"] == img.id and on_disk["docker_version"].startswith("Docker version")
+        assert on_disk["template_image_id"] == img.id and on_disk["docker_version"].startswith(
+            "Docker version"
+        )
         assert leftovers(member) == NOTHING_LEFT
 
         # The same content again: the template is reused, no builder is booted.
-        run = _fab(cloud, tmp_path, "bake-template", "--network", local_cloud.PROVIDER_NETWORK,
-                   "--image-archive", str(workload_archive), "--manifest", str(tmp_path / "again.json"))
+        run = _fab(
+            cloud,
+            tmp_path,
+            "bake-template",
+            "--network",
+            local_cloud.PROVIDER_NETWORK,
+            "--image-archive",
+            str(workload_archive),
+            "--manifest",
+            str(tmp_path / "again.json"),
+        )
         assert run.returncode == 0, run.stderr[-4000:]
         assert json.loads(run.stdout.strip().splitlines()[-1]) == {
-            "template_image_id": img.id, "template_name": img.name, "reused": True}
+            "template_image_id": img.id,
+            "template_name": img.name,
+            "reused": True,
+        }
         assert "boot builder" not in run.stderr
     finally:
         member.image.delete_image(img, ignore_missing=True)

@@ -12,6 +12,7 @@ tests/integration/workload/test_drain_request.py. What is not proved here: the c
 container in a server of the baked template taking part in this (that needs the template image
 of the whole-loop test).
 """
+
 from __future__ import annotations
 
 import time
@@ -59,19 +60,40 @@ def group_template(user_data: str) -> dict:
             "workers": {
                 "type": "OS::Heat::AutoScalingGroup",
                 "properties": {
-                    "min_size": 0, "max_size": 3, "desired_capacity": {"get_param": "desired"}, "cooldown": 0,
-                    "resource": {"type": "OS::Nova::Server", "properties": {
-                        "image": local_cloud.BASE_IMAGE, "flavor": "m1.tiny",
-                        "networks": [{"network": local_cloud.PROVIDER_NETWORK}],
-                        "user_data_format": "RAW", "user_data": user_data}},
+                    "min_size": 0,
+                    "max_size": 3,
+                    "desired_capacity": {"get_param": "desired"},
+                    "cooldown": 0,
+                    "resource": {
+                        "type": "OS::Nova::Server",
+                        "properties": {
+                            "image": local_cloud.BASE_IMAGE,
+                            "flavor": "m1.tiny",
+                            "networks": [{"network": local_cloud.PROVIDER_NETWORK}],
+                            "user_data_format": "RAW",
+                            "user_data": user_data,
+                        },
+                    },
                 },
             },
-            "scale_up": {"type": "OS::Heat::ScalingPolicy", "properties": {
-                "adjustment_type": "change_in_capacity", "scaling_adjustment": 1,
-                "auto_scaling_group_id": {"get_resource": "workers"}, "cooldown": 0}},
-            "scale_down": {"type": "OS::Heat::ScalingPolicy", "properties": {
-                "adjustment_type": "change_in_capacity", "scaling_adjustment": -1,
-                "auto_scaling_group_id": {"get_resource": "workers"}, "cooldown": 0}},
+            "scale_up": {
+                "type": "OS::Heat::ScalingPolicy",
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "scaling_adjustment": 1,
+                    "auto_scaling_group_id": {"get_resource": "workers"},
+                    "cooldown": 0,
+                },
+            },
+            "scale_down": {
+                "type": "OS::Heat::ScalingPolicy",
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "scaling_adjustment": -1,
+                    "auto_scaling_group_id": {"get_resource": "workers"},
+                    "cooldown": 0,
+                },
+            },
         },
         "outputs": {"current_size": {"value": {"get_attr": ["workers", "current_size"]}}},
     }
@@ -87,8 +109,15 @@ def group(cloud, member):
     def make(size: int, user_data: str):
         wait_no_deletions(heat)
         name = f"qw-drain-{uuid.uuid4().hex[:8]}"
-        resp = heat.post("/stacks", json={"stack_name": name, "template": group_template(user_data),
-                                          "parameters": {"desired": size}, "timeout_mins": 15})
+        resp = heat.post(
+            "/stacks",
+            json={
+                "stack_name": name,
+                "template": group_template(user_data),
+                "parameters": {"desired": size},
+                "timeout_mins": 15,
+            },
+        )
         path = f"/stacks/{name}/{resp.json()['stack']['id']}"
         made.append(path)
         stack = wait_stack(heat, path, 900)
@@ -122,14 +151,20 @@ def _watch(actuator, member, leavers, until, timeout):
 def test_patch_mode_drains_the_leaving_members_then_removes_exactly_them(cloud, member, group):
     name, _ = group(3, WATCHER)
     records = []
-    actuator = DrainingActuator(HeatActuator(cloud.session("local"), name, mode="patch", update_timeout=600),
-                                deadline_s=600, log=records.append)
+    actuator = DrainingActuator(
+        HeatActuator(cloud.session("local"), name, mode="patch", update_timeout=600),
+        deadline_s=600,
+        log=records.append,
+    )
     state = actuator.observe()
     assert (state.current, state.leaving) == (3, 0)
     members_before, _ = actuator._look()
     servers = [m.server_id for m in members_before]
-    wait_until(lambda: all(s.status == "ACTIVE" for s in _servers(member, set(servers)).values()), 300,
-               "3 ACTIVE servers")
+    wait_until(
+        lambda: all(s.status == "ACTIVE" for s in _servers(member, set(servers)).values()),
+        300,
+        "3 ACTIVE servers",
+    )
 
     result = actuator.apply(1, "test: backlog gone")
     assert result.after == 1 and "asked 2 to drain" in result.detail
@@ -152,15 +187,17 @@ def test_patch_mode_drains_the_leaving_members_then_removes_exactly_them(cloud, 
     left = _servers(member, set(servers))
     assert set(left) == {stays} and left[stays].status == "ACTIVE"
     assert done and sorted(sum((r["members"] for r in done), [])) == sorted(
-        m.name for m in members_before if m.server_id in asked)
+        m.name for m in members_before if m.server_id in asked
+    )
     assert not any(r["event"] == "drain-timeout" for r in records)
 
 
 def test_signal_mode_removes_a_member_that_never_drains_at_the_deadline(cloud, member, group):
     name, _ = group(2, "#cloud-config\n{}\n")  # no watcher: the member never drains
     records = []
-    actuator = DrainingActuator(HeatActuator(cloud.session("local"), name, mode="signal"),
-                                deadline_s=20, log=records.append)
+    actuator = DrainingActuator(
+        HeatActuator(cloud.session("local"), name, mode="signal"), deadline_s=20, log=records.append
+    )
     members_before, _ = actuator._look()
     oldest = min(members_before, key=lambda m: (m.created, m.name))
     result = actuator.apply(1, "test")

@@ -6,6 +6,7 @@ provider network, and Heat's own custom constraints (``nova.flavor``, ``glance.i
 signal (the user's token, as the monitor sends it) makes it two, both really ACTIVE in Nova, and
 deleting the stack deletes them in Nova.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -32,17 +33,29 @@ def group_template() -> dict:
             "workers": {
                 "type": "OS::Heat::AutoScalingGroup",
                 "properties": {
-                    "min_size": 1, "max_size": 3, "desired_capacity": 1, "cooldown": 0,
-                    "resource": {"type": "OS::Nova::Server", "properties": {
-                        "image": {"get_param": "image"}, "flavor": {"get_param": "flavor"},
-                        "networks": [{"network": {"get_param": "network"}}],
-                        "metadata": {"metering.server_group": {"get_param": "OS::stack_id"}}}},
+                    "min_size": 1,
+                    "max_size": 3,
+                    "desired_capacity": 1,
+                    "cooldown": 0,
+                    "resource": {
+                        "type": "OS::Nova::Server",
+                        "properties": {
+                            "image": {"get_param": "image"},
+                            "flavor": {"get_param": "flavor"},
+                            "networks": [{"network": {"get_param": "network"}}],
+                            "metadata": {"metering.server_group": {"get_param": "OS::stack_id"}},
+                        },
+                    },
                 },
             },
             "scale_up": {
                 "type": "OS::Heat::ScalingPolicy",
-                "properties": {"adjustment_type": "change_in_capacity", "scaling_adjustment": 1,
-                               "auto_scaling_group_id": {"get_resource": "workers"}, "cooldown": 0},
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "scaling_adjustment": 1,
+                    "auto_scaling_group_id": {"get_resource": "workers"},
+                    "cooldown": 0,
+                },
             },
         },
         "outputs": {
@@ -59,22 +72,44 @@ def test_group_of_real_servers_scales_and_goes_with_the_stack(cloud, member):
     name = f"qw-cloud-{uuid.uuid4().hex[:8]}"
 
     # A constraint Heat checks against the real Glance: an unknown image is refused up front.
-    bad = heat.post("/stacks", json={"stack_name": name + "-bad", "template": group_template(),
-                                     "parameters": {"image": "no-such-image", "flavor": "m1.tiny",
-                                                    "network": local_cloud.PROVIDER_NETWORK}},
-                    raise_exc=False)
+    bad = heat.post(
+        "/stacks",
+        json={
+            "stack_name": name + "-bad",
+            "template": group_template(),
+            "parameters": {
+                "image": "no-such-image",
+                "flavor": "m1.tiny",
+                "network": local_cloud.PROVIDER_NETWORK,
+            },
+        },
+        raise_exc=False,
+    )
     assert bad.status_code == 400 and "no-such-image" in bad.text, bad.text
 
-    resp = heat.post("/stacks", json={
-        "stack_name": name, "template": group_template(), "timeout_mins": 10,
-        "parameters": {"image": local_cloud.BASE_IMAGE, "flavor": "m1.tiny",
-                       "network": local_cloud.PROVIDER_NETWORK}})
+    resp = heat.post(
+        "/stacks",
+        json={
+            "stack_name": name,
+            "template": group_template(),
+            "timeout_mins": 10,
+            "parameters": {
+                "image": local_cloud.BASE_IMAGE,
+                "flavor": "m1.tiny",
+                "network": local_cloud.PROVIDER_NETWORK,
+            },
+        },
+    )
     path = f"/stacks/{name}/{resp.json()['stack']['id']}"
     stack_id = resp.json()["stack"]["id"]
 
     def members():
-        return [s for s in member.compute.servers(details=True)
-                if s.metadata.get("metering.server_group") == stack_id]
+        return [
+            s
+            for s in member.compute.servers(details=True)
+            if s.metadata.get("metering.server_group") == stack_id
+        ]
+
     try:
         stack = wait_stack(heat, path, 600)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
@@ -82,12 +117,21 @@ def test_group_of_real_servers_scales_and_goes_with_the_stack(cloud, member):
 
         def output(key):
             return heat.get(f"{path}/outputs/{key}").json()["output"]["output_value"]
+
         signal = session.post(output("signal_url"), raise_exc=False)
         assert signal.status_code == 200, signal.text
         wait_until(lambda: output("current_size") == 2, 600, "group of 2")
         stack = wait_stack(heat, path, 600)
-        servers = wait_until(lambda: (found := members()) and len(found) == 2
-                             and all(s.status == "ACTIVE" for s in found) and found, 300, "2 ACTIVE servers")
+        servers = wait_until(
+            lambda: (
+                (found := members())
+                and len(found) == 2
+                and all(s.status == "ACTIVE" for s in found)
+                and found
+            ),
+            300,
+            "2 ACTIVE servers",
+        )
         assert len({s.id for s in servers}) == 2
     finally:
         heat.delete(path, raise_exc=False)

@@ -6,6 +6,7 @@ copy of the ``debian-12`` rootfs: the image a server boots must be bootable), on
 by a Heat stack's parameter (Heat's stack list carries no parameters, and the template says
 ``get_param``: prune has to read each stack in full). Both are kept while used, deleted after.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,11 @@ from images import bake
 pytestmark = pytest.mark.cloud
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_NAME = "queue-workers-consumer"
-STACK_TEMPLATE = {"heat_template_version": "2021-04-16",
-                  "parameters": {"image": {"type": "string"}},
-                  "resources": {"nothing": {"type": "OS::Heat::None"}}}
+STACK_TEMPLATE = {
+    "heat_template_version": "2021-04-16",
+    "parameters": {"image": {"type": "string"}},
+    "resources": {"nothing": {"type": "OS::Heat::None"}},
+}
 
 
 @pytest.fixture()
@@ -42,9 +45,15 @@ def templates(member):
         for n in range(count):
             kw = {"filename": str(local_cloud.base_image())} if n in bootable else {"data": b"not a rootfs"}
             img = member.image.create_image(
-                name=f"{TEMPLATE_NAME}-v1-{run}-{n}", disk_format="raw", container_format="bare", wait=True,
-                allow_duplicates=True, validate_checksum=False,
-                **{bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: "complete"}, **kw)
+                name=f"{TEMPLATE_NAME}-v1-{run}-{n}",
+                disk_format="raw",
+                container_format="bare",
+                wait=True,
+                allow_duplicates=True,
+                validate_checksum=False,
+                **{bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: "complete"},
+                **kw,
+            )
             made.append(img.id)
             out.append(member.image.wait_for_status(img, status="active", wait=300))
             time.sleep(1.1)
@@ -74,8 +83,10 @@ def stack_naming(heat):
 
     def create(image_id: str) -> tuple[str, str]:
         name = f"qw-prune-{uuid.uuid4().hex[:8]}"
-        resp = heat.post("/stacks", json={"stack_name": name, "template": STACK_TEMPLATE,
-                                          "parameters": {"image": image_id}})
+        resp = heat.post(
+            "/stacks",
+            json={"stack_name": name, "template": STACK_TEMPLATE, "parameters": {"image": image_id}},
+        )
         path = f"/stacks/{name}/{resp.json()['stack']['id']}"
         made.append(path)
         assert wait_stack(heat, path)["stack_status"] == "CREATE_COMPLETE"
@@ -86,12 +97,16 @@ def stack_naming(heat):
         heat.delete(path, raise_exc=False)
 
 
-def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(cloud, member, heat, templates, stack_naming):
+def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
+    cloud, member, heat, templates, stack_naming
+):
     booted, named, middle, newest = templates(4, bootable=(0,))
     server = member.compute.create_server(
-        name=f"qw-prune-{uuid.uuid4().hex[:8]}", image_id=booted.id,
+        name=f"qw-prune-{uuid.uuid4().hex[:8]}",
+        image_id=booted.id,
         flavor_id=member.compute.find_flavor("m1.small").id,
-        networks=[{"uuid": member.network.find_network(local_cloud.PROVIDER_NETWORK).id}])
+        networks=[{"uuid": member.network.find_network(local_cloud.PROVIDER_NETWORK).id}],
+    )
     try:
         member.compute.wait_for_server(server, status="ACTIVE", wait=240)
         stack_name, stack_path = stack_naming(named.id)
@@ -99,8 +114,14 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(cloud, member
         # Through fab, as a user runs it: it says who keeps what, and deletes only the unused.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env.update(cloud.env("local"), PYTHONWARNINGS="ignore")
-        run = subprocess.run([str(Path(sys.executable).with_name("fab")), "-r", str(REPO), "prune-templates",
-                              "--keep", "1"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("fab")), "-r", str(REPO), "prune-templates", "--keep", "1"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert run.returncode == 0, run.stderr
         result = json.loads(run.stdout.strip().splitlines()[-1])
         assert newest.name in result["kept"]

@@ -12,6 +12,7 @@ example values, 120-600 s, would make this file take many minutes). The paramete
 fills at deploy time get this cloud's values: ``debian-12`` as the template image, a security
 group made here, an env file of dummy settings.
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,11 +56,20 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
     stack_name = f"queue-workers-{name}-{uuid.uuid4().hex[:8]}"
     env_file = b"QW_QUEUE=jobs\n"
     wait_no_deletions(heat)
-    resp = heat.post("/stacks", json={
-        "stack_name": stack_name, "template": template, "timeout_mins": 15,
-        "parameters": {hot.P_IMAGE: image.id, hot.P_SECURITY_GROUP: group.id,
-                       hot.P_CREDENTIALS_ENV: base64.b64encode(env_file).decode(),
-                       hot.P_TEMPLATE_LABEL: f"{local_cloud.BASE_IMAGE} test"}})
+    resp = heat.post(
+        "/stacks",
+        json={
+            "stack_name": stack_name,
+            "template": template,
+            "timeout_mins": 15,
+            "parameters": {
+                hot.P_IMAGE: image.id,
+                hot.P_SECURITY_GROUP: group.id,
+                hot.P_CREDENTIALS_ENV: base64.b64encode(env_file).decode(),
+                hot.P_TEMPLATE_LABEL: f"{local_cloud.BASE_IMAGE} test",
+            },
+        },
+    )
     assert resp.status_code == 201, resp.text
     path = f"/stacks/{stack_name}/{resp.json()['stack']['id']}"
 
@@ -69,14 +79,22 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
     def members():
         """The group's servers as Nova shows them (ids from the stack's server_ids output)."""
         return [member.compute.get_server(i) for i in (output(hot.OUT_SERVER_IDS) or [])]
+
     seen: set = set()
     group_id = None
     try:
         stack = wait_stack(heat, path, 900)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
-        servers = wait_until(lambda: (found := members()) is not None and len(found) == cfg.desired_size
-                             and all(s.status == "ACTIVE" for s in found) and (found or [None]),
-                             300, f"{cfg.desired_size} ACTIVE servers")
+        servers = wait_until(
+            lambda: (
+                (found := members()) is not None
+                and len(found) == cfg.desired_size
+                and all(s.status == "ACTIVE" for s in found)
+                and (found or [None])
+            ),
+            300,
+            f"{cfg.desired_size} ACTIVE servers",
+        )
         servers = [s for s in servers if s is not None]
         seen.update(s.id for s in servers)
         group_id = heat.get(f"{path}/resources/{hot.SERVER_GROUP}").json()["resource"]["physical_resource_id"]
@@ -100,14 +118,19 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
             down = session.post(output(hot.OUT_SCALE_DOWN_URL), raise_exc=False)
             assert down.status_code == 200, down.text
             expected = max(cfg.desired_size - cfg.scale_down_step, cfg.min_size)
-            wait_until(lambda: len(output(hot.OUT_SERVER_IDS) or []) == expected or None, 300,
-                       f"group of {expected}")
+            wait_until(
+                lambda: len(output(hot.OUT_SERVER_IDS) or []) == expected or None, 300, f"group of {expected}"
+            )
             gone = seen - set(output(hot.OUT_SERVER_IDS) or [])
             assert len(gone) == len(seen) - expected
             for server_id in gone:
-                wait_until(lambda: admin.compute.find_server(server_id, ignore_missing=True,
-                                                             all_projects=True) is None, 120,
-                           f"server {server_id} deleted in Nova")
+                wait_until(
+                    lambda: (
+                        admin.compute.find_server(server_id, ignore_missing=True, all_projects=True) is None
+                    ),
+                    120,
+                    f"server {server_id} deleted in Nova",
+                )
     finally:
         heat.delete(path, raise_exc=False)
         deleted = wait_stack(heat, path, 900)

@@ -8,6 +8,7 @@ console with cloud-init's host key block and the user data's own line, SSH as ``
 console's host key pinned, a floating IP associated and released, stop (SHUTOFF), an image of it (active, with data), delete everything,
 nothing left in Nova, Neutron or Glance.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,13 +28,15 @@ HOST_KEYS_END = "-----END SSH HOST KEY KEYS-----"
 
 def user_data(marker: str) -> str:
     """cloud-config whose runcmd prints ``marker`` on the console (proof the user data ran)."""
-    return ("#cloud-config\n"
-            "write_files:\n"
-            "  - path: /etc/queue-workers/test.env\n"
-            "    permissions: '0600'\n"
-            f"    content: QW_MARKER={marker}\n"
-            "runcmd:\n"
-            f"  - [sh, -c, 'echo {marker} $(cat /etc/queue-workers/test.env) > /dev/console']\n")
+    return (
+        "#cloud-config\n"
+        "write_files:\n"
+        "  - path: /etc/queue-workers/test.env\n"
+        "    permissions: '0600'\n"
+        f"    content: QW_MARKER={marker}\n"
+        "runcmd:\n"
+        f"  - [sh, -c, 'echo {marker} $(cat /etc/queue-workers/test.env) > /dev/console']\n"
+    )
 
 
 def host_keys(console: str) -> list[str]:
@@ -45,8 +48,10 @@ def host_keys(console: str) -> list[str]:
 def test_member_server_life(member, admin, make_keypair, unique):
     keypair = make_keypair()
     if local_cloud.compute_driver() != local_cloud.MACHINE_DRIVER:
-        pytest.fail(f"Nova runs {local_cloud.compute_driver()}: servers would not boot "
-                    "(devenv/machines.py is missing or QW_COMPUTE_DRIVER overrides it)")
+        pytest.fail(
+            f"Nova runs {local_cloud.compute_driver()}: servers would not boot "
+            "(devenv/machines.py is missing or QW_COMPUTE_DRIVER overrides it)"
+        )
     image = member.image.find_image(local_cloud.BASE_IMAGE)
     assert image is not None and image.os_distro == "debian"
     network = member.network.find_network(local_cloud.PROVIDER_NETWORK)
@@ -54,13 +59,25 @@ def test_member_server_life(member, admin, make_keypair, unique):
 
     group = member.network.create_security_group(name=unique("sg"), description="ssh in")
     member.network.create_security_group_rule(
-        security_group_id=group.id, direction="ingress", protocol="tcp", port_range_min=22,
-        port_range_max=22, remote_ip_prefix="0.0.0.0/0", ethertype="IPv4")
+        security_group_id=group.id,
+        direction="ingress",
+        protocol="tcp",
+        port_range_min=22,
+        port_range_max=22,
+        remote_ip_prefix="0.0.0.0/0",
+        ethertype="IPv4",
+    )
     marker = unique("ran")
     server = member.compute.create_server(
-        name=unique("server"), image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": network.id}],
-        key_name=keypair.name, security_groups=[{"name": group.name}], metadata={"role": "test"},
-        user_data=base64.b64encode(user_data(marker).encode()).decode())
+        name=unique("server"),
+        image_id=image.id,
+        flavor_id=flavor.id,
+        networks=[{"uuid": network.id}],
+        key_name=keypair.name,
+        security_groups=[{"name": group.name}],
+        metadata={"role": "test"},
+        user_data=base64.b64encode(user_data(marker).encode()).decode(),
+    )
     snapshot = None
     try:
         server = member.compute.wait_for_server(server, status="ACTIVE", wait=240)
@@ -70,8 +87,15 @@ def test_member_server_life(member, admin, make_keypair, unique):
 
         # Real cloud-init: the host key block (keys_to_console) and the user data's own line.
         console = wait_until(
-            lambda: (out := member.compute.get_server_console_output(server)["output"])
-            and HOST_KEYS_END in out and marker in out and out, 240, "cloud-init on the console")
+            lambda: (
+                (out := member.compute.get_server_console_output(server)["output"])
+                and HOST_KEYS_END in out
+                and marker in out
+                and out
+            ),
+            240,
+            "cloud-init on the console",
+        )
         assert f"{marker} QW_MARKER={marker}" in console
         keys = host_keys(console)
         assert any(k.startswith("ssh-ed25519 ") for k in keys), keys
@@ -94,8 +118,9 @@ def test_member_server_life(member, admin, make_keypair, unique):
         assert server.power_state == 4  # Nova's SHUTDOWN, read from the machine by the driver
 
         snapshot_id = member.compute.create_server_image(server, name=unique("image"))
-        snapshot = member.image.wait_for_status(member.image.get_image(snapshot_id), status="active",
-                                                wait=600, interval=2)
+        snapshot = member.image.wait_for_status(
+            member.image.get_image(snapshot_id), status="active", wait=600, interval=2
+        )
         assert snapshot.size and snapshot.size > 10 << 20, snapshot.size
         assert snapshot.disk_format == "raw" and snapshot.container_format == "bare"
     finally:
@@ -119,13 +144,21 @@ def _ssh_check(address: str, private_key, host_keys: list[str], marker: str) -> 
     client = paramiko.SSHClient()
     for key in host_keys:
         kind, data = key.split()
-        client.get_host_keys().add(address, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data)))
+        client.get_host_keys().add(
+            address, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+        )
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     deadline = time.monotonic() + 120
     while True:
         try:
-            client.connect(address, username="debian", pkey=private_key, timeout=10,
-                           allow_agent=False, look_for_keys=False)
+            client.connect(
+                address,
+                username="debian",
+                pkey=private_key,
+                timeout=10,
+                allow_agent=False,
+                look_for_keys=False,
+            )
             break
         except (OSError, paramiko.SSHException):
             if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ was (the template image stays). The steps are :func:`devenv.cloud_demo.run_loop`
 Messages handled are counted from the consumers' own logs (``docker logs`` over SSH, read while
 each member lives): N produced, N distinct handled, duplicates counted and printed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud_harness"))
-from harness_testlib import Project, project_resources  # noqa: E402
+from harness_testlib import Project, project_resources
 
 pytestmark = pytest.mark.cloud
 
@@ -42,4 +43,6 @@ def test_the_whole_loop(cloud, tmp_path):
     # The bake's template stays (as a bake's does); everything else is as it was.
     assert after["glance images"] - before["glance images"] == {r["template"]["template_image_id"]}
     after["glance images"] = before["glance images"]
-    assert after == before, {k: (after[k] - before[k], before[k] - after[k]) for k in after if after[k] != before[k]}
+    assert after == before, {
+        k: (after[k] - before[k], before[k] - after[k]) for k in after if after[k] != before[k]
+    }

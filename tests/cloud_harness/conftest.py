@@ -1,8 +1,8 @@
 """Fixtures of the local-deployment tests: the demo project's view of the local cloud."""
+
 from __future__ import annotations
 
 import pytest
-
 from harness_testlib import Project
 
 

@@ -5,6 +5,7 @@ application credentials and access rules of the demo user, Heat stacks, Zaqar qu
 Nova/Neutron/Glance in the catalog: servers, security groups, ports, images), so a test compares
 the lists before ``up`` and after ``destroy``.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -55,8 +56,12 @@ class Project:
 
 def project_resources(project: Project) -> dict[str, set]:
     """Everything of the project a deployment could leave behind, by kind (ids or names)."""
-    found = {"application credentials": set(project.credentials()), "access rules": project.access_rules(),
-             "heat stacks": project.stacks(), "zaqar queues": project.queues()}
+    found = {
+        "application credentials": set(project.credentials()),
+        "access rules": project.access_rules(),
+        "heat stacks": project.stacks(),
+        "zaqar queues": project.queues(),
+    }
     if {"compute", "network", "image"} <= project.services:
         import openstack
 

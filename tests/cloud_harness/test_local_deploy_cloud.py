@@ -7,17 +7,17 @@ servers, security groups, ports and images (but the template) as they were befor
 The template image is the base image ``debian-12`` uploaded again under a baked template's name and
 properties (what `fab bake-template` records); the whole-loop test bakes a real one.
 """
+
 from __future__ import annotations
 
 import base64
 import uuid
 
 import pytest
+from harness_testlib import Project, project_resources
 
 from devenv.pulumi_local import LocalDeployment
 from images.bake import P_NAME, P_STATE, P_VERSION
-
-from harness_testlib import Project, project_resources
 
 pytestmark = pytest.mark.cloud
 
@@ -32,7 +32,9 @@ def local_cloud(request):
     try:
         return request.getfixturevalue("cloud")
     except pytest.FixtureLookupError:
-        pytest.skip("no `cloud` fixture in this checkout: the local cloud (Nova, Neutron, Glance) is not merged")
+        pytest.skip(
+            "no `cloud` fixture in this checkout: the local cloud (Nova, Neutron, Glance) is not merged"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,14 @@ def template_image(conn, tmp_path_factory):
     path = tmp_path_factory.mktemp("template") / "rootfs"
     conn.image.download_image(base, output=str(path))
     image = conn.image.create_image(
-        name="queue-workers-consumer-v1-20261201-000000", filename=str(path),
-        disk_format=base.disk_format or "raw", container_format=base.container_format or "bare",
-        allow_duplicates=True, wait=True, **{P_NAME: "queue-workers-consumer", P_VERSION: "1", P_STATE: "complete"})
+        name="queue-workers-consumer-v1-20261201-000000",
+        filename=str(path),
+        disk_format=base.disk_format or "raw",
+        container_format=base.container_format or "bare",
+        allow_duplicates=True,
+        wait=True,
+        **{P_NAME: "queue-workers-consumer", P_VERSION: "1", P_STATE: "complete"},
+    )
     path.unlink()
     yield image
     conn.image.delete_image(image, ignore_missing=True)
@@ -70,12 +77,15 @@ def deployment(local_cloud, template_image):
 def test_the_security_group_holds_exactly_the_programs_rules(deployment, conn):
     group = conn.network.get_security_group(deployment.one(SECGROUP).id)
     assert group.name == "qw-local-local"
-    rules = {(r.direction, r.ether_type, r.protocol, r.port_range_min, r.remote_ip_prefix)
-             for r in conn.network.security_group_rules(security_group_id=group.id)}
+    rules = {
+        (r.direction, r.ether_type, r.protocol, r.port_range_min, r.remote_ip_prefix)
+        for r in conn.network.security_group_rules(security_group_id=group.id)
+    }
     # egress only (Neutron's default rules removed, the program's two made); no ingress: no sshCidrs
     assert rules == {("egress", "IPv4", None, None, None), ("egress", "IPv6", None, None, None)}
-    assert {r.id for r in conn.network.security_group_rules(security_group_id=group.id)} == \
-        {r.id for r in deployment.find(RULE)}
+    assert {r.id for r in conn.network.security_group_rules(security_group_id=group.id)} == {
+        r.id for r in deployment.find(RULE)
+    }
 
 
 def test_the_monitor_server_runs_with_the_programs_user_data(deployment, conn, local_cloud, template_image):
@@ -98,7 +108,9 @@ def test_the_monitor_server_runs_with_the_programs_user_data(deployment, conn, l
 def test_the_heat_stack_has_real_server_members(deployment, conn):
     rec = deployment.one(STACK)
     project: Project = deployment.project
-    resources = project.orchestration.get(f"/stacks/queue-workers-local/{rec.id}/resources").json()["resources"]
+    resources = project.orchestration.get(f"/stacks/queue-workers-local/{rec.id}/resources").json()[
+        "resources"
+    ]
     kinds = {r["resource_name"]: r["resource_type"] for r in resources}
     assert kinds["server_group"] == "OS::Nova::ServerGroup"
     group_id = next(r["physical_resource_id"] for r in resources if r["resource_name"] == "server_group")

@@ -9,6 +9,7 @@ consumer's credential may claim but not delete the queue), the stack's template 
 Heat, the queues' policy in Zaqar; the real ids flowed back into the program (the monitor's user
 data names the real stack and signal URL); and after destroy the project holds what it held before.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness_testlib import project_resources
 from keystoneauth1 import adapter
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
@@ -29,8 +31,6 @@ from devenv.pulumi_local import LocalDeployment
 from infra import hot
 from infra.access_rules import consumer_rules, monitor_rules
 from infra.render import render
-
-from harness_testlib import project_resources
 
 pytestmark = pytest.mark.controlplane
 
@@ -43,8 +43,10 @@ SECGROUP = "openstack:networking/secGroup:SecGroup"
 @pytest.fixture(scope="module", autouse=True)
 def _control_plane_only(project):
     if {"compute", "network", "image"} <= project.services:
-        pytest.skip("this session's control plane runs the local cloud (Nova, Neutron, Glance): "
-                    "test_local_deploy_cloud.py deploys the stack there without stand-ins")
+        pytest.skip(
+            "this session's control plane runs the local cloud (Nova, Neutron, Glance): "
+            "test_local_deploy_cloud.py deploys the stack there without stand-ins"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,13 @@ def deployment(controlplane, project):
     """The local stack, up once for this module (a unique queue name: Zaqar keeps old claims)."""
     before = project_resources(project)
     lines: list[str] = []
-    d = LocalDeployment("local", controlplane, stand_ins=True, progress=lines.append,
-                        config={"queueName": f"local-{uuid.uuid4().hex[:8]}"})
+    d = LocalDeployment(
+        "local",
+        controlplane,
+        stand_ins=True,
+        progress=lines.append,
+        config={"queueName": f"local-{uuid.uuid4().hex[:8]}"},
+    )
     d.up()
     d.before, d.lines = before, lines
     yield d
@@ -62,27 +69,38 @@ def deployment(controlplane, project):
 
 def test_credentials_in_keystone_carry_the_programs_access_rules(deployment, project):
     queue, dlq = deployment.outputs["queue"], deployment.outputs["dead_letter_queue"]
-    expected = {"consumer": consumer_rules(queue, dlq),
-                "monitor": monitor_rules(queue, dlq, "queue-workers-local")}
+    expected = {
+        "consumer": consumer_rules(queue, dlq),
+        "monitor": monitor_rules(queue, dlq, "queue-workers-local"),
+    }
     held = project.credentials()
     for rec in deployment.find(CRED):
         cred = held[rec.id]
         role = rec.name.rsplit("-", 1)[1]
         assert cred["name"] == f"queue-workers-local-{role}"
-        assert [{k: r[k] for k in ("service", "method", "path")} for r in cred["access_rules"]] == expected[role]
+        assert [{k: r[k] for k in ("service", "method", "path")} for r in cred["access_rules"]] == expected[
+            role
+        ]
         # member, and what Keystone says it implies (reader)
         assert "member" in [r["name"] for r in cred["roles"]] and cred["unrestricted"] is False
     assert deployment.outputs["consumer_credential_id"] == deployment.one(CRED, "credentials-consumer").id
 
 
 def test_the_consumer_credential_may_claim_its_queue_and_nothing_more(controlplane, deployment):
-    auth = v3.ApplicationCredential(auth_url=controlplane.url,
-                                    application_credential_id=deployment.outputs["consumer_credential_id"],
-                                    application_credential_secret=deployment.outputs["consumer_credential_secret"])
+    auth = v3.ApplicationCredential(
+        auth_url=controlplane.url,
+        application_credential_id=deployment.outputs["consumer_credential_id"],
+        application_credential_secret=deployment.outputs["consumer_credential_secret"],
+    )
     zaqar = adapter.Adapter(ks_session.Session(auth=auth), service_type="messaging", interface="public")
     headers, queue = {"Client-ID": str(uuid.uuid4())}, deployment.outputs["queue"]
-    claim = zaqar.post(f"/v2/queues/{queue}/claims", json={"ttl": 60, "grace": 60}, headers=headers,
-                       raise_exc=False, allow_reauth=False)
+    claim = zaqar.post(
+        f"/v2/queues/{queue}/claims",
+        json={"ttl": 60, "grace": 60},
+        headers=headers,
+        raise_exc=False,
+        allow_reauth=False,
+    )
     assert claim.status_code in (201, 204), claim.text  # empty queue: 204, nothing claimed
     delete = zaqar.delete(f"/v2/queues/{queue}", headers=headers, raise_exc=False, allow_reauth=False)
     assert delete.status_code == 401, delete.text
@@ -135,8 +153,10 @@ def test_real_ids_reach_the_program_in_dependency_order(deployment):
     assert f"heat stack queue-workers-local/{stack.id}" in user_data
     assert deployment.outputs["scale_up_url"] in user_data
     files = yaml.safe_load(user_data)["write_files"]
-    written = "".join(base64.b64decode(f["content"]).decode() if f.get("encoding") in ("b64", "base64")
-                      else f["content"] for f in files)
+    written = "".join(
+        base64.b64decode(f["content"]).decode() if f.get("encoding") in ("b64", "base64") else f["content"]
+        for f in files
+    )
     assert f"OS_APPLICATION_CREDENTIAL_ID={deployment.one(CRED, 'credentials-monitor').id}" in written
     assert deployment.one(CRED, "credentials-monitor").outputs["secret"] in written
     assert any(line.startswith("  + " + STACK) and stack.id in line for line in deployment.lines)
@@ -157,8 +177,12 @@ def test_destroy_leaves_the_project_as_it_was(deployment, project):
 
 def test_without_stand_ins_a_missing_service_fails_by_name_and_nothing_is_left(controlplane, project):
     before = project_resources(project)
-    d = LocalDeployment("local", controlplane, progress=lambda _line: None,
-                        config={"queueName": f"local-{uuid.uuid4().hex[:8]}"})
+    d = LocalDeployment(
+        "local",
+        controlplane,
+        progress=lambda _line: None,
+        config={"queueName": f"local-{uuid.uuid4().hex[:8]}"},
+    )
     # the template image lookup comes first: the program reports it as a missing template image
     with pytest.raises(Exception, match=r"getImage needs the 'image' service, which this cloud's catalog"):
         d.up()
@@ -174,16 +198,22 @@ def test_an_unknown_resource_type_fails_by_name_and_what_was_made_is_deleted(con
     def program():
         provider = openstack.Provider("openstack", cloud="local", region="RegionOne")
         cred = openstack.identity.ApplicationCredential(
-            "cred", name=f"qw-harness-{uuid.uuid4().hex[:6]}", roles=["member"],
-            opts=pulumi.ResourceOptions(provider=provider))
-        openstack.blockstorage.Volume("volume", size=1, description=cred.id,
-                                      opts=pulumi.ResourceOptions(provider=provider))
+            "cred",
+            name=f"qw-harness-{uuid.uuid4().hex[:6]}",
+            roles=["member"],
+            opts=pulumi.ResourceOptions(provider=provider),
+        )
+        openstack.blockstorage.Volume(
+            "volume", size=1, description=cred.id, opts=pulumi.ResourceOptions(provider=provider)
+        )
 
     d = LocalDeployment("local", controlplane, progress=lambda _line: None, program=program)
     with pytest.raises(Exception) as err:
         d.up()
     assert "does not know resource type 'openstack:blockstorage/volume:Volume'" in str(err.value)
-    assert [r.name for r in d.resources if r.made] == ["cred"] and all(r.deleted for r in d.resources if r.made)
+    assert [r.name for r in d.resources if r.made] == ["cred"] and all(
+        r.deleted for r in d.resources if r.made
+    )
     assert project_resources(project) == before
 
 
@@ -193,8 +223,14 @@ def test_the_command_line_ups_and_destroys_for_a_person(controlplane, project):
     repo = Path(__file__).resolve().parents[2]
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "devenv.pulumi_local", *args, "--stack", "local"],
-                              cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "devenv.pulumi_local", *args, "--stack", "local"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     queue = f"local-{uuid.uuid4().hex[:8]}"
     up = run("up", "--stand-ins", "--set", f"queueName={queue}")

@@ -5,6 +5,7 @@ live in the root tests/conftest.py, shared with tests/infra. ``stacks`` creates 
 AutoScalingGroup whose members are ``OS::Heat::None`` (no Nova) and deletes them after the test;
 ``shared_stack`` is one such stack the read-only tests of a module share.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -35,8 +36,10 @@ def group_template(with_policies: bool = True) -> dict:
                     "max_size": {"get_param": "max_size"},
                     "desired_capacity": {"get_param": "desired_capacity"},
                     "cooldown": {"get_param": "group_cooldown"},
-                    "resource": {"type": "OS::Nova::Server",
-                                 "properties": {"image": "consumer-template", "flavor": "m1.small"}},
+                    "resource": {
+                        "type": "OS::Nova::Server",
+                        "properties": {"image": "consumer-template", "flavor": "m1.small"},
+                    },
                 },
             },
         },
@@ -46,10 +49,12 @@ def group_template(with_policies: bool = True) -> dict:
         for name, step in (("scale_up", 1), ("scale_down", -1)):
             tmpl["resources"][name] = {
                 "type": "OS::Heat::ScalingPolicy",
-                "properties": {"adjustment_type": "change_in_capacity",
-                               "auto_scaling_group_id": {"get_resource": "workers"},
-                               "scaling_adjustment": step,
-                               "cooldown": {"get_param": "cooldown"}},
+                "properties": {
+                    "adjustment_type": "change_in_capacity",
+                    "auto_scaling_group_id": {"get_resource": "workers"},
+                    "scaling_adjustment": step,
+                    "cooldown": {"get_param": "cooldown"},
+                },
             }
             tmpl["outputs"][f"{name}_signal_url"] = {"value": {"get_attr": [name, "signal_url"]}}
             tmpl["outputs"][f"{name}_alarm_url"] = {"value": {"get_attr": [name, "alarm_url"]}}
@@ -61,14 +66,22 @@ class Stacks:
 
     def __init__(self, session):
         from keystoneauth1 import adapter
+
         self.api = adapter.Adapter(session, service_type="orchestration", interface="public")
         self.created: list[str] = []
 
     def create(self, template: dict | None = None, timeout: float = 120, **params) -> dict:
         name = f"qw-test-{uuid.uuid4().hex[:8]}"
-        resp = self.api.post("/stacks", json={
-            "stack_name": name, "template": template or group_template(), "environment": NO_NOVA_ENVIRONMENT,
-            "parameters": params, "timeout_mins": 5})
+        resp = self.api.post(
+            "/stacks",
+            json={
+                "stack_name": name,
+                "template": template or group_template(),
+                "environment": NO_NOVA_ENVIRONMENT,
+                "parameters": params,
+                "timeout_mins": 5,
+            },
+        )
         path = f"/stacks/{name}/{resp.json()['stack']['id']}"
         self.created.append(path)
         stack = self.wait(path, timeout)

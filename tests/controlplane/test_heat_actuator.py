@@ -3,6 +3,7 @@
 Heat resizes asynchronously and never tells the caller about cooldown or clamping, so every
 assertion here is on the size Heat itself reports back (the stack's current_size output).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -152,7 +153,9 @@ def test_from_args_uses_clouds_yaml(controlplane, shared_stack, monkeypatch):
         HeatActuator.from_args(parser.parse_args([]))
 
 
-def test_the_waits_of_an_update_sleep_through_the_sleep_it_is_given(controlplane, stacks, monkeypatch, tmp_path):
+def test_the_waits_of_an_update_sleep_through_the_sleep_it_is_given(
+    controlplane, stacks, monkeypatch, tmp_path
+):
     """The monitor hands its heartbeat's sleep to the actuator: a PATCH it waits for beats, so a
     long stack update does not make the monitor's container look stuck."""
     from workload.heartbeat import Heartbeat
@@ -163,8 +166,10 @@ def test_the_waits_of_an_update_sleep_through_the_sleep_it_is_given(controlplane
     parser = argparse.ArgumentParser()
     HeatActuator.add_arguments(parser)
     beat = tmp_path / "heartbeat"
-    act = HeatActuator.from_args(parser.parse_args(["--stack", stack["stack_name"], "--heat-mode", "patch"]),
-                                 sleep=Heartbeat(str(beat), every=0.1).sleep)
+    act = HeatActuator.from_args(
+        parser.parse_args(["--stack", stack["stack_name"], "--heat-mode", "patch"]),
+        sleep=Heartbeat(str(beat), every=0.1).sleep,
+    )
     assert not beat.exists()
     result = act.apply(2, "backlog")
     assert (result.before, result.after) == (1, 2)
@@ -173,8 +178,10 @@ def test_the_waits_of_an_update_sleep_through_the_sleep_it_is_given(controlplane
 
 def test_deleting_the_stack_leaves_nothing(controlplane, heat_session, stacks):
     from keystoneauth1 import adapter
-    identity = adapter.Adapter(controlplane.session("local-admin"), service_type="identity",
-                               interface="public")
+
+    identity = adapter.Adapter(
+        controlplane.session("local-admin"), service_type="identity", interface="public"
+    )
     domain = identity.get("/domains", params={"name": "heat"}).json()["domains"][0]["id"]
 
     def listed(collection, **params):

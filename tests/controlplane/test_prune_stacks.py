@@ -11,6 +11,7 @@ Glance behind this Heat, see devenv/heat.py).
 Heat's stack list carries no parameters, and the template only says ``get_param: image``: prune
 has to read each stack in full to see the image id.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,11 @@ def templates(cloud, count: int) -> list[dict]:
     """`count` complete template images, oldest first, as `fab bake-template` leaves them."""
     made = []
     for n in range(count):
-        img = cloud.state.new_image(f"{TEMPLATE_NAME}-v1-2026010{n + 1}T000000Z", status="active",
-                                    properties={bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: "complete"})
+        img = cloud.state.new_image(
+            f"{TEMPLATE_NAME}-v1-2026010{n + 1}T000000Z",
+            status="active",
+            properties={bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: "complete"},
+        )
         img["created_at"] = f"2026-01-0{n + 1}T00:00:00Z"
         made.append(img)
     return made
@@ -82,12 +86,22 @@ def stack_using(orchestration):
         template = without_glance(render(example).template)
         wait_no_deletions(orchestration)
         name = f"queue-workers-{example}-prune-{uuid.uuid4().hex[:8]}"
-        resp = orchestration.post("/stacks", json={
-            "stack_name": name, "template": template, "environment": NO_NOVA_ENVIRONMENT, "timeout_mins": 5,
-            "parameters": {hot.P_IMAGE: image_id, hot.P_SECURITY_GROUP: "queue-workers-sg",
-                           hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
-                           hot.P_TEMPLATE_PROPERTIES: {bake.P_NAME: TEMPLATE_NAME},
-                           hot.P_TEMPLATE_LABEL: f"{TEMPLATE_NAME}-v1 abababababab"}})
+        resp = orchestration.post(
+            "/stacks",
+            json={
+                "stack_name": name,
+                "template": template,
+                "environment": NO_NOVA_ENVIRONMENT,
+                "timeout_mins": 5,
+                "parameters": {
+                    hot.P_IMAGE: image_id,
+                    hot.P_SECURITY_GROUP: "queue-workers-sg",
+                    hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
+                    hot.P_TEMPLATE_PROPERTIES: {bake.P_NAME: TEMPLATE_NAME},
+                    hot.P_TEMPLATE_LABEL: f"{TEMPLATE_NAME}-v1 abababababab",
+                },
+            },
+        )
         path = f"/stacks/{name}/{resp.json()['stack']['id']}"
         created.append(path)
         stack = wait_stack(orchestration, path)
@@ -101,8 +115,9 @@ def stack_using(orchestration):
         assert wait_stack(orchestration, path)["stack_status"] == "DELETE_COMPLETE"
 
 
-def test_prune_keeps_the_image_a_stack_boots_and_deletes_it_once_the_stack_is_gone(cloud, stack_using,
-                                                                                    orchestration):
+def test_prune_keeps_the_image_a_stack_boots_and_deletes_it_once_the_stack_is_gone(
+    cloud, stack_using, orchestration
+):
     old, middle, newest = templates(cloud, 3)
     path = stack_using(old["id"])
     # Heat lists the stack without its parameters, and its template names the image only by
@@ -133,8 +148,14 @@ def test_fab_prune_templates_says_which_image_a_stack_keeps(cloud, stack_using, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
     fab = [str(Path(sys.executable).with_name("fab")), "-r", str(REPO)]
-    run = subprocess.run([*fab, "prune-templates", "--cloud", "standin", "--keep", "1"],
-                         cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    run = subprocess.run(
+        [*fab, "prune-templates", "--cloud", "standin", "--keep", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     assert f"keeping {old['name']} ({old['id']}): in use by stack {stack_name}" in run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1])["in_use"] == [old["name"]]
@@ -148,6 +169,8 @@ def test_a_stack_prune_cannot_read_stops_the_prune(cloud, stack_using):
     stack_name = stack_using(old["id"]).split("/")[2]
     before = image_names(cloud)
     cloud.state.faults.add("stack.forbidden")
-    with pytest.raises(bake.BakeError, match=f"cannot read stack {stack_name}: .*not authorized.*; not pruning"):
+    with pytest.raises(
+        bake.BakeError, match=f"cannot read stack {stack_name}: .*not authorized.*; not pruning"
+    ):
         bake.prune(cloud.conn, keep=1)
     assert image_names(cloud) == before

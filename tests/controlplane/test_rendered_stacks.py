@@ -25,6 +25,7 @@ mapped to ``OS::Heat::None`` through the stack environment's ``resource_registry
 Every size asserted is the one Heat reports (the stack's ``current_size`` output), since Heat
 answers every signal with 200 whatever it does with it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,7 +41,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.heat import NO_NOVA_ENVIRONMENT as NO_NOVA, wait_no_deletions, wait_stack, without_glance
+from devenv.heat import NO_NOVA_ENVIRONMENT as NO_NOVA
+from devenv.heat import wait_no_deletions, wait_stack, without_glance
 from infra import hot
 from infra.config import PROJECT, StackConfig, load
 from infra.render import flatten, render, stack_file, stack_names
@@ -114,7 +116,7 @@ def cooldown_end(api, path: str) -> tuple[str | None, dt.datetime]:
     """The group's cooldown end as Heat stores it (naive UTC ISO) and Heat's clock (Date header)."""
     resp = api.get(f"{path}/resources/{hot.GROUP}/metadata")
     ends = list((resp.json()["metadata"] or {}).get("cooldown_end") or {})
-    now = email.utils.parsedate_to_datetime(resp.headers["Date"]).astimezone(dt.timezone.utc).replace(tzinfo=None)
+    now = email.utils.parsedate_to_datetime(resp.headers["Date"]).astimezone(dt.UTC).replace(tzinfo=None)
     return (ends[0] if ends else None), now
 
 
@@ -149,16 +151,22 @@ def actuator(controlplane, monkeypatch, stack_name: str, mode: str) -> HeatActua
         monkeypatch.setenv(key, value)
     parser = argparse.ArgumentParser()
     HeatActuator.add_arguments(parser)
-    return HeatActuator.from_args(parser.parse_args(["--stack", stack_name, "--heat-mode", mode,
-                                                     "--heat-timeout", "120"]))
+    return HeatActuator.from_args(
+        parser.parse_args(["--stack", stack_name, "--heat-mode", mode, "--heat-timeout", "120"])
+    )
 
 
 @pytest.fixture(scope="module", params=STACKS)
 def deployed(request, orchestration, identity, demo_session):
     """The example stack's rendered template created in Heat; deleted at the end if a test has not."""
     name = request.param
-    printed = subprocess.run([sys.executable, "-m", "infra", "render", "--stack", name], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+    printed = subprocess.run(
+        [sys.executable, "-m", "infra", "render", "--stack", name],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert printed.returncode == 0, printed.stderr
     example = render(name).template
     assert yaml.safe_load(printed.stdout) == example  # what the CLI prints is what render returns
@@ -174,23 +182,38 @@ def deployed(request, orchestration, identity, demo_session):
     wait_no_deletions(orchestration)
     trusts_before = trusts(identity, demo_session.get_user_id())
     stack_name = f"queue-workers-{name}-{uuid.uuid4().hex[:8]}"
-    resp = orchestration.post("/stacks", json={
-        "stack_name": stack_name, "template": template, "environment": NO_NOVA,
-        "parameters": PARAMETERS, "timeout_mins": 5})
+    resp = orchestration.post(
+        "/stacks",
+        json={
+            "stack_name": stack_name,
+            "template": template,
+            "environment": NO_NOVA,
+            "parameters": PARAMETERS,
+            "timeout_mins": 5,
+        },
+    )
     stack_id = resp.json()["stack"]["id"]
     path = f"/stacks/{stack_name}/{stack_id}"
     try:
         stack = wait_stack(orchestration, path)
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
-        yield Deployed(name, load(stack_config(name)), stack_name, stack_id, path,
-                       stack["stack_user_project_id"], trusts_before)
+        yield Deployed(
+            name,
+            load(stack_config(name)),
+            stack_name,
+            stack_id,
+            path,
+            stack["stack_user_project_id"],
+            trusts_before,
+        )
     finally:
         orchestration.delete(path, raise_exc=False)
         wait_stack(orchestration, path)
 
 
 def test_the_actuator_scales_the_rendered_group_within_min_max_and_cooldown(
-        controlplane, monkeypatch, orchestration, deployed):
+    controlplane, monkeypatch, orchestration, deployed
+):
     api, path, cfg = orchestration, deployed.path, deployed.cfg
     low, high, step = cfg.min_size, cfg.max_size, cfg.scale_up_step
     signal = actuator(controlplane, monkeypatch, deployed.stack_name, "signal")
@@ -199,7 +222,12 @@ def test_the_actuator_scales_the_rendered_group_within_min_max_and_cooldown(
 
     # The configured size and bounds, read from the stack Heat made.
     state = signal.observe()
-    assert (state.current, state.min_size, state.max_size, state.updating) == (cfg.desired_size, low, high, False)
+    assert (state.current, state.min_size, state.max_size, state.updating) == (
+        cfg.desired_size,
+        low,
+        high,
+        False,
+    )
     assert heat_size(api, path) == cfg.desired_size
 
     # Heat counts the creation as a resize: a signal right after it is inside the cooldown.
@@ -249,8 +277,9 @@ def test_the_actuator_scales_the_rendered_group_within_min_max_and_cooldown(
     assert heat_size(api, path) == high == signal.observe().current
 
 
-def test_patch_mode_scales_the_rendered_group_down_to_min_size(controlplane, monkeypatch, orchestration,
-                                                               deployed):
+def test_patch_mode_scales_the_rendered_group_down_to_min_size(
+    controlplane, monkeypatch, orchestration, deployed
+):
     api, path, low = orchestration, deployed.path, deployed.cfg.min_size
     patch = actuator(controlplane, monkeypatch, deployed.stack_name, "patch")
     before = patch.observe().current
@@ -285,8 +314,12 @@ def test_deleting_the_rendered_stack_leaves_nothing(orchestration, identity, dem
     api, path = orchestration, deployed.path
     resources = api.get(f"{path}/resources", params={"nested_depth": 2}).json()["resources"]
     kinds = {r["resource_name"]: r["resource_type"] for r in resources if r.get("parent_resource") is None}
-    assert kinds == {hot.GROUP: "OS::Heat::AutoScalingGroup", hot.SERVER_GROUP: "OS::Nova::ServerGroup",
-                     hot.SCALE_UP: "OS::Heat::ScalingPolicy", hot.SCALE_DOWN: "OS::Heat::ScalingPolicy"}
+    assert kinds == {
+        hot.GROUP: "OS::Heat::AutoScalingGroup",
+        hot.SERVER_GROUP: "OS::Nova::ServerGroup",
+        hot.SCALE_UP: "OS::Heat::ScalingPolicy",
+        hot.SCALE_DOWN: "OS::Heat::ScalingPolicy",
+    }
     nested_id = next(r["physical_resource_id"] for r in resources if r["resource_name"] == hot.GROUP)
     # What Heat made in Keystone for this stack: a project in its stack-user domain holding one
     # user per scaling policy, and a trust from the stack's owner.
@@ -295,7 +328,9 @@ def test_deleting_the_rendered_stack_leaves_nothing(orchestration, identity, dem
     # Heat names it "<owner's project id>-<stack id>", cut at Keystone's 64 characters.
     assert project.json()["project"]["name"] == f"{demo_session.get_project_id()}-{deployed.stack_id}"[:64]
     users = policy_users(identity, deployed.user_project_id)
-    assert [u for u in users if f"-{hot.SCALE_UP}-" in u] and [u for u in users if f"-{hot.SCALE_DOWN}-" in u], users
+    assert [u for u in users if f"-{hot.SCALE_UP}-" in u] and [
+        u for u in users if f"-{hot.SCALE_DOWN}-" in u
+    ], users
     trustor = demo_session.get_user_id()
     stack_trusts = trusts(identity, trustor) - deployed.trusts_before
     assert stack_trusts

@@ -1,4 +1,5 @@
 """Fixtures for the machines tests: the cloud image, a key pair, a config drive made as Nova makes one."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -36,19 +37,43 @@ def write_config_drive(folder: Path, *, name: str, public_key: str, user_data: s
     latest = folder / "openstack" / "latest"
     latest.mkdir(parents=True)
     net = ipaddress.ip_interface(f"{nic.address}/{nic.prefixlen}")
-    meta = {"uuid": instance, "name": name, "hostname": name, "launch_index": 0,
-            "availability_zone": "nova", "project_id": "p" * 32, "devices": [],
-            "public_keys": {"test-key": public_key + "\n"}, "keys": [
-                {"name": "test-key", "type": "ssh", "data": public_key + "\n"}], "meta": {}}
+    meta = {
+        "uuid": instance,
+        "name": name,
+        "hostname": name,
+        "launch_index": 0,
+        "availability_zone": "nova",
+        "project_id": "p" * 32,
+        "devices": [],
+        "public_keys": {"test-key": public_key + "\n"},
+        "keys": [{"name": "test-key", "type": "ssh", "data": public_key + "\n"}],
+        "meta": {},
+    }
     port = str(uuid.uuid4())
     network_data = {
-        "links": [{"id": f"tap{port[:11]}", "vif_id": port, "type": "tap", "mtu": 1500,
-                   "ethernet_mac_address": nic.mac}],
-        "networks": [{"id": "network0", "type": "ipv4", "link": f"tap{port[:11]}", "ip_address": nic.address,
-                      "netmask": str(net.netmask), "network_id": str(uuid.uuid4()),
-                      "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": nic.gateway}],
-                      "services": []}],
-        "services": []}
+        "links": [
+            {
+                "id": f"tap{port[:11]}",
+                "vif_id": port,
+                "type": "tap",
+                "mtu": 1500,
+                "ethernet_mac_address": nic.mac,
+            }
+        ],
+        "networks": [
+            {
+                "id": "network0",
+                "type": "ipv4",
+                "link": f"tap{port[:11]}",
+                "ip_address": nic.address,
+                "netmask": str(net.netmask),
+                "network_id": str(uuid.uuid4()),
+                "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": nic.gateway}],
+                "services": [],
+            }
+        ],
+        "services": [],
+    }
     (latest / "meta_data.json").write_text(json.dumps(meta))
     (latest / "network_data.json").write_text(json.dumps(network_data))
     (latest / "vendor_data.json").write_text("{}")

@@ -2,6 +2,7 @@
 systemd-nspawn, Nova's config drive read by real cloud-init, SSH at the port's fixed IP with the
 host key pinned from the machine's real console, clean shutdown, snapshot, hard power-off and a
 destroy that leaves nothing behind."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,13 @@ def _boot(machine, image, nic, key, tmp_path, queue: str, marker: str):
     """Create and start ``machine`` with a config drive as Nova writes it; wait for SSH as debian.
     Returns (instance uuid, pinned host keys, seconds from start() to SSH)."""
     drive = tmp_path / f"drive-{machine.name}"
-    instance = write_config_drive(drive, name=machine.name, public_key=key[1],
-                                  user_data=USER_DATA.format(queue=queue, marker=marker), nic=nic)
+    instance = write_config_drive(
+        drive,
+        name=machine.name,
+        public_key=key[1],
+        user_data=USER_DATA.format(queue=queue, marker=marker),
+        nic=nic,
+    )
     machine.create(image, [nic], drive, [])
     t0 = time.monotonic()
     machine.start()
@@ -59,7 +65,9 @@ def _boot(machine, image, nic, key, tmp_path, queue: str, marker: str):
         assert machine.running(), console[-3000:]
         time.sleep(0.2)
     else:
-        pytest.fail(f"{machine.name}: no SSH with the console's host keys:\n{machine.console_output()[-3000:]}")
+        pytest.fail(
+            f"{machine.name}: no SSH with the console's host keys:\n{machine.console_output()[-3000:]}"
+        )
     elapsed = time.monotonic() - t0
     print(f"\n{machine.name}: start() to SSH as debian (host key pinned): {elapsed:.1f} s")
     return instance, keys, elapsed
@@ -71,8 +79,14 @@ def _leftovers(machine) -> list[str]:
     if machine.name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split():
         found.append(f"netns {machine.name}")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if f" {machine.name}-" in line]
-    found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines() if str(machine.run_dir) in line]
+    found += [
+        f"link {line.split(':')[1].strip()}" for line in links.splitlines() if f" {machine.name}-" in line
+    ]
+    found += [
+        f"mount {line}"
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if str(machine.run_dir) in line
+    ]
     for p in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             cmd = p.read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -104,7 +118,10 @@ def first(cloud_image, user_key, tmp_path_factory):
 def test_cloud_init_runs_nova_user_data_from_the_config_drive(first, user_key):
     m, nic, instance, keys, _ = first
     with pinned_connection(nic.address, 22, "debian", user_key[0], keys) as c:
-        assert c.sudo("stat -c '%a %U:%G' /etc/queue-workers/x.env", hide=True).stdout.split() == ["600", "root:root"]
+        assert c.sudo("stat -c '%a %U:%G' /etc/queue-workers/x.env", hide=True).stdout.split() == [
+            "600",
+            "root:root",
+        ]
         assert c.sudo("cat /etc/queue-workers/x.env", hide=True).stdout == "QW_QUEUE=jobs-a\n"
         assert c.run("cat /run/qw-runcmd", hide=True).stdout.strip() == "first"
         assert c.run("cat /var/lib/cloud/data/instance-id", hide=True).stdout.strip() == instance
@@ -120,8 +137,10 @@ def test_cloud_init_runs_nova_user_data_from_the_config_drive(first, user_key):
         # cloud-init's /etc/hosts names the server and the mirror relayed into its namespace.
         assert m.name in c.run(f"getent hosts {m.name}", hide=True).stdout.split()[1:]
         assert c.run("getent hosts deb.debian.org", hide=True).stdout.split()[0] == "127.0.0.1"
-        head = c.run("curl -sS -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release",
-                     hide=True).stdout
+        head = c.run(
+            "curl -sS -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release",
+            hide=True,
+        ).stdout
         assert head == "200"
 
 
@@ -151,8 +170,10 @@ def test_two_machines_of_one_image_at_once(first, cloud_image, user_key):
         for nic, keys, name in ((a_nic, a_keys, a.name), (b_nic, b_keys, b.name)):
             with pinned_connection(nic.address, 22, "debian", user_key[0], keys) as c:
                 assert c.run("hostname", hide=True).stdout.strip() == name
-                assert c.sudo("cat /etc/queue-workers/x.env", hide=True).stdout.strip() == \
-                    f"QW_QUEUE=jobs-{name == a.name and 'a' or 'b'}"
+                assert (
+                    c.sudo("cat /etc/queue-workers/x.env", hide=True).stdout.strip()
+                    == f"QW_QUEUE=jobs-{(name == a.name and 'a') or 'b'}"
+                )
     finally:
         b.destroy()
     assert _leftovers(b) == []
@@ -175,7 +196,9 @@ def test_shutdown_snapshot_and_a_new_server_from_it(first, user_key):
 
     snap = tmp / "snapshot.tar"
     a.snapshot(snap)
-    listing = subprocess.run(["tar", "-tf", str(snap)], capture_output=True, text=True, check=True).stdout.split()
+    listing = subprocess.run(
+        ["tar", "-tf", str(snap)], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert "./etc/qw-baked" in listing and "./var/lib/docker/qw-probe" in listing
     assert not [p for p in listing if p.startswith("./var/lib/cloud/seed/config_drive/")]  # not the disk's
 

@@ -1,4 +1,5 @@
 """Fixtures for the bake tests: a bake key pair, the workload image archive, a real builder host."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ def builder_rootfs(builder_prereqs):
 def bake_key(tmp_path_factory):
     """An ed25519 key pair, as the bake makes for each run: (private key path, public key line)."""
     d = tmp_path_factory.mktemp("bake-key")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qw-bake-test", "-f", str(d / "id")],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qw-bake-test", "-f", str(d / "id")], check=True
+    )
     return str(d / "id"), (d / "id.pub").read_text().strip()
 
 
@@ -52,10 +54,16 @@ def workload_archive(builder_prereqs):
     from devenv.builder import image
 
     out = image.DEFAULT_OUTPUT
-    sources = [REPO_ROOT / "workload" / "Dockerfile", REPO_ROOT / "requirements.txt",
-               *(REPO_ROOT / "workload").rglob("*.py")]
-    if not out.exists() or not out.with_suffix(".json").exists() or \
-            out.stat().st_mtime < max(p.stat().st_mtime for p in sources):
+    sources = [
+        REPO_ROOT / "workload" / "Dockerfile",
+        REPO_ROOT / "requirements.txt",
+        *(REPO_ROOT / "workload").rglob("*.py"),
+    ]
+    if (
+        not out.exists()
+        or not out.with_suffix(".json").exists()
+        or out.stat().st_mtime < max(p.stat().st_mtime for p in sources)
+    ):
         image.build()
     return out
 

@@ -7,6 +7,7 @@ builder host is the real one (Debian rootfs, sshd, apt), so what runs is the ste
 cloud: fetch ``<repository>/gpg``, check the fingerprint, write a ``signed-by`` source for the
 host's architecture, ``apt-get update`` (apt checks the InRelease signature) and install.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,9 @@ pytestmark = pytest.mark.builder
 def docker_repo(builder_rootfs, tmp_path_factory):
     """The repository, built once for this file from the docker.io .deb the builder rootfs caches."""
     debs = sorted((builder_rootfs / "var" / "cache" / "apt" / "archives").glob("docker.io_*.deb"))
-    assert debs, "the builder rootfs has no docker.io .deb in its apt cache (devenv.builder.rootfs prefetches it)"
+    assert debs, (
+        "the builder rootfs has no docker.io .deb in its apt cache (devenv.builder.rootfs prefetches it)"
+    )
     with DockerRepo(tmp_path_factory.mktemp("docker-repo"), engine_deb=debs[-1]) as repo:
         yield repo
 
@@ -38,12 +41,18 @@ def _connect(host, bake_key):
 def _docker_ce(repo: DockerRepo, fingerprint: str | None = None) -> template.Template:
     """The template with docker-ce from `repo`, as `--docker-method docker-ce --docker-repository
     URL --docker-key-fingerprint FPR` loads it."""
-    return template.load(docker_method="docker-ce", docker_repository=repo.url,
-                         docker_key_fingerprint=fingerprint or repo.fingerprint)
+    return template.load(
+        docker_method="docker-ce",
+        docker_repository=repo.url,
+        docker_key_fingerprint=fingerprint or repo.fingerprint,
+    )
 
 
 def _installed(c, package: str) -> bool:
-    return c.run(f"dpkg-query -W -f='${{Status}}' {package}", warn=True, hide=True).stdout == "install ok installed"
+    return (
+        c.run(f"dpkg-query -W -f='${{Status}}' {package}", warn=True, hide=True).stdout
+        == "install ok installed"
+    )
 
 
 def test_docker_ce_installs_from_the_signed_repository(builder_host, bake_key, docker_repo):
@@ -57,11 +66,15 @@ def test_docker_ce_installs_from_the_signed_repository(builder_host, bake_key, d
             assert _installed(c, package), package
         arch = c.run("dpkg --print-architecture", hide=True).stdout.strip()
         source = c.run(f"cat {steps.DOCKER_SOURCE}", hide=True).stdout
-        assert source == f"deb [arch={arch} signed-by={steps.DOCKER_KEYRING}] {docker_repo.url} bookworm stable\n"
+        assert (
+            source
+            == f"deb [arch={arch} signed-by={steps.DOCKER_KEYRING}] {docker_repo.url} bookworm stable\n"
+        )
         # The keyring apt trusts for that source holds exactly the repository's key.
         listed = c.run(f"gpg --batch --with-colons --show-keys {steps.DOCKER_KEYRING}", hide=True).stdout
-        assert [line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:")] == \
-            [docker_repo.fingerprint]
+        assert [line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:")] == [
+            docker_repo.fingerprint
+        ]
         daemon = c.run("cat /etc/docker/daemon.json", hide=True).stdout
         assert '"max-size"' in daemon
 
@@ -75,7 +88,9 @@ def test_a_key_with_another_fingerprint_is_refused_before_apt_trusts_it(builder_
         assert docker_repo.fingerprint in str(err.value)
         assert template.DOCKER_CE_KEY_FINGERPRINT in str(err.value)
         # Nothing of the repository is left for apt to use, and nothing was installed.
-        leftovers = c.run(f"ls {steps.DOCKER_KEYRING}* {steps.DOCKER_SOURCE} 2>/dev/null", warn=True, hide=True)
+        leftovers = c.run(
+            f"ls {steps.DOCKER_KEYRING}* {steps.DOCKER_SOURCE} 2>/dev/null", warn=True, hide=True
+        )
         assert leftovers.stdout == ""
         assert not _installed(c, "docker-ce")
 
@@ -107,8 +122,9 @@ def test_the_docker_method_and_repository_are_part_of_the_template_content(docke
     assert len(hashes) == 3
 
 
-def test_fab_bake_template_with_docker_ce_makes_a_template_that_says_so(builder_rootfs, docker_repo, tmp_path,
-                                                                        workload_archive):
+def test_fab_bake_template_with_docker_ce_makes_a_template_that_says_so(
+    builder_rootfs, docker_repo, tmp_path, workload_archive
+):
     """The whole bake through `fab`, against the cloud stand-in and a real builder host: the
     docker-ce flags reach the builder and the template records its Docker method; a malformed
     fingerprint stops the bake before the cloud is touched."""
@@ -126,19 +142,46 @@ def test_fab_bake_template_with_docker_ce_makes_a_template_that_says_so(builder_
     from images import bake
 
     repo_root = Path(__file__).resolve().parents[2]
-    with CloudStandin(lambda pub, port: BuilderHost(authorized_key=pub, port=port),
-                      boot_seconds=0.2, snapshot_seconds=0.6) as cloud:
+    with CloudStandin(
+        lambda pub, port: BuilderHost(authorized_key=pub, port=port), boot_seconds=0.2, snapshot_seconds=0.6
+    ) as cloud:
         clouds = tmp_path / "clouds.yaml"
         clouds.write_text(yaml.safe_dump({"clouds": {"standin": cloud.cloud_config()}}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
-        fab = [str(Path(sys.executable).with_name("fab")), "-r", str(repo_root), "bake-template",
-               "--cloud", "standin", "--ssh-port", str(cloud.state.ssh_port), "--timeout", "60",
-               "--image-archive", str(workload_archive), "--manifest", str(tmp_path / "manifest.json")]
-        fpr = " ".join(docker_repo.fingerprint[i:i + 4] for i in range(0, 40, 4))  # as gpg prints it
-        run = subprocess.run([*fab, "--docker-method", "docker-ce", "--docker-repository", docker_repo.url,
-                              "--docker-key-fingerprint", fpr], capture_output=True, text=True, env=env,
-                             cwd=repo_root, timeout=600)
+        fab = [
+            str(Path(sys.executable).with_name("fab")),
+            "-r",
+            str(repo_root),
+            "bake-template",
+            "--cloud",
+            "standin",
+            "--ssh-port",
+            str(cloud.state.ssh_port),
+            "--timeout",
+            "60",
+            "--image-archive",
+            str(workload_archive),
+            "--manifest",
+            str(tmp_path / "manifest.json"),
+        ]
+        fpr = " ".join(docker_repo.fingerprint[i : i + 4] for i in range(0, 40, 4))  # as gpg prints it
+        run = subprocess.run(
+            [
+                *fab,
+                "--docker-method",
+                "docker-ce",
+                "--docker-repository",
+                docker_repo.url,
+                "--docker-key-fingerprint",
+                fpr,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo_root,
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         made = json.loads(run.stdout.strip().splitlines()[-1])
         conn = openstack.connect(**cloud.cloud_config()["auth"], region_name="RegionOne")
@@ -147,7 +190,13 @@ def test_fab_bake_template_with_docker_ce_makes_a_template_that_says_so(builder_
         assert cloud.state.leftovers()["servers"] == []
 
         # A bad fingerprint is refused before anything is created in the cloud.
-        run = subprocess.run([*fab, "--docker-method", "docker-ce", "--docker-key-fingerprint", "not-a-key"],
-                             capture_output=True, text=True, env=env, cwd=repo_root, timeout=120)
+        run = subprocess.run(
+            [*fab, "--docker-method", "docker-ce", "--docker-key-fingerprint", "not-a-key"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo_root,
+            timeout=120,
+        )
         assert run.returncode == 1
         assert "--docker-key-fingerprint = 'not-a-key': a key fingerprint is 40 hex digits" in run.stderr

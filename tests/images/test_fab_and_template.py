@@ -1,4 +1,5 @@
 """The fab task list and help, and the template definition (pure: no hosts, no cloud)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,12 +27,33 @@ def test_fab_list_shows_each_task_with_a_line_of_help():
     assert "Delete old template images" in lines["prune-templates"]
 
 
-@pytest.mark.parametrize("task,options", [
-    ("bake-template", ["--cloud", "--region", "--base-image", "--flavor", "--network", "--floating-ip-network",
-                       "--image-archive", "--image-reference", "--template-name", "--keep-builder-on-error",
-                       "--force", "--docker-method", "--ssh-port", "--ssh-source", "--manifest", "--timeout"]),
-    ("prune-templates", ["--keep", "--cloud", "--region", "--name", "--dry-run"]),
-])
+@pytest.mark.parametrize(
+    "task,options",
+    [
+        (
+            "bake-template",
+            [
+                "--cloud",
+                "--region",
+                "--base-image",
+                "--flavor",
+                "--network",
+                "--floating-ip-network",
+                "--image-archive",
+                "--image-reference",
+                "--template-name",
+                "--keep-builder-on-error",
+                "--force",
+                "--docker-method",
+                "--ssh-port",
+                "--ssh-source",
+                "--manifest",
+                "--timeout",
+            ],
+        ),
+        ("prune-templates", ["--keep", "--cloud", "--region", "--name", "--dry-run"]),
+    ],
+)
 def test_fab_help_documents_every_option(task, options):
     out = _fab("--help", task)
     assert out.returncode == 0, out.stderr
@@ -85,6 +107,10 @@ def test_every_bake_option_is_a_fab_option_with_its_help():
 def test_fab_values_become_typed_bake_options():
     from images.bake import DEFAULT_MANIFEST, BakeOptions
 
-    opts = BakeOptions.from_cli({"ssh_port": "2222", "timeout": "2.5", "image_archive": "a.tar", "force": True})
+    opts = BakeOptions.from_cli(
+        {"ssh_port": "2222", "timeout": "2.5", "image_archive": "a.tar", "force": True}
+    )
     assert (opts.ssh_port, opts.timeout, opts.image_archive, opts.force) == (2222, 2.5, Path("a.tar"), True)
-    assert BakeOptions.from_cli({}).manifest == DEFAULT_MANIFEST and BakeOptions.from_cli({}).timeout == 1800.0
+    assert (
+        BakeOptions.from_cli({}).manifest == DEFAULT_MANIFEST and BakeOptions.from_cli({}).timeout == 1800.0
+    )

@@ -1,4 +1,5 @@
 """The Fabric bake steps against a real builder host (Debian rootfs, sshd on loopback, pinned key)."""
+
 from __future__ import annotations
 
 import paramiko
@@ -35,8 +36,9 @@ def test_console_log_without_host_keys_is_an_error():
         host_keys_from_console("cloud-init: still booting\n")
 
 
-def test_bake_steps_install_docker_load_image_install_unit_and_generalise(builder_host, bake_key,
-                                                                         workload_archive):
+def test_bake_steps_install_docker_load_image_install_unit_and_generalise(
+    builder_host, bake_key, workload_archive
+):
     import json
 
     t = template.load()
@@ -52,11 +54,16 @@ def test_bake_steps_install_docker_load_image_install_unit_and_generalise(builde
         # The image loaded is the one `make image` built (same id), and it ran on the builder.
         assert facts["workload_image_id"] == record["image_id"]
         # The unit is in place, enabled for boot, and reads the env file cloud-init writes.
-        assert c.run("systemctl is-enabled queue-workers-consumer.service", hide=True).stdout.strip() == "enabled"
+        assert (
+            c.run("systemctl is-enabled queue-workers-consumer.service", hide=True).stdout.strip()
+            == "enabled"
+        )
         unit = c.run("cat /etc/systemd/system/queue-workers-consumer.service", hide=True).stdout
         assert "EnvironmentFile=/etc/queue-workers/consumer.env" in unit
-        assert c.run("cat /etc/queue-workers/image.env", hide=True).stdout.strip() == \
-            f"QW_WORKLOAD_IMAGE={t.workload_image}"
+        assert (
+            c.run("cat /etc/queue-workers/image.env", hide=True).stdout.strip()
+            == f"QW_WORKLOAD_IMAGE={t.workload_image}"
+        )
         # Generalised: no host keys, empty machine-id, the bake key gone, no apt lists.
         assert c.run("ls /etc/ssh/ | grep -c ssh_host_ || true", hide=True).stdout.strip() == "0"
         assert c.run("stat -c %s /etc/machine-id", hide=True).stdout.strip() == "0"

@@ -3,6 +3,7 @@ image loaded, and the baked unit starting the consumer container from the env fi
 would write, which then consumes from the local Zaqar. Then the same on the real base image
 debian-12 as the local cloud boots it (devenv.machines, real cloud-init), through the snapshot
 that is the template to a server of it that real cloud-init configures from its user data."""
+
 from __future__ import annotations
 
 import os
@@ -24,15 +25,18 @@ def nspawn_host(builder_rootfs, bake_key):
         yield host
 
 
-def test_unit_starts_the_consumer_container_which_drains_the_queue(nspawn_host, bake_key, workload_archive,
-                                                                   zaqar, queue_name):
+def test_unit_starts_the_consumer_container_which_drains_the_queue(
+    nspawn_host, bake_key, workload_archive, zaqar, queue_name
+):
     from workload.queues import open_queue
 
     t = template.load()
     keys = host_keys_from_console(nspawn_host.console_log())
     with pinned_connection(nspawn_host.address, 22, "debian", bake_key[0], keys) as c:
         assert c.run("systemctl is-system-running --wait", warn=True, hide=True).stdout.strip() in (
-            "running", "degraded")
+            "running",
+            "degraded",
+        )
         steps.run_all(c, t, bake_key[1], archive=workload_archive)
         assert c.run("systemctl is-active docker.service", hide=True).stdout.strip() == "active"
 
@@ -75,7 +79,8 @@ def _ssh_when_keys_printed(machine, address, key_path, timeout=180):
 
 
 def test_template_baked_on_the_cloud_image_boots_consumers_with_cloud_init(
-        bake_key, workload_archive, zaqar, queue_name, tmp_path):
+    bake_key, workload_archive, zaqar, queue_name, tmp_path
+):
     """The bake's steps on a server of the real base image debian-12 (devenv.machines, real
     cloud-init from a config drive); clean stop and snapshot give the template; a server of the
     template gets its env file from user data through cloud-init, and the baked unit starts the
@@ -96,8 +101,13 @@ def test_template_baked_on_the_cloud_image_boots_consumers_with_cloud_init(
     b_nic, m_nic = (Nic(f"fa:16:3e:00:22:{n:02x}", f"10.249.18.{n}", 24, "10.249.18.1") for n in (10, 11))
     snap = tmp_path / "template.tar"
     try:
-        write_config_drive(tmp_path / "drive-b", name=builder.name, public_key=bake_key[1],
-                           user_data="#cloud-config\n{}\n", nic=b_nic)
+        write_config_drive(
+            tmp_path / "drive-b",
+            name=builder.name,
+            public_key=bake_key[1],
+            user_data="#cloud-config\n{}\n",
+            nic=b_nic,
+        )
         builder.create(image, [b_nic], tmp_path / "drive-b", [])
         builder.start()
         t0 = time.monotonic()
@@ -115,10 +125,13 @@ def test_template_baked_on_the_cloud_image_boots_consumers_with_cloud_init(
         # (Measured here: at boot systemd drops the enabled unit's own start job, "ordering
         # cycle" with Debian's cloud-final.service, which is After=multi-user.target; so only
         # the runcmd starts it, and a reboot would not.)
-        user_data = (f"#cloud-config\nwrite_files:\n  - path: {t.env_file}\n    permissions: '0600'\n"
-                     f"    content: |\n{body}runcmd:\n  - [systemctl, start, --no-block, {t.unit_name}]\n")
-        write_config_drive(tmp_path / "drive-m", name=member.name, public_key=bake_key[1],
-                           user_data=user_data, nic=m_nic)
+        user_data = (
+            f"#cloud-config\nwrite_files:\n  - path: {t.env_file}\n    permissions: '0600'\n"
+            f"    content: |\n{body}runcmd:\n  - [systemctl, start, --no-block, {t.unit_name}]\n"
+        )
+        write_config_drive(
+            tmp_path / "drive-m", name=member.name, public_key=bake_key[1], user_data=user_data, nic=m_nic
+        )
         queue = open_queue("zaqar", q, **zaqar.queue_options)
         queue.ensure()
         queue.post([{"n": i} for i in range(5)])
@@ -127,7 +140,9 @@ def test_template_baked_on_the_cloud_image_boots_consumers_with_cloud_init(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "multi-user.target" not in member.console_output():
             time.sleep(0.5)
-        assert "Found ordering cycle" not in member.console_output(), "the consumer unit is in an ordering cycle"
+        assert "Found ordering cycle" not in member.console_output(), (
+            "the consumer unit is in an ordering cycle"
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and queue.stats().total > 0:
             assert member.running()

@@ -1,4 +1,5 @@
 """The built workload image (make image) runs the producer and consumer against the local Zaqar."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,6 @@ import time
 import uuid
 
 import pytest
-
-from devenv.builder import image
 
 pytestmark = pytest.mark.builder
 
@@ -32,36 +31,73 @@ def test_image_is_small_non_root_with_a_healthcheck(workload_archive):
     # Debian python3 + the five runtime packages: 189 MB measured; not the full perl (bookworm's
     # usrmerge brings 50 MB of it; only the essential perl-base stays), nor a system pip.
     assert record["archive_bytes"] < 220e6
-    listed = _podman("run", "--rm", "--entrypoint", "dpkg-query", record["tag"], "-W",
-                     "-f", "${db:Status-Abbrev} ${Package}\n", "perl", "libperl5.36", "usrmerge", "python3-pip")
+    listed = _podman(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "dpkg-query",
+        record["tag"],
+        "-W",
+        "-f",
+        "${db:Status-Abbrev} ${Package}\n",
+        "perl",
+        "libperl5.36",
+        "usrmerge",
+        "python3-pip",
+    )
     installed = [line.split()[-1] for line in listed.stdout.splitlines() if line.startswith("ii")]
     assert installed == [], f"installed in the image: {installed}"
     # The archive is a docker-archive (what `docker load` reads): one manifest naming the tag.
     import tarfile
+
     with tarfile.open(workload_archive) as tf:
         manifest = json.load(tf.extractfile("manifest.json"))
-    assert manifest[0]["RepoTags"] == [record["tag"].removeprefix("localhost/")] or \
-        manifest[0]["RepoTags"] == [record["tag"]]
+    assert manifest[0]["RepoTags"] == [record["tag"].removeprefix("localhost/")] or manifest[0][
+        "RepoTags"
+    ] == [record["tag"]]
 
 
 def test_image_producer_and_consumer_work_against_local_zaqar(zaqar, workload_archive):
     tag = json.loads(workload_archive.with_suffix(".json").read_text())["tag"]
     queue = f"img-{uuid.uuid4().hex[:10]}"
-    prod = _podman("run", "--rm", "--network", "host", *_env_args(zaqar, QW_QUEUE=queue), tag,
-                   "producer", "--ensure", "--count", "6", "-t", "0.01", "--invalid-share", "0",
-                   "--progress-every", "0")
+    prod = _podman(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *_env_args(zaqar, QW_QUEUE=queue),
+        tag,
+        "producer",
+        "--ensure",
+        "--count",
+        "6",
+        "-t",
+        "0.01",
+        "--invalid-share",
+        "0",
+        "--progress-every",
+        "0",
+    )
     assert prod.returncode == 0, prod.stderr
     assert json.loads(prod.stdout.splitlines()[-1])["sent"] == 6
 
     # The consumer as the baked unit runs it: settings only from the environment (the env file).
-    con = _podman("run", "--rm", "--network", "host",
-                  *_env_args(zaqar, QW_QUEUE=queue, QW_IDLE_EXIT="2", QW_EXEC="cat", QW_BATCH="3"),
-                  tag, "consumer")
+    con = _podman(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *_env_args(zaqar, QW_QUEUE=queue, QW_IDLE_EXIT="2", QW_EXEC="cat", QW_BATCH="3"),
+        tag,
+        "consumer",
+    )
     assert con.returncode == 0, con.stderr
     events = [json.loads(x) for x in con.stdout.splitlines() if x.startswith("{")]
     assert events[-1]["event"] == "summary" and events[-1]["done"] == 6
 
-    st = _podman("run", "--rm", "--network", "host", *_env_args(zaqar, QW_QUEUE=queue), tag, "status", "--json")
+    st = _podman(
+        "run", "--rm", "--network", "host", *_env_args(zaqar, QW_QUEUE=queue), tag, "status", "--json"
+    )
     assert st.returncode == 0, st.stderr
 
 
@@ -83,15 +119,31 @@ def test_healthcheck_follows_the_consumer_and_the_monitor(zaqar, workload_archiv
     tag = json.loads(workload_archive.with_suffix(".json").read_text())["tag"]
     queue = f"img-{uuid.uuid4().hex[:10]}"
     open_queue("zaqar", queue, **zaqar.queue_options).ensure()
-    roles = {"consumer": ["consumer"], "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"]}
+    roles = {
+        "consumer": ["consumer"],
+        "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"],
+    }
     names = {role: f"qw-hc-{role}-{uuid.uuid4().hex[:8]}" for role in roles}
     try:
         for role, argv in roles.items():
-            run = _podman("run", "-d", "--name", names[role], "--network", "host",
-                          *_env_args(zaqar, QW_QUEUE=queue, QW_EXEC="cat"), tag, *argv)
+            run = _podman(
+                "run",
+                "-d",
+                "--name",
+                names[role],
+                "--network",
+                "host",
+                *_env_args(zaqar, QW_QUEUE=queue, QW_EXEC="cat"),
+                tag,
+                *argv,
+            )
             assert run.returncode == 0, run.stderr
         for role, name in names.items():
-            wait_until(lambda: _healthcheck(name).returncode == 0, timeout=60, what=f"the {role} container to be healthy")
+            wait_until(
+                lambda: _healthcheck(name).returncode == 0,
+                timeout=60,
+                what=f"the {role} container to be healthy",
+            )
             assert _last_health_output(name).startswith(f"healthy: {role}: heartbeat")
             _podman("kill", name)
             _podman("wait", name, timeout=30)
@@ -105,15 +157,37 @@ def test_healthcheck_calls_a_consumer_or_monitor_that_never_reaches_its_queue_un
     from devenv.procs import free_port
 
     tag = json.loads(workload_archive.with_suffix(".json").read_text())["tag"]
-    env = ["-e", f"QW_ZAQAR_URL=http://127.0.0.1:{free_port()}", "-e", "QW_PROJECT=p", "-e", "QW_QUEUE=q",
-           "-e", "QW_EXEC=cat"]
-    roles = {"consumer": ["consumer"], "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"]}
+    env = [
+        "-e",
+        f"QW_ZAQAR_URL=http://127.0.0.1:{free_port()}",
+        "-e",
+        "QW_PROJECT=p",
+        "-e",
+        "QW_QUEUE=q",
+        "-e",
+        "QW_EXEC=cat",
+    ]
+    roles = {
+        "consumer": ["consumer"],
+        "monitor": ["monitor", "--dry-run", "-t", "0.5", "--consumer-log-dir", "/tmp"],
+    }
     names = {role: f"qw-hc-dead-{role}-{uuid.uuid4().hex[:8]}" for role in roles}
     try:
         for role, argv in roles.items():
             # No start period: the image's 20 s grace would make `healthcheck run` report "starting".
-            run = _podman("run", "-d", "--name", names[role], "--health-start-period", "0s", "--network", "host",
-                          *env, tag, *argv)
+            run = _podman(
+                "run",
+                "-d",
+                "--name",
+                names[role],
+                "--health-start-period",
+                "0s",
+                "--network",
+                "host",
+                *env,
+                tag,
+                *argv,
+            )
             assert run.returncode == 0, run.stderr
         time.sleep(3)  # running, and trying its queue
         for role, name in names.items():

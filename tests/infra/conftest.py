@@ -1,9 +1,10 @@
 """Fixtures of the infra tests: the example stacks rendered once under Pulumi's mocks."""
+
 from __future__ import annotations
 
 import pytest
-
 from infra_testlib import REPO, STACKS, rendered
+
 from infra import render as render_mod
 
 

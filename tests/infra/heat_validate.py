@@ -8,6 +8,7 @@ Calls that would reach the cloud (service availability, custom constraints such 
 ``glance.image``) are stubbed to "yes". Prints one JSON line per file, ``{"file", "ok", "error"}``,
 and exits 1 if any template was refused.
 """
+
 import json
 import sys
 import warnings
@@ -19,12 +20,11 @@ def _setup():
     import logging
 
     logging.disable(logging.WARNING)  # Heat lists every hidden resource type at start
+    from heat.common import config as _heat_config  # noqa: F401 - registers heat's options
     from oslo_config import cfg
 
-    from heat.common import config as _heat_config  # noqa: F401 - registers heat's options
     cfg.CONF([], project="heat", default_config_files=[])
-    from heat.engine import resources
-    from heat.engine import constraints, resource
+    from heat.engine import constraints, resource, resources
 
     resources.initialise()
     resource.Resource.is_service_available = classmethod(lambda cls, context: (True, None))
@@ -43,7 +43,10 @@ def _setup():
 
     stack_resource.StackResource.validate_nested_stack = lambda self: None
     nova.NovaClientPlugin.absolute_limits = lambda self: {
-        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240}
+        "maxServerMeta": 128,
+        "maxPersonality": 5,
+        "maxPersonalitySize": 10240,
+    }
 
 
 def validate(text: str) -> None:
@@ -53,8 +56,9 @@ def validate(text: str) -> None:
     ctx = context.RequestContext(user_id="u", project_id="p", is_admin=False, auth_token="t")
     tmpl = template.Template(template_format.parse(text), env=environment.Environment({}))
     params = tmpl.param_schemata()
-    env = environment.Environment({"parameters": {name: _sample(p) for name, p in params.items()
-                                                  if p.default is None}})
+    env = environment.Environment(
+        {"parameters": {name: _sample(p) for name, p in params.items() if p.default is None}}
+    )
     tmpl = template.Template(template_format.parse(text), env=env)
     st = stack.Stack(ctx, "validate", tmpl)
     _check_support_status(env, tmpl)
@@ -87,7 +91,7 @@ def main(paths):
             with open(path) as f:
                 validate(f.read())
             print(json.dumps({"file": path, "ok": True, "error": None}))
-        except Exception as exc:  # noqa: BLE001 - every refusal is reported
+        except Exception as exc:
             bad += 1
             print(json.dumps({"file": path, "ok": False, "error": f"{type(exc).__name__}: {exc}"}))
     return 1 if bad else 0

@@ -1,4 +1,5 @@
 """Helpers of the infra tests (a module of its own: several conftest.py files share one name)."""
+
 from __future__ import annotations
 
 import os

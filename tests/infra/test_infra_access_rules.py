@@ -8,6 +8,7 @@ queue pair is made by the stack's own dynamic provider with the owner's cloud cr
 used: each may do its job and nothing else (Keystone's refusal is a 401). Other tests share this
 Zaqar, so the queues here have unique names and only they are checked.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,16 @@ def _token(controlplane, identity: dict, scope: dict | None = None) -> str:
 def _owner(controlplane):
     from devenv import keystone
 
-    return {"methods": ["password"], "password": {"user": {
-        "name": keystone.DEMO_USER, "domain": {"name": "Default"}, "password": controlplane.secrets["demo"]}}}
+    return {
+        "methods": ["password"],
+        "password": {
+            "user": {
+                "name": keystone.DEMO_USER,
+                "domain": {"name": "Default"},
+                "password": controlplane.secrets["demo"],
+            }
+        },
+    }
 
 
 def _project() -> dict:
@@ -44,18 +53,29 @@ def _project() -> dict:
 
 
 def _credential_token(controlplane, owner_token: str, rules: list) -> str:
-    user = requests.get(f"{controlplane.url}/auth/tokens", headers={
-        "X-Auth-Token": owner_token, "X-Subject-Token": owner_token}, timeout=30).json()["token"]["user"]["id"]
-    r = requests.post(f"{controlplane.url}/users/{user}/application_credentials", headers={
-        "X-Auth-Token": owner_token}, json={"application_credential": {
-            "name": f"qw-test-{uuid.uuid4().hex[:8]}", "access_rules": rules}}, timeout=30)
+    user = requests.get(
+        f"{controlplane.url}/auth/tokens",
+        headers={"X-Auth-Token": owner_token, "X-Subject-Token": owner_token},
+        timeout=30,
+    ).json()["token"]["user"]["id"]
+    r = requests.post(
+        f"{controlplane.url}/users/{user}/application_credentials",
+        headers={"X-Auth-Token": owner_token},
+        json={"application_credential": {"name": f"qw-test-{uuid.uuid4().hex[:8]}", "access_rules": rules}},
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     cred = r.json()["application_credential"]
-    return _token(controlplane, {"methods": ["application_credential"],
-                                 "application_credential": {"id": cred["id"], "secret": cred["secret"]}})
+    return _token(
+        controlplane,
+        {
+            "methods": ["application_credential"],
+            "application_credential": {"id": cred["id"], "secret": cred["secret"]},
+        },
+    )
 
 
-def _all_queue_names(client: "Client") -> set[str]:
+def _all_queue_names(client: Client) -> set[str]:
     """Every queue the token's project has, page by page (Zaqar gives at most 20 a page)."""
     names: set[str] = set()
     params = {"limit": 20}
@@ -87,8 +107,15 @@ def pair(controlplane):
     import os
 
     name = f"qwrules-{uuid.uuid4().hex[:8]}"
-    props = {"backend": "zaqar", "name": name, "cloud": "local", "region": "", "url": controlplane.messaging_url,
-             "project": "", "policy": dataclasses.asdict(QueuePolicy(max_claims=3))}
+    props = {
+        "backend": "zaqar",
+        "name": name,
+        "cloud": "local",
+        "region": "",
+        "url": controlplane.messaging_url,
+        "project": "",
+        "policy": dataclasses.asdict(QueuePolicy(max_claims=3)),
+    }
     old = os.environ.get("OS_CLIENT_CONFIG_FILE")
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(controlplane.clouds_yaml)
     prov = QueuePairProvider()
@@ -118,16 +145,24 @@ def test_owner_made_both_queues_with_their_policy(controlplane, pair):
 def test_consumer_may_work_its_two_queues_and_nothing_else(controlplane, pair):
     name, outs, owner = pair
     dlq = outs["dead_letter_queue"]
-    z = Client(controlplane.messaging_url, _credential_token(controlplane, owner, access_rules.consumer_rules(name, dlq)))
+    z = Client(
+        controlplane.messaging_url,
+        _credential_token(controlplane, owner, access_rules.consumer_rules(name, dlq)),
+    )
     # its job
-    assert z("POST", f"/v2/queues/{name}/messages", json={"messages": [{"body": 1}, {"body": 2}]}).status_code == 201
+    assert (
+        z("POST", f"/v2/queues/{name}/messages", json={"messages": [{"body": 1}, {"body": 2}]}).status_code
+        == 201
+    )
     r = z("POST", f"/v2/queues/{name}/claims", json={"ttl": 60, "grace": 60}, params={"limit": 2})
     assert r.status_code == 201, r.text
     claim_id = r.headers["Location"].rstrip("/").split("/")[-1].split("?")[0]
     msgs = r.json()["messages"]
     assert z("PATCH", f"/v2/queues/{name}/claims/{claim_id}", json={"ttl": 120}).status_code == 204  # renew
     first = msgs[0]["href"].split("?")[0].split("/")[-1]
-    assert z("DELETE", f"/v2/queues/{name}/messages/{first}", params={"claim_id": claim_id}).status_code == 204
+    assert (
+        z("DELETE", f"/v2/queues/{name}/messages/{first}", params={"claim_id": claim_id}).status_code == 204
+    )
     assert z("DELETE", f"/v2/queues/{name}/claims/{claim_id}").status_code == 204  # release the rest
     assert z("POST", f"/v2/queues/{dlq}/messages", json={"messages": [{"body": "dead"}]}).status_code == 201
     # nothing else: Keystone refuses with 401

@@ -2,6 +2,7 @@
 
 The queue pair's provider against a real RabbitMQ is in test_infra_amqp_provider.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,9 @@ import base64
 import pytest
 import yaml
 
-from infra import config as C, hot, render as render_mod
+from infra import config as C
+from infra import hot
+from infra import render as render_mod
 
 BASE = {"cloud": "mycloud", "region": "RegionOne", "flavor": "m1.small", "network": "private"}
 URL = "amqps://qw-admin:s3cret-admin@rabbit.example.net:5671/prod"
@@ -50,18 +53,30 @@ def test_broker_url_is_a_secret_and_never_echoed():
     assert e.value.key == "amqpUrl" and "amqps://" in str(e.value) and "s3cret" not in str(e.value)
 
 
-@pytest.mark.parametrize("over,key,words", [
-    # the broker settings go with queueBackend amqp
-    ({"queueBackend": "zaqar", "amqpUrl": "", "amqpManagementUrl": "https://rabbit.example.net:15671"},
-     "amqpManagementUrl", "unless queueBackend is 'amqp'"),
-    ({"amqpManagementUrl": "https://admin:pw@rabbit.example.net:15671"}, "amqpManagementUrl",
-     "without user or password"),
-    ({"amqpConsumerUser": "qw-consumer"}, "amqpConsumerPassword", "amqpConsumerUser"),
-    ({"amqpMonitorPassword": "pw"}, "amqpMonitorUser", "amqpMonitorPassword"),
-    ({"amqpMonitorUser": "qw-monitor", "amqpMonitorPassword": "line one\nline-two-s3cret"}, "amqpMonitorPassword",
-     "one line"),
-    ({"consumerEnv": '{"QW_AMQP_URL": "amqp://x:s3cret@elsewhere/"}'}, "consumerEnv", "QW_AMQP_URL"),
-])
+@pytest.mark.parametrize(
+    "over,key,words",
+    [
+        # the broker settings go with queueBackend amqp
+        (
+            {"queueBackend": "zaqar", "amqpUrl": "", "amqpManagementUrl": "https://rabbit.example.net:15671"},
+            "amqpManagementUrl",
+            "unless queueBackend is 'amqp'",
+        ),
+        (
+            {"amqpManagementUrl": "https://admin:pw@rabbit.example.net:15671"},
+            "amqpManagementUrl",
+            "without user or password",
+        ),
+        ({"amqpConsumerUser": "qw-consumer"}, "amqpConsumerPassword", "amqpConsumerUser"),
+        ({"amqpMonitorPassword": "pw"}, "amqpMonitorUser", "amqpMonitorPassword"),
+        (
+            {"amqpMonitorUser": "qw-monitor", "amqpMonitorPassword": "line one\nline-two-s3cret"},
+            "amqpMonitorPassword",
+            "one line",
+        ),
+        ({"consumerEnv": '{"QW_AMQP_URL": "amqp://x:s3cret@elsewhere/"}'}, "consumerEnv", "QW_AMQP_URL"),
+    ],
+)
 def test_amqp_rules_name_the_key_and_never_echo_a_secret(over, key, words):
     with pytest.raises(C.ConfigError) as e:
         amqp(**over)
@@ -69,14 +84,20 @@ def test_amqp_rules_name_the_key_and_never_echo_a_secret(over, key, words):
 
 
 def test_env_files_plain_part_names_the_backend_secret_part_the_broker():
-    cfg = amqp(amqpManagementUrl="https://rabbit.example.net:15671", amqpConsumerUser="qw-consumer",
-               amqpConsumerPassword="c0nsumer-pw")
+    cfg = amqp(
+        amqpManagementUrl="https://rabbit.example.net:15671",
+        amqpConsumerUser="qw-consumer",
+        amqpConsumerPassword="c0nsumer-pw",
+    )
     plain = hot.consumer_env(cfg)
     assert plain["QW_QUEUE_BACKEND"] == "amqp"
     assert plain["QW_AMQP_MANAGEMENT_URL"] == "https://rabbit.example.net:15671"
     assert not any("s3cret" in v or "c0nsumer-pw" in v for v in plain.values())
-    assert hot.amqp_secret_env(cfg, "consumer") == {"QW_AMQP_URL": URL, "QW_AMQP_USER": "qw-consumer",
-                                                   "QW_AMQP_PASSWORD": "c0nsumer-pw"}
+    assert hot.amqp_secret_env(cfg, "consumer") == {
+        "QW_AMQP_URL": URL,
+        "QW_AMQP_USER": "qw-consumer",
+        "QW_AMQP_PASSWORD": "c0nsumer-pw",
+    }
     # no monitor user: the monitor logs in as amqpUrl's user
     assert hot.amqp_secret_env(cfg, "monitor") == {"QW_AMQP_URL": URL}
     assert hot.amqp_secret_env(load(), "consumer") == {} and "QW_AMQP_URL" not in hot.consumer_env(load())

@@ -1,5 +1,6 @@
 """Each role's broker user (infra.amqp_permissions) against a real RabbitMQ: what it needs passes,
 everything else is refused by the broker."""
+
 from __future__ import annotations
 
 import uuid
@@ -14,10 +15,22 @@ from workload.queues.retry import RetryPolicy
 
 def as_user(rabbitmq, role: str, name: str, grant: dict[str, str]):
     password = uuid.uuid4().hex
-    url = rabbitmq.add_user(f"{role}-{name}", password, configure=grant["configure"], write=grant["write"],
-                            read=grant["read"], tags=grant["tags"])
-    return open_queue("amqp", name, url=url, management_url=rabbitmq.management_url,
-                      retry_policy=RetryPolicy(attempts=1), timeout=10)
+    url = rabbitmq.add_user(
+        f"{role}-{name}",
+        password,
+        configure=grant["configure"],
+        write=grant["write"],
+        read=grant["read"],
+        tags=grant["tags"],
+    )
+    return open_queue(
+        "amqp",
+        name,
+        url=url,
+        management_url=rabbitmq.management_url,
+        retry_policy=RetryPolicy(attempts=1),
+        timeout=10,
+    )
 
 
 @pytest.fixture

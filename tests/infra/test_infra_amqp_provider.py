@@ -4,6 +4,7 @@ Pulumi's mocks never call a dynamic provider, so check/create/diff/update/delete
 directly, as the engine would, and the broker's state is read back through its management API as
 its administrator.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,16 @@ from workload.queues.base import QueuePolicy
 
 
 def props(rabbitmq, name: str, url: str | None = None, **policy) -> dict:
-    return {"backend": "amqp", "name": name, "cloud": "", "region": "", "project": "",
-            "url": url or rabbitmq.amqp_url, "management_url": rabbitmq.management_url,
-            "policy": dataclasses.asdict(QueuePolicy(**policy))}
+    return {
+        "backend": "amqp",
+        "name": name,
+        "cloud": "",
+        "region": "",
+        "project": "",
+        "url": url or rabbitmq.amqp_url,
+        "management_url": rabbitmq.management_url,
+        "policy": dataclasses.asdict(QueuePolicy(**policy)),
+    }
 
 
 def queue_doc(rabbitmq, name: str) -> dict | None:
@@ -88,7 +96,9 @@ def test_a_new_password_updates_another_vhost_replaces(rabbitmq, name):
     same_broker = props(rabbitmq, name, url=rabbitmq.amqp_url.replace("@", "x@", 1))
     diff = prov.diff(name, outs, same_broker)
     assert diff.changes and diff.replaces == []  # same queue, ensured again with the new login
-    other_vhost = props(rabbitmq, name, url=rabbitmq.amqp_url.rsplit("/", 1)[0] + "/" + quote("other", safe=""))
+    other_vhost = props(
+        rabbitmq, name, url=rabbitmq.amqp_url.rsplit("/", 1)[0] + "/" + quote("other", safe="")
+    )
     diff = prov.diff(name, outs, other_vhost)
     assert diff.replaces == ["url"] and diff.delete_before_replace
     assert not prov.diff(name, outs, props(rabbitmq, name)).changes

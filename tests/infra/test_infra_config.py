@@ -1,4 +1,5 @@
 """Every stack setting's validation: each error names the key, the value and what is allowed."""
+
 from __future__ import annotations
 
 import pytest
@@ -138,23 +139,43 @@ def test_each_bad_workload_option_value_is_named_with_the_option_own_range(key, 
 
 
 def test_every_setting_has_an_error_test():
-    tested = {k for k, _, _ in SINGLE + WORKLOAD} | {"cloud", "region", "flavor", "network", "consumerSecretEnv"}
+    tested = {k for k, _, _ in SINGLE + WORKLOAD} | {
+        "cloud",
+        "region",
+        "flavor",
+        "network",
+        "consumerSecretEnv",
+    }
     tested |= {"amqpUrl", "amqpConsumerPassword", "amqpMonitorPassword"}  # secrets: test_infra_amqp.py
     assert set(C.SETTINGS) - tested == set()
 
 
-@pytest.mark.parametrize("over,key,words", [
-    ({"minSize": "5", "maxSize": "3"}, "minSize", "at most maxSize (3)"),
-    ({"minSize": "2", "maxSize": "4", "desiredSize": "5"}, "desiredSize", "from minSize (2) to maxSize (4)"),
-    ({"minSize": "2", "maxSize": "4", "desiredSize": "1"}, "desiredSize", "from minSize (2) to maxSize (4)"),
-    ({"scalingPolicy": "threshold", "scaleUpThreshold": "10", "scaleDownThreshold": "10"}, "scaleDownThreshold",
-     "less than scaleUpThreshold (10)"),
-    ({"maxSize": "0", "minSize": "0"}, "maxSize", "at least 1"),
-    ({"maxSize": "2", "scaleUpStep": "3"}, "scaleUpStep", "at most maxSize (2)"),
-    ({"maxSize": "2", "rollingBatchSize": "3"}, "rollingBatchSize", "at most maxSize (2)"),
-    ({"messageTtl": "7200", "deadLetterTtl": "3600"}, "deadLetterTtl", "at least messageTtl (7200)"),
-    ({"consumerEnv": '{"QW_QUEUE": "other"}'}, "consumerEnv", "names the stack does not set itself"),
-])
+@pytest.mark.parametrize(
+    "over,key,words",
+    [
+        ({"minSize": "5", "maxSize": "3"}, "minSize", "at most maxSize (3)"),
+        (
+            {"minSize": "2", "maxSize": "4", "desiredSize": "5"},
+            "desiredSize",
+            "from minSize (2) to maxSize (4)",
+        ),
+        (
+            {"minSize": "2", "maxSize": "4", "desiredSize": "1"},
+            "desiredSize",
+            "from minSize (2) to maxSize (4)",
+        ),
+        (
+            {"scalingPolicy": "threshold", "scaleUpThreshold": "10", "scaleDownThreshold": "10"},
+            "scaleDownThreshold",
+            "less than scaleUpThreshold (10)",
+        ),
+        ({"maxSize": "0", "minSize": "0"}, "maxSize", "at least 1"),
+        ({"maxSize": "2", "scaleUpStep": "3"}, "scaleUpStep", "at most maxSize (2)"),
+        ({"maxSize": "2", "rollingBatchSize": "3"}, "rollingBatchSize", "at most maxSize (2)"),
+        ({"messageTtl": "7200", "deadLetterTtl": "3600"}, "deadLetterTtl", "at least messageTtl (7200)"),
+        ({"consumerEnv": '{"QW_QUEUE": "other"}'}, "consumerEnv", "names the stack does not set itself"),
+    ],
+)
 def test_cross_field_rules(over, key, words):
     with pytest.raises(C.ConfigError) as e:
         load(**over)
@@ -191,8 +212,13 @@ def test_secret_values_never_appear_in_errors():
 
 
 def test_yaml_values_typed_from_engine_strings():
-    cfg = load(minSize="0", maxSize="3", monitorEnabled="false", sshCidrs='["2001:db8::/32", "192.0.2.0/24"]',
-               templateImageProperties='{"qw_template": "consumer", "qw_version": 3}')
+    cfg = load(
+        minSize="0",
+        maxSize="3",
+        monitorEnabled="false",
+        sshCidrs='["2001:db8::/32", "192.0.2.0/24"]',
+        templateImageProperties='{"qw_template": "consumer", "qw_version": 3}',
+    )
     assert cfg.min_size == 0 and cfg.monitor_enabled is False
     assert cfg.ssh_cidrs == ("2001:db8::/32", "192.0.2.0/24")
     assert cfg.template_image_properties == {"qw_template": "consumer", "qw_version": "3"}

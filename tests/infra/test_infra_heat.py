@@ -2,6 +2,7 @@
 
 The validator runs in the Heat venv (openstack-heat 27); see heat_validate.py for what it stubs.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from infra_testlib import STACKS, heat_python, rendered
 
 from infra import hot
-
-from infra_testlib import STACKS, heat_python, rendered
 
 VALIDATOR = Path(__file__).with_name("heat_validate.py")
 
@@ -22,8 +22,9 @@ def run_validator(paths: list[Path]) -> dict[str, dict]:
     py = heat_python()
     if not py.exists():
         pytest.fail(f"the Heat venv is missing ({py}): run `make venv-openstack` (make test does)")
-    proc = subprocess.run([str(py), str(VALIDATOR), *map(str, paths)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [str(py), str(VALIDATOR), *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
@@ -47,17 +48,32 @@ def verdicts(tmp_path_factory) -> dict[str, dict]:
     good = rendered(STACKS[0]).template
     broken = {
         # a property Heat does not know on the scaling group
-        "broken-group-property.yaml": _edit(good, lambda t: t["resources"][hot.GROUP]["properties"].update(
-            {"max_sise": 3})),
+        "broken-group-property.yaml": _edit(
+            good, lambda t: t["resources"][hot.GROUP]["properties"].update({"max_sise": 3})
+        ),
         # a scaling policy pointing at a resource that does not exist
-        "broken-reference.yaml": _edit(good, lambda t: t["resources"][hot.SCALE_UP]["properties"].update(
-            {"auto_scaling_group_id": {"get_resource": "no_such_group"}})),
+        "broken-reference.yaml": _edit(
+            good,
+            lambda t: t["resources"][hot.SCALE_UP]["properties"].update(
+                {"auto_scaling_group_id": {"get_resource": "no_such_group"}}
+            ),
+        ),
         # an adjustment type Heat does not allow
-        "broken-allowed-value.yaml": _edit(good, lambda t: t["resources"][hot.SCALE_DOWN]["properties"].update(
-            {"adjustment_type": "halve"})),
+        "broken-allowed-value.yaml": _edit(
+            good, lambda t: t["resources"][hot.SCALE_DOWN]["properties"].update({"adjustment_type": "halve"})
+        ),
         # a retired resource type (Senlin is HIDDEN in Heat 27)
-        "broken-hidden-type.yaml": _edit(good, lambda t: t["resources"].update(
-            {"cluster": {"type": "OS::Senlin::Cluster", "properties": {"profile": "p", "desired_capacity": 1}}})),
+        "broken-hidden-type.yaml": _edit(
+            good,
+            lambda t: t["resources"].update(
+                {
+                    "cluster": {
+                        "type": "OS::Senlin::Cluster",
+                        "properties": {"profile": "p", "desired_capacity": 1},
+                    }
+                }
+            ),
+        ),
     }
     member_broken = hot.member_template(good)
     member_broken["resources"]["member"]["properties"]["flavour"] = "m1.small"
@@ -84,13 +100,16 @@ def test_heat_accepts_each_group_member(verdicts, name):
     assert verdicts[f"{name}-member.yaml"]["ok"], verdicts[f"{name}-member.yaml"]["error"]
 
 
-@pytest.mark.parametrize("fname,words", [
-    ("broken-group-property.yaml", "max_sise"),
-    ("broken-reference.yaml", "no_such_group"),
-    ("broken-allowed-value.yaml", "halve"),
-    ("broken-hidden-type.yaml", "OS::Senlin::Cluster"),
-    ("broken-member.yaml", "flavour"),
-])
+@pytest.mark.parametrize(
+    "fname,words",
+    [
+        ("broken-group-property.yaml", "max_sise"),
+        ("broken-reference.yaml", "no_such_group"),
+        ("broken-allowed-value.yaml", "halve"),
+        ("broken-hidden-type.yaml", "OS::Senlin::Cluster"),
+        ("broken-member.yaml", "flavour"),
+    ],
+)
 def test_heat_rejects_broken_templates(verdicts, fname, words):
     v = verdicts[fname]
     assert not v["ok"] and words in v["error"], v

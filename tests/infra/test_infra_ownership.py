@@ -5,18 +5,23 @@ the Heat stack's template (Heat deletes every resource of a stack it deletes), a
 pair's dynamic provider (whose delete drops both queues: proved against the real Zaqar in
 test_infra_zaqar_provider.py). Provider calls are reads.
 """
+
 from __future__ import annotations
 
 import pulumi
 import pytest
+from infra_testlib import STACKS
 
 from infra.render import render
 
-from infra_testlib import STACKS
-
 # Resource types Heat deletes with the stack, including what they make on the side (the scaling
 # policies' Keystone users in Heat's domain; the group's nested stack and its servers).
-HEAT_OWNED = {"OS::Heat::AutoScalingGroup", "OS::Heat::ScalingPolicy", "OS::Nova::ServerGroup", "OS::Nova::Server"}
+HEAT_OWNED = {
+    "OS::Heat::AutoScalingGroup",
+    "OS::Heat::ScalingPolicy",
+    "OS::Nova::ServerGroup",
+    "OS::Nova::Server",
+}
 READ_ONLY_CALLS = {"openstack:images/getImage:getImage"}
 
 

@@ -1,9 +1,11 @@
 """Each policy rule of infra/policies, on what the example stacks declare and on bad variants."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from infra_testlib import STACKS, rendered
 from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.policy import PolicyCustomTimeouts
 
@@ -12,14 +14,21 @@ from infra.components.image import bake_properties
 from infra.mocks import baked_image
 from infra.policies import rules
 
-from infra_testlib import STACKS, rendered
 
-
-def args(resource_type: str, props: dict, name: str = "r", config: dict | None = None) -> ResourceValidationArgs:
-    opts = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
-                                 custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
-    return ResourceValidationArgs(resource_type, props, f"urn:pulumi:s::p::{resource_type}::{name}", name, opts,
-                                  None, config)
+def args(
+    resource_type: str, props: dict, name: str = "r", config: dict | None = None
+) -> ResourceValidationArgs:
+    opts = PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+    )
+    return ResourceValidationArgs(
+        resource_type, props, f"urn:pulumi:s::p::{resource_type}::{name}", name, opts, None, config
+    )
 
 
 def violations(check, a: ResourceValidationArgs) -> list[str]:
@@ -35,24 +44,46 @@ def ssh(prefix, lo=22, hi=22, proto="tcp", direction="ingress"):
     return args(rules.SEC_GROUP_RULE, p)
 
 
-@pytest.mark.parametrize("a", [ssh("0.0.0.0/0"), ssh("::/0"), ssh(None), ssh("0.0.0.0/0", 1, 65535),
-                               ssh("0.0.0.0/0", None, None, proto=None)])
+@pytest.mark.parametrize(
+    "a",
+    [
+        ssh("0.0.0.0/0"),
+        ssh("::/0"),
+        ssh(None),
+        ssh("0.0.0.0/0", 1, 65535),
+        ssh("0.0.0.0/0", None, None, proto=None),
+    ],
+)
 def test_no_ssh_from_anywhere_refuses(a):
     found = violations(rules.check_no_open_ssh, a)
     assert len(found) == 1 and "SSH" in found[0] and "sshCidrs" in found[0]
 
 
-@pytest.mark.parametrize("a", [ssh("198.51.100.0/24"), ssh("0.0.0.0/0", 443, 443), ssh("0.0.0.0/0", proto="udp"),
-                               ssh("0.0.0.0/0", direction="egress")])
+@pytest.mark.parametrize(
+    "a",
+    [
+        ssh("198.51.100.0/24"),
+        ssh("0.0.0.0/0", 443, 443),
+        ssh("0.0.0.0/0", proto="udp"),
+        ssh("0.0.0.0/0", direction="egress"),
+    ],
+)
 def test_no_ssh_from_anywhere_allows(a):
     assert violations(rules.check_no_open_ssh, a) == []
 
 
 def _stack_args(template: dict, params: dict | None = None, config=None):
-    return args(rules.STACK_V1, {"templateOpts": {"Bin": hot.dump(template)},
-                                 "parameters": params if params is not None else
-                                 {"template_image_properties": json.dumps(bake_properties(baked_image()["properties"]))}},
-                name="workers-stack", config=config)
+    return args(
+        rules.STACK_V1,
+        {
+            "templateOpts": {"Bin": hot.dump(template)},
+            "parameters": params
+            if params is not None
+            else {"template_image_properties": json.dumps(bake_properties(baked_image()["properties"]))},
+        },
+        name="workers-stack",
+        config=config,
+    )
 
 
 def test_max_size_cap():
@@ -65,11 +96,16 @@ def test_max_size_cap():
     assert "max_size 500" in violations(rules.check_max_size_cap, _stack_args(big))[0]
 
 
-@pytest.mark.parametrize("policy,ok", [({"claim_ttl": 300, "claim_grace": 60}, True),
-                                       ({"claim_ttl": 59, "claim_grace": 60}, False),
-                                       ({"claim_ttl": 300, "claim_grace": 43201}, False),
-                                       ({"claim_ttl": "300", "claim_grace": 60}, False),
-                                       ({}, False)])
+@pytest.mark.parametrize(
+    "policy,ok",
+    [
+        ({"claim_ttl": 300, "claim_grace": 60}, True),
+        ({"claim_ttl": 59, "claim_grace": 60}, False),
+        ({"claim_ttl": 300, "claim_grace": 43201}, False),
+        ({"claim_ttl": "300", "claim_grace": 60}, False),
+        ({}, False),
+    ],
+)
 def test_claim_ttl_in_range(policy, ok):
     found = violations(rules.check_claim_ttl, args(rules.QUEUE_PAIR, {"name": "jobs", "policy": policy}))
     assert (found == []) == ok, found
@@ -111,8 +147,14 @@ def test_pack_module_builds_the_pack_from_these_rules():
 
     source = (Path(rules.__file__).with_name("__main__.py")).read_text()
     tree = ast.parse(source)
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PolicyPack"]
+    calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PolicyPack"
+    ]
     assert len(calls) == 1
     assert any(k.arg == "policies" and getattr(k.value, "id", "") == "POLICIES" for k in calls[0].keywords)
-    assert {p.name for p in rules.POLICIES} == {"no-ssh-from-anywhere", "max-size-under-cap",
-                                                "claim-ttl-in-range", "template-image-baked"}
+    assert {p.name for p in rules.POLICIES} == {
+        "no-ssh-from-anywhere",
+        "max-size-under-cap",
+        "claim-ttl-in-range",
+        "template-image-baked",
+    }

@@ -1,4 +1,5 @@
 """The Pulumi program of every example stack under Pulumi's own mocks (no cloud, no CLI)."""
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,10 @@ from infra.config import ConfigError
 from infra.mocks import MOCK_IMAGE_ID, MOCK_SECRET, baked_image
 from infra.render import render
 
-COMPONENTS = {"queue-workers:index:" + n for n in
-              ("WorkQueue", "TemplateImage", "Network", "Credentials", "WorkerGroup", "MonitorServer")}
+COMPONENTS = {
+    "queue-workers:index:" + n
+    for n in ("WorkQueue", "TemplateImage", "Network", "Credentials", "WorkerGroup", "MonitorServer")
+}
 PARENT = {  # child type -> the component that must own it
     "pulumi-python:dynamic/queue-workers:QueuePair": "queue-workers:index:WorkQueue",
     "openstack:networking/secGroup:SecGroup": "queue-workers:index:Network",
@@ -49,7 +52,9 @@ def test_resource_graph_and_parenting(stack):
         else:
             assert r.type in PARENT, f"undeclared kind of resource {r.type}"
             assert r.parent_types[-1] == PARENT[r.type], (r.name, r.urn)
-    assert types.count("openstack:identity/applicationCredential:ApplicationCredential") == (2 if monitor else 1)
+    assert types.count("openstack:identity/applicationCredential:ApplicationCredential") == (
+        2 if monitor else 1
+    )
     assert types.count("openstack:compute/instance:Instance") == (1 if monitor else 0)
 
 
@@ -70,8 +75,11 @@ def test_template_image_looked_up_by_name_and_properties(stack):
     assert calls[0]["mostRecent"] is True and calls[0]["region"] == cfg["queue-workers:region"]
     assert re.search(calls[0]["nameRegex"], "queue-workers-consumer-v1-20261123-190000")
     assert not re.search(calls[0]["nameRegex"], "queue-workers-consumer-old")
-    assert calls[0]["properties"] == {"qw_template_name": "queue-workers-consumer", "qw_bake_state": "complete",
-                                      **cfg.get("queue-workers:templateImageProperties", {})}
+    assert calls[0]["properties"] == {
+        "qw_template_name": "queue-workers-consumer",
+        "qw_bake_state": "complete",
+        **cfg.get("queue-workers:templateImageProperties", {}),
+    }
     assert {t for t, _ in stack.calls} == {"openstack:images/getImage:getImage"}  # reads only
 
 
@@ -80,7 +88,10 @@ def test_queue_pair_carries_policy_and_cloud(stack):
     cfg = yaml.safe_load(open(f"Pulumi.{stack.stack}.yaml"))["config"]
     assert q.inputs["name"] == cfg["queue-workers:queueName"]
     if cfg.get("queue-workers:queueBackend", "zaqar") == "zaqar":
-        assert q.inputs["cloud"] == cfg["queue-workers:cloud"] and q.inputs["region"] == cfg["queue-workers:region"]
+        assert (
+            q.inputs["cloud"] == cfg["queue-workers:cloud"]
+            and q.inputs["region"] == cfg["queue-workers:region"]
+        )
     else:  # the broker amqpUrl names, not the cloud (test_infra_amqp.py)
         assert q.inputs["backend"] == "amqp" and q.inputs["cloud"] == "" and q.inputs["url"]
     assert q.inputs["policy"]["claim_ttl"] == cfg["queue-workers:claimTtl"]
@@ -126,7 +137,10 @@ def test_hot_template_shape(stack):
     res = t["resources"]
     group = res[hot.GROUP]["properties"]
     assert res[hot.GROUP]["type"] == "OS::Heat::AutoScalingGroup"
-    assert group["min_size"] == cfg["queue-workers:minSize"] and group["max_size"] == cfg["queue-workers:maxSize"]
+    assert (
+        group["min_size"] == cfg["queue-workers:minSize"]
+        and group["max_size"] == cfg["queue-workers:maxSize"]
+    )
     assert group["rolling_updates"]["max_batch_size"] >= 1
     server = group["resource"]["properties"]
     assert group["resource"]["type"] == "OS::Nova::Server"
@@ -140,19 +154,25 @@ def test_hot_template_shape(stack):
     assert set(t["outputs"]) >= {hot.OUT_SCALE_UP_URL, hot.OUT_SCALE_DOWN_URL, hot.OUT_CURRENT_SIZE}
     ud = yaml.safe_load(server["user_data"]["str_replace"]["template"].split("\n", 1)[1])
     env = dict(line.split("=", 1) for line in ud["write_files"][0]["content"].splitlines())
-    assert env["QW_QUEUE"] == cfg["queue-workers:queueName"] and env["QW_REGION"] == cfg["queue-workers:region"]
+    assert (
+        env["QW_QUEUE"] == cfg["queue-workers:queueName"] and env["QW_REGION"] == cfg["queue-workers:region"]
+    )
     assert env["QW_CLAIM_TTL"] == str(cfg["queue-workers:claimTtl"])
     kind, target = cfg["queue-workers:handler"].split(":", 1)
     assert env[{"exec": "QW_EXEC", "http": "QW_HTTP", "python": "QW_PYTHON"}[kind]] == target
     assert env["QW_NO_BULK_DELETE"] == "true"  # the access rules refuse ?ids= bulk deletes
-    assert ud["write_files"][1]["append"] is True and ud["write_files"][1]["path"] == ud["write_files"][0]["path"]
+    assert (
+        ud["write_files"][1]["append"] is True
+        and ud["write_files"][1]["path"] == ud["write_files"][0]["path"]
+    )
     assert ["systemctl", "start", "--no-block", hot.CONSUMER_UNIT] in ud["runcmd"]
 
 
 def test_outputs_and_secrets(stack):
     seen = stack.inspected
-    assert seen["scale_up_url"].endswith(f"/stacks/queue-workers-{stack.stack}/workers-stack-id/resources/"
-                                         f"{hot.SCALE_UP}/signal")
+    assert seen["scale_up_url"].endswith(
+        f"/stacks/queue-workers-{stack.stack}/workers-stack-id/resources/{hot.SCALE_UP}/signal"
+    )
     assert seen["scale_down_url"].endswith(f"/resources/{hot.SCALE_DOWN}/signal")
     assert seen["consumer_secret_is_secret"] is True and seen["consumer_secret"] == MOCK_SECRET
     # what the engine is handed as secret (encrypted in state, masked in output)
@@ -185,12 +205,18 @@ def test_credentials_access_rules(stack):
         assert ("POST", f"/v2/queues/{queue}/claims") in paths
         assert ("DELETE", f"/v2/queues/{queue}/messages/*") in paths
     assert {r["service"] for r in consumer["accessRules"]} == {"messaging"}
-    assert all(r["path"].startswith((f"/v2/queues/{q}/", f"/v2/queues/{q}-dlq/")) for r in consumer["accessRules"])
-    assert not any(r["method"] == "DELETE" and r["path"] in (f"/v2/queues/{q}", f"/v2/queues/{q}-dlq")
-                   for r in consumer["accessRules"])
+    assert all(
+        r["path"].startswith((f"/v2/queues/{q}/", f"/v2/queues/{q}-dlq/")) for r in consumer["accessRules"]
+    )
+    assert not any(
+        r["method"] == "DELETE" and r["path"] in (f"/v2/queues/{q}", f"/v2/queues/{q}-dlq")
+        for r in consumer["accessRules"]
+    )
     if "credentials-monitor" in creds:
         rules = creds["credentials-monitor"]["accessRules"]
-        assert {(r["service"], r["method"]) for r in rules if r["service"] == "messaging"} == {("messaging", "GET")}
+        assert {(r["service"], r["method"]) for r in rules if r["service"] == "messaging"} == {
+            ("messaging", "GET")
+        }
         for r in rules:
             if r["service"] == "orchestration":
                 assert r["path"].startswith(f"/v1/*/stacks/queue-workers-{stack.stack}")
@@ -206,15 +232,22 @@ def test_missing_template_image_names_image_region_and_fix():
 
 
 def test_most_recent_matching_image_is_used():
-    r = render("iad", images=[baked_image(image_id="old"), baked_image(image_id="new"),
-                              baked_image(image_id="v2", version=2)])  # iad asks for version 1
+    r = render(
+        "iad",
+        images=[
+            baked_image(image_id="old"),
+            baked_image(image_id="new"),
+            baked_image(image_id="v2", version=2),
+        ],
+    )  # iad asks for version 1
     assert one(r, "StackV1").inputs["parameters"]["image"] == "new"
 
 
 def test_config_error_raised_before_any_resource():
     with pytest.raises(ConfigError) as e:
-        render("iad", cfg_override={"cloud": "c", "region": "R", "flavor": "f", "network": "n",
-                                    "claimTtl": 30})
+        render(
+            "iad", cfg_override={"cloud": "c", "region": "R", "flavor": "f", "network": "n", "claimTtl": 30}
+        )
     assert e.value.key == "claimTtl"
     r = render("dfw")  # a later good run still works in the same process
     assert of_type(r, "StackV1")
@@ -240,7 +273,8 @@ def test_identity_endpoint_from_clouds_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
     (tmp_path / "clouds.yaml").write_text(
         "clouds:\n  lab:\n    auth: {auth_url: 'https://keystone.lab.example/v3', username: u, password: p,"
-        " project_name: p}\n    region_name: R\n")
+        " project_name: p}\n    region_name: R\n"
+    )
     r = render("iad", cfg_override={"cloud": "lab", "region": "R", "flavor": "f", "network": "n"})
     creds = base64.b64decode(one(r, "StackV1").inputs["parameters"]["credentials_env_b64"]).decode()
     assert "OS_AUTH_URL=https://keystone.lab.example/v3" in creds
@@ -251,16 +285,17 @@ def test_entry_point_declares_the_stack_as_pulumi_runs_it():
     import runpy
 
     import pulumi
-    from pulumi.runtime import config as rc, mocks as pm
+    from infra_testlib import REPO
+    from pulumi.runtime import config as rc
+    from pulumi.runtime import mocks as pm
 
     from infra.mocks import RecordingMonitor, StackMocks
     from infra.render import flatten
 
-    from infra_testlib import REPO
-
     mocks = StackMocks(stack="iad")
-    pulumi.runtime.set_mocks(mocks, project="queue-workers", stack="iad", preview=False,
-                             monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_mocks(
+        mocks, project="queue-workers", stack="iad", preview=False, monitor=RecordingMonitor(mocks)
+    )
     config, secrets = flatten(yaml.safe_load((REPO / "Pulumi.iad.yaml").read_text()))
     rc.set_all_config(config, secrets)
 
@@ -269,17 +304,23 @@ def test_entry_point_declares_the_stack_as_pulumi_runs_it():
         runpy.run_path(str(REPO / "infra"), run_name="__main__")
 
     run()
-    assert {r.type for r in mocks.resources} >= {"openstack:orchestration/stackV1:StackV1",
-                                                  "queue-workers:index:WorkQueue"}
+    assert {r.type for r in mocks.resources} >= {
+        "openstack:orchestration/stackV1:StackV1",
+        "queue-workers:index:WorkQueue",
+    }
 
 
 def _env_names(mode: str) -> set[str]:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "workload", mode, "--help"], capture_output=True, text=True,
-                         timeout=60, env={k: v for k, v in __import__("os").environ.items()
-                                          if not k.startswith("QW_")})
+    out = subprocess.run(
+        [sys.executable, "-m", "workload", mode, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in __import__("os").environ.items() if not k.startswith("QW_")},
+    )
     assert out.returncode == 0, out.stderr
     return set(re.findall(r"\$(QW_[A-Z0-9_]+)", out.stdout))
 

@@ -13,6 +13,7 @@ rules may find, read, signal and PATCH its own stack and nothing else.
 The control plane is the session's ``controlplane`` (tests/conftest.py), shared with other tests:
 the stacks here have unique names and only they are checked.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,15 +21,26 @@ import uuid
 
 import pytest
 
-from infra import access_rules, hot
 from devenv.heat import NO_NOVA_ENVIRONMENT, wait_stack, without_glance
+from infra import access_rules, hot
 from infra.render import render
 
 pytestmark = pytest.mark.controlplane
 
-CONFIG = {"cloud": "local", "region": "RegionOne", "flavor": "m1.small", "network": "private",
-          "identityEndpoint": "http://127.0.0.1:5000/v3", "minSize": 1, "desiredSize": 2, "maxSize": 6,
-          "scaleUpStep": 2, "scaleUpCooldown": 0, "scaleDownCooldown": 0, "queueName": "jobs"}
+CONFIG = {
+    "cloud": "local",
+    "region": "RegionOne",
+    "flavor": "m1.small",
+    "network": "private",
+    "identityEndpoint": "http://127.0.0.1:5000/v3",
+    "minSize": 1,
+    "desiredSize": 2,
+    "maxSize": 6,
+    "scaleUpStep": 2,
+    "scaleUpCooldown": 0,
+    "scaleDownCooldown": 0,
+    "queueName": "jobs",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +49,6 @@ def heat(heat_session):
     from keystoneauth1 import adapter
 
     return adapter.Adapter(heat_session, service_type="orchestration", interface="public")
-
-
 
 
 def _output(heat, path, key):
@@ -60,12 +70,22 @@ def own_stack(heat):
     """The stack `pulumi up` would create (servers mapped to OS::Heat::None); deleted at the end."""
     template = without_glance(render("iad", cfg_override=CONFIG).template)
     name = f"queue-workers-test-{uuid.uuid4().hex[:8]}"
-    resp = heat.post("/stacks", json={
-        "stack_name": name, "template": template, "environment": NO_NOVA_ENVIRONMENT, "timeout_mins": 5,
-        "parameters": {hot.P_IMAGE: "consumer-template", hot.P_SECURITY_GROUP: "sg",
-                       hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
-                       hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer"},
-                       hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab"}})
+    resp = heat.post(
+        "/stacks",
+        json={
+            "stack_name": name,
+            "template": template,
+            "environment": NO_NOVA_ENVIRONMENT,
+            "timeout_mins": 5,
+            "parameters": {
+                hot.P_IMAGE: "consumer-template",
+                hot.P_SECURITY_GROUP: "sg",
+                hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",
+                hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer"},
+                hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab",
+            },
+        },
+    )
     path = f"/stacks/{name}/{resp.json()['stack']['id']}"
     try:
         stack = wait_stack(heat, path)
@@ -81,8 +101,17 @@ def own_stack(heat):
 def other_stack(heat):
     """Another stack of the same project, which the monitor's credential must not touch."""
     name = f"someone-else-{uuid.uuid4().hex[:6]}"
-    resp = heat.post("/stacks", json={"stack_name": name, "timeout_mins": 5, "template": {
-        "heat_template_version": hot.HOT_VERSION, "resources": {"nothing": {"type": "OS::Heat::None"}}}})
+    resp = heat.post(
+        "/stacks",
+        json={
+            "stack_name": name,
+            "timeout_mins": 5,
+            "template": {
+                "heat_template_version": hot.HOT_VERSION,
+                "resources": {"nothing": {"type": "OS::Heat::None"}},
+            },
+        },
+    )
     path = f"/stacks/{name}/{resp.json()['stack']['id']}"
     try:
         assert wait_stack(heat, path)["stack_status"] == "CREATE_COMPLETE"
@@ -114,15 +143,28 @@ def test_keystone_accepts_both_credentials_access_rules(controlplane):
     session = controlplane.session("local")
     ks = adapter.Adapter(session, service_type="identity", interface="public")
     user = session.get_user_id()
-    rules = {"consumer": access_rules.consumer_rules("jobs", "jobs-dlq"),
-             "monitor": access_rules.monitor_rules("jobs", "jobs-dlq", "queue-workers-iad")}
+    rules = {
+        "consumer": access_rules.consumer_rules("jobs", "jobs-dlq"),
+        "monitor": access_rules.monitor_rules("jobs", "jobs-dlq", "queue-workers-iad"),
+    }
     for role, wanted in rules.items():
-        body = {"application_credential": {"name": f"qw-test-{role}-{uuid.uuid4().hex[:6]}",
-                                           "access_rules": wanted, "roles": [{"name": "member"}]}}
+        body = {
+            "application_credential": {
+                "name": f"qw-test-{role}-{uuid.uuid4().hex[:6]}",
+                "access_rules": wanted,
+                "roles": [{"name": "member"}],
+            }
+        }
         r = ks.post(f"/users/{user}/application_credentials", json=body, raise_exc=False)
         if r.status_code != 201:
             tok = ks.get("/auth/tokens", headers={"X-Subject-Token": session.get_token()}).json()["token"]
-            print("token of the refused request:", user, [x["name"] for x in tok.get("roles", [])], tok.get("project"), tok.get("methods"))
+            print(
+                "token of the refused request:",
+                user,
+                [x["name"] for x in tok.get("roles", [])],
+                tok.get("project"),
+                tok.get("methods"),
+            )
         assert r.status_code == 201, r.text
         cred = r.json()["application_credential"]
         try:
@@ -138,18 +180,32 @@ def _app_credential_token(controlplane, rules: list) -> str:
 
     session = controlplane.session("local")
     ks = adapter.Adapter(session, service_type="identity", interface="public")
-    r = ks.post(f"/users/{session.get_user_id()}/application_credentials", json={"application_credential": {
-        "name": f"qw-test-{uuid.uuid4().hex[:8]}", "access_rules": rules}}, raise_exc=False)
+    r = ks.post(
+        f"/users/{session.get_user_id()}/application_credentials",
+        json={"application_credential": {"name": f"qw-test-{uuid.uuid4().hex[:8]}", "access_rules": rules}},
+        raise_exc=False,
+    )
     assert r.status_code == 201, r.text
     cred = r.json()["application_credential"]
-    r = ks.post("/auth/tokens", json={"auth": {"identity": {"methods": ["application_credential"],
-                "application_credential": {"id": cred["id"], "secret": cred["secret"]}}}}, raise_exc=False)
+    r = ks.post(
+        "/auth/tokens",
+        json={
+            "auth": {
+                "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": {"id": cred["id"], "secret": cred["secret"]},
+                }
+            }
+        },
+        raise_exc=False,
+    )
     assert r.status_code == 201, r.text
     return r.headers["X-Subject-Token"]
 
 
-def test_monitor_credential_may_only_signal_read_and_update_its_own_stack(controlplane, heat, own_stack,
-                                                                           other_stack):
+def test_monitor_credential_may_only_signal_read_and_update_its_own_stack(
+    controlplane, heat, own_stack, other_stack
+):
     import requests
 
     own_name = own_stack.split("/")[2]
@@ -178,6 +234,10 @@ def test_monitor_credential_may_only_signal_read_and_update_its_own_stack(contro
         call("POST", f"{other_stack}/resources/{hot.SCALE_UP}/signal"),
         call("PATCH", other_stack, json={"parameters": {}}),
         call("GET", "/stacks"),
-        call("POST", "/stacks", json={"stack_name": "x", "template": {"heat_template_version": hot.HOT_VERSION}}),
+        call(
+            "POST",
+            "/stacks",
+            json={"stack_name": "x", "template": {"heat_template_version": hot.HOT_VERSION}},
+        ),
     ]
     assert [r.status_code for r in refused] == [401] * len(refused)

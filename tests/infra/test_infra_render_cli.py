@@ -1,4 +1,5 @@
 """`python -m infra render --stack NAME`, as a user runs it (a real subprocess, no cloud)."""
+
 from __future__ import annotations
 
 import os
@@ -7,14 +8,14 @@ import sys
 
 import pytest
 import yaml
-
 from infra_testlib import REPO, STACKS
 
 
 def run(*argv, cwd=REPO):
     env = {k: v for k, v in os.environ.items() if k != "PULUMI_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "infra", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "infra", *argv], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 @pytest.mark.parametrize("name", STACKS)
@@ -24,7 +25,10 @@ def test_render_prints_template_on_stdout_and_resources_on_stderr(name):
     t = yaml.safe_load(p.stdout)
     assert t["heat_template_version"] and "group" in t["resources"]
     assert f"stack {name}:" in p.stderr
-    assert "openstack:orchestration/stackV1:StackV1" in p.stderr and "parent=queue-workers:index:WorkerGroup" in p.stderr
+    assert (
+        "openstack:orchestration/stackV1:StackV1" in p.stderr
+        and "parent=queue-workers:index:WorkerGroup" in p.stderr
+    )
     assert "Warning" not in p.stderr and "Traceback" not in p.stderr
 
 
@@ -45,7 +49,10 @@ def test_bad_stack_config_names_the_key(tmp_path):
     bad["config"]["queue-workers:claimTtl"] = 30
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(bad))
     p = run("render", "--stack", "bad", "--project-dir", str(tmp_path))
-    assert p.returncode == 2 and "queue-workers:claimTtl='30' is not allowed: an integer from 60 to 43200" in p.stderr
+    assert (
+        p.returncode == 2
+        and "queue-workers:claimTtl='30' is not allowed: an integer from 60 to 43200" in p.stderr
+    )
 
 
 def test_help_and_settings():

@@ -6,6 +6,7 @@ servers' cloud-init would write are read back from the rendered user data and pa
 workload's own parser, as the container would see them; every option must hold the stack's value.
 No list of settings is kept here: a new option with a stack key is tested by being declared.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-
-from infra import config as C, hot
-from infra.render import flatten, render, stack_file, stack_names
 from infra_testlib import _look
+
+from infra import config as C
+from infra import hot
+from infra.render import flatten, render, stack_file, stack_names
 
 
 def _other_value(s: C.Setting) -> Any:
@@ -58,8 +60,11 @@ def _every_option_set(name: str) -> dict[str, Any]:
 
 def _env(user_data: str) -> dict[str, str]:
     doc = yaml.safe_load(user_data.split("\n", 1)[1])
-    return dict(line.split("=", 1) for line in doc["write_files"][0]["content"].splitlines()
-                if line and not line.startswith("#"))
+    return dict(
+        line.split("=", 1)
+        for line in doc["write_files"][0]["content"].splitlines()
+        if line and not line.startswith("#")
+    )
 
 
 def _parse(mode: str, env: dict[str, str], monkeypatch):
@@ -80,8 +85,10 @@ def test_every_workload_option_of_a_stack_reaches_the_process(name, policy, monk
     cfg = C.load(raw, _secrets(name))
     r = render(name, cfg_override=raw, secret_keys=_secrets(name), inspect=_look)
     member = r.template["resources"][hot.GROUP]["properties"]["resource"]["properties"]
-    envs = {"consumer": _env(member["user_data"]["str_replace"]["template"]),
-            "monitor": _env(r.inspected["monitor_user_data"])}
+    envs = {
+        "consumer": _env(member["user_data"]["str_replace"]["template"]),
+        "monitor": _env(r.inspected["monitor_user_data"]),
+    }
     args = {mode: _parse(mode, env, monkeypatch) for mode, env in envs.items()}
     checked = 0
     for s in C.SCHEMA:
@@ -98,14 +105,16 @@ def test_every_workload_option_of_a_stack_reaches_the_process(name, policy, monk
     p = policy_from_args(args["monitor"])
     assert p.name == policy
     for f in dataclasses.fields(p.config):
-        key = next((s.key for s in C.SCHEMA for prog, o in s.feeds if prog == "monitor" and o.name == f.name),
-                   None)
+        key = next(
+            (s.key for s in C.SCHEMA for prog, o in s.feeds if prog == "monitor" and o.name == f.name), None
+        )
         if key:
             assert getattr(p.config, f.name) == getattr(cfg, re_snake(key)), key
 
 
 def re_snake(key: str) -> str:
     import re
+
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
 
 

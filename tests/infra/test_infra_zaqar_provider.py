@@ -3,6 +3,7 @@
 Pulumi's mocks never call a dynamic provider, so its check/create/diff/update/delete are called
 here directly, as the engine would, and the queues are read back over Zaqar's own HTTP API.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,15 @@ def metadata(zaqar, name: str) -> dict:
 
 def props(zaqar, name: str, **policy) -> dict:
     p = dataclasses.asdict(QueuePolicy(**policy))
-    return {"backend": "zaqar", "name": name, "cloud": "", "region": "", "url": zaqar.url,
-            "project": zaqar.project, "policy": p}
+    return {
+        "backend": "zaqar",
+        "name": name,
+        "cloud": "",
+        "region": "",
+        "url": zaqar.url,
+        "project": zaqar.project,
+        "policy": p,
+    }
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ member *and* the oldest healthy one); and the mark is a PATCH of a resource of t
 stack, whose name exists only once the stack does, so the monitor's access rules could not keep
 it to its own group. Heat's own order needs neither.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,7 +100,9 @@ def choose_leavers(members: Sequence[Member], k: int, leaving: Iterable[str] = (
     return [m for m in healthy(members) if m.name not in gone][:k]
 
 
-def removable(drains: Sequence[Drain], members: Sequence[Member], now: float) -> tuple[list[Drain], list[Drain]]:
+def removable(
+    drains: Sequence[Drain], members: Sequence[Member], now: float
+) -> tuple[list[Drain], list[Drain]]:
     """Which asked drains can be removed now: ``(ready, timed_out)``.
 
     A drain is ready when its member has drained (server SHUTOFF or gone) and timed out when
@@ -131,4 +134,4 @@ def to_cancel(drains: Sequence[Drain], members: Sequence[Member], wanted: int) -
     by_name = {m.name: m for m in members}
     live = [d for d in drains if d.member in by_name and not by_name[d.member].drained]
     live.sort(key=lambda d: d.asked_at, reverse=True)
-    return live[:max(0, wanted)]
+    return live[: max(0, wanted)]

@@ -17,6 +17,7 @@ Nova calls (the monitor's access rules allow exactly these): ``GET /servers/deta
 ``PUT`` / ``DELETE /servers/{id}/metadata/qw_drain``. Heat calls: the stack's resources with
 ``nested_depth=1``, then the Heat actuator's own resize.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,10 +42,16 @@ class DrainingActuator(Actuator):
     :param log: called with a dict for every drain asked, called off, finished or timed out
     """
 
-    def __init__(self, heat: HeatActuator, *, deadline_s: float = DEFAULT_DEADLINE_S,
-                 interface: str = "public", region_name: str | None = None,
-                 clock: Callable[[], float] = time.time,
-                 log: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        heat: HeatActuator,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        interface: str = "public",
+        region_name: str | None = None,
+        clock: Callable[[], float] = time.time,
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ):
         from keystoneauth1 import adapter
 
         if not deadline_s > 0:
@@ -53,8 +60,9 @@ class DrainingActuator(Actuator):
         self.deadline_s = deadline_s
         self._clock = clock
         self._log = log or (lambda record: None)
-        self._compute = adapter.Adapter(heat._session, service_type="compute", interface=interface,
-                                        region_name=region_name)
+        self._compute = adapter.Adapter(
+            heat._session, service_type="compute", interface=interface, region_name=region_name
+        )
 
     # --- the Actuator interface --------------------------------------------------------------
     def observe(self) -> GroupState:
@@ -81,8 +89,12 @@ class DrainingActuator(Actuator):
             for m in leavers:
                 self._set_drain(m, deadline)
             names = ", ".join(m.name for m in leavers) or "none"
-            return ApplyResult(desired, stay, stay - len(leavers),
-                               f"asked {len(leavers)} to drain ({names}) by {deadline:.0f}")
+            return ApplyResult(
+                desired,
+                stay,
+                stay - len(leavers),
+                f"asked {len(leavers)} to drain ({names}) by {deadline:.0f}",
+            )
         if desired > stay:
             called_off = drain.to_cancel(drains, members, desired - stay)
             for d in called_off:
@@ -101,8 +113,8 @@ class DrainingActuator(Actuator):
     def _look(self) -> tuple[list[drain.Member], list[drain.Drain]]:
         """The members (Heat's view joined with Nova's) and the drains asked of them."""
         resources = self.heat._request(
-            "GET", f"{self.heat._path}/resources", params={"nested_depth": 1},
-            what="the group's members")["resources"]
+            "GET", f"{self.heat._path}/resources", params={"nested_depth": 1}, what="the group's members"
+        )["resources"]
         servers = self._servers()
         members, drains = [], []
         for r in resources:
@@ -111,13 +123,17 @@ class DrainingActuator(Actuator):
             server_id = r.get("physical_resource_id") or None
             server = servers.get(server_id) if server_id else None
             status = server["status"] if server else ("DELETED" if server_id else None)
-            members.append(drain.Member(r["resource_name"], r["resource_status"],
-                                        r.get("creation_time") or "", server_id, status))
+            members.append(
+                drain.Member(
+                    r["resource_name"], r["resource_status"], r.get("creation_time") or "", server_id, status
+                )
+            )
             meta = (server or {}).get("metadata") or {}
             if drain.DRAIN_KEY in meta:
                 deadline = _float(meta[drain.DRAIN_KEY])
-                drains.append(drain.Drain(r["resource_name"], server_id,
-                                          deadline - self.deadline_s, deadline))
+                drains.append(
+                    drain.Drain(r["resource_name"], server_id, deadline - self.deadline_s, deadline)
+                )
         return members, drains
 
     def _servers(self) -> dict[str, dict]:
@@ -130,10 +146,14 @@ class DrainingActuator(Actuator):
     def _set_drain(self, member: drain.Member, deadline: float) -> None:
         if member.server_id is None:
             return  # not created yet: nothing to drain, Heat's removal is harmless
-        self._nova("PUT", f"/servers/{member.server_id}/metadata/{drain.DRAIN_KEY}",
-                   json={"meta": {drain.DRAIN_KEY: f"{deadline:.0f}"}})
-        self._log({"event": "drain", "member": member.name, "server": member.server_id,
-                   "deadline": round(deadline)})
+        self._nova(
+            "PUT",
+            f"/servers/{member.server_id}/metadata/{drain.DRAIN_KEY}",
+            json={"meta": {drain.DRAIN_KEY: f"{deadline:.0f}"}},
+        )
+        self._log(
+            {"event": "drain", "member": member.name, "server": member.server_id, "deadline": round(deadline)}
+        )
 
     def _cancel_drain(self, d: drain.Drain) -> None:
         self._nova("DELETE", f"/servers/{d.server_id}/metadata/{drain.DRAIN_KEY}", ok=(404,))
@@ -150,19 +170,30 @@ class DrainingActuator(Actuator):
         if not (ready or late):
             return False
         for d in late:
-            self._log({"event": "drain-timeout", "member": d.member, "server": d.server_id,
-                       "note": "removed at the deadline: its claims expire and its messages are "
-                               "handled again"})
+            self._log(
+                {
+                    "event": "drain-timeout",
+                    "member": d.member,
+                    "server": d.server_id,
+                    "note": "removed at the deadline: its claims expire and its messages are handled again",
+                }
+            )
         names = [d.member for d in ready + late]
-        present = [m for m in drain.healthy(members)]
+        present = drain.healthy(members)
         going = [m.name for m in present if m.name in names]
         # A resize removes the head of Heat's order, which removable() made the drained ones
         # (down to zero too: the Heat actuator's patch-to-1-then-signal path).
         result = self.heat.apply(len(present) - len(going), "drained") if going else None
         status = {m.name: m.server_status for m in members}
-        self._log({"event": "drained-removed", "members": names,
-                   "server_status": {n: status.get(n, "gone") for n in names},
-                   "timed_out": [d.member for d in late], "detail": result.detail if result else "gone"})
+        self._log(
+            {
+                "event": "drained-removed",
+                "members": names,
+                "server_status": {n: status.get(n, "gone") for n in names},
+                "timed_out": [d.member for d in late],
+                "detail": result.detail if result else "gone",
+            }
+        )
         return True
 
 

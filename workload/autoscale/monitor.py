@@ -14,6 +14,7 @@ progress (a Heat stack UPDATE_IN_PROGRESS) no new action is taken; SIGTERM / SIG
 between looks (the local actuator's consumers are then stopped with SIGTERM, so their claims go
 back to the queue).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,22 +25,33 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from workload.autoscale.actuator import Actuator, ActuatorError
-from workload.heartbeat import Heartbeat
-from workload.autoscale.policy import (
-    Decision, Observation, Policy, PolicyConfigError, PolicyState, TargetConfig, TargetPolicy,
-    ThresholdConfig, ThresholdPolicy)
 from workload import settings
+from workload.autoscale.actuator import Actuator, ActuatorError
+from workload.autoscale.policy import (
+    Decision,
+    Observation,
+    Policy,
+    PolicyConfigError,
+    PolicyState,
+    TargetConfig,
+    TargetPolicy,
+    ThresholdConfig,
+    ThresholdPolicy,
+)
 from workload.exit_codes import EXIT_OK, EXIT_USAGE
+from workload.heartbeat import Heartbeat
 from workload.queues.base import QueueDriver, QueueError
 from workload.settings import Setting, add_options, declared, setting
 
-_SEED_IGNORED = ("the seed's {} option, accepted so its command lines run; the group's template (the "
-                 "Pulumi stack) sets it here, so the monitor ignores it")
+_SEED_IGNORED = (
+    "the seed's {} option, accepted so its command lines run; the group's template (the "
+    "Pulumi stack) sets it here, so the monitor ignores it"
+)
 
 
 class Monitor:
@@ -52,10 +64,19 @@ class Monitor:
         waiting for the next look after one (see workload/heartbeat.py); None: no heartbeat.
     """
 
-    def __init__(self, queue: QueueDriver, policy: Policy, actuator: Actuator, *,
-                 interval: float = 10.0, max_backoff: float = 300.0, dry_run: bool = False,
-                 log: Callable[[dict[str, Any]], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, heartbeat: Heartbeat | None = None):
+    def __init__(
+        self,
+        queue: QueueDriver,
+        policy: Policy,
+        actuator: Actuator,
+        *,
+        interval: float = 10.0,
+        max_backoff: float = 300.0,
+        dry_run: bool = False,
+        log: Callable[[dict[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat: Heartbeat | None = None,
+    ):
         if not interval > 0:
             raise ValueError(settings.not_allowed("interval", interval, "a number of seconds above 0"))
         self.queue, self.policy, self.actuator = queue, policy, actuator
@@ -92,13 +113,20 @@ class Monitor:
         except ActuatorError as exc:
             group = None
             errors.append(f"actuator: {exc}")
-        obs = Observation(now=self.clock(), stats=stats,
-                          current=group.current if group else None,
-                          pending=group.pending if group else 0)
+        obs = Observation(
+            now=self.clock(),
+            stats=stats,
+            current=group.current if group else None,
+            pending=group.pending if group else 0,
+        )
         result = None
         if group is not None and group.updating:
-            decision = Decision(group.current, "hold: the group is still carrying out an earlier "
-                                "change", self.state, group.current)
+            decision = Decision(
+                group.current,
+                "hold: the group is still carrying out an earlier change",
+                self.state,
+                group.current,
+            )
         else:
             decision = self.policy.decide(obs, self.state)
             self.state = decision.state
@@ -113,10 +141,12 @@ class Monitor:
         self.decisions += 1
         record = {
             "ts": _now_iso(),
-            "event": "decision", "policy": self.policy.name,
+            "event": "decision",
+            "policy": self.policy.name,
             "observation": obs.as_dict(),
             "group": dataclasses.asdict(group) if group else None,
-            "decision": decision.as_dict(), "result": result,
+            "decision": decision.as_dict(),
+            "result": result,
             "error": "; ".join(errors) or None,
         }
         if self.dry_run and decision.action != "hold":
@@ -159,7 +189,7 @@ class Monitor:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _print_json(record: dict[str, Any]) -> None:
@@ -168,57 +198,133 @@ def _print_json(record: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- command line
 
+
 @dataclasses.dataclass(frozen=True)
 class MonitorOptions:
     """The monitor's own options besides the policies' (each declared once, workload/settings.py)."""
 
     policy: str | None = setting(
-        None, "target: size the group for --target-wait from backlog, arrival rate, throughput and "
+        None,
+        "target: size the group for --target-wait from backlog, arrival rate, throughput and "
         "boot time; threshold: the seed's one step on -j/-n (unset: threshold when -j or -n is "
-        "given, else target)", flags=("--policy",), env=("QW_POLICY",), choices=("target", "threshold"),
-        optional=True, stack="scalingPolicy", stack_default="target")
-    interval: float = setting(10.0, "seconds between looks at the queue",
-                              flags=("-t", "--interval", "--time_interval"), env=("QW_INTERVAL",),
-                              kind=float, lo=0.1, hi=3600, stack="monitorInterval", stack_default=30.0)
+        "given, else target)",
+        flags=("--policy",),
+        env=("QW_POLICY",),
+        choices=("target", "threshold"),
+        optional=True,
+        stack="scalingPolicy",
+        stack_default="target",
+    )
+    interval: float = setting(
+        10.0,
+        "seconds between looks at the queue",
+        flags=("-t", "--interval", "--time_interval"),
+        env=("QW_INTERVAL",),
+        kind=float,
+        lo=0.1,
+        hi=3600,
+        stack="monitorInterval",
+        stack_default=30.0,
+    )
     cooldown: float | None = setting(
-        None, "threshold policy: seconds after a change before the next, both directions (default 60)",
-        flags=("-c", "--cooldown", "--cool_down"), env=("QW_COOLDOWN",), kind=float, lo=0, hi=86400,
-        optional=True)
+        None,
+        "threshold policy: seconds after a change before the next, both directions (default 60)",
+        flags=("-c", "--cooldown", "--cool_down"),
+        env=("QW_COOLDOWN",),
+        kind=float,
+        lo=0,
+        hi=86400,
+        optional=True,
+    )
     max_backoff: float = setting(
-        300.0, "longest wait between looks after queue or actuator errors (interval doubles per error)",
-        flags=("--max-backoff",), env=("QW_MAX_BACKOFF",), kind=float, lo=0, hi=86400,
-        stack="monitorMaxBackoff")
-    iterations: int | None = setting(None, "stop after this many looks (unset: until SIGTERM/SIGINT)",
-                                     flags=("--iterations",), env=("QW_ITERATIONS",), kind=int, lo=1,
-                                     optional=True)
-    dry_run: bool = setting(False, "decide and log, never resize the group", flags=("--dry-run",),
-                            env=("QW_DRY_RUN",), kind=bool, stack="monitorDryRun")
-    actuator: str = setting("local", "local: consumer processes on this machine; heat: a Heat "
-                            "AutoScalingGroup", flags=("--actuator",), env=("QW_ACTUATOR",),
-                            choices=("local", "heat"))
-    group: str | None = setting(None, "scaling group: the Heat stack name when --stack is not given",
-                                flags=("-g", "--group", "--group_name"), env=("QW_GROUP",), optional=True)
-    flavor: str | None = setting(None, _SEED_IGNORED.format("flavor"), flags=("-l", "--flavor"),
-                                 env=("QW_FLAVOR",), optional=True)
-    image: str | None = setting(None, _SEED_IGNORED.format("image"), flags=("-i", "--image"),
-                                env=("QW_IMAGE",), optional=True)
-    server_name: str | None = setting(None, _SEED_IGNORED.format("server name"),
-                                      flags=("-s", "--server-name", "--server_name"),
-                                      env=("QW_SERVER_NAME",), optional=True)
-    no_drain: bool = setting(False, "heat actuator: remove members at once on scale-in, without asking "
-                             "them to drain first (Nova's delete is a hard power-off: running handlers "
-                             "die and their messages come back after the claim expires)",
-                             flags=("--no-drain",), env=("QW_NO_DRAIN",), kind=bool, stack="noDrain")
-    drain_deadline: float = setting(600.0, "heat actuator: seconds a leaving member gets to finish what "
-                                    "it holds before it is removed anyway (keep it above the handlers' "
-                                    "longest job)", flags=("--drain-deadline",), env=("QW_DRAIN_DEADLINE",),
-                                    kind=float, lo=1, hi=86400, stack="drainDeadline")
-    consumer_args: str = setting("", "local actuator: arguments for each 'python -m workload consumer' "
-                                 "(shell-quoted); the monitor's queue options are added",
-                                 flags=("--consumer-args",), env=("QW_CONSUMER_ARGS",))
-    consumer_log_dir: str = setting("consumer-logs", "local actuator: folder for each consumer's "
-                                    "JSON-lines log", flags=("--consumer-log-dir",),
-                                    env=("QW_CONSUMER_LOG_DIR",))
+        300.0,
+        "longest wait between looks after queue or actuator errors (interval doubles per error)",
+        flags=("--max-backoff",),
+        env=("QW_MAX_BACKOFF",),
+        kind=float,
+        lo=0,
+        hi=86400,
+        stack="monitorMaxBackoff",
+    )
+    iterations: int | None = setting(
+        None,
+        "stop after this many looks (unset: until SIGTERM/SIGINT)",
+        flags=("--iterations",),
+        env=("QW_ITERATIONS",),
+        kind=int,
+        lo=1,
+        optional=True,
+    )
+    dry_run: bool = setting(
+        False,
+        "decide and log, never resize the group",
+        flags=("--dry-run",),
+        env=("QW_DRY_RUN",),
+        kind=bool,
+        stack="monitorDryRun",
+    )
+    actuator: str = setting(
+        "local",
+        "local: consumer processes on this machine; heat: a Heat AutoScalingGroup",
+        flags=("--actuator",),
+        env=("QW_ACTUATOR",),
+        choices=("local", "heat"),
+    )
+    group: str | None = setting(
+        None,
+        "scaling group: the Heat stack name when --stack is not given",
+        flags=("-g", "--group", "--group_name"),
+        env=("QW_GROUP",),
+        optional=True,
+    )
+    flavor: str | None = setting(
+        None, _SEED_IGNORED.format("flavor"), flags=("-l", "--flavor"), env=("QW_FLAVOR",), optional=True
+    )
+    image: str | None = setting(
+        None, _SEED_IGNORED.format("image"), flags=("-i", "--image"), env=("QW_IMAGE",), optional=True
+    )
+    server_name: str | None = setting(
+        None,
+        _SEED_IGNORED.format("server name"),
+        flags=("-s", "--server-name", "--server_name"),
+        env=("QW_SERVER_NAME",),
+        optional=True,
+    )
+    no_drain: bool = setting(
+        False,
+        "heat actuator: remove members at once on scale-in, without asking "
+        "them to drain first (Nova's delete is a hard power-off: running handlers "
+        "die and their messages come back after the claim expires)",
+        flags=("--no-drain",),
+        env=("QW_NO_DRAIN",),
+        kind=bool,
+        stack="noDrain",
+    )
+    drain_deadline: float = setting(
+        600.0,
+        "heat actuator: seconds a leaving member gets to finish what "
+        "it holds before it is removed anyway (keep it above the handlers' "
+        "longest job)",
+        flags=("--drain-deadline",),
+        env=("QW_DRAIN_DEADLINE",),
+        kind=float,
+        lo=1,
+        hi=86400,
+        stack="drainDeadline",
+    )
+    consumer_args: str = setting(
+        "",
+        "local actuator: arguments for each 'python -m workload consumer' "
+        "(shell-quoted); the monitor's queue options are added",
+        flags=("--consumer-args",),
+        env=("QW_CONSUMER_ARGS",),
+    )
+    consumer_log_dir: str = setting(
+        "consumer-logs",
+        "local actuator: folder for each consumer's JSON-lines log",
+        flags=("--consumer-log-dir",),
+        env=("QW_CONSUMER_LOG_DIR",),
+    )
 
 
 POLICY_CONFIGS = (TargetConfig, ThresholdConfig)
@@ -239,16 +345,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     The policies' options are left out of the namespace when not given (argparse.SUPPRESS), so an
     option not given leaves the chosen policy's own default in place.
     """
-    groups = {MonitorOptions: parser.add_argument_group("the loop and the actuator"),
-              TargetConfig: parser.add_argument_group("target policy (and both policies' -m/-x)"),
-              ThresholdConfig: parser.add_argument_group("threshold policy (the seed's options; its -x default is 2)")}
+    groups = {
+        MonitorOptions: parser.add_argument_group("the loop and the actuator"),
+        TargetConfig: parser.add_argument_group("target policy (and both policies' -m/-x)"),
+        ThresholdConfig: parser.add_argument_group(
+            "threshold policy (the seed's options; its -x default is 2)"
+        ),
+    }
     seen: set[str] = set()
     for cls, group in groups.items():
         fields = [s.name for s in declared(cls) if s.name not in seen]
         seen.update(fields)
-        unset = None if cls is MonitorOptions else {n: argparse.SUPPRESS for n in fields}
+        unset = None if cls is MonitorOptions else dict.fromkeys(fields, argparse.SUPPRESS)
         add_options(group, cls, only=fields, defaults=unset)
     from workload.autoscale.heat import HeatActuator
+
     HeatActuator.add_arguments(parser)
 
 
@@ -268,23 +379,33 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
     return TargetPolicy(TargetConfig(**_given(args, TargetConfig)))
 
 
-def actuator_from_args(args: argparse.Namespace, max_size: int,
-                       sleep: Callable[[float], None] = time.sleep,
-                       log: Callable[[dict[str, Any]], None] | None = None) -> Actuator:
+def actuator_from_args(
+    args: argparse.Namespace,
+    max_size: int,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> Actuator:
     """The actuator the options name (``max_size``: most local consumers); ``sleep`` is what the
     Heat actuator's waits sleep with; ``log`` gets the drain protocol's records (heat)."""
     if args.actuator == "heat":
         from workload.autoscale.heat import HeatActuator
+
         if not getattr(args, "stack", None) and args.group:
             args.stack = args.group
         heat = HeatActuator.from_args(args, sleep=sleep)
         if args.no_drain:
             return heat
         from workload.autoscale.drain_heat import DrainingActuator
+
         return DrainingActuator(heat, deadline_s=args.drain_deadline, log=log)
     from workload.autoscale.local import LocalActuator
-    return LocalActuator(settings.queue_argv(args) + shlex.split(args.consumer_args or ""),
-                         Path(args.consumer_log_dir), min_size=0, max_size=max_size)
+
+    return LocalActuator(
+        settings.queue_argv(args) + shlex.split(args.consumer_args or ""),
+        Path(args.consumer_log_dir),
+        min_size=0,
+        max_size=max_size,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -303,20 +424,36 @@ def run(args: argparse.Namespace) -> int:
         (out or sys.stdout).flush()
 
     try:
-        actuator = actuator_from_args(args, policy.config.max_size, sleep=heartbeat.sleep,
-                                      log=lambda r: log({"ts": _now_iso(), **r}))
+        actuator = actuator_from_args(
+            args, policy.config.max_size, sleep=heartbeat.sleep, log=lambda r: log({"ts": _now_iso(), **r})
+        )
     except ActuatorError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     queue = settings.open_queue(args)
 
-    monitor = Monitor(queue, policy, actuator, interval=args.interval,
-                      max_backoff=args.max_backoff, dry_run=args.dry_run, log=log, heartbeat=heartbeat)
+    monitor = Monitor(
+        queue,
+        policy,
+        actuator,
+        interval=args.interval,
+        max_backoff=args.max_backoff,
+        dry_run=args.dry_run,
+        log=log,
+        heartbeat=heartbeat,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: monitor.stop())
-    log({"event": "start", "policy": policy.name,
-         "config": dataclasses.asdict(policy.config), "interval": args.interval,
-         "actuator": args.actuator, "queue": args.queue})
+    log(
+        {
+            "event": "start",
+            "policy": policy.name,
+            "config": dataclasses.asdict(policy.config),
+            "interval": args.interval,
+            "actuator": args.actuator,
+            "queue": args.queue,
+        }
+    )
     try:
         looks = monitor.run(args.iterations)
     finally:

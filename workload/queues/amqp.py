@@ -58,6 +58,7 @@ confirms of a batch are awaited together, and it is well kept (aio-pika 10, aior
 management API is ``management_url`` (default ``http(s)://HOST:15672`` / ``15671``) with the
 same credentials. A password never appears in a repr, a log line or an error.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,13 +70,24 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
 from workload.queues.amqp_address import BrokerAddress, resolve
-from workload.queues.base import (Claim, ClaimLost, InvalidInput, Message, QueueDriver, QueueError,
-                                  QueueNotFound, QueuePolicy, QueueStats, ServiceUnavailable)
+from workload.queues.base import (
+    Claim,
+    ClaimLost,
+    InvalidInput,
+    Message,
+    QueueDriver,
+    QueueError,
+    QueueNotFound,
+    QueuePolicy,
+    QueueStats,
+    ServiceUnavailable,
+)
 from workload.queues.limits import AMQP, encode_json
 
 DEFAULT_PREFETCH = 20
@@ -99,7 +111,7 @@ class _Link:
         self.generation = 0
         self._conn = None
         self._channel = None
-        self._consumers: dict[str, "_Inbox"] = {}
+        self._consumers: dict[str, _Inbox] = {}
         self.exchanges: dict[str, tuple[int, str]] = {}  # exchange a queue is posted through, per generation
         self._lock: asyncio.Lock | None = None
         self.loop = asyncio.new_event_loop()
@@ -113,7 +125,9 @@ class _Link:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
-            raise ServiceUnavailable("Timed out", f"no answer from {self.address} within {timeout:.0f} s") from None
+            raise ServiceUnavailable(
+                "Timed out", f"no answer from {self.address} within {timeout:.0f} s"
+            ) from None
 
     async def channel(self):
         """The work channel, connecting first if needed (one attempt; callers retry)."""
@@ -126,11 +140,18 @@ class _Link:
             import aio_pika
 
             # a heartbeat in the URL's query (?heartbeat=N) wins over the option
-            options = {} if "heartbeat=" in urlsplit(self.address.url).query else {"heartbeat": self.heartbeat}
-            self._conn = await asyncio.wait_for(aio_pika.connect(
-                self.address.url, timeout=self.connect_timeout,
-                client_properties={"connection_name": f"queue-workers-{os.getpid()}"}, **options),
-                self.connect_timeout)
+            options = (
+                {} if "heartbeat=" in urlsplit(self.address.url).query else {"heartbeat": self.heartbeat}
+            )
+            self._conn = await asyncio.wait_for(
+                aio_pika.connect(
+                    self.address.url,
+                    timeout=self.connect_timeout,
+                    client_properties={"connection_name": f"queue-workers-{os.getpid()}"},
+                    **options,
+                ),
+                self.connect_timeout,
+            )
             # on_return_raises: an unroutable message (no such queue) fails its publish
             self._channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
             # Consumers of the old connection resume at their queue's next claim (inbox), after
@@ -145,7 +166,7 @@ class _Link:
         await self.channel()
         return await self._conn.channel(publisher_confirms=False)
 
-    async def inbox(self, queue: str, prefetch: int) -> "_Inbox":
+    async def inbox(self, queue: str, prefetch: int) -> _Inbox:
         """The consumer of ``queue`` on this connection, started on first use."""
         channel = await self.channel()
         inbox = self._consumers.get(queue)
@@ -160,7 +181,7 @@ class _Link:
         if conn is not None and not conn.is_closed:
             try:
                 await conn.close()
-            except Exception:  # closing a broken connection: nothing to save
+            except Exception:  # noqa: BLE001 - closing a broken connection: nothing to save
                 pass
 
     def close(self) -> None:
@@ -192,21 +213,24 @@ class _Inbox:
         if self.generation == generation:
             try:
                 await self._queue.cancel(self._tag)
-            except Exception:  # a channel already gone has no consumer left to cancel
+            except Exception:  # noqa: BLE001 - a channel already gone has no consumer left to cancel
                 pass
         self.generation = -1
 
     async def take(self, limit: int, wait: float) -> list:
         try:
             first = await asyncio.wait_for(self.ready.get(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return []
         got = [first]
         while len(got) < limit:  # the rest of a burst arrives within milliseconds: linger briefly
             try:
-                got.append(self.ready.get_nowait() if not self.ready.empty()
-                           else await asyncio.wait_for(self.ready.get(), LINGER))
-            except asyncio.TimeoutError:
+                got.append(
+                    self.ready.get_nowait()
+                    if not self.ready.empty()
+                    else await asyncio.wait_for(self.ready.get(), LINGER)
+                )
+            except TimeoutError:
                 break
         return got
 
@@ -218,12 +242,14 @@ def _queue_error(exc: BaseException, address: BrokerAddress, what: str) -> Excep
     text = str(exc) or type(exc).__name__
     text = text.replace(address.password, "***") if address.password else text
     if isinstance(exc, (ae.ProbableAuthenticationError, ae.AuthenticationError)) or "ACCESS_REFUSED" in text:
-        return QueueError("ACCESS_REFUSED", f"{what} on {address}: the broker refused user "
-                          f"{address.user!r}: {text}", 403)
+        return QueueError(
+            "ACCESS_REFUSED", f"{what} on {address}: the broker refused user {address.user!r}: {text}", 403
+        )
     if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(exc).__name__:
         # a certificate the client does not trust will not become trusted by retrying
-        return QueueError("TLS failed", f"{what} on {address}: {text} (a private CA: add "
-                          "?cafile=PATH to the amqps:// URL)")
+        return QueueError(
+            "TLS failed", f"{what} on {address}: {text} (a private CA: add ?cafile=PATH to the amqps:// URL)"
+        )
     if isinstance(exc, ae.ChannelAccessRefused):
         return QueueError("ACCESS_REFUSED", f"{what}: {text}", 403)
     if isinstance(exc, ae.ChannelNotFoundEntity):
@@ -260,11 +286,21 @@ class AMQPQueue(QueueDriver):
 
     limits = AMQP
 
-    def __init__(self, name: str, *, url: str | None = None, management_url: str | None = None,
-                 policy: QueuePolicy | None = None, prefetch: int = DEFAULT_PREFETCH,
-                 heartbeat: int = DEFAULT_HEARTBEAT, wait_seconds: float = 1.0,
-                 retry_policy: retry.RetryPolicy | None = None, timeout: float = 30.0,
-                 stats_interval: float = DEFAULT_STATS_INTERVAL, _link=None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        management_url: str | None = None,
+        policy: QueuePolicy | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        heartbeat: int = DEFAULT_HEARTBEAT,
+        wait_seconds: float = 1.0,
+        retry_policy: retry.RetryPolicy | None = None,
+        timeout: float = 30.0,
+        stats_interval: float = DEFAULT_STATS_INTERVAL,
+        _link=None,
+    ):
         if not isinstance(name, str) or not name or len(name.encode()) > 255:
             raise InvalidInput("name", name, "a non-empty queue name of at most 255 bytes")
         for key, value, lo, hi in (("prefetch", prefetch, 1, 1000), ("heartbeat", heartbeat, 1, 600)):
@@ -299,8 +335,11 @@ class AMQPQueue(QueueDriver):
     def _check_policy(self, policy: QueuePolicy) -> None:
         policy.validate()
         if policy.delay:
-            raise InvalidInput("delay", policy.delay, "0 on amqp (RabbitMQ has no delayed delivery "
-                               "without the delayed-message plugin)")
+            raise InvalidInput(
+                "delay",
+                policy.delay,
+                "0 on amqp (RabbitMQ has no delayed delivery without the delayed-message plugin)",
+            )
 
     @property
     def dead_letter_name(self) -> str:
@@ -316,8 +355,9 @@ class AMQPQueue(QueueDriver):
                     return await make()
                 except (QueueError, retry.Retryable):
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - every client error becomes the service's own
                     raise _queue_error(exc, self.address, what) from None
+
             return self._link.run(wrapped, self.timeout)
 
         return retry.call(attempt, self.retry_policy, safe=safe, what=what)
@@ -330,14 +370,22 @@ class AMQPQueue(QueueDriver):
 
         def attempt():
             try:
-                resp = requests.request(method, url, auth=(self.address.user, self.address.password),
-                                        timeout=self.timeout, **kw)
+                resp = requests.request(
+                    method, url, auth=(self.address.user, self.address.password), timeout=self.timeout, **kw
+                )
             except requests.RequestException as exc:
-                raise retry.Retryable(ServiceUnavailable(
-                    "Connection failed", f"management API {self.address.management_url}: {type(exc).__name__}"))
+                raise retry.Retryable(
+                    ServiceUnavailable(
+                        "Connection failed",
+                        f"management API {self.address.management_url}: {type(exc).__name__}",
+                    )
+                ) from exc
             if resp.status_code >= 500:
-                raise retry.Retryable(ServiceUnavailable(
-                    "Management API error", f"{method} {path}: {resp.status_code}", resp.status_code))
+                raise retry.Retryable(
+                    ServiceUnavailable(
+                        "Management API error", f"{method} {path}: {resp.status_code}", resp.status_code
+                    )
+                )
             return resp
 
         resp = retry.call(attempt, self.retry_policy, safe=True, what=f"management {method}")
@@ -348,9 +396,14 @@ class AMQPQueue(QueueDriver):
                 reason = resp.json().get("reason", resp.text)
             except ValueError:
                 reason = resp.text
-            title = {401: "ACCESS_REFUSED", 403: "ACCESS_REFUSED", 404: "NOT_FOUND"}.get(resp.status_code, "Refused")
-            hint = " (setting policies needs a user tagged policymaker or administrator)" \
-                if resp.status_code in (401, 403) else ""
+            title = {401: "ACCESS_REFUSED", 403: "ACCESS_REFUSED", 404: "NOT_FOUND"}.get(
+                resp.status_code, "Refused"
+            )
+            hint = (
+                " (setting policies needs a user tagged policymaker or administrator)"
+                if resp.status_code in (401, 403)
+                else ""
+            )
             raise QueueError(title, f"management {method} {path}: {reason}{hint}", resp.status_code)
         return resp
 
@@ -376,7 +429,9 @@ class AMQPQueue(QueueDriver):
                 ex = await ch.declare_exchange(dlx, aio_pika.ExchangeType.DIRECT, durable=True)
                 queue = await ch.get_queue(dlq, ensure=False)
                 await queue.bind(ex, routing_key=dlq)
-                inbound = await ch.declare_exchange(self.name + "-in", aio_pika.ExchangeType.DIRECT, durable=True)
+                inbound = await ch.declare_exchange(
+                    self.name + "-in", aio_pika.ExchangeType.DIRECT, durable=True
+                )
                 work = await ch.get_queue(self.name, ensure=False)
                 await work.bind(inbound, routing_key=self.name)
             finally:
@@ -384,18 +439,29 @@ class AMQPQueue(QueueDriver):
                     await ch.close()
 
         self._do("declare", declare, safe=True)
-        work = {"message-ttl": p.message_ttl * 1000, "dead-letter-exchange": dlx,
-                "dead-letter-routing-key": dlq, "dead-letter-strategy": "at-least-once",
-                "overflow": "reject-publish"}
+        work = {
+            "message-ttl": p.message_ttl * 1000,
+            "dead-letter-exchange": dlx,
+            "dead-letter-routing-key": dlq,
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
+        }
         if p.max_claims:
             work["delivery-limit"] = p.max_claims - 1
         self._set_policy(self.name, work)
         self._set_policy(dlq, {"message-ttl": p.dead_letter_ttl * 1000})
 
     def _set_policy(self, queue: str, definition: dict[str, Any]) -> None:
-        self._management("PUT", self._vhost_path("policies", "qw." + queue), json={
-            "pattern": "^" + re.escape(queue) + "$", "apply-to": "queues", "priority": 100,
-            "definition": definition})
+        self._management(
+            "PUT",
+            self._vhost_path("policies", "qw." + queue),
+            json={
+                "pattern": "^" + re.escape(queue) + "$",
+                "apply-to": "queues",
+                "priority": 100,
+                "definition": definition,
+            },
+        )
 
     def post(self, bodies: Sequence[Any], ttl: int | None = None, delay: int | None = None) -> list[str]:
         """Publish persistent messages, ``limits.batch_messages`` at a time, each batch's
@@ -404,10 +470,14 @@ class AMQPQueue(QueueDriver):
         texts = [encode_json(b, i).encode() for i, b in enumerate(bodies)]
         ids = [uuid.uuid4().hex for _ in texts]
         expiration = None if ttl is None else ttl  # seconds; aio-pika sends milliseconds
-        for rng in batching.split_batches([len(t) for t in texts], self.limits.batch_messages,
-                                          self.limits.batch_bytes):
-            self._do("publish", lambda rng=rng: self._publish(
-                [(ids[i], texts[i]) for i in rng], self.name, expiration), safe=False)
+        for rng in batching.split_batches(
+            [len(t) for t in texts], self.limits.batch_messages, self.limits.batch_bytes
+        ):
+            self._do(
+                "publish",
+                lambda rng=rng: self._publish([(ids[i], texts[i]) for i in rng], self.name, expiration),
+                safe=False,
+            )
         return ids
 
     async def _publish(self, items: list[tuple[str, bytes]], routing_key: str, expiration) -> None:
@@ -415,21 +485,35 @@ class AMQPQueue(QueueDriver):
 
         channel = await self._link.channel()
         now = time.time()
-        messages = [aio_pika.Message(body, message_id=mid, content_type="application/json",
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                     timestamp=int(now), expiration=expiration,
-                                     headers={POSTED_AT: repr(now)}) for mid, body in items]
+        messages = [
+            aio_pika.Message(
+                body,
+                message_id=mid,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                timestamp=int(now),
+                expiration=expiration,
+                headers={POSTED_AT: repr(now)},
+            )
+            for mid, body in items
+        ]
         exchange = await self._post_exchange(channel)
-        results = await asyncio.gather(*(exchange.publish(
-            m, routing_key=routing_key, mandatory=True) for m in messages), return_exceptions=True)
+        results = await asyncio.gather(
+            *(exchange.publish(m, routing_key=routing_key, mandatory=True) for m in messages),
+            return_exceptions=True,
+        )
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             import aio_pika.exceptions as ape
 
             posted = len(results) - len(failed)
             if all(isinstance(r, ape.DeliveryError) for r in failed):
-                raise QueueNotFound("NO_ROUTE", f"queue {routing_key!r} does not exist on {self.address} "
-                                    f"({posted} of {len(results)} messages of this batch were taken)", 404)
+                raise QueueNotFound(
+                    "NO_ROUTE",
+                    f"queue {routing_key!r} does not exist on {self.address} "
+                    f"({posted} of {len(results)} messages of this batch were taken)",
+                    404,
+                )
             raise failed[0]
 
     async def _post_exchange(self, channel):
@@ -478,8 +562,10 @@ class AMQPQueue(QueueDriver):
 
     async def _check_exists(self) -> None:
         """Consuming from a missing queue closes the channel: ask on a control channel first."""
-        if self._link._consumers.get(self.name) is not None and \
-                self._link._consumers[self.name].generation == self._link.generation:
+        if (
+            self._link._consumers.get(self.name) is not None
+            and self._link._consumers[self.name].generation == self._link.generation
+        ):
             return
         ch = await self._link.control_channel()
         try:
@@ -521,9 +607,12 @@ class AMQPQueue(QueueDriver):
             if how != "ack":
                 self._forget_later(r for r, _ in live)
         if lost:
-            raise ClaimLost("Delivery lost", f"{len(lost)} message(s) of {self.name!r}: the connection "
-                            "they came on was closed or they were given back; the broker delivers "
-                            "them again")
+            raise ClaimLost(
+                "Delivery lost",
+                f"{len(lost)} message(s) of {self.name!r}: the connection "
+                "they came on was closed or they were given back; the broker delivers "
+                "them again",
+            )
 
     def _forget_later(self, receipts: Iterable[str]) -> None:
         """Remember given-back receipts (so a late delete says ClaimLost), the newest 10,000."""
@@ -539,10 +628,15 @@ class AMQPQueue(QueueDriver):
         ttl = claim.ttl if ttl is None else ttl
         self.limits.check_claim(1, ttl, 0)
         with self._lock:
-            gone = [r for r in self._receipts(claim, None) if r in self._lost
-                    or (r in self._held and self._held[r][0] != self._link.generation)]
+            gone = [
+                r
+                for r in self._receipts(claim, None)
+                if r in self._lost or (r in self._held and self._held[r][0] != self._link.generation)
+            ]
         if gone or getattr(claim, "_generation", self._link.generation) != self._link.generation:
-            raise ClaimLost("Delivery lost", f"claim {claim.id}: its connection was closed or it was given back")
+            raise ClaimLost(
+                "Delivery lost", f"claim {claim.id}: its connection was closed or it was given back"
+            )
         claim.ttl = ttl
 
     def release(self, claim: Claim, messages: Iterable[Message] | None = None) -> None:
@@ -586,8 +680,9 @@ class AMQPQueue(QueueDriver):
         oldest = max(0.0, time.time() - float(head)) if head and (free or unacked) else None
         free += own_buffered
         claimed = unacked - own_buffered
-        return QueueStats(free=free, claimed=claimed, total=free + claimed,
-                          oldest_age=oldest if free + claimed else None)
+        return QueueStats(
+            free=free, claimed=claimed, total=free + claimed, oldest_age=oldest if free + claimed else None
+        )
 
     def _buffered(self) -> int:
         inbox = self._link._consumers.get(self.name)
@@ -598,6 +693,7 @@ class AMQPQueue(QueueDriver):
     def purge(self) -> None:
         """Delete the ready messages (``queue.purge``) and those pushed to this client but not
         handed out. Messages claimed by consumers stay theirs (as on Zaqar)."""
+
         async def purge():
             inbox = self._link._consumers.get(self.name)
             if inbox is not None and inbox.generation == self._link.generation:
@@ -615,6 +711,7 @@ class AMQPQueue(QueueDriver):
 
     def drop(self) -> None:
         """Delete the queue, its dead-letter queue and exchange, and their policies."""
+
         async def delete():
             for q in (self.name, self.dead_letter_name):
                 inbox = self._link._consumers.pop(q, None)
@@ -636,14 +733,19 @@ class AMQPQueue(QueueDriver):
         for q in (self.name, self.dead_letter_name):
             self._management("DELETE", self._vhost_path("policies", "qw." + q), missing_ok=True)
 
-    def dead_letter_queue(self) -> "AMQPQueue":
+    def dead_letter_queue(self) -> AMQPQueue:
         dlq_policy = self.policy.for_dead_letters()
-        dlq = AMQPQueue(self.dead_letter_name, policy=dlq_policy, prefetch=self.prefetch,
-                        wait_seconds=self.wait_seconds, retry_policy=self.retry_policy,
-                        timeout=self.timeout, _link=self._link)
+        dlq = AMQPQueue(
+            self.dead_letter_name,
+            policy=dlq_policy,
+            prefetch=self.prefetch,
+            wait_seconds=self.wait_seconds,
+            retry_policy=self.retry_policy,
+            timeout=self.timeout,
+            _link=self._link,
+        )
         dlq.post_exchange = self.name + "-dlx"  # bound to NAME-dlq with routing key NAME-dlq
         return dlq
-
 
     def close(self) -> None:
         """Close the connection; unacknowledged deliveries go back to the broker's queues."""
@@ -662,6 +764,10 @@ def _message(delivery, receipt: str, now: float) -> Message:
     except (TypeError, ValueError):
         posted = delivery.timestamp.timestamp() if delivery.timestamp else None
     returns = int(headers.get("x-delivery-count") or 0)  # quorum queues count returns
-    return Message(id=delivery.message_id or receipt, body=body,
-                   age=max(0.0, now - posted) if posted else 0.0,
-                   claim_count=returns + 1, receipt=receipt)
+    return Message(
+        id=delivery.message_id or receipt,
+        body=body,
+        age=max(0.0, now - posted) if posted else 0.0,
+        claim_count=returns + 1,
+        receipt=receipt,
+    )

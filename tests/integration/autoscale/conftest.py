@@ -1,5 +1,6 @@
 """Fixtures for the autoscale integration tests: fresh queues on the real local Zaqar, and a
 command line for consumers of them."""
+
 from __future__ import annotations
 
 import uuid
@@ -26,6 +27,23 @@ def work_queue(zaqar):
 def consumer_args(zaqar, work_queue):
     """Arguments for ``python -m workload consumer``: the sleep handler, one message at a time,
     nothing claimed ahead (so waiting messages stay visible as free)."""
-    return ["--queue", work_queue.name, "--backend", "zaqar", "--zaqar-url", zaqar.url,
-            "--project", zaqar.project, "--python", "workload.handlers.builtin:sleep",
-            "--batch", "1", "--prefetch", "0", "--drain-timeout", "1", "--retry-delay", "0.5"]
+    return [
+        "--queue",
+        work_queue.name,
+        "--backend",
+        "zaqar",
+        "--zaqar-url",
+        zaqar.url,
+        "--project",
+        zaqar.project,
+        "--python",
+        "workload.handlers.builtin:sleep",
+        "--batch",
+        "1",
+        "--prefetch",
+        "0",
+        "--drain-timeout",
+        "1",
+        "--retry-delay",
+        "0.5",
+    ]

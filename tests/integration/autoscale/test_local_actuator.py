@@ -1,4 +1,5 @@
 """The local actuator with real consumer processes on a real local Zaqar."""
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,11 @@ def test_scale_in_releases_claims(pool, work_queue):
     pool.apply(0, "test: down")
     # The consumers give the messages back instead of sitting on their claims for 60 s.
     wait_for(lambda: not pool.pids(), timeout=20, what="consumers to exit")
-    stats = wait_for(lambda: (lambda s: s if s.free == 2 else None)(work_queue.stats()),
-                     timeout=10, what="the claimed messages to be free again")
+    stats = wait_for(
+        lambda: (lambda s: s if s.free == 2 else None)(work_queue.stats()),
+        timeout=10,
+        what="the claimed messages to be free again",
+    )
     assert stats.claimed == 0
 
 

@@ -1,6 +1,7 @@
 """The monitor's heartbeat (``$QW_HEARTBEAT_FILE``), which the image's HEALTHCHECK reads: touched
 after every look that read the queue and the group and while waiting for the next one; not
 touched while its looks fail. Real local Zaqar, real local pool."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ from workload.autoscale.policy import ThresholdConfig, ThresholdPolicy
 from workload.heartbeat import Heartbeat
 from workload.queues import open_queue, retry
 
-POLICY = ThresholdConfig(min_size=0, max_size=2, scale_up_threshold=10, scale_down_threshold=0,
-                         up_cooldown_s=0, down_cooldown_s=0)
+POLICY = ThresholdConfig(
+    min_size=0, max_size=2, scale_up_threshold=10, scale_down_threshold=0, up_cooldown_s=0, down_cooldown_s=0
+)
 
 
 def _mtime(path) -> float:
@@ -34,8 +36,14 @@ def test_the_monitor_beats_after_a_look_and_while_it_waits_for_the_next(work_que
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
     records = []
     # A long interval: everything below happens while the monitor waits for its second look.
-    monitor = Monitor(work_queue, ThresholdPolicy(POLICY), pool, interval=60, log=records.append,
-                      heartbeat=Heartbeat(str(beat_file), every=0.1))
+    monitor = Monitor(
+        work_queue,
+        ThresholdPolicy(POLICY),
+        pool,
+        interval=60,
+        log=records.append,
+        heartbeat=Heartbeat(str(beat_file), every=0.1),
+    )
     thread = _run_in_thread(monitor)
     try:
         wait_until(lambda: records and beat_file.exists(), timeout=30, what="the first look's heartbeat")
@@ -53,12 +61,20 @@ def test_a_monitor_whose_looks_fail_stops_beating(consumer_args, tmp_path):
     beat_file = tmp_path / "heartbeat"
     beat_file.touch()
     os.utime(beat_file, (0, 0))
-    dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p",
-                      retry_policy=retry.NO_RETRY)
+    dead = open_queue(
+        "zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p", retry_policy=retry.NO_RETRY
+    )
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
     records = []
-    monitor = Monitor(dead, ThresholdPolicy(POLICY), pool, interval=0.1, max_backoff=0.3, log=records.append,
-                      heartbeat=Heartbeat(str(beat_file), every=0.05))
+    monitor = Monitor(
+        dead,
+        ThresholdPolicy(POLICY),
+        pool,
+        interval=0.1,
+        max_backoff=0.3,
+        log=records.append,
+        heartbeat=Heartbeat(str(beat_file), every=0.05),
+    )
     thread = _run_in_thread(monitor)
     try:
         wait_until(lambda: len(records) >= 3, timeout=60, what="three looks")
@@ -88,9 +104,29 @@ def test_heartbeat_sleep_beats_through_a_long_wait(tmp_path):
 def test_cli_monitor_writes_the_heartbeat_file(zaqar, work_queue, tmp_path):
     beat_file = tmp_path / "heartbeat"
     proc = subprocess.run(
-        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name, "--zaqar-url", zaqar.url,
-         "--project", zaqar.project, "-t", "0.2", "--iterations", "2", "--dry-run",
-         "--consumer-log-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "QW_HEARTBEAT_FILE": str(beat_file)})
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "monitor",
+            "--queue",
+            work_queue.name,
+            "--zaqar-url",
+            zaqar.url,
+            "--project",
+            zaqar.project,
+            "-t",
+            "0.2",
+            "--iterations",
+            "2",
+            "--dry-run",
+            "--consumer-log-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "QW_HEARTBEAT_FILE": str(beat_file)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert beat_file.is_file(), "the monitor CLI did not write $QW_HEARTBEAT_FILE"

@@ -1,5 +1,6 @@
 """The monitor driving a real Heat AutoScalingGroup (local Keystone + Heat) from a real Zaqar
 backlog: the decisions PATCH the stack's desired capacity and the size read back follows."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,7 +8,6 @@ import uuid
 import pytest
 
 from devenv.heat import NO_NOVA_ENVIRONMENT, wait_stack
-
 from workload.autoscale.heat import HeatActuator
 from workload.autoscale.monitor import Monitor
 from workload.autoscale.policy import ThresholdConfig, ThresholdPolicy
@@ -21,10 +21,14 @@ TEMPLATE = {
         "workers": {
             "type": "OS::Heat::AutoScalingGroup",
             "properties": {
-                "min_size": 0, "max_size": 3, "cooldown": 0,
+                "min_size": 0,
+                "max_size": 3,
+                "cooldown": 0,
                 "desired_capacity": {"get_param": "desired_capacity"},
-                "resource": {"type": "OS::Nova::Server",
-                             "properties": {"image": "consumer-template", "flavor": "m1.small"}},
+                "resource": {
+                    "type": "OS::Nova::Server",
+                    "properties": {"image": "consumer-template", "flavor": "m1.small"},
+                },
             },
         },
     },
@@ -41,9 +45,15 @@ def heat_group(controlplane):
     session = controlplane.session("local")
     api = adapter.Adapter(session, service_type="orchestration", interface="public")
     name = f"qw-monitor-{uuid.uuid4().hex[:8]}"
-    stack_id = api.post("/stacks", json={"stack_name": name, "template": TEMPLATE,
-                                         "environment": NO_NOVA_ENVIRONMENT, "timeout_mins": 5}
-                        ).json()["stack"]["id"]
+    stack_id = api.post(
+        "/stacks",
+        json={
+            "stack_name": name,
+            "template": TEMPLATE,
+            "environment": NO_NOVA_ENVIRONMENT,
+            "timeout_mins": 5,
+        },
+    ).json()["stack"]["id"]
     path = f"/stacks/{name}/{stack_id}"
     try:
         stack = wait_stack(api, path)
@@ -59,9 +69,16 @@ def heat_group(controlplane):
 def test_backlog_grows_the_heat_group_and_an_empty_queue_shrinks_it(heat_group, work_queue):
     session, stack = heat_group
     actuator = HeatActuator(session, stack, mode="patch", update_timeout=120)
-    policy = ThresholdPolicy(ThresholdConfig(min_size=0, max_size=3, scale_up_threshold=10,
-                                             scale_down_threshold=0, up_cooldown_s=0,
-                                             down_cooldown_s=0))
+    policy = ThresholdPolicy(
+        ThresholdConfig(
+            min_size=0,
+            max_size=3,
+            scale_up_threshold=10,
+            scale_down_threshold=0,
+            up_cooldown_s=0,
+            down_cooldown_s=0,
+        )
+    )
     records = []
     monitor = Monitor(work_queue, policy, actuator, interval=0.5, log=records.append)
 

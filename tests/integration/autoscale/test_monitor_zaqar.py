@@ -1,5 +1,6 @@
 """The monitor on a real local Zaqar with the local pool: a backlog scales the pool up, the pool
 drains it, the monitor scales back to the minimum; errors hold; the CLI runs it."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,19 @@ def run_monitor(monitor: Monitor, until, timeout: float) -> None:
 def test_backlog_scales_up_drains_and_scales_back_to_minimum(work_queue, consumer_args, tmp_path):
     work_queue.post([{"work_s": 0.25, "seq": i} for i in range(80)])  # 20 s for one consumer
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=4, stop_timeout=15)
-    policy = TargetPolicy(TargetConfig(
-        min_size=0, max_size=4, target_wait_s=4, boot_time_s=2, service_time_s=0.25,
-        scale_down_window_s=2, idle_to_zero_s=3, rate_smoothing_s=2, max_step_down=4))
+    policy = TargetPolicy(
+        TargetConfig(
+            min_size=0,
+            max_size=4,
+            target_wait_s=4,
+            boot_time_s=2,
+            service_time_s=0.25,
+            scale_down_window_s=2,
+            idle_to_zero_s=3,
+            rate_smoothing_s=2,
+            max_step_down=4,
+        )
+    )
     records = []
     monitor = Monitor(work_queue, policy, pool, interval=0.5, log=records.append)
     sizes = []
@@ -56,8 +67,7 @@ def test_backlog_scales_up_drains_and_scales_back_to_minimum(work_queue, consume
     first_up = next(r for r in records if r["decision"]["action"] == "up")
     assert first_up["result"]["after"] > first_up["result"]["before"]
     assert "backlog" in first_up["decision"]["reason"]
-    handled = sum(1 for p in pool.log_paths() for line in open(p)
-                  if '"outcome": "done"' in line)
+    handled = sum(1 for p in pool.log_paths() for line in open(p) if '"outcome": "done"' in line)
     assert handled == 80
 
 
@@ -65,9 +75,16 @@ def test_queue_errors_hold_capacity_and_back_off(consumer_args, tmp_path):
     """A queue service that does not answer: the monitor holds the group and waits longer."""
     dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p")
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
-    policy = ThresholdPolicy(ThresholdConfig(min_size=0, max_size=2, scale_up_threshold=10,
-                                             scale_down_threshold=0, up_cooldown_s=0,
-                                             down_cooldown_s=0))
+    policy = ThresholdPolicy(
+        ThresholdConfig(
+            min_size=0,
+            max_size=2,
+            scale_up_threshold=10,
+            scale_down_threshold=0,
+            up_cooldown_s=0,
+            down_cooldown_s=0,
+        )
+    )
     records = []
     monitor = Monitor(dead, policy, pool, interval=0.2, max_backoff=5, log=records.append)
     try:
@@ -87,10 +104,35 @@ def test_queue_errors_hold_capacity_and_back_off(consumer_args, tmp_path):
 def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
     work_queue.post([{"seq": i} for i in range(30)])
     proc = subprocess.run(
-        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
-         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-t", "0.2", "--iterations", "2",
-         "--dry-run", "-x", "3", "-j", "10", "-n", "0", "--consumer-log-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "monitor",
+            "--queue",
+            work_queue.name,
+            "--zaqar-url",
+            zaqar.url,
+            "--project",
+            zaqar.project,
+            "-t",
+            "0.2",
+            "--iterations",
+            "2",
+            "--dry-run",
+            "-x",
+            "3",
+            "-j",
+            "10",
+            "-n",
+            "0",
+            "--consumer-log-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[0]["event"] == "start" and lines[0]["policy"] == "threshold"
@@ -103,9 +145,26 @@ def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
 
 def test_cli_refuses_a_bad_policy_option_naming_it(zaqar, work_queue):
     proc = subprocess.run(
-        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
-         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-j", "5", "-n", "5"],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "monitor",
+            "--queue",
+            work_queue.name,
+            "--zaqar-url",
+            zaqar.url,
+            "--project",
+            zaqar.project,
+            "-j",
+            "5",
+            "-n",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "scale_down_threshold=5" in proc.stderr and "less than scale_up_threshold" in proc.stderr
 
@@ -114,12 +173,36 @@ def test_cli_monitor_stops_cleanly_on_sigterm_and_stops_its_consumers(zaqar, wor
     work_queue.post([{"work_s": 0.2, "seq": i} for i in range(20)])
     logs = tmp_path / "consumers"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workload", "monitor", "--queue", work_queue.name,
-         "--zaqar-url", zaqar.url, "--project", zaqar.project, "-t", "0.5", "-x", "2",
-         "--target-wait", "2", "--service-time", "0.2", "--boot-time", "1",
-         "--consumer-log-dir", str(logs),
-         "--consumer-args", "--python workload.handlers.builtin:sleep --batch 1 --prefetch 0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "monitor",
+            "--queue",
+            work_queue.name,
+            "--zaqar-url",
+            zaqar.url,
+            "--project",
+            zaqar.project,
+            "-t",
+            "0.5",
+            "-x",
+            "2",
+            "--target-wait",
+            "2",
+            "--service-time",
+            "0.2",
+            "--boot-time",
+            "1",
+            "--consumer-log-dir",
+            str(logs),
+            "--consumer-args",
+            "--python workload.handlers.builtin:sleep --batch 1 --prefetch 0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not list(logs.glob("consumer-*.jsonl")):

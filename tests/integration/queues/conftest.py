@@ -1,5 +1,6 @@
 """Fixtures for the queue-driver contract tests: the same tests run on every driver against the
 real local Zaqar, moto's SQS server and a real RabbitMQ."""
+
 from __future__ import annotations
 
 import http.client
@@ -73,13 +74,18 @@ class FlakyProxy:
 
 # How each service words a 503, so the client parses it as that service's own error.
 _FAILURES = {
-    "zaqar": ({"title": "Service Unavailable", "description": "injected by the test proxy"}, {
-        "Content-Type": "application/json"}),
-    "sqs": ({"__type": "com.amazonaws.sqs#ServiceUnavailable", "message": "injected by the test proxy"},
-            {"Content-Type": "application/x-amz-json-1.0",
-             "x-amzn-query-error": "ServiceUnavailable;Receiver"}),
-    "amqp": ({"error": "service_unavailable", "reason": "injected by the test proxy"},
-             {"Content-Type": "application/json"}),
+    "zaqar": (
+        {"title": "Service Unavailable", "description": "injected by the test proxy"},
+        {"Content-Type": "application/json"},
+    ),
+    "sqs": (
+        {"__type": "com.amazonaws.sqs#ServiceUnavailable", "message": "injected by the test proxy"},
+        {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": "ServiceUnavailable;Receiver"},
+    ),
+    "amqp": (
+        {"error": "service_unavailable", "reason": "injected by the test proxy"},
+        {"Content-Type": "application/json"},
+    ),
 }
 #: The option naming the HTTP endpoint the proxy stands in front of (amqp: the management API).
 _HTTP_OPTION = {"zaqar": "url", "sqs": "endpoint_url", "amqp": "management_url"}

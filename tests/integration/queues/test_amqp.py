@@ -2,6 +2,7 @@
 is SIGKILLed or the broker restarts, poison messages dead-lettered after the delivery limit, long
 handlers keep their deliveries, and bad URLs or credentials fail fast with exit 3 (or 2 for a URL
 that is not one), naming the problem and never the password."""
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,27 @@ def cli_env(rabbitmq, **extra: str) -> dict[str, str]:
 def consumer(rabbitmq, queue: str, log: Path, *args: str, **env: str) -> subprocess.Popen:
     """``python -m workload consumer -b amqp`` on ``queue`` (sleep handler), logging to ``log``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "workload", "consumer", "-b", "amqp", "-q", queue,
-         "--python", "workload.handlers.builtin:sleep", "--log-file", str(log), *args],
-        env=cli_env(rabbitmq, **env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "consumer",
+            "-b",
+            "amqp",
+            "-q",
+            queue,
+            "--python",
+            "workload.handlers.builtin:sleep",
+            "--log-file",
+            str(log),
+            *args,
+        ],
+        env=cli_env(rabbitmq, **env),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def done_seqs(log: Path) -> list[int]:
@@ -139,9 +157,30 @@ def test_poison_messages_reach_the_dead_letter_queue_after_the_delivery_limit(ra
     q.post([{"seq": 1}, {"seq": 2}])
     log = tmp_path / "c.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workload", "consumer", "-b", "amqp", "-q", q.name, "--exec", "false",
-         "--retry-delay", "0.05", "--log-file", str(log), "--idle-exit", "3"],
-        env=cli_env(rabbitmq), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "consumer",
+            "-b",
+            "amqp",
+            "-q",
+            q.name,
+            "--exec",
+            "false",
+            "--retry-delay",
+            "0.05",
+            "--log-file",
+            str(log),
+            "--idle-exit",
+            "3",
+        ],
+        env=cli_env(rabbitmq),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.wait(60) == 0
     finally:
@@ -160,8 +199,9 @@ def test_a_handler_longer_than_the_heartbeat_keeps_its_delivery(rabbitmq, amqp_q
     q = amqp_queue()
     q.post([{"seq": 7, "work_s": 4}])  # four heartbeat intervals of 1 s
     log = tmp_path / "c.jsonl"
-    proc = consumer(rabbitmq, q.name, log, "--max-messages", "1",
-                    QW_AMQP_URL=rabbitmq.amqp_url + "?heartbeat=1")
+    proc = consumer(
+        rabbitmq, q.name, log, "--max-messages", "1", QW_AMQP_URL=rabbitmq.amqp_url + "?heartbeat=1"
+    )
     try:
         assert proc.wait(60) == 0, proc.stderr.read()
     finally:
@@ -178,9 +218,14 @@ def test_a_handler_longer_than_the_heartbeat_keeps_its_delivery(rabbitmq, amqp_q
 def _ensure(rabbitmq, url: str, timeout: float = 60):
     """``python -m workload ensure -b amqp`` (an operator's first call) against ``url``."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "workload", "ensure", "-b", "amqp", "-q", "jobs"],
-                          env=cli_env(rabbitmq, QW_AMQP_URL=url), cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workload", "ensure", "-b", "amqp", "-q", "jobs"],
+        env=cli_env(rabbitmq, QW_AMQP_URL=url),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc, time.monotonic() - start
 
 
@@ -194,10 +239,24 @@ def test_refused_credentials_exit_3_at_once_without_the_password(rabbitmq):
 
 def test_a_consumer_with_refused_credentials_exits_3(rabbitmq, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "workload", "consumer", "-b", "amqp", "-q", "jobs",
-         "--python", "workload.handlers.builtin:noop"],
-        env=cli_env(rabbitmq, QW_AMQP_PASSWORD="wrong-secret-43"), cwd=REPO, capture_output=True,
-        text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "workload",
+            "consumer",
+            "-b",
+            "amqp",
+            "-q",
+            "jobs",
+            "--python",
+            "workload.handlers.builtin:noop",
+        ],
+        env=cli_env(rabbitmq, QW_AMQP_PASSWORD="wrong-secret-43"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "ACCESS_REFUSED" in proc.stderr and "wrong-secret-43" not in proc.stdout + proc.stderr
 
@@ -211,10 +270,13 @@ def test_an_unreachable_broker_exits_3_within_the_retries(rabbitmq):
     assert took < 45
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("http://127.0.0.1:5672/", "amqp://USER:PASSWORD@HOST:PORT/VHOST"),
-    ("amqp://qw:secret-45@127.0.0.1:notaport/", "a valid URL"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("http://127.0.0.1:5672/", "amqp://USER:PASSWORD@HOST:PORT/VHOST"),
+        ("amqp://qw:secret-45@127.0.0.1:notaport/", "a valid URL"),
+    ],
+)
 def test_a_url_that_is_not_an_amqp_url_is_a_usage_error(rabbitmq, url, expected):
     proc, took = _ensure(rabbitmq, url)
     assert proc.returncode == 2, proc.stderr
@@ -228,8 +290,14 @@ def test_every_cli_mode_runs_on_amqp(rabbitmq, queue_name, tmp_path):
     name = queue_name("cli")
 
     def cli(*argv: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "workload", *argv, "-b", "amqp", "-q", name],
-                              env=cli_env(rabbitmq), cwd=REPO, capture_output=True, text=True, timeout=90)
+        proc = subprocess.run(
+            [sys.executable, "-m", "workload", *argv, "-b", "amqp", "-q", name],
+            env=cli_env(rabbitmq),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert proc.returncode == 0, (argv, proc.stderr[-2000:])
         return proc
 
@@ -237,7 +305,10 @@ def test_every_cli_mode_runs_on_amqp(rabbitmq, queue_name, tmp_path):
         return json.loads(cli("status", "--json").stdout)[queue]["total"]
 
     cli("ensure", "--max-claims", "3")
-    assert json.loads(cli("producer", "--count", "6", "--progress-every", "0").stdout.splitlines()[-1])["sent"] == 6
+    assert (
+        json.loads(cli("producer", "--count", "6", "--progress-every", "0").stdout.splitlines()[-1])["sent"]
+        == 6
+    )
     wait_for(lambda: total() == 6, 10, "six queued")
     consumed = cli("consumer", "--max-messages", "2", "--python", "workload.handlers.builtin:noop")
     assert json.loads(consumed.stdout.splitlines()[-1])["done"] == 2
@@ -291,8 +362,9 @@ def test_amqps_with_the_broker_ca_works_and_an_untrusted_certificate_fails_at_on
     finally:
         q.drop()
         q.close()
-    untrusted = open_queue("amqp", name, url=rabbitmq.amqps_url.split("?")[0],
-                           management_url=rabbitmq.management_url)
+    untrusted = open_queue(
+        "amqp", name, url=rabbitmq.amqps_url.split("?")[0], management_url=rabbitmq.management_url
+    )
     start = time.monotonic()
     try:
         with pytest.raises(QueueError) as err:
@@ -311,7 +383,9 @@ def test_posts_go_through_the_queue_own_exchange_not_the_default_one(rabbitmq, q
     q = open_queue("amqp", name, **rabbitmq.queue_options)
     q.ensure()
     try:
-        url = rabbitmq.add_user(f"poster-{name}", "poster-pw", configure="^$", write=f"^{name}-in$", read="^$")
+        url = rabbitmq.add_user(
+            f"poster-{name}", "poster-pw", configure="^$", write=f"^{name}-in$", read="^$"
+        )
         poster = open_queue("amqp", name, url=url, management_url=rabbitmq.management_url)
         try:
             poster.post([{"n": 1}])

@@ -1,6 +1,7 @@
 """The queue contract, the same tests on every driver: real local Zaqar 23, moto's SQS server and a
 real RabbitMQ 3.10. Where the services differ (how to list queues, their own error words), a
 branch per backend asks the service itself."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import boto3
 import pytest
 import requests
 
-from workload.queues import (ClaimLost, InvalidInput, QueueError, QueuePolicy, ServiceUnavailable,
-                             open_queue, redrive)
+from workload.queues import (
+    ClaimLost,
+    InvalidInput,
+    QueueError,
+    QueuePolicy,
+    ServiceUnavailable,
+    open_queue,
+    redrive,
+)
 
 
 def existing_queues(backend, service, prefix: str) -> set[str]:
@@ -20,8 +28,11 @@ def existing_queues(backend, service, prefix: str) -> set[str]:
     if backend == "zaqar":
         names, marker = set(), None
         while True:  # pages of at most 20
-            r = requests.get(f"{service.url}/v2/queues", params={"limit": 20, "marker": marker},
-                             headers={"X-Project-ID": service.project, "Client-ID": str(uuid.uuid4())})
+            r = requests.get(
+                f"{service.url}/v2/queues",
+                params={"limit": 20, "marker": marker},
+                headers={"X-Project-ID": service.project, "Client-ID": str(uuid.uuid4())},
+            )
             r.raise_for_status()
             page = [q["name"] for q in r.json().get("queues", [])] if r.status_code == 200 else []
             if not page:
@@ -31,9 +42,16 @@ def existing_queues(backend, service, prefix: str) -> set[str]:
     elif backend == "amqp":
         names = {q["name"] for q in service.api("GET", "/queues/%2F").json()}
     else:
-        client = boto3.client("sqs", endpoint_url=service.url, region_name=service.region,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        names = {u.rsplit("/", 1)[-1] for u in client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])}
+        client = boto3.client(
+            "sqs",
+            endpoint_url=service.url,
+            region_name=service.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        names = {
+            u.rsplit("/", 1)[-1] for u in client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+        }
     return {n for n in names if n.startswith(prefix)}
 
 
@@ -127,9 +145,15 @@ def test_zaqar_refuses_exactly_what_the_driver_refuses(zaqar, queue_name):
             q.post([fits + "y"])
         assert "262144" in str(err.value)
         raw = json.dumps({"messages": [{"body": fits + "y", "ttl": 3600}]}, separators=(",", ":"))
-        r = requests.post(f"{zaqar.url}/v2/queues/{q.name}/messages", data=raw, headers={
-            "X-Project-ID": zaqar.project, "Client-ID": str(uuid.uuid4()),
-            "Content-Type": "application/json"})
+        r = requests.post(
+            f"{zaqar.url}/v2/queues/{q.name}/messages",
+            data=raw,
+            headers={
+                "X-Project-ID": zaqar.project,
+                "Client-ID": str(uuid.uuid4()),
+                "Content-Type": "application/json",
+            },
+        )
         assert r.status_code == 400 and "too large" in r.json()["description"]
     finally:
         q.drop()
@@ -199,22 +223,33 @@ def test_ensure_sets_and_changes_the_dead_letter_policy(make_queue, backend, ser
     q.ensure(QueuePolicy(max_claims=2, message_ttl=900))
     if backend == "zaqar":
         meta = q.metadata()
-        assert (meta["_max_claim_count"], meta["_dead_letter_queue"], meta["_default_message_ttl"]) == \
-            (2, q.name + "-dlq", 900)
+        assert (meta["_max_claim_count"], meta["_dead_letter_queue"], meta["_default_message_ttl"]) == (
+            2,
+            q.name + "-dlq",
+            900,
+        )
         q.ensure(QueuePolicy(max_claims=0))
         assert q.metadata().get("_max_claim_count") is None
     elif backend == "amqp":  # the broker's own view of the queue: the policy in effect
+
         def effective(check):  # the management API shows it at its next statistics interval
-            return wait_for(lambda: check(service.api("GET", f"/queues/%2F/{q.name}").json()
-                                          .get("effective_policy_definition") or {}), 15)
+            return wait_for(
+                lambda: check(
+                    service.api("GET", f"/queues/%2F/{q.name}").json().get("effective_policy_definition")
+                    or {}
+                ),
+                15,
+            )
+
         definition = effective(lambda d: d.get("delivery-limit") == 1 and d)
         assert (definition["delivery-limit"], definition["message-ttl"]) == (1, 900_000)
         assert definition["dead-letter-routing-key"] == q.name + "-dlq"
         q.ensure(QueuePolicy(max_claims=0))
         assert effective(lambda d: "delivery-limit" not in d)
     else:
-        attrs = q._call("get_queue_attributes", safe=True, QueueUrl=q.url,
-                        AttributeNames=["All"])["Attributes"]
+        attrs = q._call("get_queue_attributes", safe=True, QueueUrl=q.url, AttributeNames=["All"])[
+            "Attributes"
+        ]
         redrive_policy = json.loads(attrs["RedrivePolicy"])
         assert int(redrive_policy["maxReceiveCount"]) == 2
         assert redrive_policy["deadLetterTargetArn"].endswith(":" + q.name + "-dlq")
@@ -254,11 +289,17 @@ def test_invalid_queue_name_surfaces_the_service_own_words(make_queue, backend, 
         bad.ensure()
     # Ask the service the same thing directly and compare words.
     if backend == "zaqar":
-        r = requests.put(f"{service.url}/v2/queues/no%20spaces%20allowed%21-dlq", json={},
-                         headers={"X-Project-ID": service.project, "Client-ID": str(uuid.uuid4())})
+        r = requests.put(
+            f"{service.url}/v2/queues/no%20spaces%20allowed%21-dlq",
+            json={},
+            headers={"X-Project-ID": service.project, "Client-ID": str(uuid.uuid4())},
+        )
         own = r.json()
-        assert (err.value.title, err.value.description, err.value.status) == \
-            (own["title"], own["description"], r.status_code)
+        assert (err.value.title, err.value.description, err.value.status) == (
+            own["title"],
+            own["description"],
+            r.status_code,
+        )
     else:
         client = q._client
         with pytest.raises(client.exceptions.ClientError) as raw:
@@ -285,6 +326,7 @@ def test_renewing_or_deleting_with_a_lost_claim_raises_claim_lost(make_queue, ba
         # SQS accepts a superseded receipt handle silently (documented AWS behaviour); a
         # receipt handle that was never valid is refused.
         from dataclasses import replace
+
         bogus = replace(c.messages[0], receipt="not-a-receipt")
         with pytest.raises(QueueError):
             q.delete(bogus, c)
@@ -299,8 +341,10 @@ def test_a_safe_read_is_retried_after_a_5xx(flaky_queue):
 
 def test_a_message_post_is_never_retried_and_the_error_is_the_service_own(flaky_queue, backend):
     if backend == "amqp":
-        pytest.skip("AMQP publishes do not go over HTTP (the proxy sees only the management API); "
-                    "test_amqp.py posts during a broker outage")
+        pytest.skip(
+            "AMQP publishes do not go over HTTP (the proxy sees only the management API); "
+            "test_amqp.py posts during a broker outage"
+        )
     q, proxy, direct = flaky_queue(fail=1)
     with pytest.raises(ServiceUnavailable) as err:
         q.post(["once"])

@@ -1,4 +1,5 @@
 """The local stand-ins themselves: started, answering, stopped by PID, and the CLI around them."""
+
 from __future__ import annotations
 
 import os
@@ -39,13 +40,24 @@ def test_local_zaqar_starts_answers_and_stops_every_process_it_started():
 
 def _run_cli(*argv):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "devenv", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "devenv", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-@pytest.mark.parametrize("command,healthy_status,env_var", [("zaqar", 300, "QW_ZAQAR_URL"),
-                                                             ("sqs", None, "QW_SQS_ENDPOINT_URL"),
-                                                             ("amqp", 200, "QW_AMQP_MANAGEMENT_URL")])
+@pytest.mark.parametrize(
+    "command,healthy_status,env_var",
+    [
+        ("zaqar", 300, "QW_ZAQAR_URL"),
+        ("sqs", None, "QW_SQS_ENDPOINT_URL"),
+        ("amqp", 200, "QW_AMQP_MANAGEMENT_URL"),
+    ],
+)
 def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, healthy_status, env_var):
     proc = _run_cli(command)
     try:
@@ -72,18 +84,33 @@ def test_python_m_devenv_runs_in_the_foreground_and_stops_on_ctrl_c(command, hea
             proc.wait()
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["--help"], ["zaqar", "sqs", "amqp", "demo", "controlplane"]),
-    (["zaqar", "--help"], ["--venv", "QW_ZAQAR_VENV", "--project", "X-Project-ID", "--gc-interval",
-                           "garbage", "--workers", "--threads"]),
-    (["sqs", "--help"], ["--region", "--port", "a free one"]),
-    (["amqp", "--help"], ["--data-dir", "--consumer-timeout", "consumer_timeout", "--heartbeat"]),
-    (["demo", "--help"], ["python -m devenv demo"]),  # the demo's own help, not ours
-    (["controlplane", "--help"], ["python -m devenv controlplane", "--messaging", "--run-dir"]),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--help"], ["zaqar", "sqs", "amqp", "demo", "controlplane"]),
+        (
+            ["zaqar", "--help"],
+            [
+                "--venv",
+                "QW_ZAQAR_VENV",
+                "--project",
+                "X-Project-ID",
+                "--gc-interval",
+                "garbage",
+                "--workers",
+                "--threads",
+            ],
+        ),
+        (["sqs", "--help"], ["--region", "--port", "a free one"]),
+        (["amqp", "--help"], ["--data-dir", "--consumer-timeout", "consumer_timeout", "--heartbeat"]),
+        (["demo", "--help"], ["python -m devenv demo"]),  # the demo's own help, not ours
+        (["controlplane", "--help"], ["python -m devenv controlplane", "--messaging", "--run-dir"]),
+    ],
+)
 def test_every_subcommand_documents_its_options(argv, expected):
-    out = subprocess.run([sys.executable, "-m", "devenv", *argv], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "devenv", *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
     assert [e for e in expected if e not in text] == []
@@ -113,8 +140,12 @@ def _listening(port: int) -> set[str]:
 def test_local_rabbitmq_listens_on_loopback_only(rabbitmq):
     """AMQP, management, Erlang distribution and epmd: every port on 127.0.0.1 (or ::1) only."""
     loopback = {"0100007F", "00000000000000000000000001000000"}
-    ports = {"amqp": rabbitmq.amqp_port, "management": rabbitmq.port, "distribution": rabbitmq.dist_port,
-             "epmd": rabbitmq.epmd_port}
+    ports = {
+        "amqp": rabbitmq.amqp_port,
+        "management": rabbitmq.port,
+        "distribution": rabbitmq.dist_port,
+        "epmd": rabbitmq.epmd_port,
+    }
     seen = {name: _listening(port) for name, port in ports.items()}
     assert all(seen.values()), seen  # each one listens
     assert {name: addrs - loopback for name, addrs in seen.items()} == {name: set() for name in ports}
@@ -125,8 +156,9 @@ def test_local_rabbitmq_adds_users_with_their_own_rights(rabbitmq, queue_name):
     from workload.queues import QueueError, QueuePolicy, open_queue
 
     vhost = queue_name("vh")
-    url = rabbitmq.add_user("reader-" + vhost, "pw-" + vhost, vhost=vhost, configure="^$", write="^$",
-                            read=".*")
+    url = rabbitmq.add_user(
+        "reader-" + vhost, "pw-" + vhost, vhost=vhost, configure="^$", write="^$", read=".*"
+    )
     q = open_queue("amqp", "jobs", url=url, management_url=rabbitmq.management_url)
     with pytest.raises(QueueError) as err:
         q.ensure(QueuePolicy(max_claims=0))  # declaring needs configure rights

@@ -4,6 +4,7 @@ Zaqar's shortest claim is 60 s, so these are ``slow`` there. One module-scoped s
 starts all three scenarios at once and each test then waits for its own moment, so on Zaqar the
 three 60 s waits overlap into about one.
 """
+
 from __future__ import annotations
 
 import threading
@@ -11,10 +12,9 @@ import time
 import uuid
 
 import pytest
+from conftest import SHORT_TTL
 
 from workload.queues import ClaimLost, QueuePolicy, open_queue, redrive
-
-from conftest import SHORT_TTL  # noqa: E402  (this folder's conftest, on sys.path under pytest)
 
 
 class Scenarios:
@@ -48,6 +48,7 @@ class Scenarios:
         self.bare = None
         if backend == "zaqar":  # the same expiry on a Zaqar that runs no garbage collector
             from devenv.zaqar import LocalZaqar
+
             self.bare = LocalZaqar(gc_interval=0).start()
             self.bare_queue = open_queue("zaqar", f"tm-{uuid.uuid4().hex[:10]}", **self.bare.queue_options)
             self.bare_queue.ensure(QueuePolicy(max_claims=0))

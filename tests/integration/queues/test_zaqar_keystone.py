@@ -1,5 +1,6 @@
 """The Zaqar driver's cloud path: credentials from clouds.yaml, a keystoneauth session, the
 messaging endpoint from the catalog, against a real Keystone and a Zaqar with Keystone auth."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def test_a_queue_through_keystone_and_the_catalog(clouds_env):
         assert q.stats().total == 0
         # The request reached Zaqar with a token, not with a project header: without one it says no.
         import requests
-        r = requests.get(f"{clouds_env.messaging_url}/v2/queues/{q.name}/stats",
-                         headers={"Client-ID": str(uuid.uuid4()), "X-Project-ID": "demo"})
+
+        r = requests.get(
+            f"{clouds_env.messaging_url}/v2/queues/{q.name}/stats",
+            headers={"Client-ID": str(uuid.uuid4()), "X-Project-ID": "demo"},
+        )
         assert r.status_code == 401
     finally:
         q.drop()

@@ -1,14 +1,15 @@
 """The consumer against real queues: every message handled once, retries, dead letters, replies."""
+
 from __future__ import annotations
 
 import time
+
+from wl_helpers import drain
 
 from workload.admin import queue_status, redrive
 from workload.consumer import Consumer, ConsumerConfig, JsonLog
 from workload.handlers import make_handler
 from workload.producer import Producer, widget_requests
-
-from wl_helpers import drain
 
 GOOD = "31f37378-54f4-11e5-ad75-3c970e65f731"
 
@@ -16,8 +17,14 @@ GOOD = "31f37378-54f4-11e5-ad75-3c970e65f731"
 def consume(q, handler: str, events: list, reply_queue=None, **cfg):
     cfg.setdefault("idle_exit", 1.0)
     cfg.setdefault("poll_max", 0.2)
-    c = Consumer(q, make_handler("python", handler), ConsumerConfig(**cfg), reply_queue=reply_queue,
-                 log=JsonLog(None, on_event=events.append), consumer_id="test")
+    c = Consumer(
+        q,
+        make_handler("python", handler),
+        ConsumerConfig(**cfg),
+        reply_queue=reply_queue,
+        log=JsonLog(None, on_event=events.append),
+        consumer_id="test",
+    )
     return c.run()
 
 
@@ -41,14 +48,17 @@ def test_every_message_is_handled_once_and_deleted(make_queue):
 
 def test_poison_message_is_retried_dead_lettered_and_redriven_without_blocking(make_queue):
     q = make_queue()
-    q.post([{"widget_id": "this_is_not_a_valid_widget_id", "seq": 0}] +
-           [{"widget_id": GOOD, "seq": i} for i in range(1, 6)])
+    q.post(
+        [{"widget_id": "this_is_not_a_valid_widget_id", "seq": 0}]
+        + [{"widget_id": GOOD, "seq": i} for i in range(1, 6)]
+    )
     events: list = []
     # batch=1: Zaqar 23's redis claim script, once it meets a released message, also takes the
     # messages behind it that other claims still hold, so batches > 1 after a retry can hand a
     # message out twice (at-least-once: never lost, but this test counts exact handlings).
-    summary = consume(q, "workload.handlers.builtin:flaky_widget", events, batch=1,
-                      max_attempts=3, retry_delay=0.0)
+    summary = consume(
+        q, "workload.handlers.builtin:flaky_widget", events, batch=1, max_attempts=3, retry_delay=0.0
+    )
     poison = [e for e in messages(events) if e["seq"] == 0]
     assert [e["outcome"] for e in poison] == ["retry", "retry", "dead-letter"]
     assert [e["attempt"] for e in poison] == [1, 2, 3]
@@ -87,6 +97,7 @@ def test_replies_go_to_the_reply_queue(make_queue):
 def test_service_dead_letters_by_max_claims(zaqar_queue):
     """With a max-claims policy Zaqar itself moves the poison message; the consumer only retries."""
     from workload.queues.base import QueuePolicy
+
     q = zaqar_queue(QueuePolicy(claim_ttl=60, claim_grace=60, max_claims=2))
     q.post([{"widget_id": "bad", "seq": 0}, {"widget_id": GOOD, "seq": 1}])
     events: list = []
@@ -121,16 +132,23 @@ def test_a_consumer_that_cannot_reach_its_queue_never_touches_its_heartbeat(tmp_
 
     beat = tmp_path / "heartbeat"
     monkeypatch.setenv("QW_HEARTBEAT_FILE", str(beat))
-    dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p",
-                      retry_policy=retry.NO_RETRY)
+    dead = open_queue(
+        "zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p", retry_policy=retry.NO_RETRY
+    )
     events: list = []
-    consumer = Consumer(dead, make_handler("python", "workload.handlers.builtin:noop"),
-                        ConsumerConfig(poll_min=0.05, poll_max=0.1), log=JsonLog(None, on_event=events.append),
-                        consumer_id="test")
+    consumer = Consumer(
+        dead,
+        make_handler("python", "workload.handlers.builtin:noop"),
+        ConsumerConfig(poll_min=0.05, poll_max=0.1),
+        log=JsonLog(None, on_event=events.append),
+        consumer_id="test",
+    )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: sum(e.get("event") == "error" for e in events) >= 2, timeout=60, what="two failed claims")
+        wait_until(
+            lambda: sum(e.get("event") == "error" for e in events) >= 2, timeout=60, what="two failed claims"
+        )
     finally:
         consumer.stop()
         thread.join(30)

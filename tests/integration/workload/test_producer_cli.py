@@ -1,13 +1,14 @@
 """The producer against a real queue, and the CLI modes end to end as a user runs them."""
+
 from __future__ import annotations
 
 import io
 import itertools
 import json
 
-from workload.producer import Producer, widget_requests
-
 from wl_helpers import drain, run_cli
+
+from workload.producer import Producer, widget_requests
 
 
 class StepClock:
@@ -34,8 +35,15 @@ def test_rate_schedule_ramp_and_idle(make_queue):
     """At 0.05 s per clock reading, 2 s of a schedule that idles for 1 s then runs at 40/s
     posts 40 messages."""
     q = make_queue()
-    s = Producer(q, widget_requests(seed=2), rate=lambda t: 0 if t < 1.0 else 40, duration=2.0,
-                 batch=20, progress_every=0, clock=StepClock(0.05)).run()
+    s = Producer(
+        q,
+        widget_requests(seed=2),
+        rate=lambda t: 0 if t < 1.0 else 40,
+        duration=2.0,
+        batch=20,
+        progress_every=0,
+        clock=StepClock(0.05),
+    ).run()
     assert 38 <= s.sent <= 41 and s.stopped_by == "duration"
     assert len(drain(q)) == s.sent
 
@@ -44,22 +52,37 @@ def test_payloads_running_out_end_the_run(make_queue):
     q = make_queue()
     s = Producer(q, ["a", {"b": 1}, "c"], progress_every=0).run()
     assert (s.sent, s.stopped_by) == (3, "payloads-exhausted")
-    assert sorted(json.dumps(b.get("data", b.get("b"))) for b in drain(q)) == ['"a"', '"c"', '1']
+    assert sorted(json.dumps(b.get("data", b.get("b"))) for b in drain(q)) == ['"a"', '"c"', "1"]
 
 
 def test_progress_lines_while_it_runs(make_queue):
     q = make_queue()
     out = io.StringIO()
-    Producer(q, itertools.repeat({"x": 1}), count=30, batch=1, progress_every=0.5, progress=out,
-             clock=StepClock(0.05)).run()
+    Producer(
+        q,
+        itertools.repeat({"x": 1}),
+        count=30,
+        batch=1,
+        progress_every=0.5,
+        progress=out,
+        clock=StepClock(0.05),
+    ).run()
     lines = out.getvalue().splitlines()
     assert len(lines) >= 2 and all("sent" in line for line in lines)
 
 
 def test_cli_producer_from_stdin_and_status_purge_delete(service, make_queue):
     q = make_queue()
-    out = run_cli(service, "producer", "-q", q.name, "--stdin", "--progress-every", "0",
-                  input='{"widget_id": "w1"}\nplain line\n')
+    out = run_cli(
+        service,
+        "producer",
+        "-q",
+        q.name,
+        "--stdin",
+        "--progress-every",
+        "0",
+        input='{"widget_id": "w1"}\nplain line\n',
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["sent"] == 2 and summary["mode"] == "producer"
@@ -82,12 +105,25 @@ def test_cli_producer_from_stdin_and_status_purge_delete(service, make_queue):
 
 def test_cli_producer_interval_and_consumer_exec(service, make_queue):
     q = make_queue()
-    out = run_cli(service, "producer", "-q", q.name, "-t", "0.01", "--count", "5",
-                  "--invalid-share", "0", "--progress-every", "0")
+    out = run_cli(
+        service,
+        "producer",
+        "-q",
+        q.name,
+        "-t",
+        "0.01",
+        "--count",
+        "5",
+        "--invalid-share",
+        "0",
+        "--progress-every",
+        "0",
+    )
     assert out.returncode == 0 and json.loads(out.stdout.splitlines()[-1])["sent"] == 5
     # The seed's pairing: the consumer runs a program per message, configured by environment.
-    con = run_cli(service, "consumer", "-q", q.name, "--idle-exit", "1", "--", "cat",
-                  QW_CONCURRENCY="2", QW_BATCH="5")
+    con = run_cli(
+        service, "consumer", "-q", q.name, "--idle-exit", "1", "--", "cat", QW_CONCURRENCY="2", QW_BATCH="5"
+    )
     assert con.returncode == 0, con.stderr
     lines = [json.loads(x) for x in con.stdout.splitlines()]
     done = [e for e in lines if e["event"] == "message" and e["outcome"] == "done"]
@@ -108,10 +144,16 @@ def test_cli_status_watch_repeats_until_interrupted(zaqar, zaqar_queue):
     import subprocess
 
     from wl_helpers import REPO, cli_env, workload_cmd
+
     q = zaqar_queue()
     q.post([{"seq": 0}])
-    proc = subprocess.Popen(workload_cmd("status", "-q", q.name, "--watch", "-t", "0.2", "--json"),
-                            env=cli_env(zaqar), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        workload_cmd("status", "-q", q.name, "--watch", "-t", "0.2", "--json"),
+        env=cli_env(zaqar),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline()
         second = proc.stdout.readline()

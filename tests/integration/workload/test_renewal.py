@@ -1,4 +1,5 @@
 """Claim renewal keeps a job that outlives its claim from being handed to another consumer."""
+
 from __future__ import annotations
 
 import threading
@@ -18,9 +19,13 @@ def run_long_job_while_another_consumer_polls(q, work_s: float, claim_ttl: int):
     client keeps claiming; return (what the second client got, the worker's events)."""
     q.post([{"seq": 0, "work_s": work_s}])
     events: list = []
-    worker = Consumer(q, make_handler("python", "workload.handlers.builtin:sleep"),
-                      ConsumerConfig(batch=1, claim_ttl=claim_ttl, max_messages=1),
-                      log=JsonLog(None, on_event=events.append), consumer_id="long")
+    worker = Consumer(
+        q,
+        make_handler("python", "workload.handlers.builtin:sleep"),
+        ConsumerConfig(batch=1, claim_ttl=claim_ttl, max_messages=1),
+        log=JsonLog(None, on_event=events.append),
+        consumer_id="long",
+    )
     t = threading.Thread(target=worker.run)
     t.start()
     while not worker.counters["claimed"] and t.is_alive():  # the long job's consumer claims first

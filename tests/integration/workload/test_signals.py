@@ -1,4 +1,5 @@
 """A real consumer process: SIGTERM gives its claims back and exits 0; SIGKILL loses nothing."""
+
 from __future__ import annotations
 
 import json
@@ -9,17 +10,14 @@ import threading
 import time
 
 import pytest
-
-from workload.consumer import Consumer, ConsumerConfig, JsonLog
-from workload.handlers import make_handler
-from devenv.procs import wait_until
-from workload.queues.base import QueuePolicy
-
 from wl_helpers import REPO, cli_env, workload_cmd
 
+from devenv.procs import wait_until
+from workload.consumer import Consumer, ConsumerConfig, JsonLog
+from workload.handlers import make_handler
+from workload.queues.base import QueuePolicy
+
 SLOW_JOB = f"{sys.executable} -c 'import sys, time; sys.stdin.read(); time.sleep(60)'"
-
-
 
 
 def log_lines(path):
@@ -34,9 +32,29 @@ def test_sigterm_releases_claims_and_exits_zero(zaqar, zaqar_queue, tmp_path):
     q.post([{"seq": i} for i in range(5)])
     log = tmp_path / "consumer.jsonl"
     proc = subprocess.Popen(
-        workload_cmd("consumer", "-q", q.name, "--batch", "5", "-w", "2", "--claim-ttl", "600",
-                     "--drain-timeout", "1", "--log-file", str(log), "--exec", SLOW_JOB),
-        env=cli_env(zaqar), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        workload_cmd(
+            "consumer",
+            "-q",
+            q.name,
+            "--batch",
+            "5",
+            "-w",
+            "2",
+            "--claim-ttl",
+            "600",
+            "--drain-timeout",
+            "1",
+            "--log-file",
+            str(log),
+            "--exec",
+            SLOW_JOB,
+        ),
+        env=cli_env(zaqar),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: q.stats().claimed == 5, 30, "the consumer to claim all 5 messages")
         time.sleep(0.5)  # two handlers are running their 60 s jobs now
@@ -63,12 +81,32 @@ def test_sigkill_mid_message_loses_nothing(zaqar, zaqar_queue, tmp_path):
     q.post([{"seq": i, "work_s": 0.2} for i in range(n)])
     log = tmp_path / "first.jsonl"
     first = subprocess.Popen(
-        workload_cmd("consumer", "-q", q.name, "--batch", "5", "-w", "2", "--claim-ttl", "60",
-                     "--log-file", str(log), "--python", "workload.handlers.builtin:sleep"),
-        env=cli_env(zaqar), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        workload_cmd(
+            "consumer",
+            "-q",
+            q.name,
+            "--batch",
+            "5",
+            "-w",
+            "2",
+            "--claim-ttl",
+            "60",
+            "--log-file",
+            str(log),
+            "--python",
+            "workload.handlers.builtin:sleep",
+        ),
+        env=cli_env(zaqar),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_until(lambda: sum(e.get("outcome") == "done" for e in log_lines(log)) >= 6, 60,
-                 "the first consumer to finish a few messages")
+        wait_until(
+            lambda: sum(e.get("outcome") == "done" for e in log_lines(log)) >= 6,
+            60,
+            "the first consumer to finish a few messages",
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -87,9 +125,12 @@ def test_sigkill_mid_message_loses_nothing(zaqar, zaqar_queue, tmp_path):
             if len(seen) == n:
                 second.stop()
 
-    second = Consumer(q, make_handler("python", "workload.handlers.builtin:sleep"),
-                      ConsumerConfig(batch=10, concurrency=4, claim_ttl=60, poll_max=1.0),
-                      log=JsonLog(None, on_event=lambda e: (events.append(e), on_event(e))))
+    second = Consumer(
+        q,
+        make_handler("python", "workload.handlers.builtin:sleep"),
+        ConsumerConfig(batch=10, concurrency=4, claim_ttl=60, poll_max=1.0),
+        log=JsonLog(None, on_event=lambda e: (events.append(e), on_event(e))),
+    )
     guard = threading.Timer(150, second.stop)  # never hang the suite; the assert below tells
     guard.start()
     try:

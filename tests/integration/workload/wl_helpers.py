@@ -1,4 +1,5 @@
 """Helpers shared by the workload's integration tests (imported as ``wl_helpers``)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,15 @@ def workload_cmd(*argv: str) -> list[str]:
 
 
 def run_cli(service, *argv: str, input: str | None = None, **extra_env: str):
-    return subprocess.run(workload_cmd(*argv), capture_output=True, text=True, input=input,
-                          env=cli_env(service, **extra_env), cwd=REPO, timeout=120)
+    return subprocess.run(
+        workload_cmd(*argv),
+        capture_output=True,
+        text=True,
+        input=input,
+        env=cli_env(service, **extra_env),
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def drain(q, limit: int = 10):

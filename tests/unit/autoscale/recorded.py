@@ -7,6 +7,7 @@ keeps every observation with the decision's desired size and reason. ``test_reco
 replays the observations into a fresh policy and asks for the same decisions: a refactoring
 keeps them identical, a behaviour change rewrites the file in the commit that makes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,49 @@ from workload.autoscale.policy import Observation, PolicyState
 from workload.queues.base import QueueStats
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "recorded_decisions.json"
-CASES = (("target", "step", ["--policy", "target", "-m", "0", "-x", "60", "--target-wait", "30",
-                             "--boot-time", "60", "--service-time", "2"]),
-         ("target", "spike", ["--policy", "target", "-m", "0", "-x", "60", "--target-wait", "30",
-                              "--boot-time", "60", "--service-time", "0.5"]),
-         ("threshold", "onoff", ["--policy", "threshold", "-j", "20", "-n", "0", "-c", "60", "-m", "0",
-                                 "-x", "60"]))
+CASES = (
+    (
+        "target",
+        "step",
+        [
+            "--policy",
+            "target",
+            "-m",
+            "0",
+            "-x",
+            "60",
+            "--target-wait",
+            "30",
+            "--boot-time",
+            "60",
+            "--service-time",
+            "2",
+        ],
+    ),
+    (
+        "target",
+        "spike",
+        [
+            "--policy",
+            "target",
+            "-m",
+            "0",
+            "-x",
+            "60",
+            "--target-wait",
+            "30",
+            "--boot-time",
+            "60",
+            "--service-time",
+            "0.5",
+        ],
+    ),
+    (
+        "threshold",
+        "onoff",
+        ["--policy", "threshold", "-j", "20", "-n", "0", "-c", "60", "-m", "0", "-x", "60"],
+    ),
+)
 SEED = 1
 
 
@@ -34,8 +72,9 @@ def compact(obs: Observation) -> list:
 
 def observation(row: list) -> Observation:
     now, free, claimed, total, oldest, current, pending = row
-    return Observation(now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest),
-                       current, pending)
+    return Observation(
+        now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest), current, pending
+    )
 
 
 def record() -> list[dict]:

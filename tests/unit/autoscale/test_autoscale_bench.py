@@ -1,5 +1,6 @@
 """bench.autoscale end to end on a tiny trace (the JSON contract, the plots, bad input), and the
 simulated fleet (boot time charged, FIFO, Poisson arrivals)."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ import random
 import pytest
 
 from bench import autoscale
+from bench.actuators import Direct
+from bench.ours import make_ours
 from bench.sim import Fleet, simulate
 from bench.traces import BUILTIN_TRACES, TRACES_DIR, Trace, load_trace
 from bench.worlds import Sample, World, sample
-from bench.actuators import Direct
-from bench.ours import make_ours
 
 FIGURES = {"cost_worker_s", "p95_wait_s", "meets_target", "utilisation"}
 
@@ -26,44 +27,75 @@ def tiny(tmp_path):
 
 def test_json_contract_and_plots_on_a_tiny_trace(tiny, tmp_path, capsys):
     out = tmp_path / "plots"
-    argv = ["--json", "--trace", str(tiny), "--seeds", "2", "--boot-time", "30", "--service-mean", "1",
-            "--service-cv", "0.5", "--max-servers", "20", "--target-wait", "20", "--out", str(out),
-            "--jobs", "1"]
+    argv = [
+        "--json",
+        "--trace",
+        str(tiny),
+        "--seeds",
+        "2",
+        "--boot-time",
+        "30",
+        "--service-mean",
+        "1",
+        "--service-cv",
+        "0.5",
+        "--max-servers",
+        "20",
+        "--target-wait",
+        "20",
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+    ]
     assert autoscale.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["target_wait_s"] == 20 and result["seeds"] == 2
     [world] = result["worlds"]
-    assert {k: world[k] for k in ("boot_s", "service_mean_s", "service_cv", "max_servers")} == \
-        {"boot_s": 30, "service_mean_s": 1, "service_cv": 0.5, "max_servers": 20}
+    assert {k: world[k] for k in ("boot_s", "service_mean_s", "service_cv", "max_servers")} == {
+        "boot_s": 30,
+        "service_mean_s": 1,
+        "service_cv": 0.5,
+        "max_servers": 20,
+    }
     tr = world["traces"]["tiny"]
     assert tr["work_floor_worker_s"] > 0
     for fig in [tr["ours"], tr["oracle"]] + tr["ours_priors"]:
-        assert FIGURES <= set(fig)
+        assert set(fig) >= FIGURES
         assert fig["meets_target"] == (fig["p95_wait_s"] is not None and fig["p95_wait_s"] <= 20)
         # No fleet does the work for less than the work itself.
         assert fig["cost_worker_s"] >= tr["work_floor_worker_s"]
         assert fig["utilisation"] == pytest.approx(tr["work_floor_worker_s"] / fig["cost_worker_s"], abs=1e-3)
-    assert {(p["boot_prior_x"], p["service_prior_x"]) for p in tr["ours_priors"]} == \
-        {(0.5, 1.0), (2.0, 1.0), (1.0, 0.5), (1.0, 2.0)}
+    assert {(p["boot_prior_x"], p["service_prior_x"]) for p in tr["ours_priors"]} == {
+        (0.5, 1.0),
+        (2.0, 1.0),
+        (1.0, 0.5),
+        (1.0, 2.0),
+    }
     assert set(tr["baselines"]) == {"keda", "aws", "threshold"}
     for name, rows in tr["baselines"].items():
         assert len(rows) >= 6
-        assert {r["knob"] for r in rows} == {{"keda": "queueLength", "aws": "target_backlog_per_instance",
-                                              "threshold": "-j"}[name]}
+        assert {r["knob"] for r in rows} == {
+            {"keda": "queueLength", "aws": "target_backlog_per_instance", "threshold": "-j"}[name]
+        }
         assert all(set(r) == {"knob", "value", "cost_worker_s", "p95_wait_s", "meets_target"} for r in rows)
     v = tr["verdict"]
     if v["cheapest_tuned"]:
         assert v["ours_over_cheapest_tuned"] == pytest.approx(
-            tr["ours"]["cost_worker_s"] / v["cheapest_tuned"]["cost_worker_s"], abs=1e-3)
+            tr["ours"]["cost_worker_s"] / v["cheapest_tuned"]["cost_worker_s"], abs=1e-3
+        )
     assert (out / "tiny-boot30-svc1-cv0.5-direct.png").stat().st_size > 10000
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seeds", "0"], "--seeds=0 is not allowed"),
-    (["--boot-time", "-5"], "--boot-time=-5.0 is not allowed"),
-    (["--service-cv", "9"], "--service-cv=9.0 is not allowed"),
-    (["--actuator", "heat"], "--actuator='heat' is not allowed: one of direct, signal-iad"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0"], "--seeds=0 is not allowed"),
+        (["--boot-time", "-5"], "--boot-time=-5.0 is not allowed"),
+        (["--service-cv", "9"], "--service-cv=9.0 is not allowed"),
+        (["--actuator", "heat"], "--actuator='heat' is not allowed: one of direct, signal-iad"),
+    ],
+)
 def test_bad_options_are_refused_naming_them(argv, message, capsys):
     with pytest.raises(SystemExit):
         autoscale.main(argv)
@@ -127,8 +159,23 @@ def test_poisson_arrivals_follow_the_rate_and_worlds_scale_it_by_the_service_tim
 
 
 def test_every_actuator_asked_for_gets_its_own_world_rows(tiny, capsys):
-    argv = ["--json", "--trace", str(tiny), "--seeds", "1", "--boot-time", "30", "--no-priors",
-            "--no-plots", "--jobs", "1", "--actuator", "direct", "--actuator", "signal-iad"]
+    argv = [
+        "--json",
+        "--trace",
+        str(tiny),
+        "--seeds",
+        "1",
+        "--boot-time",
+        "30",
+        "--no-priors",
+        "--no-plots",
+        "--jobs",
+        "1",
+        "--actuator",
+        "direct",
+        "--actuator",
+        "signal-iad",
+    ]
     assert autoscale.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["actuators"] == ["direct", "signal-iad"]

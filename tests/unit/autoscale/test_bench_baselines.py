@@ -1,10 +1,8 @@
 """Each baseline's documented behaviour on small hand-made observation sequences."""
+
 from __future__ import annotations
 
 import pytest
-
-from workload.autoscale.policy import Observation, TargetPolicy, ThresholdPolicy
-from workload.queues.base import QueueStats
 
 from bench import baselines
 from bench.baselines.aws import Aws
@@ -12,16 +10,23 @@ from bench.baselines.keda import Keda
 from bench.baselines.threshold import Threshold
 from bench.ours import make_ours
 from bench.worlds import DEFAULT_WORLDS, World
+from workload.autoscale.policy import Observation, TargetPolicy, ThresholdPolicy
+from workload.queues.base import QueueStats
 
 WORLD = World(boot_s=60, service_mean_s=1, service_cv=0.5, max_servers=100, target_wait_s=30)
 
 
 def obs(t, current, free=0, claimed=0, pending=0):
-    return Observation(now=t, stats=QueueStats(free=free, claimed=claimed, total=free + claimed,
-                                               oldest_age=None), current=current, pending=pending)
+    return Observation(
+        now=t,
+        stats=QueueStats(free=free, claimed=claimed, total=free + claimed, oldest_age=None),
+        current=current,
+        pending=pending,
+    )
 
 
 # ---------------------------------------------------------------------------- KEDA + HPA
+
 
 def test_hpa_tolerance_no_change_within_ten_percent():
     keda = Keda(10, WORLD)
@@ -62,6 +67,7 @@ def test_keda_activation_wakes_from_zero_and_cooldown_period_goes_back_to_zero()
 
 # ---------------------------------------------------------------------------- AWS target tracking
 
+
 def test_aws_scales_out_after_three_breaching_minutes_not_two():
     aws = Aws(10, WORLD)
     assert aws.decide(obs(0, 2, free=100)) == 2
@@ -100,6 +106,7 @@ def test_aws_warm_up_blocks_scale_in():
 
 
 # ---------------------------------------------------------------------------- threshold and ours
+
 
 def test_threshold_is_the_seeds_rule_from_a_monitor_command_line():
     th = Threshold(5, WORLD)

@@ -1,4 +1,5 @@
 """Pooling over seeds, tuning by hindsight, the verdict, and the Heat actuator models."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,13 @@ def test_a_message_never_started_makes_the_p95_infinite():
 
 
 def row(value, cost, p95):
-    return {"knob": "k", "value": value, "cost_worker_s": cost, "p95_wait_s": p95,
-            "meets_target": p95 is not None and p95 <= 30}
+    return {
+        "knob": "k",
+        "value": value,
+        "cost_worker_s": cost,
+        "p95_wait_s": p95,
+        "meets_target": p95 is not None and p95 <= 30,
+    }
 
 
 def test_tuned_by_hindsight_is_the_cheapest_sweep_value_meeting_the_target():
@@ -42,8 +48,10 @@ def fig(cost, p95):
 
 
 def test_verdict_compares_ours_with_the_cheapest_tuned_baseline_or_else_the_lowest_p95():
-    tr = {"ours": fig(90, 29), "baselines": {"keda": [row(1, 120, 20), row(2, 100, 28)],
-                                             "aws": [row(1, 150, 10)]}}
+    tr = {
+        "ours": fig(90, 29),
+        "baselines": {"keda": [row(1, 120, 20), row(2, 100, 28)], "aws": [row(1, 150, 10)]},
+    }
     v = verdict(tr)
     assert v["cheapest_tuned"]["baseline"] == "keda" and v["ours_over_cheapest_tuned"] == 0.9
     assert v["aim_met"] and v["tuned"] == {"keda": 2, "aws": 1}

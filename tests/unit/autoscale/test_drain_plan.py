@@ -1,6 +1,7 @@
 """The drain protocol's planning (workload/autoscale/drain.py): which members leave and when they
 may go. The Heat behaviour these rules follow (failed members first, then the oldest) is Heat's
 own (heat/common/grouputils.py); tests/cloud/test_drain_scale_in.py proves the removal on it."""
+
 from __future__ import annotations
 
 import pytest

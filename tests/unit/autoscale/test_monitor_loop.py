@@ -1,5 +1,6 @@
 """The monitor loop's own rules, on an in-memory group and queue (no servers): the decision log,
 no action while the group is updating, backoff on errors, and stop."""
+
 from __future__ import annotations
 
 import threading
@@ -42,9 +43,16 @@ class Queue:
 
 
 def policy():
-    return ThresholdPolicy(ThresholdConfig(min_size=0, max_size=5, scale_up_threshold=10,
-                                           scale_down_threshold=0, up_cooldown_s=0,
-                                           down_cooldown_s=0))
+    return ThresholdPolicy(
+        ThresholdConfig(
+            min_size=0,
+            max_size=5,
+            scale_up_threshold=10,
+            scale_down_threshold=0,
+            up_cooldown_s=0,
+            down_cooldown_s=0,
+        )
+    )
 
 
 def make(free, group, clock=None):
@@ -55,8 +63,9 @@ def make(free, group, clock=None):
         return t[0]
 
     records = []
-    m = Monitor(Queue(free), policy(), group, interval=1.0, max_backoff=8.0,
-                log=records.append, clock=clock or tick)
+    m = Monitor(
+        Queue(free), policy(), group, interval=1.0, max_backoff=8.0, log=records.append, clock=clock or tick
+    )
     return m, records
 
 

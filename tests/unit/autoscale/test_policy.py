@@ -1,23 +1,37 @@
 """The scaling policies as pure functions: clamps, cooldowns, hysteresis, no flapping, scale to
 zero and wake, hold on missing data, config errors that name the key."""
+
 from __future__ import annotations
 
 import dataclasses
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workload.autoscale.policy import (
-    Observation, PolicyConfigError, PolicyState, TargetConfig, TargetPolicy, ThresholdConfig,
-    ThresholdPolicy, erlang_c_servers, make_policy)
+    Observation,
+    PolicyConfigError,
+    PolicyState,
+    TargetConfig,
+    TargetPolicy,
+    ThresholdConfig,
+    ThresholdPolicy,
+    erlang_c_servers,
+    make_policy,
+)
 from workload.queues.base import QueueStats
 
 
 def stats(free: int, claimed: int = 0, oldest: float | None = None) -> QueueStats:
     total = free + claimed
-    return QueueStats(free=free, claimed=claimed, total=total,
-                      oldest_age=oldest if oldest is not None else (5.0 if total else None))
+    return QueueStats(
+        free=free,
+        claimed=claimed,
+        total=total,
+        oldest_age=oldest if oldest is not None else (5.0 if total else None),
+    )
 
 
 def run(policy, looks, state=None):
@@ -33,9 +47,16 @@ def run(policy, looks, state=None):
 
 # ------------------------------------------------------------------ threshold (the seed's rule)
 
+
 def seed_policy(**kw) -> ThresholdPolicy:
-    cfg = dict(min_size=0, max_size=3, scale_up_threshold=100, scale_down_threshold=0,
-               up_cooldown_s=60, down_cooldown_s=60)
+    cfg = dict(
+        min_size=0,
+        max_size=3,
+        scale_up_threshold=100,
+        scale_down_threshold=0,
+        up_cooldown_s=60,
+        down_cooldown_s=60,
+    )
     cfg.update(kw)
     return ThresholdPolicy(ThresholdConfig(**cfg))
 
@@ -72,8 +93,9 @@ def test_threshold_down_cooldown_counts_from_any_change():
 
 @given(st.lists(st.integers(min_value=11, max_value=50), min_size=5, max_size=60))
 def test_threshold_hysteresis_holds_between_n_and_j(frees):
-    p = seed_policy(max_size=10, scale_up_threshold=50, scale_down_threshold=10,
-                    up_cooldown_s=0, down_cooldown_s=0)
+    p = seed_policy(
+        max_size=10, scale_up_threshold=50, scale_down_threshold=10, up_cooldown_s=0, down_cooldown_s=0
+    )
     ds = run(p, [(i * 10.0, stats(f), 4, 0) for i, f in enumerate(frees)])
     assert all(d.desired == 4 for d in ds)
 
@@ -89,10 +111,15 @@ def test_threshold_config_errors_name_the_key():
 
 # ------------------------------------------------------------------ missing data
 
-@pytest.mark.parametrize("policy", [
-    seed_policy(min_size=0, max_size=5),
-    TargetPolicy(TargetConfig(min_size=0, max_size=5, idle_to_zero_s=0)),
-], ids=["threshold", "target"])
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        seed_policy(min_size=0, max_size=5),
+        TargetPolicy(TargetConfig(min_size=0, max_size=5, idle_to_zero_s=0)),
+    ],
+    ids=["threshold", "target"],
+)
 def test_missing_stats_or_group_holds(policy):
     warm = run(policy, [(t, stats(0), 3, 0) for t in range(0, 600, 10)])
     state = warm[-1].state
@@ -102,8 +129,10 @@ def test_missing_stats_or_group_holds(policy):
     assert d.desired is None and d.action == "hold" and "group size unavailable" in d.reason
 
 
-@given(st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=300)), min_size=1,
-                max_size=40), st.integers(min_value=1, max_value=8))
+@given(
+    st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=300)), min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=8),
+)
 @settings(max_examples=60, deadline=None)
 def test_target_never_reaches_zero_on_missing_data(frees, current):
     """Whatever came before, a look with no stats keeps the size the group has."""
@@ -119,6 +148,7 @@ def test_target_never_reaches_zero_on_missing_data(frees, current):
 
 
 # ------------------------------------------------------------------ target policy
+
 
 def target(**kw) -> TargetPolicy:
     cfg = dict(min_size=0, max_size=20, target_wait_s=30, boot_time_s=60, service_time_s=1.0)
@@ -206,9 +236,11 @@ def test_target_service_estimate_ignores_idle_looks():
 
 def test_wait_quantile_sizes_the_steady_fleet():
     """A steady load of 12 busy slots, no backlog: a stricter quantile asks for more servers."""
+
     def steady(q):
         p = target(max_size=60, wait_quantile=q, target_wait_s=2, idle_to_zero_s=None, min_size=1)
         return run(p, [(t, stats(0, claimed=12), 12, 0) for t in range(0, 300, 10)])[-1]
+
     loose, strict = steady(0.5), steady(0.999)
     assert strict.estimates["steady_slots"] > loose.estimates["steady_slots"] >= 12
     assert strict.desired > loose.desired
@@ -220,6 +252,7 @@ def test_target_does_not_flap_under_noisy_steady_load(seed):
     """Closed loop on a steady 5 msg/s Poisson load: after warm-up, no up-then-down reversals
     within a down window, and few changes at all."""
     from bench import autoscale as sim
+
     trace = sim.Trace("steady", (0.0, 1800.0), (5.0,))
     bench_sim = sim.Ours()
     changes = []
@@ -237,19 +270,20 @@ def test_target_does_not_flap_under_noisy_steady_load(seed):
 
     sim.simulate(trace, Watch(), seed)
     window = bench_sim.policy.config.scale_down_window_s
-    reversals = [(a, b) for a, b in zip(changes, changes[1:])
-                 if a[1] != b[1] and b[0] - a[0] <= window]
+    reversals = [(a, b) for a, b in zip(changes, changes[1:]) if a[1] != b[1] and b[0] - a[0] <= window]
     assert len(reversals) <= 1, changes
     assert len(changes) <= 25, changes  # 1500 s at 15 s looks = 100 looks
 
 
 def test_target_config_errors_name_the_key():
-    for bad, match in [({"target_wait_s": 0}, "target_wait_s=0"),
-                       ({"wait_quantile": 1.0}, "wait_quantile=1.0.*from 0.5 to 0.999"),
-                       ({"concurrency": 0}, "concurrency=0"),
-                       ({"max_size": 0}, "max_size=0"),
-                       ({"idle_to_zero_s": -1}, "idle_to_zero_s=-1.*or unset"),
-                       ({"backlog_allowance": 2}, "backlog_allowance=2.*from 0 to 1")]:
+    for bad, match in [
+        ({"target_wait_s": 0}, "target_wait_s=0"),
+        ({"wait_quantile": 1.0}, "wait_quantile=1.0.*from 0.5 to 0.999"),
+        ({"concurrency": 0}, "concurrency=0"),
+        ({"max_size": 0}, "max_size=0"),
+        ({"idle_to_zero_s": -1}, "idle_to_zero_s=-1.*or unset"),
+        ({"backlog_allowance": 2}, "backlog_allowance=2.*from 0 to 1"),
+    ]:
         with pytest.raises(PolicyConfigError, match=match):
             TargetConfig(**bad).validate()
 
@@ -272,8 +306,10 @@ def test_erlang_c_sizing():
 def test_decisions_are_deterministic():
     """Same observations and state in, same decision out: no clock, no randomness inside."""
     rng = random.Random(4)
-    looks = [(t, stats(rng.randrange(0, 200), rng.randrange(0, 8)), rng.randrange(0, 9), 0)
-             for t in range(0, 900, 15)]
+    looks = [
+        (t, stats(rng.randrange(0, 200), rng.randrange(0, 8)), rng.randrange(0, 9), 0)
+        for t in range(0, 900, 15)
+    ]
     a = [dataclasses.astuple(d.state) + (d.desired,) for d in run(target(), looks)]
     b = [dataclasses.astuple(d.state) + (d.desired,) for d in run(target(), looks)]
     assert a == b

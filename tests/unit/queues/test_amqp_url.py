@@ -1,4 +1,5 @@
 """AMQP URLs: what the driver accepts, where credentials come from, and that a password never shows."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,13 @@ from workload.queues.amqp_address import parse_url, resolve
 
 def test_credentials_from_the_url_and_the_defaults_of_each_scheme():
     a = parse_url("amqp://alice:s%40cret@broker.example:5673/jobs", environ={})
-    assert (a.user, a.password, a.host, a.port, a.vhost) == ("alice", "s@cret", "broker.example", 5673, "jobs")
+    assert (a.user, a.password, a.host, a.port, a.vhost) == (
+        "alice",
+        "s@cret",
+        "broker.example",
+        5673,
+        "jobs",
+    )
     assert a.management_url == "http://broker.example:15672"
     tls = parse_url("amqps://bob:pw@broker.example", environ={})
     assert (tls.port, tls.vhost, tls.management_url) == (5671, "/", "https://broker.example:15671")
@@ -27,12 +34,15 @@ def test_the_password_is_never_shown():
     assert "alice:***@broker.example" in str(a)
 
 
-@pytest.mark.parametrize("url,allowed", [
-    ("http://alice:hunter2-secret@broker.example/", "amqp://USER:PASSWORD@HOST:PORT/VHOST"),
-    ("amqp://alice:hunter2-secret@broker.example:port/", "a valid URL"),
-    ("", "QW_AMQP_URL"),
-    (None, "--amqp-url"),
-])
+@pytest.mark.parametrize(
+    "url,allowed",
+    [
+        ("http://alice:hunter2-secret@broker.example/", "amqp://USER:PASSWORD@HOST:PORT/VHOST"),
+        ("amqp://alice:hunter2-secret@broker.example:port/", "a valid URL"),
+        ("", "QW_AMQP_URL"),
+        (None, "--amqp-url"),
+    ],
+)
 def test_a_url_that_is_not_an_amqp_url_is_refused_by_name(url, allowed):
     with pytest.raises(InvalidInput) as err:
         parse_url(url, environ={})
@@ -56,7 +66,9 @@ def _config(tmp_path, text: str) -> dict[str, str]:
 
 
 def test_a_broker_from_a_clouds_style_file(tmp_path):
-    env = _config(tmp_path, """brokers:
+    env = _config(
+        tmp_path,
+        """brokers:
   prod:
     url: amqps://broker.example/jobs
     user: worker
@@ -65,9 +77,16 @@ def test_a_broker_from_a_clouds_style_file(tmp_path):
     cafile: /etc/ssl/private-ca.pem
   test:
     url: amqp://other.example/
-""")
+""",
+    )
     a = resolve(None, environ={**env, "QW_AMQP_BROKER": "prod"})
-    assert (a.user, a.password, a.host, a.port, a.vhost) == ("worker", "file-secret", "broker.example", 5671, "jobs")
+    assert (a.user, a.password, a.host, a.port, a.vhost) == (
+        "worker",
+        "file-secret",
+        "broker.example",
+        5671,
+        "jobs",
+    )
     assert a.management_url == "https://broker.example:15671"
     assert a.url.endswith("?cafile=/etc/ssl/private-ca.pem")
     overridden = resolve(None, environ={**env, "QW_AMQP_BROKER": "prod", "QW_AMQP_PASSWORD": "env-wins"})

@@ -3,6 +3,7 @@
 The drivers point at a closed loopback port: a request would fail with ServiceUnavailable, so an
 InvalidInput here proves the check ran first.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -15,9 +16,16 @@ CLOSED = "http://127.0.0.1:9"  # discard port: nothing listens
 
 @pytest.fixture(params=["zaqar", "sqs"])
 def q(request):
-    opts = {"url": CLOSED, "project": "p"} if request.param == "zaqar" else {
-        "endpoint_url": CLOSED, "region": "us-east-1", "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing"}
+    opts = (
+        {"url": CLOSED, "project": "p"}
+        if request.param == "zaqar"
+        else {
+            "endpoint_url": CLOSED,
+            "region": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+    )
     return open_queue(request.param, "unit", retry_policy=retry.NO_RETRY, **opts)
 
 
@@ -51,8 +59,10 @@ def test_zaqar_claim_ttl_and_grace_are_60_to_43200():
     assert SQS.claim_limit == (1, 10)
 
 
-@pytest.mark.parametrize("kwargs,name", [({"ttl": 59}, "ttl"), ({"ttl": 1209601}, "ttl"),
-                                         ({"delay": -1}, "delay"), ({"delay": 901}, "delay")])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [({"ttl": 59}, "ttl"), ({"ttl": 1209601}, "ttl"), ({"delay": -1}, "delay"), ({"delay": 901}, "delay")],
+)
 def test_bad_post_arguments(q, kwargs, name):
     with pytest.raises(InvalidInput) as err:
         q.post([{"a": 1}], **kwargs)
@@ -76,13 +86,16 @@ def test_a_body_that_is_not_json_is_refused_naming_it(q):
 
 def test_renew_checks_the_ttl(q):
     from workload.queues import Claim
+
     with pytest.raises(InvalidInput) as err:
         q.renew(Claim(id="c", messages=[], ttl=60, grace=60), ttl=10**6)
     assert err.value.name == "ttl"
 
 
-@pytest.mark.parametrize("field,value", [("claim_ttl", 59), ("message_ttl", 10), ("max_claims", -1),
-                                         ("delay", 1000), ("claim_grace", 43201)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("claim_ttl", 59), ("message_ttl", 10), ("max_claims", -1), ("delay", 1000), ("claim_grace", 43201)],
+)
 def test_a_bad_policy_is_refused_before_sending(q, field, value):
     with pytest.raises(InvalidInput) as err:
         q.ensure(QueuePolicy(**{field: value}))
@@ -103,6 +116,7 @@ def test_open_queue_names_the_backend_and_what_is_allowed():
 
 def test_a_request_to_a_closed_port_is_a_service_unavailable_naming_the_endpoint(q):
     from workload.queues import ServiceUnavailable
+
     with pytest.raises(ServiceUnavailable) as err:
         q.stats()
     assert "127.0.0.1:9" in str(err.value)
@@ -111,12 +125,18 @@ def test_a_request_to_a_closed_port_is_a_service_unavailable_naming_the_endpoint
 def test_zaqar_from_openstack_environment_needs_no_network_until_a_call(monkeypatch):
     """The cloud path: keystoneauth session and catalog lookup from OS_* (nothing listens)."""
     from workload.queues import ServiceUnavailable
+
     for k in ("OS_CLOUD", "OS_CLIENT_CONFIG_FILE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("OS_AUTH_URL", "http://127.0.0.1:9/v3")
-    for k, v in {"OS_USERNAME": "u", "OS_PASSWORD": "not-a-secret", "OS_PROJECT_NAME": "p",
-                 "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-                 "OS_REGION_NAME": "RegionOne"}.items():
+    for k, v in {
+        "OS_USERNAME": "u",
+        "OS_PASSWORD": "not-a-secret",
+        "OS_PROJECT_NAME": "p",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        "OS_REGION_NAME": "RegionOne",
+    }.items():
         monkeypatch.setenv(k, v)
     q = open_queue("zaqar", "jobs", retry_policy=retry.NO_RETRY)
     with pytest.raises(ServiceUnavailable) as err:

@@ -1,4 +1,5 @@
 """Backoff arithmetic, which calls are repeated, and the dead-letter envelope."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,7 @@ def _flaky(failures):
         if len(calls) <= failures:
             raise retry.Retryable(QueueError("Service Unavailable", "try later", 503))
         return "ok"
+
     return attempt, calls
 
 
@@ -48,7 +50,9 @@ def test_retries_run_out_with_the_last_error():
 def test_dead_letter_envelope_round_trips_and_plain_bodies_pass_through():
     body = {"widget": 7}
     wrapped = wrap(body, queue="jobs", message_id="m1", reason="exit 3", claim_count=5)
-    assert unwrap(wrapped) == (body, {"queue": "jobs", "original_id": "m1", "reason": "exit 3",
-                                      "claim_count": 5})
+    assert unwrap(wrapped) == (
+        body,
+        {"queue": "jobs", "original_id": "m1", "reason": "exit 3", "claim_count": 5},
+    )
     assert unwrap(body) == (body, None)
     assert unwrap({"dead_letter": "x", "body": 1}) == ({"dead_letter": "x", "body": 1}, None)

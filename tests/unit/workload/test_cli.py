@@ -1,4 +1,5 @@
 """The CLI without a queue service: --help of every mode, environment variables, usage errors."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,15 @@ MODES = ("producer", "consumer", "monitor", "status", "redrive", "purge", "delet
 def run(*argv: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("QW_", "OS_"))}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "workload", *argv], capture_output=True, text=True,
-                          env=e, cwd=REPO, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "workload", *argv],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=REPO,
+        timeout=60,
+        **kw,
+    )
 
 
 def test_top_level_help_lists_every_mode_and_exit_codes():
@@ -62,11 +70,18 @@ def test_seed_options_keep_their_meaning():
     assert (a.queue, a.interval) == ("q", 2.0)
     a = p.parse_args(["monitor", "-x", "3", "-m", "1", "-j", "50", "-n", "0", "-c", "30", "-g", "grp"])
     from workload.autoscale.monitor import policy_from_args
+
     policy = policy_from_args(a)
     assert policy.name == "threshold" and a.group == "grp"
     c = policy.config
-    assert (c.max_size, c.min_size, c.scale_up_threshold, c.scale_down_threshold, c.up_cooldown_s,
-            c.down_cooldown_s) == (3, 1, 50, 0, 30.0, 30.0)
+    assert (
+        c.max_size,
+        c.min_size,
+        c.scale_up_threshold,
+        c.scale_down_threshold,
+        c.up_cooldown_s,
+        c.down_cooldown_s,
+    ) == (3, 1, 50, 0, 30.0, 30.0)
 
 
 def test_environment_variables_set_defaults_and_flags_override(monkeypatch):
@@ -76,8 +91,13 @@ def test_environment_variables_set_defaults_and_flags_override(monkeypatch):
     monkeypatch.setenv("QW_NO_BULK_DELETE", "yes")
     monkeypatch.setenv("OS_CLOUD", "mycloud")
     a = cli.build_parser().parse_args(["consumer"])
-    assert (a.queue, a.backend, a.concurrency, a.no_bulk_delete, a.os_cloud) == \
-        ("from-env", "sqs", 4, True, "mycloud")
+    assert (a.queue, a.backend, a.concurrency, a.no_bulk_delete, a.os_cloud) == (
+        "from-env",
+        "sqs",
+        4,
+        True,
+        "mycloud",
+    )
     a = cli.build_parser().parse_args(["consumer", "-q", "flag", "-w", "2"])
     assert (a.queue, a.concurrency) == ("flag", 2)
 
@@ -100,7 +120,9 @@ def test_env_value_outside_an_option_choices_names_the_variable_and_the_choices(
 
 def test_bad_flag_env_value_names_the_variable():
     debug = next(s for s in settings.declared(settings.OutputOptions) if s.name == "debug")
-    with pytest.raises(settings.SettingError, match="QW_DEBUG='maybe' is not allowed: one of 1/0, true/false"):
+    with pytest.raises(
+        settings.SettingError, match="QW_DEBUG='maybe' is not allowed: one of 1/0, true/false"
+    ):
         debug.from_env({"QW_DEBUG": "maybe"})
 
 
@@ -141,23 +163,46 @@ def test_queue_options_for_each_backend():
 def test_without_a_handler_the_consumer_sleeps_like_the_seed():
     p = cli.build_parser()
     assert cli.make_consumer_handler(p.parse_args(["consumer", "-t", "0.5"])).describe() == "sleep 0.5s"
-    assert cli.make_consumer_handler(p.parse_args(["consumer"])).describe() == \
-        "python workload.handlers.builtin:sleep"
+    assert (
+        cli.make_consumer_handler(p.parse_args(["consumer"])).describe()
+        == "python workload.handlers.builtin:sleep"
+    )
 
 
-UNREACHABLE = {"OS_AUTH_URL": "http://127.0.0.1:9/v3", "OS_USERNAME": "u", "OS_PASSWORD": "p",
-               "OS_PROJECT_NAME": "p", "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default"}
+UNREACHABLE = {
+    "OS_AUTH_URL": "http://127.0.0.1:9/v3",
+    "OS_USERNAME": "u",
+    "OS_PASSWORD": "p",
+    "OS_PROJECT_NAME": "p",
+    "OS_USER_DOMAIN_NAME": "Default",
+    "OS_PROJECT_DOMAIN_NAME": "Default",
+}
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["consumer", "--claim-ttl", "30"], "--claim-ttl=30 is not allowed: from 60 to 43200 (the zaqar backend's limit)"),
-    (["consumer", "--grace", "10"], "--grace=10 is not allowed: from 60 to 43200"),
-    (["consumer", "-b", "sqs", "--batch", "15"], "--batch=15 is not allowed: from 1 to 10 (the sqs backend's limit)"),
-    (["consumer", "-w", "0"], "--concurrency: '0' is not allowed: an integer from 1 to 1000"),
-    (["producer", "--invalid-share", "2"], "--invalid-share: '2' is not allowed: a number from 0 to 1"),
-    (["monitor", "--actuator", "heat", "--boot-time", "-1"], "--boot-time: '-1' is not allowed: a number from 0 to 3600"),
-    (["monitor", "--actuator", "heat", "-j", "5", "-n", "5"], "scale_down_threshold=5 is not allowed: less than"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (
+            ["consumer", "--claim-ttl", "30"],
+            "--claim-ttl=30 is not allowed: from 60 to 43200 (the zaqar backend's limit)",
+        ),
+        (["consumer", "--grace", "10"], "--grace=10 is not allowed: from 60 to 43200"),
+        (
+            ["consumer", "-b", "sqs", "--batch", "15"],
+            "--batch=15 is not allowed: from 1 to 10 (the sqs backend's limit)",
+        ),
+        (["consumer", "-w", "0"], "--concurrency: '0' is not allowed: an integer from 1 to 1000"),
+        (["producer", "--invalid-share", "2"], "--invalid-share: '2' is not allowed: a number from 0 to 1"),
+        (
+            ["monitor", "--actuator", "heat", "--boot-time", "-1"],
+            "--boot-time: '-1' is not allowed: a number from 0 to 3600",
+        ),
+        (
+            ["monitor", "--actuator", "heat", "-j", "5", "-n", "5"],
+            "scale_down_threshold=5 is not allowed: less than",
+        ),
+    ],
+)
 def test_bad_options_are_refused_before_any_network_call(argv, words):
     # The cloud (Keystone) and the Zaqar endpoint are unreachable: a check that came after
     # connecting would fail with exit 3 (or hang retrying) instead of naming the option.

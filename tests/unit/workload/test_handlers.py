@@ -1,4 +1,5 @@
 """Every handler's outcomes, with real child processes and a real local HTTP server."""
+
 from __future__ import annotations
 
 import http.server
@@ -47,8 +48,12 @@ def test_exec_nonzero_exit_is_retry_with_stderr_tail():
 
 
 def test_exec_sees_message_id_claim_and_count_in_env():
-    h = ExecHandler(py("import os; print(os.environ['QW_MESSAGE_ID'], os.environ['QW_CLAIM_ID'], "
-                       "os.environ['QW_CLAIM_COUNT'], os.environ['QW_QUEUE'])"))
+    h = ExecHandler(
+        py(
+            "import os; print(os.environ['QW_MESSAGE_ID'], os.environ['QW_CLAIM_ID'], "
+            "os.environ['QW_CLAIM_COUNT'], os.environ['QW_QUEUE'])"
+        )
+    )
     assert h.handle(msg({}, claim_count=4), CTX).reply == "m-1 claim-1 4 jobs"
 
 
@@ -57,11 +62,13 @@ def test_exec_timeout_kills_the_program_and_its_children(tmp_path):
     late = tmp_path / "late.py"
     late.write_text(f"import time\ntime.sleep(2)\nopen({str(marker)!r}, 'w').close()\n")
     # The program starts a grandchild that would write the marker later; both must die.
-    h = ExecHandler(py(f"""
+    h = ExecHandler(
+        py(f"""
         import subprocess, sys, time
         subprocess.Popen([sys.executable, {str(late)!r}])
         time.sleep(30)
-    """))
+    """)
+    )
     r = h.handle(msg({}), Context("jobs", "c", timeout=0.5))
     assert r.outcome == TIMEOUT and "killed" in r.error
     time.sleep(2.5)
@@ -116,11 +123,14 @@ def test_python_late_return_counts_as_timeout():
     assert r.outcome == TIMEOUT
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("no_colon", "package.module:function"),
-    ("no_such_module_qw:f", "cannot import"),
-    ("workload.handlers.builtin:nope", "has no 'nope'"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("no_colon", "package.module:function"),
+        ("no_such_module_qw:f", "cannot import"),
+        ("workload.handlers.builtin:nope", "has no 'nope'"),
+    ],
+)
 def test_python_bad_spec_says_what_is_wrong(spec, words):
     with pytest.raises(ValueError, match=words):
         PythonHandler(spec)
@@ -138,8 +148,13 @@ class _Widgets(http.server.BaseHTTPRequestHandler):
         if body.get("sleep"):
             time.sleep(body["sleep"])
         status = body.get("status", 200)
-        payload = json.dumps({"made": body.get("widget_id"), "id": self.headers["X-Message-Id"],
-                              "count": self.headers.get("X-Claim-Count")}).encode()
+        payload = json.dumps(
+            {
+                "made": body.get("widget_id"),
+                "id": self.headers["X-Message-Id"],
+                "count": self.headers.get("X-Claim-Count"),
+            }
+        ).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Length", str(len(payload)))
@@ -179,6 +194,7 @@ def test_http_slow_answer_is_timeout(widget_maker):
 
 def test_http_refused_connection_is_retry():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,4 +1,5 @@
 """The container health check's decision (workload/health.py), on real files."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,12 @@ def test_long_running_roles_are_healthy_only_with_a_fresh_heartbeat(tmp_path):
 
 
 def test_one_shot_roles_and_no_heartbeat_file_fall_back_to_the_process_state(tmp_path):
-    assert check(["python3", "-m", "workload", "producer"], str(tmp_path / "none"), 120, 0.0) == (True, "running")
+    assert check(["python3", "-m", "workload", "producer"], str(tmp_path / "none"), 120, 0.0) == (
+        True,
+        "running",
+    )
     assert check(["python3", "-m", "workload", "consumer"], None, 120, 0.0)[0]
-    assert check(["python3", "-m", "workload", "consumer"], None, 120, 0.0, process_state="Z") == \
-        (False, "process state Z")
+    assert check(["python3", "-m", "workload", "consumer"], None, 120, 0.0, process_state="Z") == (
+        False,
+        "process state Z",
+    )

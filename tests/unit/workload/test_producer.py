@@ -1,4 +1,5 @@
 """Payload sources and stamping of the producer (no queue needed)."""
+
 from __future__ import annotations
 
 import io
@@ -12,12 +13,14 @@ from workload import producer as prod
 
 def test_widget_requests_share_of_invalid_ids():
     reqs = list(itertools.islice(prod.widget_requests(invalid_share=0.25, seed=1), 2000))
+
     def valid(r):
         try:
             uuid.UUID(r["widget_id"])
             return True
         except ValueError:
             return False
+
     invalid = sum(not valid(r) for r in reqs)
     assert 400 < invalid < 600  # 25 % of 2000, give or take
     assert all(r["action"] == "create" for r in reqs)
@@ -71,8 +74,9 @@ def test_stamp_adds_seq_produced_at_and_producer_and_wraps_non_dicts():
     assert isinstance(a["produced_at"], float)
 
 
-@pytest.mark.parametrize("kw, words", [({"batch": 21}, "batch=21"), ({"count": -1}, "count=-1"),
-                                       ({"duration": -2}, "duration=-2")])
+@pytest.mark.parametrize(
+    "kw, words", [({"batch": 21}, "batch=21"), ({"count": -1}, "count=-1"), ({"duration": -2}, "duration=-2")]
+)
 def test_bad_producer_arguments(kw, words):
     with pytest.raises(ValueError, match=words):
         prod.Producer(_NoQueue(), [], **kw)

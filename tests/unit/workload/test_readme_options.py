@@ -1,4 +1,5 @@
 """The README's workload and monitor sections name only options and variables the CLI has."""
+
 from __future__ import annotations
 
 import re

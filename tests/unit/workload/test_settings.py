@@ -1,4 +1,5 @@
 """The one declaration of every option: text round trips, env errors, backends (no services)."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,6 +33,11 @@ def test_empty_variables_leave_the_default():
 def test_each_backend_is_one_declaration_with_its_driver_keywords():
     assert {"zaqar", "sqs"} <= set(settings.backends())
     zaqar = settings.BACKEND_REGISTRY["zaqar"]
-    assert zaqar.driver_names == {"zaqar_url": "url", "project": "project", "os_cloud": "cloud", "region": "region"}
+    assert zaqar.driver_names == {
+        "zaqar_url": "url",
+        "project": "project",
+        "os_cloud": "cloud",
+        "region": "region",
+    }
     with pytest.raises(settings.SettingError, match=r"--claim-ttl=30 is not allowed: from 60 to 43200"):
         zaqar.check_limits(settings.declared(ConsumerConfig), {"claim_ttl": 30})

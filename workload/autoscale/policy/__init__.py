@@ -27,21 +27,30 @@ Two policies:
 
 Both hold capacity when the queue stats or the group size could not be read.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from workload.autoscale.policy.base import (
-    Decision, Observation, Policy, PolicyConfigError, PolicyState)
+from workload.autoscale.policy.base import Decision, Observation, Policy, PolicyConfigError, PolicyState
 from workload.autoscale.policy.erlang import erlang_c_servers
 from workload.autoscale.policy.target import TargetConfig, TargetPolicy
 from workload.autoscale.policy.threshold import ThresholdConfig, ThresholdPolicy
 
 __all__ = [
-    "Observation", "Decision", "PolicyState", "PolicyConfigError",
-    "ThresholdConfig", "TargetConfig", "ThresholdPolicy", "TargetPolicy",
-    "Policy", "make_policy", "erlang_c_servers", "POLICIES",
+    "POLICIES",
+    "Decision",
+    "Observation",
+    "Policy",
+    "PolicyConfigError",
+    "PolicyState",
+    "TargetConfig",
+    "TargetPolicy",
+    "ThresholdConfig",
+    "ThresholdPolicy",
+    "erlang_c_servers",
+    "make_policy",
 ]
 
 POLICIES = {"threshold": (ThresholdPolicy, ThresholdConfig), "target": (TargetPolicy, TargetConfig)}
@@ -55,6 +64,7 @@ def make_policy(name: str, **options: Any) -> Policy:
     known = {f.name for f in dataclasses.fields(cfg)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise PolicyConfigError(unknown[0], options[unknown[0]],
-                                f"an option of the {name} policy ({', '.join(sorted(known))})")
+        raise PolicyConfigError(
+            unknown[0], options[unknown[0]], f"an option of the {name} policy ({', '.join(sorted(known))})"
+        )
     return cls(cfg(**options))

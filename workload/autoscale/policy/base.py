@@ -1,10 +1,12 @@
 """What every scaling policy shares: the observation, the decision, the state, the fleet bounds,
 and the guard that holds the group's size when an observation is missing."""
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from workload.queues.base import QueueStats
 from workload.settings import SettingError, setting
@@ -84,12 +86,26 @@ class Decision:
 
 # Each field declares its option once (workload/settings.py): range, help, the monitor's flag and
 # variable, and the stack key the stack's monitor is set by. min_size and max_size are shared.
-MIN_SIZE = dict(help="fewest consumer servers in the group (target policy with 0: scale to zero when idle)",
-            flags=("-m", "--min"), env=("QW_MIN",), kind=int, lo=0, hi=10000, stack="minSize",
-            stack_default=1)
-MAX_SIZE = dict(help="most consumer servers in the group",
-            flags=("-x", "--max"), env=("QW_MAX",), kind=int, lo=0, hi=10000, stack="maxSize",
-            stack_default=10)
+MIN_SIZE = dict(
+    help="fewest consumer servers in the group (target policy with 0: scale to zero when idle)",
+    flags=("-m", "--min"),
+    env=("QW_MIN",),
+    kind=int,
+    lo=0,
+    hi=10000,
+    stack="minSize",
+    stack_default=1,
+)
+MAX_SIZE = dict(
+    help="most consumer servers in the group",
+    flags=("-x", "--max"),
+    env=("QW_MAX",),
+    kind=int,
+    lo=0,
+    hi=10000,
+    stack="maxSize",
+    stack_default=10,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +115,7 @@ class Bounds:
 
     def _validate_bounds(self) -> None:
         if self.max_size < self.min_size:
-            raise PolicyConfigError("max_size", self.max_size,
-                                    f"at least min_size ({self.min_size})")
+            raise PolicyConfigError("max_size", self.max_size, f"at least min_size ({self.min_size})")
 
     def clamp(self, n: int) -> int:
         return max(self.min_size, min(self.max_size, n))
@@ -108,10 +123,10 @@ class Bounds:
 
 # ---------------------------------------------------------------------------- shared helpers
 
+
 def hold(obs: Observation, state: PolicyState, why: str) -> Decision:
     """Keep the group as it is; keep the learnt state but forget the stats baseline."""
-    new = dataclasses.replace(state, last_now=None, last_total=None, last_claimed=None,
-                              last_free=None)
+    new = dataclasses.replace(state, last_now=None, last_total=None, last_claimed=None, last_free=None)
     return Decision(obs.current, f"hold: {why}", new, obs.current)
 
 
@@ -126,6 +141,7 @@ def missing(obs: Observation) -> str | None:
 
 
 # ---------------------------------------------------------------------------- policies
+
 
 class Policy(Protocol):
     name: str

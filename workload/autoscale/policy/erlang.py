@@ -1,11 +1,13 @@
 """Erlang C: the fewest servers of an M/M/c queue that keep a wait quantile within a wait."""
+
 from __future__ import annotations
 
 import math
 
 
-def erlang_c_servers(load: float, service_time: float, wait: float, quantile: float,
-                     limit: int = 100000) -> int:
+def erlang_c_servers(
+    load: float, service_time: float, wait: float, quantile: float, limit: int = 100000
+) -> int:
     """Fewest servers for which P(wait > ``wait``) <= 1 - ``quantile`` in an M/M/c queue.
 
     ``load`` is the offered load in busy servers (arrival rate x service time).

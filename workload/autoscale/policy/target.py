@@ -1,11 +1,20 @@
 """The ``target`` policy: sizes the group for a target wait (see the package docstring)."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 
 from workload.autoscale.policy.base import (
-    MAX_SIZE, MIN_SIZE, Decision, Observation, PolicyConfigError, PolicyState, Bounds, Guarded)
+    MAX_SIZE,
+    MIN_SIZE,
+    Bounds,
+    Decision,
+    Guarded,
+    Observation,
+    PolicyConfigError,
+    PolicyState,
+)
 from workload.autoscale.policy.erlang import erlang_c_servers
 from workload.settings import check_fields, setting
 
@@ -23,53 +32,152 @@ class TargetConfig(Bounds):
     min_size: int = setting(0, **MIN_SIZE)
     max_size: int = setting(20, **MAX_SIZE)
     target_wait_s: float = setting(
-        30.0, "seconds from post to start of processing to keep under, at --wait-quantile",
-        flags=("--target-wait",), env=("QW_TARGET_WAIT",), kind=float, lo=0.1, hi=86400, stack="targetWait")
+        30.0,
+        "seconds from post to start of processing to keep under, at --wait-quantile",
+        flags=("--target-wait",),
+        env=("QW_TARGET_WAIT",),
+        kind=float,
+        lo=0.1,
+        hi=86400,
+        stack="targetWait",
+    )
     wait_quantile: float = setting(
-        0.95, "share of messages that should start within --target-wait", flags=("--wait-quantile",),
-        env=("QW_WAIT_QUANTILE",), kind=float, lo=0.5, hi=0.999, stack="waitQuantile")
+        0.95,
+        "share of messages that should start within --target-wait",
+        flags=("--wait-quantile",),
+        env=("QW_WAIT_QUANTILE",),
+        kind=float,
+        lo=0.5,
+        hi=0.999,
+        stack="waitQuantile",
+    )
     boot_time_s: float = setting(
-        60.0, "seconds from asking for a server to it consuming (err on the slow side)",
-        flags=("--boot-time",), env=("QW_BOOT_TIME",), kind=float, lo=0, hi=3600, stack="bootTime")
+        60.0,
+        "seconds from asking for a server to it consuming (err on the slow side)",
+        flags=("--boot-time",),
+        env=("QW_BOOT_TIME",),
+        kind=float,
+        lo=0,
+        hi=3600,
+        stack="bootTime",
+    )
     service_time_s: float = setting(
-        1.0, "first estimate of seconds one message takes; observed drains correct it (err on the "
-        "slow side)", flags=("--service-time",), env=("QW_SERVICE_TIME",), kind=float, lo=0.001,
-        hi=86400, stack="serviceTime")
+        1.0,
+        "first estimate of seconds one message takes; observed drains correct it (err on the slow side)",
+        flags=("--service-time",),
+        env=("QW_SERVICE_TIME",),
+        kind=float,
+        lo=0.001,
+        hi=86400,
+        stack="serviceTime",
+    )
     concurrency: int = setting(
-        1, "messages one consumer server handles at once (its -w)", flags=("--worker-concurrency",),
-        env=("QW_WORKER_CONCURRENCY",), kind=int, lo=1, hi=1000, stack="consumerConcurrency")
-    max_step_up: int = setting(10, "most servers added by one decision", flags=("--max-step-up",),
-                               env=("QW_MAX_STEP_UP",), kind=int, lo=1, hi=10000, stack="maxStepUp")
-    max_step_down: int = setting(10, "most servers removed by one decision", flags=("--max-step-down",),
-                                 env=("QW_MAX_STEP_DOWN",), kind=int, lo=1, hi=10000, stack="maxStepDown")
+        1,
+        "messages one consumer server handles at once (its -w)",
+        flags=("--worker-concurrency",),
+        env=("QW_WORKER_CONCURRENCY",),
+        kind=int,
+        lo=1,
+        hi=1000,
+        stack="consumerConcurrency",
+    )
+    max_step_up: int = setting(
+        10,
+        "most servers added by one decision",
+        flags=("--max-step-up",),
+        env=("QW_MAX_STEP_UP",),
+        kind=int,
+        lo=1,
+        hi=10000,
+        stack="maxStepUp",
+    )
+    max_step_down: int = setting(
+        10,
+        "most servers removed by one decision",
+        flags=("--max-step-down",),
+        env=("QW_MAX_STEP_DOWN",),
+        kind=int,
+        lo=1,
+        hi=10000,
+        stack="maxStepDown",
+    )
     scale_down_window_s: float = setting(
-        30.0, "scale down only to the highest need seen over this many seconds", flags=("--down-window",),
-        env=("QW_DOWN_WINDOW",), kind=float, lo=0, hi=86400, stack="downWindow")
+        30.0,
+        "scale down only to the highest need seen over this many seconds",
+        flags=("--down-window",),
+        env=("QW_DOWN_WINDOW",),
+        kind=float,
+        lo=0,
+        hi=86400,
+        stack="downWindow",
+    )
     idle_to_zero_s: float | None = setting(
-        120.0, "with -m 0: seconds of empty queue before scaling to zero ('never': zero as soon as the "
-        "load is nil for a --down-window)", flags=("--idle-to-zero",), env=("QW_IDLE_TO_ZERO",),
-        kind=float, lo=0, hi=86400 * 7, none_word="never", stack="idleToZero")
+        120.0,
+        "with -m 0: seconds of empty queue before scaling to zero ('never': zero as soon as the "
+        "load is nil for a --down-window)",
+        flags=("--idle-to-zero",),
+        env=("QW_IDLE_TO_ZERO",),
+        kind=float,
+        lo=0,
+        hi=86400 * 7,
+        none_word="never",
+        stack="idleToZero",
+    )
     activation_backlog: int = setting(
-        1, "messages waiting that wake a group scaled to zero", flags=("--activation",),
-        env=("QW_ACTIVATION",), kind=int, lo=1, hi=10**9, stack="activation")
+        1,
+        "messages waiting that wake a group scaled to zero",
+        flags=("--activation",),
+        env=("QW_ACTIVATION",),
+        kind=int,
+        lo=1,
+        hi=10**9,
+        stack="activation",
+    )
     rate_smoothing_s: float = setting(
-        30.0, "time constant in seconds of the arrival-rate average", flags=("--rate-smoothing",),
-        env=("QW_RATE_SMOOTHING",), kind=float, lo=0, hi=3600, stack="rateSmoothing")
+        30.0,
+        "time constant in seconds of the arrival-rate average",
+        flags=("--rate-smoothing",),
+        env=("QW_RATE_SMOOTHING",),
+        kind=float,
+        lo=0,
+        hi=3600,
+        stack="rateSmoothing",
+    )
     up_tolerance: float = setting(  # servers the need must pass the fleet by before one is added
-        0.5, "servers the need must pass the fleet by before one is added", kind=float, lo=0, hi=0.99)
-    down_tolerance: float = setting(  # scale down only when the need is this share (at least half a server) below
-        0.0, "share of the need (at least half a server) it must fall below the fleet to scale down",
-        kind=float, lo=0, hi=1)
+        0.5, "servers the need must pass the fleet by before one is added", kind=float, lo=0, hi=0.99
+    )
+    down_tolerance: float = (
+        setting(  # scale down only when the need is this share (at least half a server) below
+            0.0,
+            "share of the need (at least half a server) it must fall below the fleet to scale down",
+            kind=float,
+            lo=0,
+            hi=1,
+        )
+    )
     backlog_allowance: float = setting(
-        0.5, "share of (arrival rate x --target-wait) left queued on purpose so servers stay busy",
-        flags=("--backlog-allowance",), env=("QW_BACKLOG_ALLOWANCE",), kind=float, lo=0, hi=1,
-        stack="backlogAllowance")
+        0.5,
+        "share of (arrival rate x --target-wait) left queued on purpose so servers stay busy",
+        flags=("--backlog-allowance",),
+        env=("QW_BACKLOG_ALLOWANCE",),
+        kind=float,
+        lo=0,
+        hi=1,
+        stack="backlogAllowance",
+    )
     drain_time_s: float | None = setting(
-        None, "seconds to drain a backlog beyond the allowance in (unset: target wait + boot time)",
-        flags=("--drain-time",), env=("QW_DRAIN_TIME",), kind=float, lo=1, hi=86400, optional=True,
-        stack="drainTime")
+        None,
+        "seconds to drain a backlog beyond the allowance in (unset: target wait + boot time)",
+        flags=("--drain-time",),
+        env=("QW_DRAIN_TIME",),
+        kind=float,
+        lo=1,
+        hi=86400,
+        optional=True,
+        stack="drainTime",
+    )
 
-    def validate(self) -> "TargetConfig":
+    def validate(self) -> TargetConfig:
         check_fields(self, PolicyConfigError)
         self._validate_bounds()
         if self.max_size < 1:
@@ -126,16 +234,28 @@ class TargetPolicy(Guarded):
     config: TargetConfig
 
     def _decide(self, obs: Observation, state: PolicyState) -> Decision:
-        look = Look(obs.now, obs.current, max(0, min(obs.pending, obs.current)),
-                    max(0, obs.stats.free), max(0, obs.stats.claimed), obs.stats.oldest_age)
+        look = Look(
+            obs.now,
+            obs.current,
+            max(0, min(obs.pending, obs.current)),
+            max(0, obs.stats.free),
+            max(0, obs.stats.claimed),
+            obs.stats.oldest_age,
+        )
         look = self.floor(state, self.size(self.estimate(look, state)))
         stable, recs, watching_since = self.stabilise(look, state)
         desired, reason = self.explain(look, state, stable)
-        est = {"arrival_rate": look.rate, "service_time_s": look.service, "load_slots": look.load,
-               "steady_slots": look.steady_slots, "projected_backlog": look.projected,
-               "wanted": look.wanted}
-        return Decision(desired, reason, self.remember(look, state, desired, recs, watching_since),
-                        look.current, est)
+        est = {
+            "arrival_rate": look.rate,
+            "service_time_s": look.service,
+            "load_slots": look.load,
+            "steady_slots": look.steady_slots,
+            "projected_backlog": look.projected,
+            "wanted": look.wanted,
+        }
+        return Decision(
+            desired, reason, self.remember(look, state, desired, recs, watching_since), look.current, est
+        )
 
     def estimate(self, look: Look, state: PolicyState) -> Look:
         """The arrival rate from the stats delta, and the service time observed drains correct.
@@ -200,8 +320,9 @@ class TargetPolicy(Guarded):
         """
         c, load, service, rate = self.config, look.load, look.service, look.rate
         slots = c.concurrency
-        steady_slots = erlang_c_servers(load, service, c.target_wait_s, c.wait_quantile,
-                                        limit=c.max_size * slots + 1)
+        steady_slots = erlang_c_servers(
+            load, service, c.target_wait_s, c.wait_quantile, limit=c.max_size * slots + 1
+        )
         capacity_rate = look.active * slots / service
         projected = look.free + max(0.0, rate - capacity_rate) * c.boot_time_s
         allowed = c.backlog_allowance * rate * c.target_wait_s
@@ -215,8 +336,9 @@ class TargetPolicy(Guarded):
         if wanted < 1 and (load > 0 or look.total > 0):
             wanted = 1  # any work at all needs a server
         keep = math.ceil(need + max(0.5, c.down_tolerance * need) - 1e-9) if need > 0 else 0
-        return dataclasses.replace(look, steady_slots=steady_slots, projected=projected,
-                                   allowed=allowed, wanted=wanted, keep=keep)
+        return dataclasses.replace(
+            look, steady_slots=steady_slots, projected=projected, allowed=allowed, wanted=wanted, keep=keep
+        )
 
     def floor(self, state: PolicyState, look: Look) -> Look:
         """Idle tracking, scale to zero, activation, and the bounds.
@@ -230,7 +352,7 @@ class TargetPolicy(Guarded):
             idle_since = look.now if state.idle_since is None else state.idle_since
         sleeps = c.min_size == 0 and c.idle_to_zero_s is not None
         floor = max(c.min_size, 1) if sleeps else c.min_size
-        zero = (sleeps and idle_since is not None and look.now - idle_since >= c.idle_to_zero_s)
+        zero = sleeps and idle_since is not None and look.now - idle_since >= c.idle_to_zero_s
         if zero:
             floor = 0
             wanted = keep = 0  # empty that long: what is left of the rate average is not load
@@ -245,8 +367,9 @@ class TargetPolicy(Guarded):
         """Scale-down stabilisation: the highest wish of the down window decides, and nothing is
         removed before a whole window was watched. Returns (stable size, window, watching since)."""
         c, now = self.config, look.now
-        recs = tuple((t, n) for t, n in state.recommendations
-                     if now - t < c.scale_down_window_s) + ((now, look.keep),)
+        recs = tuple((t, n) for t, n in state.recommendations if now - t < c.scale_down_window_s) + (
+            (now, look.keep),
+        )
         watching_since = now if state.watching_since is None else state.watching_since
         if look.zero and look.wanted == 0:
             return 0, ((now, 0),), watching_since
@@ -260,41 +383,58 @@ class TargetPolicy(Guarded):
         rate, service, now = look.rate, look.service, look.now
         # A server removed comes back only after a boot: within that long of a scale-down,
         # growing again needs a real backlog beyond the allowance.
-        just_down = (state.last_down_at is not None and now - state.last_down_at
-                     <= max(c.scale_down_window_s, c.boot_time_s))
+        just_down = state.last_down_at is not None and now - state.last_down_at <= max(
+            c.scale_down_window_s, c.boot_time_s
+        )
         if wanted > current and just_down and current > 0 and free <= look.allowed:
             # The wish to grow again is the noise of the estimates, not load: growing would flap.
             desired = current
-            reason = (f"hold: need {wanted} but scaled down {now - state.last_down_at:.0f}s "
-                      f"ago and backlog {free} is within the allowance {look.allowed:.0f}")
+            reason = (
+                f"hold: need {wanted} but scaled down {now - state.last_down_at:.0f}s "
+                f"ago and backlog {free} is within the allowance {look.allowed:.0f}"
+            )
         elif wanted > current:
             desired = min(wanted, current + c.max_step_up)
-            reason = (f"up: need {wanted} for {rate:.2f} msg/s x {service:.2f}s and backlog "
-                      f"{free} (projected {look.projected:.0f} after boot) within {c.target_wait_s:g}s")
+            reason = (
+                f"up: need {wanted} for {rate:.2f} msg/s x {service:.2f}s and backlog "
+                f"{free} (projected {look.projected:.0f} after boot) within {c.target_wait_s:g}s"
+            )
         elif stable < current:
             desired = max(stable, current - c.max_step_down)
             if look.zero and desired == 0:
                 reason = f"down to zero: queue empty for {now - look.idle_since:.0f}s"
             else:
-                reason = (f"down: highest need over {c.scale_down_window_s:g}s is {stable} "
-                          f"({rate:.2f} msg/s, backlog {free})")
+                reason = (
+                    f"down: highest need over {c.scale_down_window_s:g}s is {stable} "
+                    f"({rate:.2f} msg/s, backlog {free})"
+                )
         else:
             desired = current
-            reason = (f"hold: need {wanted}, {stable} over the down window; "
-                      f"{rate:.2f} msg/s, backlog {free}, {look.pending} booting")
+            reason = (
+                f"hold: need {wanted}, {stable} over the down window; "
+                f"{rate:.2f} msg/s, backlog {free}, {look.pending} booting"
+            )
         if current == 0 and desired == 0 and look.total > 0:
             reason = f"hold at zero: backlog {look.total} below activation {c.activation_backlog}"
         return desired, reason
 
     @staticmethod
-    def remember(look: Look, state: PolicyState, desired: int, recs: Window,
-                 watching_since: float) -> PolicyState:
+    def remember(
+        look: Look, state: PolicyState, desired: int, recs: Window, watching_since: float
+    ) -> PolicyState:
         """The state the next decision starts from."""
         now, current = look.now, look.current
         return PolicyState(
-            last_now=now, last_total=look.total, last_claimed=look.claimed, last_free=look.free,
+            last_now=now,
+            last_total=look.total,
+            last_claimed=look.claimed,
+            last_free=look.free,
             last_up_at=now if desired > current else state.last_up_at,
             last_action_at=now if desired != current else state.last_action_at,
             last_down_at=now if desired < current else state.last_down_at,
-            arrival_rate=look.rate, service_time=look.service, idle_since=look.idle_since,
-            recommendations=recs, watching_since=watching_since)
+            arrival_rate=look.rate,
+            service_time=look.service,
+            idle_since=look.idle_since,
+            recommendations=recs,
+            watching_since=watching_since,
+        )

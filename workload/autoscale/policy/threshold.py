@@ -1,11 +1,18 @@
 """The ``threshold`` policy: the seed demo's rule (see the package docstring)."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 
 from workload.autoscale.policy.base import (
-    Bounds, Decision, Guarded, Observation, PolicyConfigError, PolicyState)
+    Bounds,
+    Decision,
+    Guarded,
+    Observation,
+    PolicyConfigError,
+    PolicyState,
+)
 from workload.settings import check_fields, setting
 
 
@@ -14,31 +21,67 @@ class ThresholdConfig(Bounds):
     """The seed demo's monitor options (defaults are the seed's)."""
 
     scale_up_threshold: int = setting(
-        100, "threshold policy: free messages above which one --step is added",
-        flags=("-j", "--scale-up-threshold", "--scale_up_threshold"), env=("QW_SCALE_UP",), kind=int,
-        lo=0, hi=10**9, stack="scaleUpThreshold")
+        100,
+        "threshold policy: free messages above which one --step is added",
+        flags=("-j", "--scale-up-threshold", "--scale_up_threshold"),
+        env=("QW_SCALE_UP",),
+        kind=int,
+        lo=0,
+        hi=10**9,
+        stack="scaleUpThreshold",
+    )
     scale_down_threshold: int = setting(
-        0, "threshold policy: free messages at or below which one --step is removed",
-        flags=("-n", "--scale-down-threshold", "--scale_dn_threshold"), env=("QW_SCALE_DOWN",), kind=int,
-        lo=0, hi=10**9, stack="scaleDownThreshold")
-    step: int = setting(1, "threshold policy: servers added or removed per change", flags=("--step",),
-                        env=("QW_STEP",), kind=int, lo=1, hi=1000, stack="thresholdStep")
+        0,
+        "threshold policy: free messages at or below which one --step is removed",
+        flags=("-n", "--scale-down-threshold", "--scale_dn_threshold"),
+        env=("QW_SCALE_DOWN",),
+        kind=int,
+        lo=0,
+        hi=10**9,
+        stack="scaleDownThreshold",
+    )
+    step: int = setting(
+        1,
+        "threshold policy: servers added or removed per change",
+        flags=("--step",),
+        env=("QW_STEP",),
+        kind=int,
+        lo=1,
+        hi=1000,
+        stack="thresholdStep",
+    )
     up_cooldown_s: float = setting(
-        60.0, "threshold policy: seconds after a scale-up before the next scale-up (default -c)",
-        flags=("--up-cooldown",), env=("QW_UP_COOLDOWN",), kind=float, lo=0, hi=86400,
-        stack="scaleUpCooldown", stack_default=300.0)
+        60.0,
+        "threshold policy: seconds after a scale-up before the next scale-up (default -c)",
+        flags=("--up-cooldown",),
+        env=("QW_UP_COOLDOWN",),
+        kind=float,
+        lo=0,
+        hi=86400,
+        stack="scaleUpCooldown",
+        stack_default=300.0,
+    )
     down_cooldown_s: float = setting(
-        60.0, "threshold policy: seconds after any change before a scale-down (default -c)",
-        flags=("--down-cooldown",), env=("QW_DOWN_COOLDOWN",), kind=float, lo=0, hi=86400,
-        stack="scaleDownCooldown", stack_default=600.0)
+        60.0,
+        "threshold policy: seconds after any change before a scale-down (default -c)",
+        flags=("--down-cooldown",),
+        env=("QW_DOWN_COOLDOWN",),
+        kind=float,
+        lo=0,
+        hi=86400,
+        stack="scaleDownCooldown",
+        stack_default=600.0,
+    )
 
-    def validate(self) -> "ThresholdConfig":
+    def validate(self) -> ThresholdConfig:
         check_fields(self, PolicyConfigError)
         self._validate_bounds()
         if self.scale_down_threshold >= self.scale_up_threshold:
             raise PolicyConfigError(
-                "scale_down_threshold", self.scale_down_threshold,
-                f"less than scale_up_threshold ({self.scale_up_threshold}), or the group flaps")
+                "scale_down_threshold",
+                self.scale_down_threshold,
+                f"less than scale_up_threshold ({self.scale_up_threshold}), or the group flaps",
+            )
         return self
 
 
