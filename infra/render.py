@@ -64,6 +64,15 @@ def flatten(doc: dict, project: str = PROJECT) -> tuple[dict[str, str], list[str
     return config, secrets
 
 
+def stack_settings(name: str, root: Path | None = None, **changes: Any) -> tuple[dict, list[str]]:
+    """A stack file's settings (keys without the project prefix) with ``changes``, as
+    :func:`render`'s ``cfg_override`` takes them, and the keys stored as secrets (read as the
+    offline placeholder, for ``secret_keys``)."""
+    config, secrets = flatten(yaml.safe_load(stack_file(name, root).read_text()) or {})
+    plain = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
+    return {**plain, **changes}, [key.split(":", 1)[1] for key in secrets if key.startswith(f"{PROJECT}:")]
+
+
 @dataclasses.dataclass
 class Rendered:
     stack: str

@@ -19,30 +19,21 @@ import base64
 import uuid
 
 import pytest
-import yaml
 from keystoneauth1 import adapter
 
 from devenv import cloud as local_cloud
 from devenv.heat import wait_no_deletions, wait_stack
 from devenv.procs import wait_until
 from infra import hot
-from infra.config import PROJECT, load
-from infra.render import flatten, render, stack_file, stack_names
+from infra.config import load
+from infra.render import render, stack_names, stack_settings
 
 pytestmark = pytest.mark.cloud
 
 
-def stack_config(name: str, **changes) -> tuple[dict, list[str]]:
-    """The stack file's config as ``render``'s ``cfg_override`` takes it, with ``changes``, and the
-    keys stored as secrets (their values are the offline placeholder, as ``render`` reads them)."""
-    config, secrets = flatten(yaml.safe_load(stack_file(name).read_text()) or {})
-    plain = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
-    return {**plain, **changes}, [key.split(":", 1)[1] for key in secrets]
-
-
 @pytest.mark.parametrize("name", stack_names())
 def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, name):
-    overrides, secret_keys = stack_config(name, scaleUpCooldown=0, scaleDownCooldown=0)
+    overrides, secret_keys = stack_settings(name, scaleUpCooldown=0, scaleDownCooldown=0)
     cfg = load(overrides, secret_keys)
     template = render(name, cfg_override=overrides, secret_keys=secret_keys).template
     assert template["resources"][hot.GROUP]["properties"]["resource"]["type"] == "OS::Nova::Server"

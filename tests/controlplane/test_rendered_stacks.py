@@ -44,8 +44,8 @@ import yaml
 from devenv.heat import NO_NOVA_ENVIRONMENT as NO_NOVA
 from devenv.heat import wait_no_deletions, wait_stack, without_glance
 from infra import hot
-from infra.config import PROJECT, StackConfig, load
-from infra.render import flatten, render, stack_file, stack_names
+from infra.config import StackConfig, load
+from infra.render import render, stack_names, stack_settings
 from workload.autoscale.heat import HeatActuator
 
 pytestmark = pytest.mark.controlplane
@@ -66,14 +66,6 @@ PARAMETERS = {
     hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer", "qw_template_version": "1"},
     hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab",
 }
-
-
-def stack_config(name: str, **changes) -> dict:
-    """The stack file's config as ``render``'s ``cfg_override`` takes it, with ``changes``."""
-    config, secrets = flatten(yaml.safe_load(stack_file(name).read_text()) or {})
-    assert not secrets, f"Pulumi.{name}.yaml holds secrets this test cannot read: {secrets}"
-    plain = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
-    return {**plain, **changes}
 
 
 @dataclasses.dataclass
@@ -172,7 +164,8 @@ def deployed(request, orchestration, identity, demo_session):
     assert yaml.safe_load(printed.stdout) == example  # what the CLI prints is what render returns
 
     # The stack file's config with a shorter scaleUpCooldown, as `pulumi config set` would make it.
-    template = render(name, cfg_override=stack_config(name, scaleUpCooldown=COOLDOWN)).template
+    overrides, secret_keys = stack_settings(name, scaleUpCooldown=COOLDOWN)
+    template = render(name, cfg_override=overrides, secret_keys=secret_keys).template
     expected = copy.deepcopy(example)
     for resource in (hot.GROUP, hot.SCALE_UP):
         expected["resources"][resource]["properties"]["cooldown"] = COOLDOWN
@@ -199,7 +192,7 @@ def deployed(request, orchestration, identity, demo_session):
         assert stack["stack_status"] == "CREATE_COMPLETE", stack.get("stack_status_reason")
         yield Deployed(
             name,
-            load(stack_config(name)),
+            load(*stack_settings(name)),
             stack_name,
             stack_id,
             path,
