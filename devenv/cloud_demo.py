@@ -89,8 +89,18 @@ def open_stack_queue(cp, name: str):
     """The stack's queue as the demo user sees it, through Keystone (the cloud's clouds.yaml)."""
     from workload.queues import open_queue
 
+    # clouds.yaml is found through the environment: set it only while the driver reads it, so the
+    # rest of the process (other tests of a session) keeps its own.
+    saved = {k: os.environ.get(k) for k in cp.env()}
     os.environ.update(cp.env())
-    return open_queue("zaqar", name, cloud="local")
+    try:
+        return open_queue("zaqar", name, cloud="local")  # reads clouds.yaml now, in its constructor
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def loop_config(queue_name: str, key_pair: str) -> dict:
