@@ -494,12 +494,14 @@ class Bake:
         opts = self.opts
         if opts.image_archive and opts.image_reference:
             raise BakeError("give either --image-archive or --image-reference, not both")
-        archive = None if opts.image_reference else Path(opts.image_archive or DEFAULT_ARCHIVE)
-        if archive is not None and not archive.is_file():
+        if opts.image_reference:
+            return None, opts.image_reference
+        archive = Path(opts.image_archive or DEFAULT_ARCHIVE)
+        if not archive.is_file():
             raise BakeError(
                 f"image archive {archive} does not exist: run `make image` or pass --image-reference"
             )
-        return archive, archive_image_id(archive) if archive else opts.image_reference
+        return archive, archive_image_id(archive)
 
     def reuse_unchanged(self) -> dict | None:
         """The manifest of a complete template with the same content, if there is one."""
@@ -649,7 +651,8 @@ class Bake:
     def attach_floating_ip(self) -> None:
         """With --floating-ip-network, a floating IP; either way, the address to SSH to."""
         fip_address = None
-        if self.ext_net is not None:
+        ext_net = self.ext_net  # a local, so the closure below sees it narrowed to a network
+        if ext_net is not None:
 
             def floating_ip():
                 port = next(iter(self.conn.network.ports(device_id=self.created.server)), None)
@@ -661,14 +664,14 @@ class Bake:
                     "floating_ip", lambda: next(iter(self.conn.network.ips(port_id=port.id)), None)
                 ):
                     fip = self.conn.network.create_ip(
-                        floating_network_id=self.ext_net.id,
+                        floating_network_id=ext_net.id,
                         port_id=port.id,
                         description=f"queue-workers bake {self.run_id}",
                     )
                 self.created.floating_ip = fip.id
                 return fip.floating_ip_address
 
-            fip_address = self.progress(f"floating IP on {self.ext_net.name}", floating_ip)
+            fip_address = self.progress(f"floating IP on {ext_net.name}", floating_ip)
         self.address = _builder_address(
             self.server, self.network.name if self.network is not None else None, fip_address
         )

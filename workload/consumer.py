@@ -322,12 +322,12 @@ class Consumer:
         self.log = log or JsonLog(sys.stdout)
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat = Heartbeat()
-        policy = getattr(queue, "policy", None)
-        self.claim_ttl = self.config.claim_ttl or getattr(policy, "claim_ttl", 300)
-        self.claim_grace = self.config.claim_grace
-        if self.claim_grace is None:
-            self.claim_grace = getattr(policy, "claim_grace", 60)
-        service_max = int(getattr(policy, "max_claims", 0) or 0)
+        policy = queue.policy  # every driver has one (QueueDriver.policy)
+        self.claim_ttl: int = self.config.claim_ttl or policy.claim_ttl
+        self.claim_grace: int = (
+            policy.claim_grace if self.config.claim_grace is None else self.config.claim_grace
+        )
+        service_max = policy.max_claims
         self.service_dead_letters = service_max > 0
         if self.config.max_attempts is not None:
             self.max_attempts = self.config.max_attempts
@@ -543,10 +543,10 @@ class Consumer:
             except Exception as exc:  # noqa: BLE001 - a broken handler must not kill the worker
                 result = Result(RETRY, error=f"handler crashed: {type(exc).__name__}: {exc}")
             if result.ok and result.reply is not None and self.reply_queue is not None:
-                result = self._reply(task, result)
+                result = self._reply(self.reply_queue, task, result)
             self._results.put((task, result, time.monotonic() - start))
 
-    def _reply(self, task: _Task, result: Result) -> Result:
+    def _reply(self, reply_queue: QueueDriver, task: _Task, result: Result) -> Result:
         body = {
             "request_id": task.message.id,
             "reply": result.reply,
@@ -557,7 +557,7 @@ class Consumer:
         if seq is not None:
             body["seq"] = seq
         try:
-            self.reply_queue.post([body])
+            reply_queue.post([body])
         except QueueError as exc:
             return Result(RETRY, error=f"reply not posted: {exc}")
         self._count("replies")
@@ -573,12 +573,12 @@ class Consumer:
             try:
                 item = self._results.get(timeout=0.1)
             except queue_mod.Empty:
-                item = False
-            if item is None:  # shutdown: flush and leave
-                for items in done.values():
-                    self._delete_done(items)
-                return
-            if item:
+                pass  # no result this tick: still flush and release what is due
+            else:
+                if item is None:  # shutdown: flush and leave
+                    for items in done.values():
+                        self._delete_done(items)
+                    return
                 task, result, duration = item
                 held = task.held
                 held.unreported -= 1

@@ -141,6 +141,7 @@ class Setting:
             if raw.lower() in _FALSE:
                 return False
             raise SettingError(key, text, self.allowed())
+        value: int | float | str
         if self.kind in (int, float):
             try:
                 value = int(raw, 10) if self.kind is int else float(raw)

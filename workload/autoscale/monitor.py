@@ -130,7 +130,8 @@ class Monitor:
         else:
             decision = self.policy.decide(obs, self.state)
             self.state = decision.state
-            if decision.action != "hold" and not self.dry_run:
+            # an action other than hold has a desired size (Decision.action)
+            if decision.desired is not None and decision.action != "hold" and not self.dry_run:
                 try:
                     applied = self.actuator.apply(decision.desired, decision.reason)
                     self.actions += 1
@@ -177,15 +178,15 @@ class Monitor:
 
     def _wait(self, seconds: float) -> None:
         """Wait for the next look (or a stop); beat meanwhile if the last look worked."""
-        beating = self.heartbeat is not None and not self.failures
+        heartbeat = None if self.failures else self.heartbeat
         end = time.monotonic() + seconds
         while not self._stop.is_set():
-            if beating:
-                self.heartbeat.beat()
+            if heartbeat is not None:
+                heartbeat.beat()
             left = end - time.monotonic()
             if left <= 0:
                 return
-            self._stop.wait(min(left, self.heartbeat.every) if beating else left)
+            self._stop.wait(min(left, heartbeat.every) if heartbeat is not None else left)
 
 
 def _now_iso() -> str:
@@ -367,7 +368,7 @@ def _given(args: argparse.Namespace, cls) -> dict[str, Any]:
     return {s.name: getattr(args, s.name) for s in declared(cls) if hasattr(args, s.name)}
 
 
-def policy_from_args(args: argparse.Namespace) -> Policy:
+def policy_from_args(args: argparse.Namespace) -> TargetPolicy | ThresholdPolicy:
     """The policy the options ask for; :class:`PolicyConfigError` names a bad key."""
     threshold = _given(args, ThresholdConfig)
     seed_thresholds = {"scale_up_threshold", "scale_down_threshold"} & set(threshold)

@@ -62,6 +62,7 @@ same credentials. A password never appears in a repr, a log line or an error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -70,8 +71,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, SupportsFloat, TypeVar
 from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
@@ -89,6 +90,12 @@ from workload.queues.base import (
     ServiceUnavailable,
 )
 from workload.queues.limits import AMQP, encode_json
+
+# aio-pika is imported where a connection is made: importing the driver needs no broker library
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractConnection
+
+T = TypeVar("T")
 
 DEFAULT_PREFETCH = 20
 DEFAULT_HEARTBEAT = 20
@@ -109,8 +116,8 @@ class _Link:
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.generation = 0
-        self._conn = None
-        self._channel = None
+        self._conn: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._consumers: dict[str, _Inbox] = {}
         self.exchanges: dict[str, tuple[int, str]] = {}  # exchange a queue is posted through, per generation
         self._lock: asyncio.Lock | None = None
@@ -118,7 +125,7 @@ class _Link:
         self._thread = threading.Thread(target=self.loop.run_forever, name="amqp-io", daemon=True)
         self._thread.start()
 
-    def run(self, make: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    def run(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
         """Run the coroutine ``make()`` on the loop; wait at most ``timeout`` seconds."""
         future = asyncio.run_coroutine_threadsafe(make(), self.loop)
         try:
@@ -129,21 +136,27 @@ class _Link:
                 "Timed out", f"no answer from {self.address} within {timeout:.0f} s"
             ) from None
 
-    async def channel(self):
+    async def channel(self) -> AbstractChannel:
         """The work channel, connecting first if needed (one attempt; callers retry)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._channel is not None and not self._channel.is_closed and not self._conn.is_closed:
+            if (
+                self._channel is not None
+                and not self._channel.is_closed
+                and self._conn is not None
+                and not self._conn.is_closed
+            ):
                 return self._channel
             await self._close()
             import aio_pika
 
-            # a heartbeat in the URL's query (?heartbeat=N) wins over the option
-            options = (
+            # a heartbeat in the URL's query (?heartbeat=N) wins over the option; aio-pika takes
+            # such keywords (any type) as the URL's query parameters
+            options: dict[str, Any] = (
                 {} if "heartbeat=" in urlsplit(self.address.url).query else {"heartbeat": self.heartbeat}
             )
-            self._conn = await asyncio.wait_for(
+            conn = await asyncio.wait_for(
                 aio_pika.connect(
                     self.address.url,
                     timeout=self.connect_timeout,
@@ -152,19 +165,23 @@ class _Link:
                 ),
                 self.connect_timeout,
             )
+            self._conn = conn
             # on_return_raises: an unroutable message (no such queue) fails its publish
-            self._channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+            channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+            self._channel = channel
             # Consumers of the old connection resume at their queue's next claim (inbox), after
             # a passive declare on a control channel: a queue dropped meanwhile must not take
             # the new work channel down with it.
             self.generation += 1
-            return self._channel
+            return channel
 
-    async def control_channel(self):
+    async def control_channel(self) -> AbstractChannel:
         """A short-lived channel for calls whose failure closes a channel (passive declares,
         deletes): an error there must not cost the work channel its deliveries."""
         await self.channel()
-        return await self._conn.channel(publisher_confirms=False)
+        conn = self._conn
+        assert conn is not None, "channel() returned, so it is connected (nothing awaited since)"
+        return await conn.channel(publisher_confirms=False)
 
     async def inbox(self, queue: str, prefetch: int) -> _Inbox:
         """The consumer of ``queue`` on this connection, started on first use."""
@@ -346,11 +363,11 @@ class AMQPQueue(QueueDriver):
         return self.name + self.policy.dead_letter_suffix
 
     # -- calls ----------------------------------------------------------------------------------
-    def _do(self, what: str, make: Callable[[], Awaitable[Any]], *, safe: bool) -> Any:
+    def _do(self, what: str, make: Callable[[], Awaitable[T]], *, safe: bool) -> T:
         """Run one operation on the loop, translating errors; retried with backoff when ``safe``."""
 
-        def attempt():
-            async def wrapped():
+        def attempt() -> T:
+            async def wrapped() -> T:
                 try:
                     return await make()
                 except (QueueError, retry.Retryable):
@@ -475,7 +492,7 @@ class AMQPQueue(QueueDriver):
         ):
             self._do(
                 "publish",
-                lambda rng=rng: self._publish([(ids[i], texts[i]) for i in rng], self.name, expiration),
+                functools.partial(self._publish, [(ids[i], texts[i]) for i in rng], self.name, expiration),
                 safe=False,
             )
         return ids
@@ -758,10 +775,16 @@ def _message(delivery, receipt: str, now: float) -> Message:
         body = json.loads(delivery.body)
     except ValueError:  # published by someone else as plain text
         body = delivery.body.decode(errors="replace")
-    posted = headers.get(POSTED_AT)
-    try:
-        posted = float(posted.decode() if isinstance(posted, bytes) else posted)
-    except (TypeError, ValueError):
+    raw = headers.get(POSTED_AT)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    posted: float | None = None
+    if isinstance(raw, str | SupportsFloat):  # anything else (absent, a table) is not a time
+        try:
+            posted = float(raw)
+        except ValueError:
+            pass
+    if posted is None:
         posted = delivery.timestamp.timestamp() if delivery.timestamp else None
     returns = int(headers.get("x-delivery-count") or 0)  # quorum queues count returns
     return Message(
