@@ -43,8 +43,32 @@ class UsageError(Exception):
 
 
 # -- parser -------------------------------------------------------------------------------------
+def _interval_option(
+    group: argparse._ActionsContainer, help: str, *, lo_open: bool = False, default: float | None = None
+) -> None:
+    """The seed's -t (also --interval, --time_interval; $QW_INTERVAL): seconds, which each mode
+    that has it times something else with (``help`` says what)."""
+    option(
+        group,
+        "-t",
+        "--interval",
+        "--time_interval",
+        dest="interval",
+        env="QW_INTERVAL",
+        type=float,
+        lo=0,
+        lo_open=lo_open,
+        default=default,
+        help=help,
+    )
+
+
 def _producer_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pace and length")
+    _pace_options(p.add_argument_group("pace and length"))
+    _payload_options(p.add_argument_group("payloads (default: generated widget requests)"))
+
+
+def _pace_options(g: argparse._ArgumentGroup) -> None:
     pace = g.add_mutually_exclusive_group()
     option(
         pace,
@@ -54,18 +78,7 @@ def _producer_options(p: argparse.ArgumentParser) -> None:
         lo=0,
         help="messages per second (0 = idle); unset with no -t: as fast as the service takes them",
     )
-    option(
-        pace,
-        "-t",
-        "--interval",
-        "--time_interval",
-        dest="interval",
-        env="QW_INTERVAL",
-        type=float,
-        lo=0,
-        lo_open=True,
-        help="seconds between messages (the seed's pace; --rate 1/T)",
-    )
+    _interval_option(pace, "seconds between messages (the seed's pace; --rate 1/T)", lo_open=True)
     option(
         g, "--count", env="QW_COUNT", type=int, lo=0, help="stop after this many messages (unset: no limit)"
     )
@@ -96,7 +109,9 @@ def _producer_options(p: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds between progress lines on stderr; 0 = none",
     )
-    g = p.add_argument_group("payloads (default: generated widget requests)")
+
+
+def _payload_options(g: argparse._ArgumentGroup) -> None:
     src = g.add_mutually_exclusive_group()
     option(
         src,
@@ -155,16 +170,8 @@ def _consumer_options(p: argparse.ArgumentParser) -> None:
         "(workload.handlers.Reject = dead-letter now)",
     )
     option(h, "--http", env="QW_HTTP", help="URL to POST each body to; 2xx = done, else retry")
-    option(
-        g,
-        "-t",
-        "--interval",
-        "--time_interval",
-        dest="interval",
-        env="QW_INTERVAL",
-        type=float,
-        lo=0,
-        help="without a handler: seconds each message's work takes (the seed's claim-to-delete time)",
+    _interval_option(
+        g, "without a handler: seconds each message's work takes (the seed's claim-to-delete time)"
     )
     p.add_argument(
         "command",
@@ -188,6 +195,25 @@ def _consumer_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _ensure_options(p: argparse.ArgumentParser) -> None:
+    option(
+        p,
+        "--ensure",
+        env="QW_ENSURE",
+        flag=True,
+        help="create the queue and its dead-letter queue first (policy options of 'ensure')",
+    )
+    settings.add_options(p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions)
+
+
+def _add_mode(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """One subcommand, with the queue options and the common (output) options every mode has."""
+    p = sub.add_parser(name, help=help, description=description)
+    settings.add_queue_options(p)
+    settings.add_common_options(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI: one subcommand per mode, each with the queue and output options."""
     parser = argparse.ArgumentParser(
@@ -201,26 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         "QW_AMQP_URL (or QW_AMQP_USER/QW_AMQP_PASSWORD) for amqp.",
     )
     sub = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
+    _worker_modes(sub)
+    _admin_modes(sub)
+    return parser
 
-    def _ensure_options(p: argparse.ArgumentParser) -> None:
-        option(
-            p,
-            "--ensure",
-            env="QW_ENSURE",
-            flag=True,
-            help="create the queue and its dead-letter queue first (policy options of 'ensure')",
-        )
-        settings.add_options(
-            p.add_argument_group("queue policy (with --ensure)"), settings.QueuePolicyOptions
-        )
 
-    def mode(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=description)
-        settings.add_queue_options(p)
-        settings.add_common_options(p)
-        return p
-
-    p = mode(
+def _worker_modes(sub: Any) -> None:
+    """producer, consumer and monitor: the modes that run until told to stop."""
+    p = _add_mode(
+        sub,
         "producer",
         "post messages at a rate",
         "Post messages to the queue at a rate, in "
@@ -230,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     _producer_options(p)
     _ensure_options(p)
 
-    p = mode(
+    p = _add_mode(
+        sub,
         "consumer",
         "claim messages and run a handler on each",
         "Claim messages, run a handler on each, delete done ones, retry or dead-letter "
@@ -240,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     _consumer_options(p)
     _ensure_options(p)
 
-    p = mode(
+    p = _add_mode(
+        sub,
         "monitor",
         "scale the consumer group on the queue's depth",
         "Watch the queue and scale the consumer group between --min and --max.",
@@ -249,28 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     monitor.add_arguments(p)
 
-    p = mode(
+
+def _admin_modes(sub: Any) -> None:
+    """status, redrive, purge, delete and ensure: one administrative act on the queue."""
+    p = _add_mode(
+        sub,
         "status",
         "show queue depth",
         "Free, claimed, total and oldest age of the queue and of its dead-letter queue.",
     )
     option(p, "--watch", env="QW_WATCH", flag=True, help="repeat every -t seconds until interrupted")
-    option(
-        p,
-        "-t",
-        "--interval",
-        "--time_interval",
-        dest="interval",
-        env="QW_INTERVAL",
-        type=float,
-        lo=0,
-        lo_open=True,
-        default=5.0,
-        help="seconds between looks with --watch",
-    )
+    _interval_option(p, "seconds between looks with --watch", lo_open=True, default=5.0)
     option(p, "--json", dest="as_json", env="QW_JSON", flag=True, help="one JSON object per look")
 
-    p = mode(
+    p = _add_mode(
+        sub,
         "redrive",
         "move dead-lettered messages back to the queue",
         "Move messages from the dead-letter queue back to the queue: post first, then "
@@ -278,23 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     option(p, "--count", env="QW_COUNT", type=int, lo=1, help="move at most this many (default: all)")
 
-    p = mode("purge", "delete every message of the queue", "Delete every message of the queue.")
+    p = _add_mode(sub, "purge", "delete every message of the queue", "Delete every message of the queue.")
     option(p, "--dead-letter", env="QW_PURGE_DEAD_LETTER", flag=True, help="also purge the dead-letter queue")
 
-    p = mode(
+    p = _add_mode(
+        sub,
         "delete",
         "delete the queue and its dead-letter queue",
         "Delete the queue and its dead-letter queue, messages included.",
     )
     p.add_argument("--yes", action="store_true", help="really delete (required; no environment variable)")
 
-    p = mode(
+    p = _add_mode(
+        sub,
         "ensure",
         "create the queue and its dead-letter queue with a policy",
         "Create the queue and its dead-letter queue, or update their policy.",
     )
     settings.add_options(p.add_argument_group("queue policy"), settings.QueuePolicyOptions)
-    return parser
 
 
 # -- modes ----------------------------------------------------------------------------------------

@@ -454,28 +454,14 @@ class Consumer:
         while not self._stopping.is_set():
             if queue_answered:
                 self.heartbeat.beat()
-            if cfg.max_messages is not None and self.counters["claimed"] >= cfg.max_messages:
-                # wait for what we hold to settle, then stop
-                with self._lock:
-                    while self._inflight and not self._stopping.is_set():
-                        self._lock.wait(0.2)
-                self.stopped_by = self.stopped_by or "max-messages"
+            if self._reached_max_messages():
                 break
-            with self._lock:
-                room = limit_in_hand - self._inflight
-                if room < threshold:
-                    self._lock.wait(0.5)
-                    continue
-            limit = min(cfg.batch, room)
-            if cfg.max_messages is not None:
-                limit = min(limit, cfg.max_messages - self.counters["claimed"])
+            limit = self._room(limit_in_hand, threshold)
+            if limit is None:
+                continue
             try:
-                claim = self.queue.claim(limit=limit, ttl=self.claim_ttl, grace=self.claim_grace)
-            except (QueueNotFound, InvalidInput) as exc:
-                raise FatalQueueError(f"queue {self.queue.name!r}: {exc}") from exc
+                claim = self._claim(limit)
             except QueueError as exc:
-                if exc.status in (401, 403):
-                    raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
                 queue_answered = False
                 self._count("service_errors")
                 self.log(
@@ -489,12 +475,8 @@ class Consumer:
                 self.heartbeat.beat()
             now = time.monotonic()
             if claim is None or not claim.messages:
-                if cfg.idle_exit is not None and now - idle_since >= cfg.idle_exit:
-                    with self._lock:
-                        busy = self._inflight > 0
-                    if not busy:
-                        self.stopped_by = "idle"
-                        break
+                if self._idle_exit_due(now - idle_since):
+                    break
                 self._stopping.wait(poll)
                 poll = min(poll * 2, cfg.poll_max)
                 continue
@@ -503,6 +485,55 @@ class Consumer:
             self._hand_out(claim, now)
         if not self.stopped_by:
             self.stopped_by = "signal"
+
+    def _reached_max_messages(self) -> bool:
+        """With --max-messages, once that many are claimed: wait for what is held to settle, and
+        stop (True)."""
+        cfg = self.config
+        if cfg.max_messages is None or self.counters["claimed"] < cfg.max_messages:
+            return False
+        with self._lock:
+            while self._inflight and not self._stopping.is_set():
+                self._lock.wait(0.2)
+        self.stopped_by = self.stopped_by or "max-messages"
+        return True
+
+    def _room(self, limit_in_hand: int, threshold: int) -> int | None:
+        """How many messages the next claim may ask for; None (after a short wait for a worker to
+        finish) while fewer than ``threshold`` would fit in hand."""
+        cfg = self.config
+        with self._lock:
+            room = limit_in_hand - self._inflight
+            if room < threshold:
+                self._lock.wait(0.5)
+                return None
+        limit = min(cfg.batch, room)
+        if cfg.max_messages is not None:
+            limit = min(limit, cfg.max_messages - self.counters["claimed"])
+        return limit
+
+    def _claim(self, limit: int) -> Claim | None:
+        """One claim. A refusal that retrying cannot mend (queue missing, bad input, credentials)
+        is a :class:`FatalQueueError`; any other :class:`QueueError` is the loop's to back off."""
+        try:
+            return self.queue.claim(limit=limit, ttl=self.claim_ttl, grace=self.claim_grace)
+        except (QueueNotFound, InvalidInput) as exc:
+            raise FatalQueueError(f"queue {self.queue.name!r}: {exc}") from exc
+        except QueueError as exc:
+            if exc.status in (401, 403):
+                raise FatalQueueError(f"queue {self.queue.name!r} refused the claim: {exc}") from exc
+            raise
+
+    def _idle_exit_due(self, idle_for: float) -> bool:
+        """With --idle-exit: nothing claimed for that long and nothing in hand, so stop (True)."""
+        if self.config.idle_exit is None or idle_for < self.config.idle_exit:
+            return False
+        with self._lock:
+            busy = self._inflight > 0
+        if busy:
+            return False
+        self.stopped_by = "idle"
+        return True
 
     def _hand_out(self, claim: Claim, now: float) -> None:
         held = _Held(

@@ -6,29 +6,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 
-from devenv.procs import free_port, wait_until
+from monitor_helpers import EAGER_THRESHOLD, monitor_command, start_monitor, unreachable_queue
+
+from devenv.procs import wait_until
 from workload.autoscale.local import LocalActuator
 from workload.autoscale.monitor import Monitor
-from workload.autoscale.policy import ThresholdConfig, ThresholdPolicy
+from workload.autoscale.policy import ThresholdPolicy
 from workload.heartbeat import Heartbeat
-from workload.queues import open_queue, retry
-
-POLICY = ThresholdConfig(
-    min_size=0, max_size=2, scale_up_threshold=10, scale_down_threshold=0, up_cooldown_s=0, down_cooldown_s=0
-)
+from workload.queues import retry
 
 
 def _mtime(path) -> float:
     return os.stat(path).st_mtime if os.path.exists(path) else -1.0
-
-
-def _run_in_thread(monitor: Monitor) -> threading.Thread:
-    thread = threading.Thread(target=monitor.run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_the_monitor_beats_after_a_look_and_while_it_waits_for_the_next(work_queue, consumer_args, tmp_path):
@@ -38,13 +29,13 @@ def test_the_monitor_beats_after_a_look_and_while_it_waits_for_the_next(work_que
     # A long interval: everything below happens while the monitor waits for its second look.
     monitor = Monitor(
         work_queue,
-        ThresholdPolicy(POLICY),
+        ThresholdPolicy(EAGER_THRESHOLD),
         pool,
         interval=60,
         log=records.append,
         heartbeat=Heartbeat(str(beat_file), every=0.1),
     )
-    thread = _run_in_thread(monitor)
+    thread = start_monitor(monitor)
     try:
         wait_until(lambda: records and beat_file.exists(), timeout=30, what="the first look's heartbeat")
         assert records[0]["error"] is None
@@ -61,21 +52,19 @@ def test_a_monitor_whose_looks_fail_stops_beating(consumer_args, tmp_path):
     beat_file = tmp_path / "heartbeat"
     beat_file.touch()
     os.utime(beat_file, (0, 0))
-    dead = open_queue(
-        "zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p", retry_policy=retry.NO_RETRY
-    )
+    dead = unreachable_queue(retry_policy=retry.NO_RETRY)
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
     records = []
     monitor = Monitor(
         dead,
-        ThresholdPolicy(POLICY),
+        ThresholdPolicy(EAGER_THRESHOLD),
         pool,
         interval=0.1,
         max_backoff=0.3,
         log=records.append,
         heartbeat=Heartbeat(str(beat_file), every=0.05),
     )
-    thread = _run_in_thread(monitor)
+    thread = start_monitor(monitor)
     try:
         wait_until(lambda: len(records) >= 3, timeout=60, what="three looks")
     finally:
@@ -104,17 +93,9 @@ def test_heartbeat_sleep_beats_through_a_long_wait(tmp_path):
 def test_cli_monitor_writes_the_heartbeat_file(zaqar, work_queue, tmp_path):
     beat_file = tmp_path / "heartbeat"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workload",
-            "monitor",
-            "--queue",
-            work_queue.name,
-            "--zaqar-url",
-            zaqar.url,
-            "--project",
-            zaqar.project,
+        monitor_command(
+            zaqar,
+            work_queue,
             "-t",
             "0.2",
             "--iterations",
@@ -122,7 +103,7 @@ def test_cli_monitor_writes_the_heartbeat_file(zaqar, work_queue, tmp_path):
             "--dry-run",
             "--consumer-log-dir",
             str(tmp_path),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,27 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import threading
 import time
 
-from devenv.procs import free_port
+from monitor_helpers import EAGER_THRESHOLD, monitor_command, run_monitor, unreachable_queue
+
 from workload.autoscale.local import LocalActuator
 from workload.autoscale.monitor import Monitor
-from workload.autoscale.policy import TargetConfig, TargetPolicy, ThresholdConfig, ThresholdPolicy
-from workload.queues import open_queue
-
-
-def run_monitor(monitor: Monitor, until, timeout: float) -> None:
-    thread = threading.Thread(target=monitor.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until():
-            time.sleep(0.2)
-    finally:
-        monitor.stop()
-        thread.join(10)
+from workload.autoscale.policy import TargetConfig, TargetPolicy, ThresholdPolicy
 
 
 def test_backlog_scales_up_drains_and_scales_back_to_minimum(work_queue, consumer_args, tmp_path):
@@ -73,18 +59,9 @@ def test_backlog_scales_up_drains_and_scales_back_to_minimum(work_queue, consume
 
 def test_queue_errors_hold_capacity_and_back_off(consumer_args, tmp_path):
     """A queue service that does not answer: the monitor holds the group and waits longer."""
-    dead = open_queue("zaqar", "nowhere", url=f"http://127.0.0.1:{free_port()}", project="p")
+    dead = unreachable_queue()
     pool = LocalActuator(consumer_args, tmp_path / "logs", max_size=2)
-    policy = ThresholdPolicy(
-        ThresholdConfig(
-            min_size=0,
-            max_size=2,
-            scale_up_threshold=10,
-            scale_down_threshold=0,
-            up_cooldown_s=0,
-            down_cooldown_s=0,
-        )
-    )
+    policy = ThresholdPolicy(EAGER_THRESHOLD)
     records = []
     monitor = Monitor(dead, policy, pool, interval=0.2, max_backoff=5, log=records.append)
     try:
@@ -104,17 +81,9 @@ def test_queue_errors_hold_capacity_and_back_off(consumer_args, tmp_path):
 def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
     work_queue.post([{"seq": i} for i in range(30)])
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workload",
-            "monitor",
-            "--queue",
-            work_queue.name,
-            "--zaqar-url",
-            zaqar.url,
-            "--project",
-            zaqar.project,
+        monitor_command(
+            zaqar,
+            work_queue,
             "-t",
             "0.2",
             "--iterations",
@@ -128,7 +97,7 @@ def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
             "0",
             "--consumer-log-dir",
             str(tmp_path),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=60,
@@ -145,22 +114,7 @@ def test_cli_monitor_logs_decisions_as_json(zaqar, work_queue, tmp_path):
 
 def test_cli_refuses_a_bad_policy_option_naming_it(zaqar, work_queue):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workload",
-            "monitor",
-            "--queue",
-            work_queue.name,
-            "--zaqar-url",
-            zaqar.url,
-            "--project",
-            zaqar.project,
-            "-j",
-            "5",
-            "-n",
-            "5",
-        ],
+        monitor_command(zaqar, work_queue, "-j", "5", "-n", "5"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -173,17 +127,9 @@ def test_cli_monitor_stops_cleanly_on_sigterm_and_stops_its_consumers(zaqar, wor
     work_queue.post([{"work_s": 0.2, "seq": i} for i in range(20)])
     logs = tmp_path / "consumers"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workload",
-            "monitor",
-            "--queue",
-            work_queue.name,
-            "--zaqar-url",
-            zaqar.url,
-            "--project",
-            zaqar.project,
+        monitor_command(
+            zaqar,
+            work_queue,
             "-t",
             "0.5",
             "-x",
@@ -198,7 +144,7 @@ def test_cli_monitor_stops_cleanly_on_sigterm_and_stops_its_consumers(zaqar, wor
             str(logs),
             "--consumer-args",
             "--python workload.handlers.builtin:sleep --batch 1 --prefetch 0",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
