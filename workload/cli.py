@@ -186,13 +186,6 @@ def _consumer_options(p: argparse.ArgumentParser) -> None:
         env="QW_REPLY_QUEUE",
         help="post each handler's reply to this queue (the seed's response queue)",
     )
-    option(
-        g,
-        "--no-bulk-delete",
-        env="QW_NO_BULK_DELETE",
-        flag=True,
-        help="delete done messages one by one (for credentials whose access rules forbid bulk delete)",
-    )
 
 
 def _ensure_options(p: argparse.ArgumentParser) -> None:
@@ -416,7 +409,7 @@ def run_consumer(args: argparse.Namespace) -> int:
     from workload.consumer import Consumer, ConsumerConfig, FatalQueueError, JsonLog
 
     handler = make_consumer_handler(args)
-    config = settings.from_args(ConsumerConfig, args, bulk_delete=not args.no_bulk_delete)
+    config = settings.from_args(ConsumerConfig, args)
     try:
         config.validate()
         settings.BACKEND_REGISTRY[args.backend].check_limits(

@@ -229,8 +229,13 @@ class ConsumerConfig:
         optional=True,
         metavar="PATH",
     )
-    bulk_delete: bool = setting(
-        True, "delete done messages in one request per claim where the driver can", kind=bool
+    no_bulk_delete: bool = setting(
+        False,
+        "delete done messages one by one (for credentials whose access rules forbid bulk delete); "
+        "else in one request per claim where the driver can",
+        flags=("--no-bulk-delete",),
+        env=("QW_NO_BULK_DELETE",),
+        kind=bool,
     )
 
     def validate(self) -> None:
@@ -344,7 +349,7 @@ class Consumer:
         self._failures: dict[str, int] = {}  # local failure counts where the service has none
         self._tasks: queue_mod.Queue[_Task | None] = queue_mod.Queue()
         self._results: queue_mod.Queue[tuple[_Task, Result, float] | None] = queue_mod.Queue()
-        self._bulk_ok = self.config.bulk_delete
+        self._bulk_ok = not self.config.no_bulk_delete
         # Only a driver with the service's own bulk call saves requests; the base default
         # deletes one by one, which the consumer does better itself, in parallel.
         self._has_bulk = type(queue).delete_many is not QueueDriver.delete_many
