@@ -92,6 +92,21 @@ class HeatActuator(Actuator):
         self.stack_id = stack_body["id"]
         self._path = f"/stacks/{self.stack_name}/{self.stack_id}"
         self._template = self._request("GET", f"{self._path}/template", what="the stack's template")
+        self._find_resources(stack_body, group, up_policy, down_policy, desired_parameter)
+        self._alarm_urls: dict[str, str] = {}
+        self._last_size: int | None = None
+
+    def _find_resources(
+        self,
+        stack_body: dict,
+        group: str | None,
+        up_policy: str | None,
+        down_policy: str | None,
+        desired_parameter: str | None,
+    ) -> None:
+        """The group, its scaling policies and its desired-capacity parameter in the stack's
+        template (the names given win); :class:`ActuatorError` if the mode lacks what it needs."""
+        mode = self.mode
         resources = self._template.get("resources") or {}
         self.group = group or self._only(resources, GROUP_TYPES, "an OS::Heat::AutoScalingGroup")
         if resources.get(self.group, {}).get("type") not in GROUP_TYPES:
@@ -114,8 +129,6 @@ class HeatActuator(Actuator):
                 f"scale-down {POLICY_TYPE} (found: "
                 f"{self._names(resources, (POLICY_TYPE,)) or 'none'})"
             )
-        self._alarm_urls: dict[str, str] = {}
-        self._last_size: int | None = None
 
     # --- construction from the monitor's command line ------------------------------------------
     @staticmethod
@@ -143,6 +156,24 @@ class HeatActuator(Actuator):
             metavar="OUTPUT",
             help="stack output holding the group's current size",
         )
+        HeatActuator._resource_options(g)
+        option(
+            g,
+            "--heat-timeout",
+            env="QW_HEAT_TIMEOUT",
+            type=float,
+            default=300.0,
+            lo=1,
+            hi=86400,
+            metavar="SECONDS",
+            help="longest wait for a stack update or a resize",
+        )
+
+    @staticmethod
+    def _resource_options(g: argparse._ArgumentGroup) -> None:
+        """The options naming the stack's resources (each found in its template when not given)."""
+        from workload.settings import option
+
         option(
             g,
             "--heat-group",
@@ -171,17 +202,6 @@ class HeatActuator(Actuator):
             metavar="PARAM",
             help="stack parameter behind the group's desired_capacity, for --heat-mode "
             "patch (default: read from the template)",
-        )
-        option(
-            g,
-            "--heat-timeout",
-            env="QW_HEAT_TIMEOUT",
-            type=float,
-            default=300.0,
-            lo=1,
-            hi=86400,
-            metavar="SECONDS",
-            help="longest wait for a stack update or a resize",
         )
 
     @classmethod
