@@ -64,16 +64,16 @@ SEED = 1
 
 
 def compact(obs: Observation) -> list:
-    """``[now, free, claimed, total, oldest_age, current, pending]`` (the file stays small; the
+    """``[now, free, claimed, total, oldest_age, current, booting]`` (the file stays small; the
     numbers unrounded, as the target policy reads the oldest age)."""
     s = obs.stats
-    return [obs.now, s.free, s.claimed, s.total, s.oldest_age, obs.current, obs.pending]
+    return [obs.now, s.free, s.claimed, s.total, s.oldest_age, obs.current, obs.booting]
 
 
 def observation(row: list) -> Observation:
-    now, free, claimed, total, oldest, current, pending = row
+    now, free, claimed, total, oldest, current, booting = row
     return Observation(
-        now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest), current, pending
+        now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest), current, booting
     )
 
 

@@ -35,11 +35,11 @@ def stats(free: int, claimed: int = 0, oldest: float | None = None) -> QueueStat
 
 
 def run(policy, looks, state=None):
-    """Feed (now, stats, current, pending) looks; return the decisions."""
+    """Feed (now, stats, current, booting) looks; return the decisions."""
     state = state or PolicyState()
     out = []
-    for now, s, current, pending in looks:
-        d = policy.decide(Observation(now, s, current, pending), state)
+    for now, s, current, booting in looks:
+        d = policy.decide(Observation(now, s, current, booting), state)
         state = d.state
         out.append(d)
     return out

@@ -21,20 +21,20 @@ class Observation:
     """What the monitor saw at ``now`` (seconds, any monotonic origin).
 
     ``stats`` is None when the queue could not be read; ``current`` is None when the group could
-    not be read. ``pending`` counts members of ``current`` still booting (not consuming yet).
+    not be read. ``booting`` counts members of ``current`` still booting (not consuming yet).
     """
 
     now: float
     stats: QueueStats | None
     current: int | None
-    pending: int = 0
+    booting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "now": round(self.now, 3),
             "stats": self.stats.as_dict() if self.stats else None,
             "current": self.current,
-            "pending": self.pending,
+            "booting": self.booting,
         }
 
 
@@ -50,7 +50,7 @@ class PolicyState:
     last_action_at: float | None = None  # time of the last change in either direction
     last_down_at: float | None = None  # time of the last scale-down this policy asked for
     arrival_rate: float | None = None  # messages/s, smoothed
-    service_time: float | None = None  # seconds per message per slot, learnt from drains
+    service_time: float | None = None  # seconds per message per slot, learnt from looks with a backlog
     idle_since: float | None = None  # when the queue was last seen becoming empty
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, wanted) inside the down window
     watching_since: float | None = None  # first observation: no scale-down before a full window

@@ -63,7 +63,7 @@ class TargetConfig(Bounds):
     )
     service_time_s: float = setting(
         1.0,
-        "first estimate of seconds one message takes; observed drains correct it (err on the slow side)",
+        "first estimate of seconds one message takes; looks with a backlog correct it (err on the slow side)",
         flags=("--service-time",),
         env=("QW_SERVICE_TIME",),
         kind=float,
@@ -165,16 +165,16 @@ class TargetConfig(Bounds):
         hi=1,
         stack="backlogAllowance",
     )
-    drain_time_s: float | None = setting(
+    backlog_clear_s: float | None = setting(
         None,
-        "seconds to drain a backlog beyond the allowance in (unset: target wait + boot time)",
-        flags=("--drain-time",),
-        env=("QW_DRAIN_TIME",),
+        "seconds to clear a backlog beyond the allowance in (unset: target wait + boot time)",
+        flags=("--backlog-clear-time",),
+        env=("QW_BACKLOG_CLEAR_TIME",),
         kind=float,
         lo=1,
         hi=86400,
         optional=True,
-        stack="drainTime",
+        stack="backlogClearTime",
     )
 
     def validate(self) -> TargetConfig:
@@ -194,7 +194,7 @@ class Look:
 
     now: float
     current: int
-    pending: int
+    booting: int
     free: int
     claimed: int
     oldest_age: float | None = None
@@ -214,7 +214,7 @@ class Look:
 
     @property
     def active(self) -> int:
-        return self.current - self.pending
+        return self.current - self.booting
 
     @property
     def load(self) -> float:
@@ -237,7 +237,7 @@ class TargetPolicy(Guarded):
         look = Look(
             obs.now,
             obs.current,
-            max(0, min(obs.pending, obs.current)),
+            max(0, min(obs.booting, obs.current)),
             max(0, obs.stats.free),
             max(0, obs.stats.claimed),
             obs.stats.oldest_age,
@@ -258,7 +258,7 @@ class TargetPolicy(Guarded):
         )
 
     def estimate(self, look: Look, state: PolicyState) -> Look:
-        """The arrival rate from the stats delta, and the service time observed drains correct.
+        """The arrival rate from the stats delta, and the service time looks with a backlog correct.
 
         Arrivals = growth + completions, and completions follow from the messages in flight by
         Little's law (in flight = rate x service time).
@@ -272,7 +272,7 @@ class TargetPolicy(Guarded):
             in_flight = (claimed + (state.last_claimed or 0)) / 2
             growth = (total - state.last_total) / dt
             saturated = free > 0 and (state.last_free or 0) > 0 and look.active > 0 and in_flight > 0
-            observed = self.drained_service(look, service, in_flight, growth) if saturated else None
+            observed = self.backlog_service(look, service, in_flight, growth) if saturated else None
             if observed is not None:
                 w = 1 - math.exp(-dt / max(c.rate_smoothing_s, 1e-9))
                 service = service + w * (observed - service)
@@ -290,7 +290,7 @@ class TargetPolicy(Guarded):
         return dataclasses.replace(look, rate=rate, service=service)
 
     @staticmethod
-    def drained_service(look: Look, service: float, in_flight: float, growth: float) -> float | None:
+    def backlog_service(look: Look, service: float, in_flight: float, growth: float) -> float | None:
         """The service time a saturated look shows (faster or slower than ``service``), or None.
 
         With a backlog every slot is busy, so by Little's law the service time is the messages in
@@ -314,8 +314,8 @@ class TargetPolicy(Guarded):
         """Servers for the offered load plus the backlog projected to when a new one is ready.
 
         A backlog the fleet clears within part of the target wait may stand (the fleet then runs
-        busy, not waiting for work); more than that is drained within drain_time_s (by default a
-        boot plus a target wait: a faster drain buys little and costs much), less than that lets
+        busy, not waiting for work); more than that is cleared within backlog_clear_s (by default a
+        boot plus a target wait: a faster clearing buys little and costs much), less than that lets
         the fleet shrink below the load until it builds up.
         """
         c, load, service, rate = self.config, look.load, look.service, look.rate
@@ -326,9 +326,9 @@ class TargetPolicy(Guarded):
         capacity_rate = look.active * slots / service
         projected = look.free + max(0.0, rate - capacity_rate) * c.boot_time_s
         allowed = c.backlog_allowance * rate * c.target_wait_s
-        drain_time = c.drain_time_s or (c.target_wait_s + c.boot_time_s)
-        drain_slots = max(-load, projected - allowed) * service / drain_time
-        need = max(0.0, (steady_slots + drain_slots) / slots)
+        clear_time = c.backlog_clear_s or (c.target_wait_s + c.boot_time_s)
+        clear_slots = max(-load, projected - allowed) * service / clear_time
+        need = max(0.0, (steady_slots + clear_slots) / slots)
         # Hysteresis: a scale-up needs the need to pass the fleet by up_tolerance servers, a
         # scale-down must free more than down_tolerance of it (at least half a server), or a
         # fleet that is just right flaps by one server around the noise of the estimates.
@@ -412,7 +412,7 @@ class TargetPolicy(Guarded):
             desired = current
             reason = (
                 f"hold: need {wanted}, {stable} over the down window; "
-                f"{rate:.2f} msg/s, backlog {free}, {look.pending} booting"
+                f"{rate:.2f} msg/s, backlog {free}, {look.booting} booting"
             )
         if current == 0 and desired == 0 and look.total > 0:
             reason = f"hold at zero: backlog {look.total} below activation {c.activation_backlog}"
