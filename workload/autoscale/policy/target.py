@@ -16,6 +16,7 @@ from workload.autoscale.policy.base import (
     PolicyState,
 )
 from workload.autoscale.policy.erlang import erlang_c_servers
+from workload.queues.base import QueueStats
 from workload.settings import check_fields, setting
 
 
@@ -233,14 +234,14 @@ class TargetPolicy(Guarded):
     name = "target"
     config: TargetConfig
 
-    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
+    def _decide(self, obs: Observation, stats: QueueStats, current: int, state: PolicyState) -> Decision:
         look = Look(
             obs.now,
-            obs.current,
-            max(0, min(obs.booting, obs.current)),
-            max(0, obs.stats.free),
-            max(0, obs.stats.claimed),
-            obs.stats.oldest_age,
+            current,
+            max(0, min(obs.booting, current)),
+            max(0, stats.free),
+            max(0, stats.claimed),
+            stats.oldest_age,
         )
         look = self.floor(state, self.size(self.estimate(look, state)))
         stable, recs, watching_since = self.stabilise(look, state)
@@ -350,9 +351,15 @@ class TargetPolicy(Guarded):
         idle_since = None
         if look.total == 0:
             idle_since = look.now if state.idle_since is None else state.idle_since
-        sleeps = c.min_size == 0 and c.idle_to_zero_s is not None
+        idle_to_zero = c.idle_to_zero_s
+        sleeps = c.min_size == 0 and idle_to_zero is not None
         floor = max(c.min_size, 1) if sleeps else c.min_size
-        zero = sleeps and idle_since is not None and look.now - idle_since >= c.idle_to_zero_s
+        zero = (
+            idle_to_zero is not None
+            and sleeps
+            and idle_since is not None
+            and look.now - idle_since >= idle_to_zero
+        )
         if zero:
             floor = 0
             wanted = keep = 0  # empty that long: what is left of the rate average is not load
@@ -383,14 +390,13 @@ class TargetPolicy(Guarded):
         rate, service, now = look.rate, look.service, look.now
         # A server removed comes back only after a boot: within that long of a scale-down,
         # growing again needs a real backlog beyond the allowance.
-        just_down = state.last_down_at is not None and now - state.last_down_at <= max(
-            c.scale_down_window_s, c.boot_time_s
-        )
+        since_down = math.inf if state.last_down_at is None else now - state.last_down_at
+        just_down = since_down <= max(c.scale_down_window_s, c.boot_time_s)
         if wanted > current and just_down and current > 0 and free <= look.allowed:
             # The wish to grow again is the noise of the estimates, not load: growing would flap.
             desired = current
             reason = (
-                f"hold: need {wanted} but scaled down {now - state.last_down_at:.0f}s "
+                f"hold: need {wanted} but scaled down {since_down:.0f}s "
                 f"ago and backlog {free} is within the allowance {look.allowed:.0f}"
             )
         elif wanted > current:
@@ -401,7 +407,7 @@ class TargetPolicy(Guarded):
             )
         elif stable < current:
             desired = max(stable, current - c.max_step_down)
-            if look.zero and desired == 0:
+            if look.zero and desired == 0 and look.idle_since is not None:
                 reason = f"down to zero: queue empty for {now - look.idle_since:.0f}s"
             else:
                 reason = (
