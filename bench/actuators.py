@@ -21,8 +21,21 @@
     signal, which Heat honours only outside the cooldown.
 
 With Heat the monitor sees the group's size only (the Heat actuator reports no booting count),
-Heat removes the oldest members first, and a removed server costs until its message is done
-plus ``drain_s`` (the consumer stops, Nova deletes the server).
+Heat removes the oldest members first, and a removed server leaves by the scale-in protocol
+(README, "Scale-in on Heat"; :class:`bench.sim.ScaleIn`):
+
+drain on (the monitor's default)
+    The member is asked to drain: it claims nothing more, finishes the message it holds (the
+    simulation knows its remaining service time), and its server powers itself off; it costs
+    until Nova shows it SHUTOFF, ``power_off_s`` after its last message. On the local cloud that
+    is within 3 s (``devenv/cloud.py`` sets Nova's ``sync_power_state_interval = 3``; on a real
+    cloud libvirt's lifecycle events report the power-off at once).
+drain off (``--no-drain``)
+    Nova deletes the server at once (a hard power-off: ``nova/compute/manager.py``
+    ``_shutdown_instance``); it costs ``power_off_s`` more, and the message it held is lost
+    mid-way: it comes back when its claim lapses, the stack's ``claimTtl`` later (the consumer
+    renews its claims while a handler runs, so a dead consumer's claim lapses at most that long
+    after), and is done again from the start: a redelivery.
 
 The example stacks (``Pulumi.iad.yaml``, ``Pulumi.dfw.yaml`` at the repository's root) give the
 steps and cooldowns; keys they leave out take the Pulumi program's defaults.
@@ -35,15 +48,14 @@ from pathlib import Path
 
 import yaml
 
-from bench.sim import Fleet
+from bench.sim import Fleet, ScaleIn
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("iad", "dfw")
 MODES = ("direct", "signal", "patch")
-# The Pulumi program's defaults for keys a stack file leaves out (infra/config.py).
-STACK_DEFAULTS = {"scaleUpStep": 1, "scaleDownStep": 1, "scaleUpCooldown": 300, "scaleDownCooldown": 600}
+STACK_KEYS = ("scaleUpStep", "scaleDownStep", "scaleUpCooldown", "scaleDownCooldown", "claimTtl")
 HEAT_UPDATE_S = 30.0  # a stack update's duration: 5-12 s measured on the local Heat (fake servers)
-DRAIN_S = 30.0  # consumer stop (its --drain-timeout is 20 s) plus the server's deletion
+POWER_OFF_S = 3.0  # last message done (or delete) to SHUTOFF: Nova's power-state sync on the local cloud
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,30 +67,40 @@ class StackValues:
     down_step: int
     up_cooldown_s: float
     down_cooldown_s: float
+    claim_ttl_s: float = 300.0
 
 
 def load_stack(name: str, root: Path = ROOT) -> StackValues:
-    """Read ``Pulumi.<name>.yaml``'s steps and cooldowns (defaults for keys it leaves out)."""
+    """Read ``Pulumi.<name>.yaml``'s steps, cooldowns and claim TTL (the Pulumi program's
+    defaults, ``infra/config.py``, for keys it leaves out)."""
+    from infra.config import SETTINGS
+
     path = root / f"Pulumi.{name}.yaml"
     try:
         config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"stack {name!r}: cannot read {path.name}: {e}") from None
-    v = {k: config.get(f"queue-workers:{k}", d) for k, d in STACK_DEFAULTS.items()}
+    v = {k: config.get(f"queue-workers:{k}", SETTINGS[k].default) for k in STACK_KEYS}
     return StackValues(
         name,
         int(v["scaleUpStep"]),
         int(v["scaleDownStep"]),
         float(v["scaleUpCooldown"]),
         float(v["scaleDownCooldown"]),
+        float(v["claimTtl"]),
     )
+
+
+def scale_in(stack: StackValues, drain: bool, power_off_s: float) -> ScaleIn:
+    """How a member Heat removes leaves: drained, or deleted with its message lost."""
+    return ScaleIn(drain=drain, power_off_s=power_off_s, claim_ttl_s=stack.claim_ttl_s)
 
 
 class Direct:
     """The size changes at once; booting servers are reported."""
 
     name = "direct"
-    reports_pending = True
+    reports_booting = True
 
     def apply(self, fleet: Fleet, desired: int | None, t: float) -> None:
         if desired is not None:
@@ -88,10 +110,10 @@ class Direct:
 class HeatSignal:
     """One policy step per resize, then the group's cooldown (see the module docstring)."""
 
-    reports_pending = False
+    reports_booting = False
 
-    def __init__(self, stack: StackValues, drain_s: float = DRAIN_S):
-        self.stack, self.drain_s = stack, drain_s
+    def __init__(self, stack: StackValues, *, drain: bool = True, power_off_s: float = POWER_OFF_S):
+        self.stack, self.scale_in = stack, scale_in(stack, drain, power_off_s)
         self.name = f"signal-{stack.name}"
         self.cooldown_until = -float("inf")
 
@@ -104,17 +126,25 @@ class HeatSignal:
         new = max(0, min(fleet.max_servers, new))
         if new == cur:
             return  # clamped at the group's bound: Heat starts no cooldown
-        fleet.resize(new, t, oldest_first=True, drain_s=self.drain_s)
+        fleet.resize(new, t, oldest_first=True, scale_in=self.scale_in)
         self.cooldown_until = t + (self.stack.up_cooldown_s if up else self.stack.down_cooldown_s)
 
 
 class HeatPatch:
     """A stack update per resize; no action while it runs; zero through a signal."""
 
-    reports_pending = False
+    reports_booting = False
 
-    def __init__(self, stack: StackValues, update_s: float = HEAT_UPDATE_S, drain_s: float = DRAIN_S):
-        self.stack, self.update_s, self.drain_s = stack, update_s, drain_s
+    def __init__(
+        self,
+        stack: StackValues,
+        update_s: float = HEAT_UPDATE_S,
+        *,
+        drain: bool = True,
+        power_off_s: float = POWER_OFF_S,
+    ):
+        self.stack, self.update_s = stack, update_s
+        self.scale_in = scale_in(stack, drain, power_off_s)
         self.name = f"patch-{stack.name}"
         self.updating_until = -float("inf")
         self.cooldown_until = -float("inf")
@@ -125,16 +155,19 @@ class HeatPatch:
             return
         if desired == 0 and cur == 1:
             if t >= self.cooldown_until:  # the last server goes by the scale-down signal
-                fleet.resize(0, t, oldest_first=True, drain_s=self.drain_s)
+                fleet.resize(0, t, oldest_first=True, scale_in=self.scale_in)
                 self.cooldown_until = t + self.stack.down_cooldown_s
             return
-        fleet.resize(max(1, desired), t, oldest_first=True, drain_s=self.drain_s)
+        fleet.resize(max(1, desired), t, oldest_first=True, scale_in=self.scale_in)
         self.updating_until = t + self.update_s
         self.cooldown_until = self.updating_until + self.stack.up_cooldown_s
 
 
-def make_actuator(spec: str, *, update_s: float = HEAT_UPDATE_S, drain_s: float = DRAIN_S):
-    """``direct``, or ``signal``/``patch`` with a stack: ``signal-iad``, ``patch-dfw``, ..."""
+def make_actuator(
+    spec: str, *, update_s: float = HEAT_UPDATE_S, drain: bool = True, power_off_s: float = POWER_OFF_S
+):
+    """``direct``, or ``signal``/``patch`` with a stack: ``signal-iad``, ``patch-dfw``, ...
+    (``drain`` and ``power_off_s``: how Heat's scale-in goes; direct always stops gracefully)."""
     if spec == "direct":
         return Direct()
     mode, _, stack = spec.partition("-")
@@ -142,7 +175,9 @@ def make_actuator(spec: str, *, update_s: float = HEAT_UPDATE_S, drain_s: float 
         allowed = ", ".join(["direct"] + [f"{m}-{s}" for m in ("signal", "patch") for s in STACKS])
         raise ValueError(f"--actuator={spec!r} is not allowed: one of {allowed}")
     values = load_stack(stack)
-    return HeatSignal(values, drain_s) if mode == "signal" else HeatPatch(values, update_s, drain_s)
+    if mode == "signal":
+        return HeatSignal(values, drain=drain, power_off_s=power_off_s)
+    return HeatPatch(values, update_s, drain=drain, power_off_s=power_off_s)
 
 
 ACTUATOR_SPECS = ("direct",) + tuple(f"{m}-{s}" for m in ("signal", "patch") for s in STACKS)

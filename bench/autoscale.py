@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bench import report, sim
-from bench.actuators import ACTUATOR_SPECS, DRAIN_S, HEAT_UPDATE_S, Direct, make_actuator
+from bench.actuators import ACTUATOR_SPECS, HEAT_UPDATE_S, POWER_OFF_S, Direct, make_actuator
 from bench.monitor_policy import MonitorPolicy
 from bench.ours import ours_argv
 from bench.sweep import Job, default_processes, entries, run_all
@@ -58,6 +58,8 @@ def simulate(
 
 
 def _key(entry) -> tuple:
+    if entry.kind == "ours" and not entry.drain:
+        return ("ours", "drain off")
     if entry.kind == "ours":
         return ("ours", entry.boot_x, entry.service_x)
     if entry.kind == "oracle":
@@ -127,12 +129,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"patch: seconds a stack update takes (default {HEAT_UPDATE_S:g})",
     )
     a.add_argument(
-        "--drain-time",
+        "--power-off-time",
         type=float,
-        default=DRAIN_S,
+        default=POWER_OFF_S,
         metavar="S",
-        help="Heat: seconds a removed server still costs after its last message "
-        f"(consumer stop, server deletion; default {DRAIN_S:g})",
+        help="Heat: seconds from a removed server's last message (drained) or its deletion "
+        f"(not drained) to Nova showing it SHUTOFF; it costs until then (default {POWER_OFF_S:g})",
     )
     o = p.add_argument_group("output and running")
     o.add_argument("--out", default=str(HERE / "out"), help="folder for the PNG plots (default bench/out/)")
@@ -174,10 +176,10 @@ def run(args, worlds, traces, actuators) -> dict:
     for act in actuators:
         for world in worlds:
             for trace in traces:
-                for entry in entries(world, priors=not args.no_priors):
+                for entry in entries(world, priors=not args.no_priors, drain_off=act != "direct"):
                     plan.append((act, world, trace, entry))
     jobs = [
-        Job(world, trace, entry, args.seeds, act, args.heat_update_time, args.drain_time)
+        Job(world, trace, entry, args.seeds, act, args.heat_update_time, args.power_off_time)
         for act, world, trace, entry in plan
     ]
     figures = run_all(jobs, args.jobs)
@@ -212,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             make_actuator(spec)
         except ValueError as e:
             p.error(str(e))
-    for flag, value in (("--heat-update-time", args.heat_update_time), ("--drain-time", args.drain_time)):
+    for flag, value in (
+        ("--heat-update-time", args.heat_update_time),
+        ("--power-off-time", args.power_off_time),
+    ):
         if not 0 <= value <= 3600:
             p.error(f"{flag}={value:g} is not allowed: from 0 to 3600 seconds")
     try:

@@ -17,21 +17,28 @@ def _fig(row: dict) -> dict:
     return {k: row[k] for k in FIGURES}
 
 
+def _with_redeliveries(row: dict) -> dict:
+    """The figures and the messages done again per seed (members deleted holding one)."""
+    return {**_fig(row), "redeliveries": row["redeliveries"]}
+
+
 def trace_result(rows: dict) -> dict:
-    """One trace's JSON from its rows: ``rows[("ours", bx, sx)]``, ``rows[("oracle",)]``,
-    ``rows[(baseline, value)]``."""
+    """One trace's JSON from its rows: ``rows[("ours", bx, sx)]``, ``rows[("ours", "drain off")]``
+    (Heat actuators), ``rows[("oracle",)]``, ``rows[(baseline, value)]``."""
     ours = rows[("ours", 1.0, 1.0)]
     out = {
         "work_floor_worker_s": ours["work_floor_worker_s"],
-        "ours": _fig(ours),
+        "ours": _with_redeliveries(ours),
         "ours_priors": [
             {"boot_prior_x": k[1], "service_prior_x": k[2], **_fig(r)}
             for k, r in rows.items()
-            if k[0] == "ours" and k[1:] != (1.0, 1.0)
+            if k[0] == "ours" and len(k) == 3 and k[1:] != (1.0, 1.0)
         ],
         "oracle": _fig(rows[("oracle",)]),
         "baselines": {},
     }
+    if ("ours", "drain off") in rows:
+        out["ours_drain_off"] = _with_redeliveries(rows[("ours", "drain off")])
     for name in baselines.BASELINES:
         out["baselines"][name] = [
             {
@@ -145,6 +152,12 @@ def world_lines(world: World, actuator: str, traces: dict) -> list[str]:
         priors = "  ".join(f"{_prior(p)}: {_cell(p)}" for p in tr["ours_priors"])
         if priors:
             lines.append(f"    ours priors  {priors}")
+        if "ours_drain_off" in tr:
+            on, off = tr["ours"], tr["ours_drain_off"]
+            lines.append(
+                f"    ours scale-in  drain on: {_cell(on)}, {on['redeliveries']:g} redelivered; "
+                f"drain off: {_cell(off)}, {off['redeliveries']:g} redelivered (per seed)"
+            )
     return lines
 
 

@@ -20,7 +20,7 @@ from bench.worlds import Sample, World
 from workload.autoscale.policy import Observation, erlang_c_servers
 from workload.queues.base import QueueStats
 
-DRAIN_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
+RUN_ON_LIMIT_S = 1800.0  # after the trace ends, run on until the queue is empty, at most this long
 
 
 def seen(obs: Observation) -> tuple[QueueStats, int]:
@@ -49,14 +49,37 @@ class Server:
     ready_at: float
     busy_until: float = 0.0
     msg_arrival: float | None = None  # arrival time of the message it is processing
+    msg_service: float = 0.0  # that message's service time
+    wait_pos: int = -1  # where that message's wait is in Fleet.waits
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleIn:
+    """How a removed server leaves.
+
+    ``drain`` True: it claims nothing more, finishes the message it holds (the simulation knows
+    its remaining service time) and powers off ``power_off_s`` later; it costs until then.
+    ``drain`` False: it is deleted at once (Nova's delete is a hard power-off) and costs
+    ``power_off_s`` more; the message it held is lost mid-way and comes back to the queue when
+    its claim lapses, ``claim_ttl_s`` later, to be done again from the start (a redelivery).
+    """
+
+    drain: bool = True
+    power_off_s: float = 0.0
+    claim_ttl_s: float = 300.0
+
+
+GRACEFUL = ScaleIn()  # the local actuator: SIGTERM, the consumer finishes what it holds
 
 
 class Fleet:
     """A FIFO queue and a group of servers, advanced message by message.
 
     The queue holds the messages that arrived and have not started: arrivals ``started`` ..
-    ``i - 1``. FIFO with identical servers means message k starts at the later of its arrival
-    and the earliest time a server is free, so no event queue is needed.
+    ``i - 1``, and the lost messages (held by a server deleted mid-way) whose claim has lapsed.
+    FIFO with identical servers means message k starts at the later of its arrival and the
+    earliest time a server is free, so no event queue is needed; a lost message goes before
+    newer ones once it is visible again (the queue hands out the oldest first).
     """
 
     def __init__(self, sample: Sample, boot_s: float, max_servers: int):
@@ -67,6 +90,9 @@ class Fleet:
         self.servers: dict[int, Server] = {}
         self.heap: list[tuple[float, int]] = []  # (available from, server id) of group members
         self.retiring: list[tuple[Server, float]] = []  # (removed server, when it stops costing)
+        # Messages a deleted server held: (visible again at, arrival, service, wait position).
+        self.lost: list[tuple[float, float, float, int]] = []
+        self.redeliveries = 0
         self.next_id = 0
         self.cost = 0.0
         self.waits: list[float] = []
@@ -78,57 +104,78 @@ class Fleet:
 
     @property
     def free(self) -> int:
-        """Messages waiting (arrived, not started)."""
+        """Fresh messages waiting (arrived, not started)."""
         return self.i - self.started
 
     def advance(self, t_end: float) -> None:
         """Start every message that starts by ``t_end``."""
         arrivals, services, heap, servers = self.arrivals, self.services, self.heap, self.servers
-        waits, k, n = self.waits, self.started, len(self.arrivals)
+        waits, k, n, lost = self.waits, self.started, len(self.arrivals), self.lost
         replace = heapq.heapreplace
-        while k < n and heap:
+        inf = math.inf
+        while heap and (k < n or lost):
             free_at, sid = heap[0]
-            a = arrivals[k]
+            a = arrivals[k] if k < n else inf
             start = free_at if free_at > a else a
+            if lost:
+                visible, la, ls, pos = lost[0]
+                lstart = free_at if free_at > visible else visible
+                if lstart < start or (lstart == start and la <= a):
+                    if lstart > t_end:
+                        break
+                    heapq.heappop(lost)
+                    self._start(servers[sid], lstart, la, ls, pos)
+                    replace(heap, (lstart + ls, sid))
+                    waits[pos] = lstart - la  # the wait is to the start that finishes it
+                    continue
             if start > t_end:
                 break
             busy = start + services[k]
             replace(heap, (busy, sid))
             s = servers[sid]
-            s.msg_arrival, s.busy_until = a, busy
+            s.msg_arrival, s.busy_until, s.msg_service, s.wait_pos = a, busy, services[k], len(waits)
             waits.append(start - a)
             k += 1
         self.started = k
         self.i = bisect.bisect_right(arrivals, t_end, lo=k)
 
-    def observe(self, t: float, report_pending: bool = True) -> Observation:
-        """What the monitor sees at ``t``; ``report_pending`` False: booting servers not told
-        apart (the Heat actuator reads only the group's size)."""
+    @staticmethod
+    def _start(s: Server, start: float, arrival: float, service: float, pos: int) -> None:
+        s.msg_arrival, s.busy_until, s.msg_service, s.wait_pos = arrival, start + service, service, pos
+
+    def observe(self, t: float, report_booting: bool = True) -> Observation:
+        """What the monitor sees at ``t``; ``report_booting`` False: booting servers not told
+        apart (the Heat actuator reads only the group's size). A lost message counts as claimed
+        until its claim lapses (the queue cannot tell a dead consumer from a slow one)."""
         # A busy server always has its message's arrival (both are set together in advance()).
         busy = [s for s in self.servers.values() if s.busy_until > t] + [
             s for s, _ in self.retiring if s.busy_until > t
         ]
         in_flight = [s.msg_arrival for s in busy if s.msg_arrival is not None]
-        free = self.free
-        oldest = min(in_flight + ([self.arrivals[self.started]] if free else []), default=None)
+        held = [a for v, a, _, _ in self.lost if v > t]
+        back = [a for v, a, _, _ in self.lost if v <= t]
+        free = self.free + len(back)
+        waiting = back + ([self.arrivals[self.started]] if self.free else [])
+        oldest = min(in_flight + held + waiting, default=None)
         stats = QueueStats(
             free=free,
-            claimed=len(in_flight),
-            total=free + len(in_flight),
+            claimed=len(in_flight) + len(held),
+            total=free + len(in_flight) + len(held),
             oldest_age=None if oldest is None else t - oldest,
         )
-        pending = sum(1 for s in self.servers.values() if s.ready_at > t) if report_pending else 0
-        return Observation(now=t, stats=stats, current=len(self.servers), pending=pending)
+        booting = self.booting(t) if report_booting else 0
+        return Observation(now=t, stats=stats, current=len(self.servers), booting=booting)
 
     def booting(self, t: float) -> int:
         return sum(1 for s in self.servers.values() if s.ready_at > t)
 
-    def resize(self, desired: int, t: float, *, oldest_first: bool = False, drain_s: float = 0.0) -> None:
+    def resize(
+        self, desired: int, t: float, *, oldest_first: bool = False, scale_in: ScaleIn = GRACEFUL
+    ) -> None:
         """Grow (new servers boot) or shrink to ``desired`` (within 0..max_servers).
 
         Shrinking picks idle servers first, then booting, then busy ones, or with
-        ``oldest_first`` the oldest (what Heat does); a busy one finishes its message. A removed
-        server costs until it is idle plus ``drain_s`` (consumer stop and server deletion).
+        ``oldest_first`` the oldest (what Heat does); each leaves as ``scale_in`` says.
         """
         desired = max(0, min(self.max_servers, desired))
         cur = len(self.servers)
@@ -155,13 +202,22 @@ class Fleet:
         victims = sorted(self.servers.values(), key=order)[: cur - desired]
         for s in victims:
             del self.servers[s.id]
-            if s.ready_at > t:
-                self.retiring.append((s, t + drain_s))  # still booting: deleted, no message
-            else:
-                self.retiring.append((s, max(t, s.busy_until) + drain_s))
+            self._remove(s, t, scale_in)
         gone = {s.id for s in victims}
         self.heap = [(a, i) for a, i in self.heap if i not in gone]
         heapq.heapify(self.heap)
+
+    def _remove(self, s: Server, t: float, scale_in: ScaleIn) -> None:
+        """Charge a removed server until it is off; lose its message if it is not drained."""
+        busy = s.ready_at <= t < s.busy_until and s.msg_arrival is not None
+        if busy and scale_in.drain:
+            self.retiring.append((s, s.busy_until + scale_in.power_off_s))
+            return
+        if busy and s.msg_arrival is not None:
+            heapq.heappush(self.lost, (t + scale_in.claim_ttl_s, s.msg_arrival, s.msg_service, s.wait_pos))
+            self.redeliveries += 1
+            s.busy_until = t  # killed mid-message: its in-flight message is the lost one now
+        self.retiring.append((s, t + scale_in.power_off_s))
 
     def settle(self, t: float) -> None:
         """Charge removed servers that stopped costing by ``t``."""
@@ -185,17 +241,19 @@ class Fleet:
         return end
 
     def idle(self) -> bool:
-        return self.started >= len(self.arrivals)
+        return self.started >= len(self.arrivals) and not self.lost
 
 
 @dataclasses.dataclass
 class Run:
-    """One controller on one seed: every message's wait (inf: never started), cost and work."""
+    """One controller on one seed: every message's wait (inf: never started), cost, work, the
+    resizes asked for and the messages done again because a server was deleted holding them."""
 
     waits: list[float]
     cost: float
     work: float
     actions: int
+    redeliveries: int = 0
 
 
 def initial_servers(trace: Trace, world: World) -> int:
@@ -213,10 +271,13 @@ def simulate(trace: Trace, world: World, sample: Sample, controller: Controller,
     while True:
         fleet.advance(t)
         fleet.settle(t)
-        actuator.apply(fleet, controller.decide(fleet.observe(t, actuator.reports_pending)), t)
-        if t >= trace.end and (fleet.idle() or t >= trace.end + DRAIN_LIMIT_S):
+        actuator.apply(fleet, controller.decide(fleet.observe(t, actuator.reports_booting)), t)
+        if t >= trace.end and (fleet.idle() or t >= trace.end + RUN_ON_LIMIT_S):
             break
         t += controller.poll_s
     unstarted = len(fleet.arrivals) - fleet.started
+    for _, _, _, pos in fleet.lost:
+        fleet.waits[pos] = math.inf  # lost and never done again within the limit
     fleet.close(t)
-    return Run(fleet.waits + [math.inf] * unstarted, fleet.cost, sample.work, fleet.actions)
+    waits = fleet.waits + [math.inf] * unstarted
+    return Run(waits, fleet.cost, sample.work, fleet.actions, fleet.redeliveries)

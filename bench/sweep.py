@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 
 from bench import baselines
-from bench.actuators import DRAIN_S, HEAT_UPDATE_S, make_actuator
+from bench.actuators import HEAT_UPDATE_S, POWER_OFF_S, make_actuator
 from bench.oracle import Oracle
 from bench.ours import PRIOR_FACTORS, make_ours
 from bench.sim import simulate
@@ -21,12 +21,14 @@ from bench.worlds import World, sample
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One policy configuration: ``ours`` (with prior factors), ``oracle``, or a baseline's value."""
+    """One policy configuration: ``ours`` (with prior factors), ``oracle``, or a baseline's value;
+    ``drain`` False: Heat deletes the members it removes without draining them first."""
 
     kind: str
     value: float | None = None
     boot_x: float = 1.0
     service_x: float = 1.0
+    drain: bool = True
 
     def controller(self, trace: Trace, world: World):
         if self.kind == "ours":
@@ -48,7 +50,7 @@ class Job:
     seeds: int
     actuator: str = "direct"
     update_s: float = HEAT_UPDATE_S
-    drain_s: float = DRAIN_S
+    power_off_s: float = POWER_OFF_S
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -75,6 +77,7 @@ def pooled(runs, target_wait_s: float) -> dict:
         "utilisation": round(work / cost, 3) if cost else None,
         "work_floor_worker_s": round(work, 1),
         "actions": round(sum(r.actions for r in runs) / len(runs), 1),
+        "redeliveries": round(sum(r.redeliveries for r in runs) / len(runs), 1),
     }
 
 
@@ -82,7 +85,9 @@ def run_job(job: Job) -> dict:
     """Simulate one job over its seeds (1..N) and pool the figures."""
     runs = []
     for seed in range(1, job.seeds + 1):
-        actuator = make_actuator(job.actuator, update_s=job.update_s, drain_s=job.drain_s)
+        actuator = make_actuator(
+            job.actuator, update_s=job.update_s, drain=job.entry.drain, power_off_s=job.power_off_s
+        )
         runs.append(
             simulate(
                 job.trace,
@@ -95,11 +100,14 @@ def run_job(job: Job) -> dict:
     return pooled(runs, job.world.target_wait_s)
 
 
-def entries(world: World, priors: bool = True) -> list[Entry]:
-    """Every configuration run in ``world``: ours, its prior rows, the oracle, every sweep value."""
+def entries(world: World, priors: bool = True, drain_off: bool = False) -> list[Entry]:
+    """Every configuration run in ``world``: ours, its prior rows, with ``drain_off`` ours once
+    more with Heat's scale-in not drained, the oracle, every sweep value."""
     out = [Entry("ours")]
     if priors:
         out += [Entry("ours", None, b, s) for b, s in PRIOR_FACTORS]
+    if drain_off:
+        out.append(Entry("ours", drain=False))
     out.append(Entry("oracle"))
     for name in baselines.BASELINES:
         out += [Entry(name, v) for v in baselines.sweep(name, world)]

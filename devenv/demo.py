@@ -412,7 +412,7 @@ class Demo:
         text = (
             f"t={t:5.1f}s {self.profile.phase(t):<5} in {self.profile.rate(t):4.1f}/s | "
             f"queue free {obs.get('free', '?'):>4} claimed {obs.get('claimed', '?'):>3} | "
-            f"workers {current} ({group.get('pending', 0)} starting) | "
+            f"workers {current} ({group.get('booting', 0)} starting) | "
             f"done {len(self.reader.done):>4} at {self.reader.throughput():4.1f}/s | "
             f"produced {len(self.produced)}"
         )

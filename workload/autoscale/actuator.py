@@ -14,7 +14,7 @@ import dataclasses
 class GroupState:
     """What the actuator can see of the group right now.
 
-    ``current`` counts members that exist; ``pending`` those among them still booting (not yet
+    ``current`` counts members that exist; ``booting`` those among them still booting (not yet
     consuming); ``updating`` is True while the backend is still carrying out an earlier change
     (a Heat stack UPDATE_IN_PROGRESS), during which the monitor takes no new action;
     ``leaving`` counts members asked to drain before they are removed (not in ``current``: the
@@ -22,7 +22,7 @@ class GroupState:
     """
 
     current: int
-    pending: int = 0
+    booting: int = 0
     updating: bool = False
     min_size: int | None = None
     max_size: int | None = None

@@ -244,7 +244,7 @@ class HeatActuator(Actuator):
             )
         size = self._size(allow_stale=updating)
         low, high = self._bounds(stack)
-        return GroupState(current=size, pending=0, updating=updating, min_size=low, max_size=high)
+        return GroupState(current=size, booting=0, updating=updating, min_size=low, max_size=high)
 
     def apply(self, desired: int, reason: str) -> ApplyResult:
         state = self.observe()

@@ -3,7 +3,7 @@
 Scale-out starts consumer processes; scale-in sends SIGTERM, so each consumer stops claiming,
 finishes or releases what it holds and exits by itself (its claims go back to the queue, nothing
 is lost). Exits are reaped on every :meth:`LocalActuator.observe`; a consumer that died is
-simply no longer counted, and the next decision replaces it. A process counts as ``pending``
+simply no longer counted, and the next decision replaces it. A process counts as ``booting``
 from its start until its log shows the consumer's ``start`` event (it is claiming), which is the
 local stand-in for a server still booting.
 
@@ -80,12 +80,12 @@ class LocalActuator(Actuator):
 
     # -- the Actuator interface ------------------------------------------------------------------
     def observe(self) -> GroupState:
-        """Reap exits, then count the members that run (``pending``: not claiming yet)."""
+        """Reap exits, then count the members that run (``booting``: not claiming yet)."""
         self._reap()
-        pending = sum(1 for m in self.members if not self._is_ready(m))
+        booting = sum(1 for m in self.members if not self._is_ready(m))
         return GroupState(
             current=len(self.members),
-            pending=pending,
+            booting=booting,
             updating=False,
             min_size=self.min_size,
             max_size=self.max_size,

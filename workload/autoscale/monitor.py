@@ -117,7 +117,7 @@ class Monitor:
             now=self.clock(),
             stats=stats,
             current=group.current if group else None,
-            pending=group.pending if group else 0,
+            booting=group.booting if group else 0,
         )
         result = None
         if group is not None and group.updating:

@@ -36,8 +36,8 @@ def test_scale_out_counts_starting_then_ready_and_scale_in_stops_by_sigterm(pool
     result = pool.apply(3, "test: up")
     assert (result.before, result.after, result.requested) == (0, 3, 3)
     state = pool.observe()
-    assert state.current == 3 and state.pending <= 3
-    wait_for(lambda: pool.observe().pending == 0, what="consumers to start claiming")
+    assert state.current == 3 and state.booting <= 3
+    wait_for(lambda: pool.observe().booting == 0, what="consumers to start claiming")
     pids = pool.pids()
     assert len(pids) == 3 and all(alive(p) for p in pids)
 
@@ -70,7 +70,7 @@ def test_scale_in_releases_claims(pool, work_queue):
 
 def test_a_dead_consumer_is_no_longer_counted(pool):
     pool.apply(2, "test: up")
-    wait_for(lambda: pool.observe().pending == 0, what="consumers to start")
+    wait_for(lambda: pool.observe().booting == 0, what="consumers to start")
     victim = pool.pids()[0]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: pool.observe().current == 1, what="the killed consumer to be reaped")

@@ -13,47 +13,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.ours import ours_argv
+from bench.worlds import DEFAULT_WORLDS
 from workload.autoscale.policy import Observation, PolicyState
 from workload.queues.base import QueueStats
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "recorded_decisions.json"
+# Ours in the first default world with the service-time guess off 2x (step) and 0.5x (spike),
+# and the seed's rule.
 CASES = (
-    (
-        "target",
-        "step",
-        [
-            "--policy",
-            "target",
-            "-m",
-            "0",
-            "-x",
-            "60",
-            "--target-wait",
-            "30",
-            "--boot-time",
-            "60",
-            "--service-time",
-            "2",
-        ],
-    ),
-    (
-        "target",
-        "spike",
-        [
-            "--policy",
-            "target",
-            "-m",
-            "0",
-            "-x",
-            "60",
-            "--target-wait",
-            "30",
-            "--boot-time",
-            "60",
-            "--service-time",
-            "0.5",
-        ],
-    ),
+    ("target", "step", ours_argv(DEFAULT_WORLDS[0], service_x=2.0)),
+    ("target", "spike", ours_argv(DEFAULT_WORLDS[0], service_x=0.5)),
     (
         "threshold",
         "onoff",
@@ -64,16 +34,16 @@ SEED = 1
 
 
 def compact(obs: Observation) -> list:
-    """``[now, free, claimed, total, oldest_age, current, pending]`` (the file stays small; the
+    """``[now, free, claimed, total, oldest_age, current, booting]`` (the file stays small; the
     numbers unrounded, as the target policy reads the oldest age)."""
     s = obs.stats
-    return [obs.now, s.free, s.claimed, s.total, s.oldest_age, obs.current, obs.pending]
+    return [obs.now, s.free, s.claimed, s.total, s.oldest_age, obs.current, obs.booting]
 
 
 def observation(row: list) -> Observation:
-    now, free, claimed, total, oldest, current, pending = row
+    now, free, claimed, total, oldest, current, booting = row
     return Observation(
-        now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest), current, pending
+        now, QueueStats(free=free, claimed=claimed, total=total, oldest_age=oldest), current, booting
     )
 
 
@@ -83,7 +53,7 @@ def record() -> list[dict]:
     from bench.actuators import Direct
     from bench.monitor_policy import MonitorPolicy
     from bench.traces import TRACES_DIR, load_trace
-    from bench.worlds import DEFAULT_WORLDS, sample
+    from bench.worlds import sample
 
     world, out = DEFAULT_WORLDS[0], []
     for _, trace_name, argv in CASES:

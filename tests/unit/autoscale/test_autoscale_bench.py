@@ -11,7 +11,7 @@ import pytest
 from bench import autoscale
 from bench.actuators import Direct
 from bench.ours import make_ours
-from bench.sim import Fleet, simulate
+from bench.sim import Fleet, ScaleIn, simulate
 from bench.traces import BUILTIN_TRACES, TRACES_DIR, Trace, load_trace
 from bench.worlds import Sample, World, sample
 
@@ -130,14 +130,44 @@ def test_fleet_charges_boot_and_serves_fifo():
     assert fleet.cost == pytest.approx(910.0)
 
 
-def test_a_removed_busy_server_finishes_its_message_and_costs_until_then():
+def test_a_drained_server_finishes_its_message_and_costs_until_it_is_off():
     fleet = Fleet(Sample((0.0,), (50.0,)), boot_s=0.0, max_servers=5)
     fleet.resize(1, 0.0)
     fleet.advance(10.0)
-    fleet.resize(0, 10.0, drain_s=5.0)
+    fleet.resize(0, 10.0, scale_in=ScaleIn(drain=True, power_off_s=3.0))
     assert fleet.observe(20.0).stats.claimed == 1  # still processing after its removal
     fleet.settle(100.0)
-    assert fleet.cost == pytest.approx(55.0)
+    assert fleet.cost == pytest.approx(53.0)  # its message ends at 50, SHUTOFF 3 s later
+    assert fleet.redeliveries == 0 and fleet.waits == [0.0]
+
+
+def test_a_server_deleted_mid_message_loses_it_until_the_claim_lapses_then_it_is_done_again():
+    # Two messages of 50 s; the server holding the first is deleted at 10 s without a drain.
+    fleet = Fleet(Sample((0.0, 1.0), (50.0, 50.0)), boot_s=0.0, max_servers=5)
+    fleet.resize(2, 0.0)
+    fleet.advance(10.0)
+    fleet.resize(1, 10.0, oldest_first=True, scale_in=ScaleIn(drain=False, power_off_s=3.0, claim_ttl_s=300))
+    assert fleet.redeliveries == 1
+    seen = fleet.observe(30.0).stats
+    assert (seen.free, seen.claimed) == (0, 2)  # the queue still counts the dead one's claim
+    assert fleet.observe(100.0).stats.claimed == 1  # the other's message is done; the claim holds
+    fleet.advance(330.0)
+    seen = fleet.observe(330.0).stats
+    assert (seen.free, seen.claimed) == (0, 1)  # visible again at 310, started by the other server
+    assert fleet.waits == pytest.approx([310.0, 0.0])  # its wait runs to the start that finishes it
+    assert fleet.idle()
+    fleet.settle(330.0)
+    assert fleet.cost == pytest.approx(13.0)  # the deleted one: asked at 0, off 3 s after 10
+
+
+def test_drain_off_rows_count_redeliveries_the_drained_scale_in_avoids(tiny, capsys):
+    argv = ["--json", "--trace", str(tiny), "--seeds", "2", "--boot-time", "30", "--service-mean", "5"]
+    argv += ["--no-priors", "--no-plots", "--jobs", "1", "--actuator", "patch-iad"]
+    assert autoscale.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    tr = result["worlds"][0]["traces"]["tiny"]
+    assert tr["ours"]["redeliveries"] == 0
+    assert tr["ours_drain_off"]["redeliveries"] > 0
 
 
 def test_same_seed_same_figures_and_the_sample_is_the_same_for_every_policy():

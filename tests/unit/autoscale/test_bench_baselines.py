@@ -16,12 +16,12 @@ from workload.queues.base import QueueStats
 WORLD = World(boot_s=60, service_mean_s=1, service_cv=0.5, max_servers=100, target_wait_s=30)
 
 
-def obs(t, current, free=0, claimed=0, pending=0):
+def obs(t, current, free=0, claimed=0, booting=0):
     return Observation(
         now=t,
         stats=QueueStats(free=free, claimed=claimed, total=free + claimed, oldest_age=None),
         current=current,
-        pending=pending,
+        booting=booting,
     )
 
 

@@ -61,7 +61,7 @@ def test_verdict_compares_ours_with_the_cheapest_tuned_baseline_or_else_the_lowe
     assert not v["aim_met"]  # ours has a higher p95
 
 
-IAD = StackValues("iad", up_step=2, down_step=1, up_cooldown_s=300, down_cooldown_s=600)
+IAD = StackValues("iad", up_step=2, down_step=1, up_cooldown_s=300, down_cooldown_s=600, claim_ttl_s=300)
 
 
 def idle_fleet(n):
@@ -74,10 +74,11 @@ def test_the_example_stacks_values_are_read_from_their_files():
     assert load_stack("iad") == IAD
     dfw = load_stack("dfw")
     assert (dfw.up_step, dfw.down_step, dfw.up_cooldown_s, dfw.down_cooldown_s) == (1, 1, 120, 300)
+    assert dfw.claim_ttl_s == 1800
 
 
 def test_heat_signal_moves_one_step_per_resize_then_waits_out_the_groups_cooldown():
-    fleet, heat = idle_fleet(2), HeatSignal(IAD, drain_s=0)
+    fleet, heat = idle_fleet(2), HeatSignal(IAD, power_off_s=0)
     heat.apply(fleet, 10, 0.0)
     assert fleet.size == 4  # one signal: scaleUpStep 2
     heat.apply(fleet, 10, 299.0)
@@ -88,11 +89,11 @@ def test_heat_signal_moves_one_step_per_resize_then_waits_out_the_groups_cooldow
     assert fleet.size == 3
     heat.apply(fleet, 10, 900.0)
     assert fleet.size == 5
-    assert not heat.reports_pending
+    assert not heat.reports_booting
 
 
 def test_heat_patch_takes_no_action_during_an_update_and_reaches_zero_by_signal():
-    fleet, heat = idle_fleet(2), HeatPatch(IAD, update_s=30, drain_s=0)
+    fleet, heat = idle_fleet(2), HeatPatch(IAD, update_s=30, power_off_s=0)
     heat.apply(fleet, 8, 0.0)
     assert fleet.size == 8
     heat.apply(fleet, 3, 20.0)
@@ -105,13 +106,13 @@ def test_heat_patch_takes_no_action_during_an_update_and_reaches_zero_by_signal(
     assert fleet.size == 0
 
 
-def test_heat_scale_in_removes_the_oldest_and_charges_the_drain():
+def test_heat_scale_in_removes_the_oldest_and_charges_it_until_it_is_off():
     fleet = idle_fleet(1)
     fleet.resize(2, 50.0)
-    HeatSignal(IAD, drain_s=30).apply(fleet, 1, 100.0)
+    HeatSignal(IAD, power_off_s=3).apply(fleet, 1, 100.0)
     assert [s.asked_at for s in fleet.servers.values()] == [50.0]
     fleet.settle(200.0)
-    assert fleet.cost == pytest.approx(130.0)  # asked at 0, removed at 100, 30 s drain
+    assert fleet.cost == pytest.approx(103.0)  # asked at 0, idle when removed at 100, off 3 s later
 
 
 def test_unknown_actuator_is_refused():

@@ -21,6 +21,7 @@ from workload.autoscale.policy import (
     erlang_c_servers,
     make_policy,
 )
+from workload.autoscale.policy.target import Look
 from workload.queues.base import QueueStats
 
 
@@ -35,11 +36,11 @@ def stats(free: int, claimed: int = 0, oldest: float | None = None) -> QueueStat
 
 
 def run(policy, looks, state=None):
-    """Feed (now, stats, current, pending) looks; return the decisions."""
+    """Feed (now, stats, current, booting) looks; return the decisions."""
     state = state or PolicyState()
     out = []
-    for now, s, current, pending in looks:
-        d = policy.decide(Observation(now, s, current, pending), state)
+    for now, s, current, booting in looks:
+        d = policy.decide(Observation(now, s, current, booting), state)
         state = d.state
         out.append(d)
     return out
@@ -211,20 +212,35 @@ def test_target_with_min_above_zero_never_sleeps():
 
 def test_target_learns_a_faster_service_time_from_a_drain():
     p = target(service_time_s=4.0, rate_smoothing_s=10)
-    # The backlog came in over 1000 s (its oldest message waited that long), and drains 10/s.
-    looks = [(t, stats(1000 - 10 * t, claimed=10, oldest=1000.0 + t), 10, 0) for t in range(0, 40, 10)]
+    # The backlog came in over 1000 s (its oldest message waited that long), and drains 10/s; the
+    # service estimate averages over 4 rate time constants (40 s here): two minutes of looks.
+    looks = [(t, stats(1000 - 10 * t, claimed=10, oldest=1000.0 + t), 10, 0) for t in range(0, 120, 10)]
     ds = run(p, looks)
     assert ds[-1].estimates["service_time_s"] < 2.0  # 10 in flight drained 10/s: about 1 s each
 
 
 def test_target_learns_a_slower_service_time_from_a_standing_backlog():
     """10 busy servers at 4 s a message hold a backlog of 300 that waited 120 s: the 1 s guess
-    rises toward 4 s, and the need with it (today's estimate only ever fell)."""
+    rises toward 4 s within ten minutes of looks (a reading moves it at most 1.25x slower), and
+    the need with it."""
     p = target(service_time_s=1.0, rate_smoothing_s=10, max_size=60)
-    looks = [(t, stats(300, claimed=10, oldest=124.0), 10, 0) for t in range(0, 120, 10)]
+    looks = [(t, stats(300, claimed=10, oldest=124.0), 10, 0) for t in range(0, 600, 10)]
     ds = run(p, looks)
     assert ds[-1].estimates["service_time_s"] > 3.0
     assert ds[-1].estimates["load_slots"] > 8
+
+
+def test_one_slow_reading_moves_the_service_estimate_little():
+    """A look whose oldest message is a long one in flight reads the work as slow: one such look
+    moves a right guess by a few percent; one reading is at most 1.25x slower or 2x faster."""
+    p = target(service_time_s=1.0, rate_smoothing_s=10, max_size=60)
+    # 10 busy, a backlog of 300 whose oldest is 124 s old: reads about 4x slower than 1 s.
+    [_, d] = run(p, [(t, stats(300, claimed=10, oldest=124.0), 10, 0) for t in (0, 10)])
+    assert 1.0 < d.estimates["service_time_s"] < 1.06
+    reading = target(service_time_s=2.0).backlog_service
+    look = Look(0.0, 10, 0, 300, 10, oldest_age=124.0)
+    assert reading(look, 2.0, 10.0, 0.0) == pytest.approx(2.5)  # reads 4x slower: 1.25x
+    assert reading(dataclasses.replace(look, free=30000), 2.0, 10.0, 0.0) == pytest.approx(1.0)
 
 
 def test_target_service_estimate_ignores_idle_looks():

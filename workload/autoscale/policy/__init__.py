@@ -19,8 +19,8 @@ Two policies:
     backlog (every slot busy: service = in flight / completions, the completions being the
     waiting line's arrival rate, backlog over the head's wait, less the growth); idle looks leave
     it alone. The steady fleet is the smallest whose probability of a wait above the target stays
-    under 1 - ``wait_quantile`` (Erlang C), plus what drains the projected backlog beyond a
-    standing allowance within ``drain_time_s``. Scale-up acts at once (at most
+    under 1 - ``wait_quantile`` (Erlang C), plus what clears the projected backlog beyond a
+    standing allowance within ``backlog_clear_s``. Scale-up acts at once (at most
     ``max_step_up``), scale-down takes the highest recommendation of the last
     ``scale_down_window_s`` seconds (at most ``max_step_down``), an empty queue for
     ``idle_to_zero_s`` seconds scales to zero and ``activation_backlog`` messages wake it.

@@ -21,20 +21,20 @@ class Observation:
     """What the monitor saw at ``now`` (seconds, any monotonic origin).
 
     ``stats`` is None when the queue could not be read; ``current`` is None when the group could
-    not be read. ``pending`` counts members of ``current`` still booting (not consuming yet).
+    not be read. ``booting`` counts members of ``current`` still booting (not consuming yet).
     """
 
     now: float
     stats: QueueStats | None
     current: int | None
-    pending: int = 0
+    booting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "now": round(self.now, 3),
             "stats": self.stats.as_dict() if self.stats else None,
             "current": self.current,
-            "pending": self.pending,
+            "booting": self.booting,
         }
 
 
@@ -50,7 +50,7 @@ class PolicyState:
     last_action_at: float | None = None  # time of the last change in either direction
     last_down_at: float | None = None  # time of the last scale-down this policy asked for
     arrival_rate: float | None = None  # messages/s, smoothed
-    service_time: float | None = None  # seconds per message per slot, learnt from drains
+    service_time: float | None = None  # seconds per message per slot, learnt from looks with a backlog
     idle_since: float | None = None  # when the queue was last seen becoming empty
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, wanted) inside the down window
     watching_since: float | None = None  # first observation: no scale-down before a full window
@@ -86,7 +86,7 @@ class Decision:
 
 # Each field declares its option once (workload/settings.py): range, help, the monitor's flag and
 # variable, and the stack key the stack's monitor is set by. min_size and max_size are shared.
-MIN_SIZE = dict(
+MIN_SIZE: dict[str, Any] = dict(
     help="fewest consumer servers in the group (target policy with 0: scale to zero when idle)",
     flags=("-m", "--min"),
     env=("QW_MIN",),
@@ -96,7 +96,7 @@ MIN_SIZE = dict(
     stack="minSize",
     stack_default=1,
 )
-MAX_SIZE = dict(
+MAX_SIZE: dict[str, Any] = dict(
     help="most consumer servers in the group",
     flags=("-x", "--max"),
     env=("QW_MAX",),
@@ -130,14 +130,13 @@ def hold(obs: Observation, state: PolicyState, why: str) -> Decision:
     return Decision(obs.current, f"hold: {why}", new, obs.current)
 
 
-def missing(obs: Observation) -> str | None:
+def missing(obs: Observation) -> str:
+    """What an incomplete observation lacks, in words."""
     if obs.stats is None and obs.current is None:
         return "queue stats and group size unavailable"
     if obs.stats is None:
         return "queue stats unavailable"
-    if obs.current is None:
-        return "group size unavailable"
-    return None
+    return "group size unavailable"
 
 
 # ---------------------------------------------------------------------------- policies
@@ -153,13 +152,17 @@ class Guarded(abc.ABC):
     """What every policy does first: validate its config once, and hold the group's size when the
     observation is missing or failed (never scale, least of all to zero, on missing data)."""
 
+    name: str
+
     def __init__(self, config):
         self.config = config.validate()
 
     def decide(self, obs: Observation, state: PolicyState) -> Decision:
-        why = missing(obs)
-        return hold(obs, state, why) if why else self._decide(obs, state)
+        if obs.stats is None or obs.current is None:
+            return hold(obs, state, missing(obs))
+        return self._decide(obs, obs.stats, obs.current, state)
 
     @abc.abstractmethod
-    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
-        """The policy's own rule, on an observation known to be complete."""
+    def _decide(self, obs: Observation, stats: QueueStats, current: int, state: PolicyState) -> Decision:
+        """The policy's own rule, on a complete observation: ``obs`` with its ``stats`` and
+        ``current`` (the group's size), both known."""

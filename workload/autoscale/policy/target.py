@@ -16,6 +16,7 @@ from workload.autoscale.policy.base import (
     PolicyState,
 )
 from workload.autoscale.policy.erlang import erlang_c_servers
+from workload.queues.base import QueueStats
 from workload.settings import check_fields, setting
 
 
@@ -63,7 +64,7 @@ class TargetConfig(Bounds):
     )
     service_time_s: float = setting(
         1.0,
-        "first estimate of seconds one message takes; observed drains correct it (err on the slow side)",
+        "first estimate of seconds one message takes; looks with a backlog correct it (err on the slow side)",
         flags=("--service-time",),
         env=("QW_SERVICE_TIME",),
         kind=float,
@@ -165,16 +166,16 @@ class TargetConfig(Bounds):
         hi=1,
         stack="backlogAllowance",
     )
-    drain_time_s: float | None = setting(
+    backlog_clear_s: float | None = setting(
         None,
-        "seconds to drain a backlog beyond the allowance in (unset: target wait + boot time)",
-        flags=("--drain-time",),
-        env=("QW_DRAIN_TIME",),
+        "seconds to clear a backlog beyond the allowance in (unset: target wait + boot time)",
+        flags=("--backlog-clear-time",),
+        env=("QW_BACKLOG_CLEAR_TIME",),
         kind=float,
         lo=1,
         hi=86400,
         optional=True,
-        stack="drainTime",
+        stack="backlogClearTime",
     )
 
     def validate(self) -> TargetConfig:
@@ -185,6 +186,16 @@ class TargetConfig(Bounds):
         return self
 
 
+# How the service time is learnt from looks with a backlog (see :meth:`TargetPolicy.estimate`):
+# it is a property of the work, so it is averaged over SERVICE_SMOOTHING_X rate time constants
+# (one look's reading is noisy); readings are averaged in proportion (a reading twice the
+# estimate and one half of it move it equally far); one reading moves it at most SLOWER_READING_X
+# slower, 2x faster. The reading rests on the oldest message's age, which includes that message's
+# own service so far: when a long message is the oldest the work reads slower than it is (with a
+# service cv of 1.5 this alone kept the estimate 3-4x too slow, and the fleet 1.4x too large).
+SERVICE_SMOOTHING_X = 4.0
+SLOWER_READING_X = 1.25
+
 Window = tuple[tuple[float, int], ...]  # (time, servers wanted) inside the down window
 
 
@@ -194,7 +205,7 @@ class Look:
 
     now: float
     current: int
-    pending: int
+    booting: int
     free: int
     claimed: int
     oldest_age: float | None = None
@@ -214,7 +225,7 @@ class Look:
 
     @property
     def active(self) -> int:
-        return self.current - self.pending
+        return self.current - self.booting
 
     @property
     def load(self) -> float:
@@ -233,14 +244,14 @@ class TargetPolicy(Guarded):
     name = "target"
     config: TargetConfig
 
-    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
+    def _decide(self, obs: Observation, stats: QueueStats, current: int, state: PolicyState) -> Decision:
         look = Look(
             obs.now,
-            obs.current,
-            max(0, min(obs.pending, obs.current)),
-            max(0, obs.stats.free),
-            max(0, obs.stats.claimed),
-            obs.stats.oldest_age,
+            current,
+            max(0, min(obs.booting, current)),
+            max(0, stats.free),
+            max(0, stats.claimed),
+            stats.oldest_age,
         )
         look = self.floor(state, self.size(self.estimate(look, state)))
         stable, recs, watching_since = self.stabilise(look, state)
@@ -258,7 +269,7 @@ class TargetPolicy(Guarded):
         )
 
     def estimate(self, look: Look, state: PolicyState) -> Look:
-        """The arrival rate from the stats delta, and the service time observed drains correct.
+        """The arrival rate from the stats delta, and the service time looks with a backlog correct.
 
         Arrivals = growth + completions, and completions follow from the messages in flight by
         Little's law (in flight = rate x service time).
@@ -272,10 +283,10 @@ class TargetPolicy(Guarded):
             in_flight = (claimed + (state.last_claimed or 0)) / 2
             growth = (total - state.last_total) / dt
             saturated = free > 0 and (state.last_free or 0) > 0 and look.active > 0 and in_flight > 0
-            observed = self.drained_service(look, service, in_flight, growth) if saturated else None
+            observed = self.backlog_service(look, service, in_flight, growth) if saturated else None
             if observed is not None:
-                w = 1 - math.exp(-dt / max(c.rate_smoothing_s, 1e-9))
-                service = service + w * (observed - service)
+                w = 1 - math.exp(-dt / max(SERVICE_SMOOTHING_X * c.rate_smoothing_s, 1e-9))
+                service = service * (observed / service) ** w
             inst = max(0.0, growth + in_flight / service)
             if rate is None:
                 rate = inst
@@ -290,14 +301,15 @@ class TargetPolicy(Guarded):
         return dataclasses.replace(look, rate=rate, service=service)
 
     @staticmethod
-    def drained_service(look: Look, service: float, in_flight: float, growth: float) -> float | None:
+    def backlog_service(look: Look, service: float, in_flight: float, growth: float) -> float | None:
         """The service time a saturated look shows (faster or slower than ``service``), or None.
 
         With a backlog every slot is busy, so by Little's law the service time is the messages in
         flight over the completion rate, and completions = arrivals - growth. The arrivals are
         those of the waiting line: its ``free`` messages came in over the head's wait, which is
         the oldest age less the oldest one's service so far (about one ``service``). Idle looks
-        say nothing and change nothing; one look moves the estimate at most 2x either way.
+        say nothing and change nothing; one reading is at most 2x faster or SLOWER_READING_X
+        slower than ``service`` (the oldest may be a long message in flight, which reads slow).
         """
         age = look.oldest_age
         if age is None or look.free < max(1.0, in_flight):
@@ -308,14 +320,14 @@ class TargetPolicy(Guarded):
         completions = look.free / head_wait - growth
         if completions <= 0:
             return None
-        return min(2 * service, max(service / 2, in_flight / completions))
+        return min(SLOWER_READING_X * service, max(service / 2, in_flight / completions))
 
     def size(self, look: Look) -> Look:
         """Servers for the offered load plus the backlog projected to when a new one is ready.
 
         A backlog the fleet clears within part of the target wait may stand (the fleet then runs
-        busy, not waiting for work); more than that is drained within drain_time_s (by default a
-        boot plus a target wait: a faster drain buys little and costs much), less than that lets
+        busy, not waiting for work); more than that is cleared within backlog_clear_s (by default a
+        boot plus a target wait: a faster clearing buys little and costs much), less than that lets
         the fleet shrink below the load until it builds up.
         """
         c, load, service, rate = self.config, look.load, look.service, look.rate
@@ -326,9 +338,9 @@ class TargetPolicy(Guarded):
         capacity_rate = look.active * slots / service
         projected = look.free + max(0.0, rate - capacity_rate) * c.boot_time_s
         allowed = c.backlog_allowance * rate * c.target_wait_s
-        drain_time = c.drain_time_s or (c.target_wait_s + c.boot_time_s)
-        drain_slots = max(-load, projected - allowed) * service / drain_time
-        need = max(0.0, (steady_slots + drain_slots) / slots)
+        clear_time = c.backlog_clear_s or (c.target_wait_s + c.boot_time_s)
+        clear_slots = max(-load, projected - allowed) * service / clear_time
+        need = max(0.0, (steady_slots + clear_slots) / slots)
         # Hysteresis: a scale-up needs the need to pass the fleet by up_tolerance servers, a
         # scale-down must free more than down_tolerance of it (at least half a server), or a
         # fleet that is just right flaps by one server around the noise of the estimates.
@@ -350,9 +362,15 @@ class TargetPolicy(Guarded):
         idle_since = None
         if look.total == 0:
             idle_since = look.now if state.idle_since is None else state.idle_since
-        sleeps = c.min_size == 0 and c.idle_to_zero_s is not None
+        idle_to_zero = c.idle_to_zero_s
+        sleeps = c.min_size == 0 and idle_to_zero is not None
         floor = max(c.min_size, 1) if sleeps else c.min_size
-        zero = sleeps and idle_since is not None and look.now - idle_since >= c.idle_to_zero_s
+        zero = (
+            idle_to_zero is not None
+            and sleeps
+            and idle_since is not None
+            and look.now - idle_since >= idle_to_zero
+        )
         if zero:
             floor = 0
             wanted = keep = 0  # empty that long: what is left of the rate average is not load
@@ -383,14 +401,13 @@ class TargetPolicy(Guarded):
         rate, service, now = look.rate, look.service, look.now
         # A server removed comes back only after a boot: within that long of a scale-down,
         # growing again needs a real backlog beyond the allowance.
-        just_down = state.last_down_at is not None and now - state.last_down_at <= max(
-            c.scale_down_window_s, c.boot_time_s
-        )
+        since_down = math.inf if state.last_down_at is None else now - state.last_down_at
+        just_down = since_down <= max(c.scale_down_window_s, c.boot_time_s)
         if wanted > current and just_down and current > 0 and free <= look.allowed:
             # The wish to grow again is the noise of the estimates, not load: growing would flap.
             desired = current
             reason = (
-                f"hold: need {wanted} but scaled down {now - state.last_down_at:.0f}s "
+                f"hold: need {wanted} but scaled down {since_down:.0f}s "
                 f"ago and backlog {free} is within the allowance {look.allowed:.0f}"
             )
         elif wanted > current:
@@ -401,7 +418,7 @@ class TargetPolicy(Guarded):
             )
         elif stable < current:
             desired = max(stable, current - c.max_step_down)
-            if look.zero and desired == 0:
+            if look.zero and desired == 0 and look.idle_since is not None:
                 reason = f"down to zero: queue empty for {now - look.idle_since:.0f}s"
             else:
                 reason = (
@@ -412,7 +429,7 @@ class TargetPolicy(Guarded):
             desired = current
             reason = (
                 f"hold: need {wanted}, {stable} over the down window; "
-                f"{rate:.2f} msg/s, backlog {free}, {look.pending} booting"
+                f"{rate:.2f} msg/s, backlog {free}, {look.booting} booting"
             )
         if current == 0 and desired == 0 and look.total > 0:
             reason = f"hold at zero: backlog {look.total} below activation {c.activation_backlog}"

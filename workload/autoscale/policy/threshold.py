@@ -13,6 +13,7 @@ from workload.autoscale.policy.base import (
     PolicyConfigError,
     PolicyState,
 )
+from workload.queues.base import QueueStats
 from workload.settings import check_fields, setting
 
 
@@ -91,9 +92,9 @@ class ThresholdPolicy(Guarded):
     name = "threshold"
     config: ThresholdConfig
 
-    def _decide(self, obs: Observation, state: PolicyState) -> Decision:
+    def _decide(self, obs: Observation, stats: QueueStats, current: int, state: PolicyState) -> Decision:
         c = self.config
-        current, free = obs.current, obs.stats.free
+        free = stats.free
         since_up = math.inf if state.last_up_at is None else obs.now - state.last_up_at
         since_any = math.inf if state.last_action_at is None else obs.now - state.last_action_at
         desired, reason = current, f"free {free} within ({c.scale_down_threshold}, {c.scale_up_threshold}]"
