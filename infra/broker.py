@@ -165,21 +165,23 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
 
 
-def role_env(role: str, host: str, passwords: Mapping[str, str], ca_pem: str) -> dict[str, str]:
+def role_env(
+    role: str, host: str, passwords: Mapping[str, str], ca_pem: str, listen: Listen = Listen()
+) -> dict[str, str]:
     """The secret part of ``role``'s env file (``consumer`` or ``monitor``) on a broker server stack."""
     user = {"consumer": CONSUMER_USER, "monitor": MONITOR_USER}[role]
-    env = {"QW_AMQP_URL": amqps_url(user, passwords[user], host, ca_pem)}
+    env = {"QW_AMQP_URL": amqps_url(user, passwords[user], host, ca_pem, listen.amqps)}
     if role == "monitor":
-        env["QW_AMQP_MANAGEMENT_URL"] = f"https://{_host(host)}:{MANAGEMENT_PORT}"
+        env["QW_AMQP_MANAGEMENT_URL"] = f"https://{_host(host)}:{listen.management}"
     return env
 
 
-def queues_env(cfg: StackConfig, password: str) -> dict[str, str]:
+def queues_env(cfg: StackConfig, password: str, listen: Listen = Listen()) -> dict[str, str]:
     """The env file of the server's own ``ensure``: the stack user over loopback, the queue policy."""
     return {
         "QW_QUEUE_BACKEND": "amqp",
-        "QW_AMQP_URL": f"amqp://{STACK_USER}:{quote(password, safe='')}@127.0.0.1:{LOCAL_AMQP_PORT}/%2F",
-        "QW_AMQP_MANAGEMENT_URL": f"http://127.0.0.1:{LOCAL_MANAGEMENT_PORT}",
+        "QW_AMQP_URL": f"amqp://{STACK_USER}:{quote(password, safe='')}@{listen.local}:{listen.local_amqp}/%2F",
+        "QW_AMQP_MANAGEMENT_URL": f"http://{listen.local}:{listen.local_management}",
         **queue_policy_env(cfg),
     }
 
