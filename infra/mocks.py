@@ -97,6 +97,7 @@ class Recorded:
     custom: bool
     provider: str | None
     secret_inputs: list = dataclasses.field(default_factory=list)  # dotted paths sent as secrets
+    secret_outputs: list = dataclasses.field(default_factory=list)  # additional_secret_outputs asked for
 
     @property
     def parent_types(self) -> list[str]:
@@ -202,5 +203,6 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
         for rec in reversed(mocks.resources):
             if rec.name == request.name and rec.type == request.type and not rec.urn:
                 rec.urn = resp.urn
+                rec.secret_outputs = list(request.additionalSecretOutputs)
                 break
         return resp
