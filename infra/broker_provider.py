@@ -73,7 +73,7 @@ def make_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    alt = [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    alt: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     alt += [x509.DNSName(n) for n in dns_names]
     server = (
         builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key.public_key(), False)
@@ -154,7 +154,7 @@ class BrokerCertificate(dyn.Resource, module="queue-workers", name="BrokerCertif
         self,
         resource_name: str,
         common_name: str,
-        ip_addresses: pulumi.Input[list],
+        ip_addresses: pulumi.Input[Sequence[str]],
         dns_names: Sequence[str] = (),
         days: int = 825,
         opts: pulumi.ResourceOptions | None = None,

@@ -134,6 +134,8 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     )
     monitor = None
     if cfg.monitor_enabled:
+        # Credentials made the monitor's credential (monitor=True above)
+        assert creds.monitor_id is not None and creds.monitor_secret is not None
         monitor = MonitorServer(
             "monitor",
             MonitorArgs(

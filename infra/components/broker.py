@@ -99,7 +99,7 @@ class BrokerServer(pulumi.ComponentResource):
 
     def _server(self, name: str, server_name: str, args: BrokerArgs, child: pulumi.ResourceOptions):
         cfg = args.config
-        user_data = pulumi.Output.secret(
+        user_data: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
                 self.volume.id,
                 self.certificate.ca_pem,

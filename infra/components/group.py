@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_openstack as openstack
@@ -28,7 +30,7 @@ class WorkerGroupArgs:
     amqp_env: pulumi.Input[dict] | None = None
 
 
-def _output(outputs: list | None, key: str):
+def _output(outputs: Sequence[Any] | None, key: str) -> Any:
     """The value of Heat output ``key`` in the stack's ``stack_outputs`` list."""
     for item in outputs or []:
         if isinstance(item, dict) and not hasattr(item, "output_key"):
@@ -60,7 +62,7 @@ class WorkerGroup(pulumi.ComponentResource):
         cfg = args.config
         self.template = hot.dump(hot.build(cfg, args.stack_name))
         amqp = hot.amqp_secret_env(cfg, "consumer") if args.amqp_env is None else args.amqp_env
-        creds_b64 = pulumi.Output.secret(
+        creds_b64: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(args.credential_id, args.credential_secret, amqp).apply(
                 lambda v: base64.b64encode(
                     hot.credentials_env(

@@ -86,7 +86,7 @@ class MonitorServer(pulumi.ComponentResource):
                 )
             )
 
-        user_data = pulumi.Output.secret(
+        user_data: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
                 args.stack_id,
                 args.scale_up_url,
@@ -96,7 +96,11 @@ class MonitorServer(pulumi.ComponentResource):
                 hot.amqp_secret_env(cfg, "monitor") if args.amqp_env is None else args.amqp_env,
             ).apply(render)
         )
-        network = {"uuid": cfg.network} if _UUID.fullmatch(cfg.network) else {"name": cfg.network}
+        network = (
+            openstack.compute.InstanceNetworkArgs(uuid=cfg.network)
+            if _UUID.fullmatch(cfg.network)
+            else openstack.compute.InstanceNetworkArgs(name=cfg.network)
+        )
         self.server = openstack.compute.Instance(
             f"{name}-server",
             name=f"{cfg.server_name}-monitor-{pulumi.get_stack()}",
