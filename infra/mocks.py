@@ -98,6 +98,7 @@ class Recorded:
     provider: str | None
     secret_inputs: list = dataclasses.field(default_factory=list)  # dotted paths sent as secrets
     secret_outputs: list = dataclasses.field(default_factory=list)  # additional_secret_outputs asked for
+    delete_before_replace: bool = False
 
     @property
     def parent_types(self) -> list[str]:
@@ -204,5 +205,6 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
             if rec.name == request.name and rec.type == request.type and not rec.urn:
                 rec.urn = resp.urn
                 rec.secret_outputs = list(request.additionalSecretOutputs)
+                rec.delete_before_replace = bool(request.deleteBeforeReplace)
                 break
         return resp

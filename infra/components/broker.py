@@ -139,7 +139,9 @@ class BrokerServer(pulumi.ComponentResource):
             ],
             user_data=user_data,
             metadata={"qw_role": "broker", "qw_queue": cfg.queue_name, "qw_stack": args.stack},
-            opts=child,
+            # its port and its volume attach to one server at a time: a replacement (new image or
+            # user data) deletes the old server first, then boots the new one on both
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
 
     def _security_group(self, name: str, server_name: str, args: BrokerArgs, child: pulumi.ResourceOptions):

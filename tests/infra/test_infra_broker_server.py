@@ -148,6 +148,7 @@ def test_broker_server_resources_and_no_queue_provider(stack):
     server = one(stack, "compute/instance:Instance", "broker-server")
     assert server.inputs["networks"] == [{"port": "broker-port-id"}]
     assert server.inputs["flavorName"] == "general1-1" and server.inputs["metadata"]["qw_role"] == "broker"
+    assert server.delete_before_replace  # the port and the volume are free before the new one boots
     data = [d for d in server.inputs["blockDevices"] if d["sourceType"] == "volume"]
     assert data == [
         {
