@@ -187,12 +187,48 @@ def test_monitor_reads_stats_over_https_but_cannot_consume_or_publish(broker, qu
         q.close()
 
 
+def test_management_https_is_verified_and_read_only_for_the_monitor(broker, queues):
+    import requests
+
+    from workload.queues.amqp_address import parse_url, tls_verify
+
+    env = B.role_env("monitor", LOOPBACK, broker["passwords"], broker["tls"]["ca_pem"], broker["listen"])
+    address = parse_url(env["QW_AMQP_URL"], env["QW_AMQP_MANAGEMENT_URL"], environ={})
+    auth = (address.user, address.password)
+    api = address.management_url + "/api"
+    assert requests.get(f"{api}/queues", auth=auth, verify=tls_verify(address), timeout=10).status_code == 200
+    policy = {"pattern": ".*", "definition": {"message-ttl": 1}, "apply-to": "queues"}
+    put = requests.put(
+        f"{api}/policies/%2F/qw.evil", json=policy, auth=auth, verify=tls_verify(address), timeout=10
+    )
+    assert put.status_code == 401  # monitoring is no policymaker
+    other = CertificateProvider().create(
+        {"common_name": "x", "ip_addresses": [LOOPBACK], "dns_names": [], "days": 1}
+    )
+    stranger = parse_url(
+        B.role_env("monitor", LOOPBACK, broker["passwords"], other.outs["ca_pem"], broker["listen"])[
+            "QW_AMQP_URL"
+        ],
+        env["QW_AMQP_MANAGEMENT_URL"],
+        environ={},
+    )
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{api}/overview", auth=auth, verify=tls_verify(stranger), timeout=10)
+
+
 def test_only_the_stack_users_log_in(broker, queues):
     env = B.role_env(
         "consumer", LOOPBACK, {B.CONSUMER_USER: "not-the-password"}, broker["tls"]["ca_pem"], broker["listen"]
     )
     q = _open(broker, queues.queue_name, env)
+    guest = B.role_env(
+        "consumer", LOOPBACK, {B.CONSUMER_USER: "guest"}, broker["tls"]["ca_pem"], broker["listen"]
+    )
+    guest["QW_AMQP_URL"] = guest["QW_AMQP_URL"].replace(B.CONSUMER_USER, "guest", 1)
+    g = _open(broker, queues.queue_name, guest)
     try:
         assert _refused(lambda: q.claim(1))
+        assert _refused(lambda: g.claim(1))  # no guest user on the broker at all
     finally:
         q.close()
+        g.close()
