@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from infra import amqp_permissions as perms
 from infra import hot
-from infra.config import SCHEMA, StackConfig, _snake
+from infra.config import StackConfig, program_env
 
 AMQPS_PORT, MANAGEMENT_PORT = 5671, 15671  # what the security group opens
 LOCAL_AMQP_PORT, LOCAL_MANAGEMENT_PORT = 5672, 15672  # 127.0.0.1 only
@@ -182,18 +182,7 @@ def queues_env(cfg: StackConfig, password: str, listen: Listen = Listen()) -> di
         "QW_QUEUE_BACKEND": "amqp",
         "QW_AMQP_URL": f"amqp://{STACK_USER}:{quote(password, safe='')}@{listen.local}:{listen.local_amqp}/%2F",
         "QW_AMQP_MANAGEMENT_URL": f"http://{listen.local}:{listen.local_management}",
-        **queue_policy_env(cfg),
-    }
-
-
-def queue_policy_env(cfg: StackConfig) -> dict[str, str]:
-    """The queue policy as ``ensure`` reads it (QW_MESSAGE_TTL...): every policy option with a
-    variable (deadLetterTtl has none: the config keeps it at ensure's default on a broker server)."""
-    return {
-        opt.env[0]: opt.text(getattr(cfg, _snake(s.key)))
-        for s in SCHEMA
-        for program, opt in s.feeds
-        if program == "queue" and opt.env
+        **program_env(cfg, "queue"),  # the queue policy as `ensure` reads it
     }
 
 

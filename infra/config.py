@@ -590,11 +590,12 @@ RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
 
 
 def program_env(cfg: StackConfig, program: str) -> dict[str, str]:
-    """The variables of ``program``'s options that stack settings set (``{QW_...: text}``)."""
+    """The variables of ``program``'s options that stack settings set (``{QW_...: text}``); an option
+    without a variable (the queue's deadLetterTtl) is not in it."""
     env = {}
     for s in SCHEMA:
         for prog, opt in s.feeds:
-            if prog == program:
+            if prog == program and opt.env:
                 value = getattr(cfg, _snake(s.key))
                 if value is not None:
                     env[opt.env[0]] = opt.text(value)
