@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from urllib.parse import quote
 
 import requests
@@ -132,13 +133,24 @@ class LocalRabbitMQ(LoopbackService):
     :param heartbeat: the heartbeat interval (s) the broker proposes; clients may ask for less.
     :param tls: also listen for ``amqps://`` (on ``tls_port``) with a certificate for 127.0.0.1
         signed by a CA made for this broker (``ca_file``); see :attr:`amqps_url`.
+    :param config: instead of all that, the whole rabbitmq.conf as ``config(broker)`` returns it
+        once the ports are chosen (``amqp_port``, ``port`` for the management API over HTTP,
+        ``tls_port`` and ``management_tls_port`` with ``tls``), e.g. the stack's broker server's
+        (infra.broker) with its own certificate and definitions: no user is made here then.
     """
 
     health_path = "/api/overview"
 
     def __init__(
-        self, data_dir: str | None = None, consumer_timeout: int = 1800, heartbeat: int = 60, tls: bool = True
+        self,
+        data_dir: str | None = None,
+        consumer_timeout: int = 1800,
+        heartbeat: int = 60,
+        tls: bool = True,
+        config: Callable[[LocalRabbitMQ], str] | None = None,
     ):
+        self.config = config
+        self.management_tls_port: int | None = None
         self._own_dir = data_dir is None
         self.data_dir = data_dir
         self.consumer_timeout = consumer_timeout
@@ -241,6 +253,16 @@ class LocalRabbitMQ(LoopbackService):
 
     def _write_config(self) -> str:
         conf = os.path.join(self.data_dir, "rabbitmq.conf")
+        with open(conf, "w") as f:
+            f.write(self._own_config() if self.config is None else self.config(self))
+        # quorum queues report their counts on each tick (5 s by default): 1 s, like the stats
+        with open(os.path.join(self.data_dir, "advanced.config"), "w") as f:
+            f.write(f"[{{rabbit, [{{quorum_tick_interval, {int(STATS_INTERVAL_S * 1000)}}}]}}].\n")
+        with open(os.path.join(self.data_dir, "enabled_plugins"), "w") as f:
+            f.write("[rabbitmq_management].\n")
+        return conf
+
+    def _own_config(self) -> str:
         admin, admin_pw = self.admin
         tls = []
         if self.tls:
@@ -253,35 +275,26 @@ class LocalRabbitMQ(LoopbackService):
                 "ssl_options.verify = verify_none",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
-        with open(conf, "w") as f:
-            f.write(
-                "\n".join(
-                    [
-                        *tls,
-                        f"listeners.tcp.1 = {LOOPBACK}:{self.amqp_port}",
-                        f"management.tcp.ip = {LOOPBACK}",
-                        f"management.tcp.port = {self.port}",
-                        f"default_user = {admin}",
-                        f"default_pass = {admin_pw}",
-                        "default_user_tags.administrator = true",
-                        f"consumer_timeout = {int(self.consumer_timeout * 1000)}",
-                        f"heartbeat = {self.heartbeat}",
-                        # fresher queue counts for the monitor and the tests (default 5 s)
-                        f"collect_statistics_interval = {int(STATS_INTERVAL_S * 1000)}",
-                        "log.console = false",
-                        "log.file.level = info",
-                        # a test box has little disk; the default 50 MB free limit is fine, say it once
-                        "disk_free_limit.absolute = 50MB",
-                        "",
-                    ]
-                )
-            )
-        # quorum queues report their counts on each tick (5 s by default): 1 s, like the stats
-        with open(os.path.join(self.data_dir, "advanced.config"), "w") as f:
-            f.write(f"[{{rabbit, [{{quorum_tick_interval, {int(STATS_INTERVAL_S * 1000)}}}]}}].\n")
-        with open(os.path.join(self.data_dir, "enabled_plugins"), "w") as f:
-            f.write("[rabbitmq_management].\n")
-        return conf
+        return "\n".join(
+            [
+                *tls,
+                f"listeners.tcp.1 = {LOOPBACK}:{self.amqp_port}",
+                f"management.tcp.ip = {LOOPBACK}",
+                f"management.tcp.port = {self.port}",
+                f"default_user = {admin}",
+                f"default_pass = {admin_pw}",
+                "default_user_tags.administrator = true",
+                f"consumer_timeout = {int(self.consumer_timeout * 1000)}",
+                f"heartbeat = {self.heartbeat}",
+                # fresher queue counts for the monitor and the tests (default 5 s)
+                f"collect_statistics_interval = {int(STATS_INTERVAL_S * 1000)}",
+                "log.console = false",
+                "log.file.level = info",
+                # a test box has little disk; the default 50 MB free limit is fine, say it once
+                "disk_free_limit.absolute = 50MB",
+                "",
+            ]
+        )
 
     def _environment(self, conf: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
@@ -319,6 +332,7 @@ class LocalRabbitMQ(LoopbackService):
         if self.amqp_port is None:  # a restart keeps its ports, so clients reconnect to the same URL
             self.port, self.amqp_port, self.dist_port, self.epmd_port = (free_port() for _ in range(4))
             self.tls_port = free_port() if self.tls else None
+            self.management_tls_port = free_port() if self.tls else None
             self.node = f"qw-{self.amqp_port}@localhost"
         self._start_processes()
         return self
@@ -347,7 +361,8 @@ class LocalRabbitMQ(LoopbackService):
             wait_until(
                 lambda: _port_open(self.amqp_port) and self.healthy(), 90, "rabbitmq-server", self._proc, log
             )
-            self._ensure_workload_user()
+            if self.config is None:  # a config of its own brings its users (definitions)
+                self._ensure_workload_user()
         except BaseException:
             self._stop_processes()
             raise

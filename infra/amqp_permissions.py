@@ -38,10 +38,11 @@ def monitor() -> dict[str, str]:
     return {"configure": NOTHING, "write": NOTHING, "read": NOTHING, "tags": "monitoring"}
 
 
-def stack_user(queue: str, dead_letter_queue: str) -> dict[str, str]:
+def stack_user(queue: str, dead_letter_queue: str, also: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """amqpUrl's user: declare and delete the pair (and its ``-dlx`` and ``-in`` exchanges), set its
-    policies."""
-    names = "|".join(re.escape(n) for n in (queue, dead_letter_queue, queue + "-dlx", queue + "-in"))
+    policies; the same for each further (queue, dead-letter queue) pair in ``also`` (a reply queue)."""
+    pairs = ((queue, dead_letter_queue), *also)
+    names = "|".join(re.escape(n) for q, d in pairs for n in (q, d, q + "-dlx", q + "-in"))
     return {
         "configure": f"^({names})$",
         "write": f"^({names})$",

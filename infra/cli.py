@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.env == "consumer"
             else monitor_env(cfg, hot.group_stack_name(args.stack))
         )
-        sys.stdout.write(hot.env_file(env))
+        sys.stdout.write(hot.env_file(env, hot.amqp_comments(cfg)))
     elif args.member:
         sys.stdout.write(hot.dump(hot.member_template(result.template)))
     else:

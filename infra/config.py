@@ -152,6 +152,17 @@ AMQP_URL = Pattern(
     "an amqp:// or amqps:// URL with user and password, "
     "amqps://USER:PASSWORD@HOST:5671/VHOST (?cafile=PATH for a private CA)",
 )
+# A container image pinned to a version: [registry/]path:tag or ...@sha256:<64 hex>; never latest.
+_IMAGE_REF = re.compile(
+    r"([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?"  # registry[:port]/ (optional)
+    r"[a-z0-9]+([._/-][a-z0-9]+)*"  # the repository path
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})"  # tag, digest
+)
+IMAGE_REF = Check(
+    lambda v: _IMAGE_REF.fullmatch(v) is not None and not v.endswith(":latest"),
+    "a container image pinned by tag or digest, e.g. docker.io/library/rabbitmq:3.13.7-management "
+    "or rabbitmq@sha256:<64 hex> (not :latest, not untagged)",
+)
 # A URL a server reads: no credentials in it (they go to the secret part of the env file).
 PLAIN_URL = Pattern(r"https?://[^\s/@]+(/\S*)?", "an http(s) URL without user or password")
 CIDR = Check(_is_cidr, "an IPv4 or IPv6 network in CIDR form with no host bits set, e.g. 203.0.113.0/24")
@@ -360,9 +371,34 @@ INFRA: tuple[Setting, ...] = (
         "amqpBroker",
         STRING,
         "amqp: which broker; existing: the one amqpUrl names (the stack declares the queue "
-        "pair on it and deletes it on destroy)",
+        "pair on it and deletes it on destroy); server: one broker server the stack declares "
+        "(RabbitMQ in a container on the template image, TLS and per-role users it makes; "
+        "amqpUrl and the user settings stay empty)",
         "existing",
-        (AllowedValues(("existing",)),),
+        (AllowedValues(("existing", "server")),),
+    ),
+    S(
+        "amqpBrokerImage",
+        STRING,
+        "amqp, broker server: the RabbitMQ container image, pinned by tag or digest (with the "
+        "management plugin: stats for the monitor)",
+        "docker.io/library/rabbitmq:3.13.7-management",
+        (IMAGE_REF,),
+    ),
+    S(
+        "amqpBrokerFlavor",
+        STRING,
+        "amqp, broker server: its Nova flavor; default: flavor",
+        "",
+        (Check(lambda v: v == "" or NAME.ok(v), "a flavor name or empty"),),
+    ),
+    S(
+        "amqpBrokerVolumeSize",
+        INTEGER,
+        "amqp, broker server: GB of the Cinder volume holding the broker's data (kept when the "
+        "server is replaced; deleted by pulumi destroy)",
+        10,
+        (Range(1, 16384),),
     ),
     S(
         "amqpUrl",
@@ -554,11 +590,12 @@ RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
 
 
 def program_env(cfg: StackConfig, program: str) -> dict[str, str]:
-    """The variables of ``program``'s options that stack settings set (``{QW_...: text}``)."""
+    """The variables of ``program``'s options that stack settings set (``{QW_...: text}``); an option
+    without a variable (the queue's deadLetterTtl) is not in it."""
     env = {}
     for s in SCHEMA:
         for prog, opt in s.feeds:
-            if prog == program:
+            if prog == program and opt.env:
                 value = getattr(cfg, _snake(s.key))
                 if value is not None:
                     env[opt.env[0]] = opt.text(value)
@@ -642,8 +679,9 @@ def load(raw: Mapping[str, Any], secret_keys: Sequence[str] = ()) -> StackConfig
     validate(values)
     if values["desiredSize"] == -1:
         values["desiredSize"] = values["minSize"]
-    if not values["monitorFlavor"]:
-        values["monitorFlavor"] = values["flavor"]
+    for key in ("monitorFlavor", "amqpBrokerFlavor"):
+        if not values[key]:
+            values[key] = values["flavor"]
     fields = {_snake(k): v for k, v in values.items()}
     for name in ("ssh_cidrs", "credential_roles"):
         fields[name] = tuple(fields[name])
@@ -703,13 +741,49 @@ AMQP_KEYS = (
 )
 
 
+# The settings of the broker server (amqpBroker server), each away from its default only with it.
+BROKER_SERVER_KEYS = ("amqpBrokerImage", "amqpBrokerFlavor", "amqpBrokerVolumeSize")
+
+
 def _validate_amqp(v: Mapping[str, Any]) -> None:
-    """The broker settings go with queueBackend amqp, and each per-role user with its password."""
+    """The broker settings go with queueBackend amqp, and each per-role user with its password;
+    the broker server's settings with amqpBroker server, which makes its own URL and users."""
+    server = v["amqpBroker"] == "server"
+    if not server or v["queueBackend"] != "amqp":
+        moved = [k for k in BROKER_SERVER_KEYS if v[k] != SETTINGS[k].default]
+        if moved:
+            raise ConfigError(
+                moved[0],
+                v[moved[0]],
+                f"its default unless amqpBroker is 'server' (it is {v['amqpBroker']!r})",
+            )
     if v["queueBackend"] != "amqp":
+        given = [k for k in AMQP_KEYS if v[k]]
+        if server:
+            given.insert(0, "amqpBroker")
+        if given:
+            raise ConfigError(
+                given[0],
+                v[given[0]],
+                f"{'its default, existing,' if given[0] == 'amqpBroker' else 'empty'} unless queueBackend is 'amqp' "
+                f"(it is {v['queueBackend']!r})",
+            )
+        return
+    if server:
         given = [k for k in AMQP_KEYS if v[k]]
         if given:
             raise ConfigError(
-                given[0], v[given[0]], f"empty unless queueBackend is 'amqp' (it is {v['queueBackend']!r})"
+                given[0],
+                v[given[0]],
+                "empty with amqpBroker 'server': the stack makes the broker's URL, its TLS certificate "
+                "and its users (set amqpBroker 'existing' to use the broker amqpUrl names)",
+            )
+        if v["deadLetterTtl"] != SETTINGS["deadLetterTtl"].default:
+            raise ConfigError(
+                "deadLetterTtl",
+                v["deadLetterTtl"],
+                f"its default ({SETTINGS['deadLetterTtl'].default}) with amqpBroker 'server': the broker "
+                "server declares its queues with `ensure`, which has no option for it",
             )
         return
     if v["amqpBroker"] == "existing" and not v["amqpUrl"]:

@@ -80,14 +80,28 @@ def amqp_env(cfg: StackConfig) -> dict[str, str]:
     return {"QW_AMQP_MANAGEMENT_URL": cfg.amqp_management_url}
 
 
+def amqp_comments(cfg: StackConfig) -> list[str]:
+    """The env files' first lines on an amqp stack: which broker its programs use."""
+    if cfg.queue_backend != "amqp":
+        return []
+    if cfg.amqp_broker == "server":
+        return [
+            f"queue backend amqp, amqpBroker server: the stack's own broker server (RabbitMQ "
+            f"{cfg.amqp_broker_image}), amqps:// verified against its CA; URL and user in the secret part"
+        ]
+    return [
+        "queue backend amqp, amqpBroker existing: the broker amqpUrl names; URL and user in the secret part"
+    ]
+
+
 def amqp_secret_env(cfg: StackConfig, role: str) -> dict[str, str]:
     """The broker URL and ``role``'s user (``consumer`` or ``monitor``): the secret part of its env file.
 
     ``QW_AMQP_USER`` / ``QW_AMQP_PASSWORD`` override the URL's credentials (workload.queues.amqp_address),
     so a role with a user of its own never logs in as amqpUrl's user.
     """
-    if cfg.queue_backend != "amqp":
-        return {}
+    if cfg.queue_backend != "amqp" or cfg.amqp_broker == "server":
+        return {}  # the broker server's: infra.broker.role_env, known once it is declared
     env = {"QW_AMQP_URL": cfg.amqp_url}
     user = getattr(cfg, f"amqp_{role}_user")
     if user:
@@ -212,7 +226,11 @@ def user_data(doc: dict) -> str:
 def build(cfg: StackConfig, stack_name: str) -> dict:
     """The HOT template (a dict) of the worker group of ``cfg``."""
     placeholder = "__CREDENTIALS_ENV_B64__"
-    ud = user_data(cloud_config(CONSUMER_ENV_FILE, consumer_env(cfg), CONSUMER_UNIT, placeholder))
+    ud = user_data(
+        cloud_config(
+            CONSUMER_ENV_FILE, consumer_env(cfg), CONSUMER_UNIT, placeholder, comments=amqp_comments(cfg)
+        )
+    )
     server: dict[str, Any] = {
         "image": {"get_param": P_IMAGE},
         "image_update_policy": "REBUILD",  # a new template image rebuilds members batch by batch

@@ -66,6 +66,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+MOCK_PORT_IP = "10.0.0.10"  # the fixed IP a mock Neutron port gets
+MOCK_NETWORK_ID = "00000000-0000-4000-8000-0000000000ae"
+
+
+def _pure_create(rid: str, inputs: dict, outs: dict) -> tuple[str, dict]:
+    """A dynamic resource whose provider makes nothing outside the state (``pure``, e.g. the broker's
+    certificate): its real check and create run, as the engine would run them."""
+    import base64
+
+    import dill  # type: ignore[import-untyped]  # no stubs published; one call, loads()
+
+    provider = dill.loads(base64.b64decode(inputs["__provider"]))
+    if not getattr(provider, "pure", False):
+        return rid, outs
+    props = {k: v for k, v in inputs.items() if k != "__provider"}
+    checked = provider.check({}, props)
+    if checked.failures:
+        raise ValueError("; ".join(f"{f.property}: {f.reason}" for f in checked.failures))
+    made = provider.create(checked.inputs)
+    return made.id, {**outs, **made.outs}
+
+
 @dataclasses.dataclass
 class Recorded:
     type: str
@@ -75,6 +97,8 @@ class Recorded:
     custom: bool
     provider: str | None
     secret_inputs: list = dataclasses.field(default_factory=list)  # dotted paths sent as secrets
+    secret_outputs: list = dataclasses.field(default_factory=list)  # additional_secret_outputs asked for
+    delete_before_replace: bool = False
 
     @property
     def parent_types(self) -> list[str]:
@@ -120,6 +144,10 @@ class StackMocks(pulumi.runtime.Mocks):
             outs["secret"] = MOCK_SECRET
         elif args.typ == "openstack:networking/secGroup:SecGroup":
             outs.setdefault("name", args.name)
+        elif args.typ == "openstack:networking/port:Port":
+            outs["allFixedIps"] = [MOCK_PORT_IP]
+        elif args.typ.startswith("pulumi-python:dynamic"):
+            rid, outs = _pure_create(rid, inputs, outs)
         self.resources.append(
             Recorded(
                 args.typ,
@@ -135,6 +163,8 @@ class StackMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
+        if args.token == "openstack:networking/getNetwork:getNetwork":
+            return {"id": MOCK_NETWORK_ID, "name": args.args.get("name")}
         if args.token == "openstack:images/getImage:getImage":
             want = args.args
             images = self.images if self.images is not None else [baked_image()]
@@ -174,5 +204,7 @@ class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):
         for rec in reversed(mocks.resources):
             if rec.name == request.name and rec.type == request.type and not rec.urn:
                 rec.urn = resp.urn
+                rec.secret_outputs = list(request.additionalSecretOutputs)
+                rec.delete_before_replace = bool(request.deleteBeforeReplace)
                 break
         return resp

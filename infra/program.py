@@ -11,6 +11,8 @@ import pulumi_openstack as openstack
 from infra import config as config_mod
 from infra import hot
 from infra.components import (
+    BrokerArgs,
+    BrokerServer,
     Credentials,
     CredentialsArgs,
     MonitorArgs,
@@ -60,6 +62,7 @@ class Stack:
     credentials: Credentials
     group: WorkerGroup
     monitor: MonitorServer | None
+    broker: BrokerServer | None = None  # amqpBroker server
 
 
 def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
@@ -79,7 +82,26 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
         ),
         use,
     )
-    network = Network("network", NetworkArgs(name=f"{cfg.server_name}-{stack}", ssh_cidrs=cfg.ssh_cidrs), use)
+    server_broker = cfg.queue_backend == "amqp" and cfg.amqp_broker == "server"
+    network = Network(
+        "network",
+        NetworkArgs(name=f"{cfg.server_name}-{stack}", ssh_cidrs=cfg.ssh_cidrs, monitor_group=server_broker),
+        use,
+    )
+    broker = None
+    if server_broker:
+        broker = BrokerServer(
+            "broker",
+            BrokerArgs(
+                config=cfg,
+                stack=stack,
+                image_id=image.image_id,
+                consumer_group=network.security_group_id,
+                monitor_group=network.monitor_group_id,
+                ssh_cidrs=cfg.ssh_cidrs,
+            ),
+            use,
+        )
     creds = Credentials(
         "credentials",
         CredentialsArgs(
@@ -106,17 +128,20 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
             auth_url=auth_url,
             credential_id=creds.consumer_id,
             credential_secret=creds.consumer_secret,
+            amqp_env=broker.consumer_env if broker else None,
         ),
         pulumi.ResourceOptions(providers=[provider], depends_on=[queue]),
     )
     monitor = None
     if cfg.monitor_enabled:
+        # Credentials made the monitor's credential (monitor=True above)
+        assert creds.monitor_id is not None and creds.monitor_secret is not None
         monitor = MonitorServer(
             "monitor",
             MonitorArgs(
                 config=cfg,
                 image_id=image.image_id,
-                security_group=network.security_group_name,
+                security_group=network.monitor_group_name,
                 stack_name=heat_stack_name,
                 stack_id=group.stack_id,
                 scale_up_url=group.scale_up_url,
@@ -124,6 +149,7 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
                 auth_url=auth_url,
                 credential_id=creds.monitor_id,
                 credential_secret=creds.monitor_secret,
+                amqp_env=broker.monitor_env if broker else None,
             ),
             use,
         )
@@ -138,4 +164,9 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     pulumi.export("monitor_server", monitor.server_id if monitor else None)
     pulumi.export("consumer_credential_id", creds.consumer_id)
     pulumi.export("consumer_credential_secret", creds.consumer_secret)
-    return Stack(cfg, provider, queue, image, network, creds, group, monitor)
+    if broker is not None:
+        pulumi.export("broker_server", broker.server.id)
+        pulumi.export("broker_address", broker.host)
+        # the CA is no secret (its key was never kept): tools in the network verify the broker with it
+        pulumi.export("broker_ca_pem", pulumi.Output.unsecret(broker.ca_pem))
+    return Stack(cfg, provider, queue, image, network, creds, group, monitor, broker)

@@ -54,7 +54,9 @@ def policy_of(props: dict[str, Any]) -> QueuePolicy:
     if unknown:
         raise ValueError(f"policy has unknown fields {unknown}; allowed: {list(POLICY_FIELDS)}")
     # Values cross the engine as floats: give ints back their type.
-    fixed = {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in given.items()}
+    fixed: dict[str, Any] = {
+        k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in given.items()
+    }
     return QueuePolicy(**fixed)
 
 

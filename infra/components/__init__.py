@@ -1,5 +1,6 @@
 """The stack's building blocks, one ComponentResource each (see each module's docstring)."""
 
+from infra.components.broker import BrokerArgs, BrokerServer
 from infra.components.credentials import Credentials, CredentialsArgs
 from infra.components.group import WorkerGroup, WorkerGroupArgs
 from infra.components.image import TemplateImage, TemplateImageArgs, TemplateImageMissing
@@ -10,6 +11,8 @@ from infra.config import TYPE_PREFIX
 
 __all__ = [
     "TYPE_PREFIX",
+    "BrokerArgs",
+    "BrokerServer",
     "Credentials",
     "CredentialsArgs",
     "MonitorArgs",

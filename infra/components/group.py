@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_openstack as openstack
@@ -24,9 +26,11 @@ class WorkerGroupArgs:
     auth_url: str  # Keystone the consumers authenticate against
     credential_id: pulumi.Input[str]
     credential_secret: pulumi.Input[str]
+    # the secret broker settings of an amqp stack (default: from the config, infra.hot.amqp_secret_env)
+    amqp_env: pulumi.Input[dict] | None = None
 
 
-def _output(outputs: list | None, key: str):
+def _output(outputs: Sequence[Any] | None, key: str) -> Any:
     """The value of Heat output ``key`` in the stack's ``stack_outputs`` list."""
     for item in outputs or []:
         if isinstance(item, dict) and not hasattr(item, "output_key"):
@@ -57,11 +61,13 @@ class WorkerGroup(pulumi.ComponentResource):
         super().__init__(f"{TYPE_PREFIX}WorkerGroup", name, None, opts)
         cfg = args.config
         self.template = hot.dump(hot.build(cfg, args.stack_name))
-        extra = {**cfg.consumer_secret_env, **hot.amqp_secret_env(cfg, "consumer")}
-        creds_b64 = pulumi.Output.secret(
-            pulumi.Output.all(args.credential_id, args.credential_secret).apply(
+        amqp = hot.amqp_secret_env(cfg, "consumer") if args.amqp_env is None else args.amqp_env
+        creds_b64: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(args.credential_id, args.credential_secret, amqp).apply(
                 lambda v: base64.b64encode(
-                    hot.credentials_env(args.auth_url, cfg.region, v[0], v[1], extra).encode()
+                    hot.credentials_env(
+                        args.auth_url, cfg.region, v[0], v[1], {**cfg.consumer_secret_env, **v[2]}
+                    ).encode()
                 ).decode()
             )
         )

@@ -76,6 +76,6 @@ class TemplateImage(pulumi.ComponentResource):
                 f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first"
             )
         self.image_id = pulumi.Output.from_input(found.id)
-        self.properties = pulumi.Output.from_input(bake_properties(found.properties))
-        self.label = pulumi.Output.from_input(label(found.properties))
+        self.properties = pulumi.Output.from_input(bake_properties(found.properties or {}))
+        self.label = pulumi.Output.from_input(label(found.properties or {}))
         self.register_outputs({"image_id": self.image_id, "properties": self.properties, "label": self.label})

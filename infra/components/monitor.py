@@ -47,6 +47,8 @@ class MonitorArgs:
     auth_url: str
     credential_id: pulumi.Input[str]
     credential_secret: pulumi.Input[str]
+    # the secret broker settings of an amqp stack (default: from the config, infra.hot.amqp_secret_env)
+    amqp_env: pulumi.Input[dict] | None = None
 
 
 class MonitorServer(pulumi.ComponentResource):
@@ -64,10 +66,8 @@ class MonitorServer(pulumi.ComponentResource):
         cfg = args.config
 
         def render(v: list) -> str:
-            stack_id, up, down, cred_id, cred_secret = v
-            creds = hot.credentials_env(
-                args.auth_url, cfg.region, cred_id, cred_secret, hot.amqp_secret_env(cfg, "monitor")
-            )
+            stack_id, up, down, cred_id, cred_secret, amqp = v
+            creds = hot.credentials_env(args.auth_url, cfg.region, cred_id, cred_secret, amqp)
             env = monitor_env(cfg, args.stack_name)
             # the group's scaling endpoints, for people and tools that signal by hand
             endpoints = [
@@ -82,20 +82,25 @@ class MonitorServer(pulumi.ComponentResource):
                     hot.MONITOR_UNIT,
                     base64.b64encode(creds.encode()).decode(),
                     unit_text=hot.MONITOR_UNIT_TEXT,
-                    comments=endpoints,
+                    comments=hot.amqp_comments(cfg) + endpoints,
                 )
             )
 
-        user_data = pulumi.Output.secret(
+        user_data: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
                 args.stack_id,
                 args.scale_up_url,
                 args.scale_down_url,
                 args.credential_id,
                 args.credential_secret,
+                hot.amqp_secret_env(cfg, "monitor") if args.amqp_env is None else args.amqp_env,
             ).apply(render)
         )
-        network = {"uuid": cfg.network} if _UUID.fullmatch(cfg.network) else {"name": cfg.network}
+        network = (
+            openstack.compute.InstanceNetworkArgs(uuid=cfg.network)
+            if _UUID.fullmatch(cfg.network)
+            else openstack.compute.InstanceNetworkArgs(name=cfg.network)
+        )
         self.server = openstack.compute.Instance(
             f"{name}-server",
             name=f"{cfg.server_name}-monitor-{pulumi.get_stack()}",

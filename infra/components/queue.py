@@ -1,5 +1,6 @@
 """WorkQueue: the work queue and its dead-letter queue (Zaqar: policy as queue metadata; amqp: quorum
-queues, dead-letter exchange and a broker policy on the broker amqpUrl names)."""
+queues, dead-letter exchange and a broker policy on the broker amqpUrl names; on the stack's own
+broker server, declared there at boot)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ class WorkQueue(pulumi.ComponentResource):
             "project": args.project,
             "policy": dataclasses.asdict(cfg.queue_policy),
         }
+        if cfg.queue_backend == "amqp" and cfg.amqp_broker == "server":
+            # the stack's own broker declares the pair itself at boot (infra.broker.queues_unit):
+            # nothing outside its network could reach it to do so
+            self.pair = None
+            self.name = pulumi.Output.from_input(cfg.queue_name)
+            self.dead_letter_queue = pulumi.Output.from_input(cfg.dead_letter_queue)
+            self.register_outputs({"name": self.name, "dead_letter_queue": self.dead_letter_queue})
+            return
         if cfg.queue_backend == "amqp":
             # the broker URL carries a password: a secret input and output, encrypted in state
             props.update(

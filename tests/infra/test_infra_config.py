@@ -101,6 +101,11 @@ SINGLE = [
     ("stackTimeout", "0", "from 1 to 1440"),
     ("serverName", "Qw_Worker", "lower-case"),
     ("rollingBatchSize", "0", "from 1 to 100"),
+    ("amqpBrokerImage", "rabbitmq", "pinned by tag or digest"),
+    ("amqpBrokerImage", "rabbitmq:latest", "not :latest"),
+    ("amqpBrokerImage", "Rabbit MQ:3", "pinned by tag or digest"),
+    ("amqpBrokerFlavor", "m1 small", "a flavor name or empty"),
+    ("amqpBrokerVolumeSize", "0", "from 1 to 16384"),
 ]
 
 

@@ -153,7 +153,11 @@ def test_hot_template_shape(stack):
     assert res[hot.SCALE_DOWN]["properties"]["scaling_adjustment"] < 0
     assert set(t["outputs"]) >= {hot.OUT_SCALE_UP_URL, hot.OUT_SCALE_DOWN_URL, hot.OUT_CURRENT_SIZE}
     ud = yaml.safe_load(server["user_data"]["str_replace"]["template"].split("\n", 1)[1])
-    env = dict(line.split("=", 1) for line in ud["write_files"][0]["content"].splitlines())
+    env = dict(
+        line.split("=", 1)
+        for line in ud["write_files"][0]["content"].splitlines()
+        if not line.startswith("#")
+    )
     assert (
         env["QW_QUEUE"] == cfg["queue-workers:queueName"] and env["QW_REGION"] == cfg["queue-workers:region"]
     )

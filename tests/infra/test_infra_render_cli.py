@@ -82,7 +82,7 @@ def test_encrypted_values_render_as_placeholders(tmp_path):
 def test_render_env_shows_the_monitor_policy_and_its_priors():
     p = run("render", "--stack", "dfw", "--env", "monitor")
     assert p.returncode == 0, p.stderr
-    env = dict(line.split("=", 1) for line in p.stdout.splitlines())
+    env = dict(line.split("=", 1) for line in p.stdout.splitlines() if not line.startswith("#"))
     assert env["QW_POLICY"] == "target" and env["QW_ACTUATOR"] == "heat"
     assert (env["QW_BOOT_TIME"], env["QW_SERVICE_TIME"], env["QW_IDLE_TO_ZERO"]) == ("180.0", "20.0", "600.0")
     assert "OS_APPLICATION_CREDENTIAL_SECRET" not in p.stdout

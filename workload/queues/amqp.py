@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any, SupportsFloat, TypeVar
 from urllib.parse import quote, urlsplit
 
 from workload.queues import batching, retry
-from workload.queues.amqp_address import BrokerAddress, resolve
+from workload.queues.amqp_address import BrokerAddress, resolve, tls_verify
 from workload.queues.base import (
     Claim,
     ClaimLost,
@@ -388,7 +388,12 @@ class AMQPQueue(QueueDriver):
         def attempt():
             try:
                 resp = requests.request(
-                    method, url, auth=(self.address.user, self.address.password), timeout=self.timeout, **kw
+                    method,
+                    url,
+                    auth=(self.address.user, self.address.password),
+                    timeout=self.timeout,
+                    verify=tls_verify(self.address),  # the URL's private CA, if it names one
+                    **kw,
                 )
             except requests.RequestException as exc:
                 raise retry.Retryable(

@@ -12,17 +12,21 @@ Three sources, the first that names a broker wins: the ``url`` given (``--amqp-u
         management_url: https://broker.example:15671
         cafile: /etc/ssl/certs/private-ca.pem # added to the URL as ?cafile=
 
+A private CA may also travel in the URL itself, ``?cadata=`` (base64 of its DER form; the stack's
+broker server hands its consumers and monitor that). AMQP and the management API verify with it.
+
 ``$QW_AMQP_USER`` / ``$QW_AMQP_PASSWORD`` override the credentials of any source.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from workload.queues.base import InvalidInput
 
@@ -87,6 +91,34 @@ def parse_url(
         or f"{'https' if tls else 'http'}://{host}:{15671 if tls else 15672}"
     ).rstrip("/")
     return BrokerAddress(full, parts.scheme, host, port, vhost, user, password, mgmt)
+
+
+def tls_verify(address: BrokerAddress) -> str | bool:
+    """What an https call to the broker's management API verifies its certificate against: the URL's
+    ``?cafile=``, else its ``?cadata=`` (base64 of the CA's DER form, as aiormq reads it for AMQP)
+    written once to a file, else the system CAs (True)."""
+    query = parse_qs(urlsplit(address.url).query)
+    if query.get("cafile"):
+        return query["cafile"][0]
+    if query.get("cadata"):
+        return _ca_file(query["cadata"][0])
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def _ca_file(cadata: str) -> str:
+    import base64
+    import ssl
+    import tempfile
+
+    try:
+        pem = ssl.DER_cert_to_PEM_cert(base64.b64decode(cadata, validate=True))
+    except ValueError:
+        raise InvalidInput("amqp url", "?cadata=...", "base64 of a CA certificate's DER form") from None
+    fd, path = tempfile.mkstemp(prefix="qw-amqp-ca-", suffix=".pem")
+    with os.fdopen(fd, "w") as f:
+        f.write(pem)
+    return path
 
 
 def _mask(url: str) -> str:
