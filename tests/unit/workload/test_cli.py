@@ -209,3 +209,25 @@ def test_bad_options_are_refused_before_any_network_call(argv, words):
     out = run(*argv, "--stack", "s", env=UNREACHABLE) if "monitor" in argv else run(*argv, env=UNREACHABLE)
     assert out.returncode == 2, out.stderr
     assert words in out.stderr
+
+
+def test_sqs_without_credentials_is_refused_by_name_not_with_a_traceback(tmp_path):
+    # botocore finds no credentials before it sends anything: the CLI says so and exits 3 (the
+    # service refused), as for credentials the service itself refuses.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QW_", "OS_", "AWS_"))}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "workload", "consumer", "-b", "sqs", "--sqs-endpoint", "http://127.0.0.1:9"]
+        + ["-r", "us-east-1", "--idle-exit", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert out.returncode == 3, out.stderr
+    assert "no AWS credentials found" in out.stderr and "Traceback" not in out.stderr
