@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from images import steps, template
 from images.ssh import HostKeyError, host_keys_from_console, pinned_connection
+from workload.error_text import not_allowed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = REPO_ROOT / "build" / "queue-workers-image.tar"
@@ -63,6 +64,23 @@ def _cli(default, help: str, convert=None, cli_default=None):
 
 def _path(value):
     return Path(value) if value else None
+
+
+def _number(kind: type, lo: float, hi: float, allowed: str):
+    """A converter of the command line's text to a ``kind`` from ``lo`` to ``hi`` (``lo`` itself
+    excluded for a float); ValueError(``allowed``) otherwise, which :meth:`BakeOptions.from_cli`
+    words as ``--flag=value is not allowed: allowed``."""
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise ValueError(allowed) from None
+        if not (lo < value if kind is float else lo <= value) or value > hi:
+            raise ValueError(allowed)
+        return value
+
+    return convert
 
 
 @dataclass
@@ -123,7 +141,11 @@ class BakeOptions:
     force: bool = _cli(
         False, "bake even if a complete template with the same content already exists", cli_default=False
     )
-    ssh_port: int = _cli(22, "port the builder's sshd listens on (default 22)", int, cli_default=22)
+    ssh_port: int = _cli(
+        22,
+        "port the builder's sshd listens on (default 22)",
+        _number(int, 1, 65535, "a port number from 1 to 65535"),
+    )
     ssh_source: str | None = _cli(
         None, "CIDR allowed to SSH to the builder (default: this machine's address towards the cloud, /32)"
     )
@@ -135,8 +157,7 @@ class BakeOptions:
     timeout: float = _cli(
         1800.0,
         "seconds to wait for each of: server ACTIVE, console host keys, image active (default 1800)",
-        float,
-        cli_default=1800,
+        _number(float, 0, 86400, "a number of seconds above 0 and at most 86400"),
     )
     poll: float = 2.0
     connection: object = None  # an openstack.connection.Connection (tests); else from cloud/region
@@ -149,12 +170,19 @@ class BakeOptions:
 
     @classmethod
     def from_cli(cls, given: dict) -> BakeOptions:
-        """Options from the task's keyword arguments (the command line's values, converted)."""
+        """Options from the task's keyword arguments (the command line's values, converted);
+        ValueError ``--flag=value is not allowed: ...`` for one out of its range."""
         values = {}
         for f in cls.cli_fields():
             value = given.get(f.name, f.metadata["cli_default"])
+            if value is None:  # not given (a number's task default is None: fab passes its text)
+                values[f.name] = f.default
+                continue
             convert = f.metadata["convert"]
-            values[f.name] = convert(value) if convert else value
+            try:
+                values[f.name] = convert(value) if convert else value
+            except ValueError as exc:
+                raise ValueError(not_allowed("--" + f.name.replace("_", "-"), value, str(exc))) from None
         return cls(**values)
 
 

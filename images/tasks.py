@@ -22,7 +22,10 @@ def bake_template(c, **given):
     Unchanged content (template files, bake steps, workload image) reuses the existing template
     unless --force. Prints each step with its time; writes a manifest JSON.
     """
-    opts = bake_mod.BakeOptions.from_cli(given)
+    try:
+        opts = bake_mod.BakeOptions.from_cli(given)
+    except ValueError as e:  # a bad option: refused before anything is asked of the cloud
+        raise Exit(f"bake-template: {e}", code=2) from None
     try:
         result = bake_mod.bake(opts)
     except (bake_mod.BakeError, ValueError) as e:

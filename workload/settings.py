@@ -40,6 +40,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from workload.error_text import not_allowed
 from workload.queues import BACKENDS as DRIVER_BACKENDS
 from workload.queues.base import (
     CLAIM_GRACE_RANGE,
@@ -57,11 +58,6 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def not_allowed(key: str, value: Any, allowed: str) -> str:
-    """The project's one error grammar: ``key=value is not allowed: what is``."""
-    return f"{key}={value!r} is not allowed: {allowed}"
 
 
 class SettingError(ValueError):

@@ -114,3 +114,26 @@ def test_fab_values_become_typed_bake_options():
     assert (
         BakeOptions.from_cli({}).manifest == DEFAULT_MANIFEST and BakeOptions.from_cli({}).timeout == 1800.0
     )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ssh-port", "70000"], "--ssh-port='70000' is not allowed: a port number from 1 to 65535"),
+        (["--ssh-port", "ssh"], "--ssh-port='ssh' is not allowed: a port number from 1 to 65535"),
+        (["--timeout=-5"], "--timeout='-5' is not allowed: a number of seconds above 0"),
+    ],
+)
+def test_a_bad_bake_option_is_refused_by_name_before_anything_else(args, words, tmp_path):
+    # An image archive that does not exist: a bake that got past its options would stop there
+    # (exit 1, naming the archive) before it connects to any cloud.
+    out = _fab("bake-template", "--image-archive", str(tmp_path / "none.tar"), *args)
+    assert out.returncode == 2, out.stderr
+    assert words in out.stderr and "Traceback" not in out.stderr
+
+
+def test_fab_takes_a_fractional_timeout():
+    # The task's options are text to fab (a number's default would make it cast to int), so
+    # --timeout 2.5 reaches the options as 2.5; the missing archive then stops the bake.
+    out = _fab("bake-template", "--timeout", "2.5", "--image-archive", "none.tar")
+    assert out.returncode == 1 and "image archive none.tar does not exist" in out.stderr, out.stderr

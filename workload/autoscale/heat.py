@@ -25,12 +25,87 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from workload import settings
 from workload.autoscale.actuator import Actuator, ActuatorError, ApplyResult, GroupState
+from workload.settings import setting
 
 MODES = ("signal", "alarm", "patch")
 GROUP_TYPES = ("OS::Heat::AutoScalingGroup",)
 POLICY_TYPE = "OS::Heat::ScalingPolicy"
 DEFAULT_SIZE_OUTPUT = "current_size"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatOptions:
+    """The Heat actuator's options (``--actuator heat``), each declared once (workload/settings.py)."""
+
+    stack: str | None = setting(
+        None,
+        "name or id of the Heat stack holding the scaling group",
+        flags=("--stack",),
+        env=("QW_STACK",),
+        optional=True,
+    )
+    heat_mode: str = setting(
+        "signal",
+        "signal: POST the scaling policies' signal URLs with a token; "
+        "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
+        "desired-capacity parameter and wait for UPDATE_COMPLETE",
+        flags=("--heat-mode",),
+        env=("QW_HEAT_MODE",),
+        choices=MODES,
+    )
+    heat_size_output: str = setting(
+        DEFAULT_SIZE_OUTPUT,
+        "stack output holding the group's current size",
+        flags=("--heat-size-output",),
+        env=("QW_HEAT_SIZE_OUTPUT",),
+        metavar="OUTPUT",
+    )
+    # The stack's resources: each found in its template when not given.
+    heat_group: str | None = setting(
+        None,
+        "AutoScalingGroup resource name (default: the only one in the stack)",
+        flags=("--heat-group",),
+        env=("QW_HEAT_GROUP",),
+        optional=True,
+        metavar="RESOURCE",
+    )
+    heat_up_policy: str | None = setting(
+        None,
+        "scale-up ScalingPolicy (default: the one with a positive adjustment)",
+        flags=("--heat-up-policy",),
+        env=("QW_HEAT_UP_POLICY",),
+        optional=True,
+        metavar="RESOURCE",
+    )
+    heat_down_policy: str | None = setting(
+        None,
+        "scale-down ScalingPolicy (default: the one with a negative adjustment)",
+        flags=("--heat-down-policy",),
+        env=("QW_HEAT_DOWN_POLICY",),
+        optional=True,
+        metavar="RESOURCE",
+    )
+    heat_desired_parameter: str | None = setting(
+        None,
+        "stack parameter behind the group's desired_capacity, for --heat-mode "
+        "patch (default: read from the template)",
+        flags=("--heat-desired-parameter",),
+        env=("QW_HEAT_DESIRED_PARAMETER",),
+        optional=True,
+        metavar="PARAM",
+    )
+    heat_timeout: float = setting(
+        300.0,
+        "longest wait for a stack update or a resize",
+        flags=("--heat-timeout",),
+        env=("QW_HEAT_TIMEOUT",),
+        kind=float,
+        lo=1,
+        hi=86400,
+        metavar="SECONDS",
+    )
 
 
 class HeatActuator(Actuator):
@@ -133,76 +208,9 @@ class HeatActuator(Actuator):
     # --- construction from the monitor's command line ------------------------------------------
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        """Add the ``--stack``, ``--heat-mode`` ... options that :meth:`from_args` reads."""
-        from workload.settings import option  # every option also from the environment (containers)
-
-        g = parser.add_argument_group("Heat actuator (--actuator heat)")
-        option(g, "--stack", env="QW_STACK", help="name or id of the Heat stack holding the scaling group")
-        option(
-            g,
-            "--heat-mode",
-            env="QW_HEAT_MODE",
-            choices=MODES,
-            default="signal",
-            help="signal: POST the scaling policies' signal URLs with a token; "
-            "alarm: POST their pre-signed alarm_url; patch: PATCH the stack's "
-            "desired-capacity parameter and wait for UPDATE_COMPLETE",
-        )
-        option(
-            g,
-            "--heat-size-output",
-            env="QW_HEAT_SIZE_OUTPUT",
-            default=DEFAULT_SIZE_OUTPUT,
-            metavar="OUTPUT",
-            help="stack output holding the group's current size",
-        )
-        HeatActuator._resource_options(g)
-        option(
-            g,
-            "--heat-timeout",
-            env="QW_HEAT_TIMEOUT",
-            type=float,
-            default=300.0,
-            lo=1,
-            hi=86400,
-            metavar="SECONDS",
-            help="longest wait for a stack update or a resize",
-        )
-
-    @staticmethod
-    def _resource_options(g: argparse._ArgumentGroup) -> None:
-        """The options naming the stack's resources (each found in its template when not given)."""
-        from workload.settings import option
-
-        option(
-            g,
-            "--heat-group",
-            env="QW_HEAT_GROUP",
-            metavar="RESOURCE",
-            help="AutoScalingGroup resource name (default: the only one in the stack)",
-        )
-        option(
-            g,
-            "--heat-up-policy",
-            env="QW_HEAT_UP_POLICY",
-            metavar="RESOURCE",
-            help="scale-up ScalingPolicy (default: the one with a positive adjustment)",
-        )
-        option(
-            g,
-            "--heat-down-policy",
-            env="QW_HEAT_DOWN_POLICY",
-            metavar="RESOURCE",
-            help="scale-down ScalingPolicy (default: the one with a negative adjustment)",
-        )
-        option(
-            g,
-            "--heat-desired-parameter",
-            env="QW_HEAT_DESIRED_PARAMETER",
-            metavar="PARAM",
-            help="stack parameter behind the group's desired_capacity, for --heat-mode "
-            "patch (default: read from the template)",
-        )
+        """Add the ``--stack``, ``--heat-mode`` ... options (:class:`HeatOptions`) that
+        :meth:`from_args` reads."""
+        settings.add_options(parser.add_argument_group("Heat actuator (--actuator heat)"), HeatOptions)
 
     @classmethod
     def from_args(
@@ -213,22 +221,22 @@ class HeatActuator(Actuator):
         ``args.os_cloud`` (if the CLI has it) names the cloud; otherwise openstacksdk's usual
         lookup applies (``OS_CLOUD``, ``OS_*`` variables, clouds.yaml).
         """
-        if not getattr(args, "stack", None):
+        o: HeatOptions = settings.from_args(HeatOptions, args)  # what args lacks: the defaults
+        if not o.stack:
             raise ActuatorError("--actuator heat needs --stack NAME_OR_ID")
         if session is None:
             session = session_from_cloud(getattr(args, "os_cloud", None), getattr(args, "region", None))
-        timeout = getattr(args, "heat_timeout", 300.0)
         return cls(
             session,
-            args.stack,
-            mode=getattr(args, "heat_mode", "signal"),
-            size_output=getattr(args, "heat_size_output", DEFAULT_SIZE_OUTPUT),
-            group=getattr(args, "heat_group", None),
-            up_policy=getattr(args, "heat_up_policy", None),
-            down_policy=getattr(args, "heat_down_policy", None),
-            desired_parameter=getattr(args, "heat_desired_parameter", None),
-            settle_timeout=min(timeout, 60.0),
-            update_timeout=timeout,
+            o.stack,
+            mode=o.heat_mode,
+            size_output=o.heat_size_output,
+            group=o.heat_group,
+            up_policy=o.heat_up_policy,
+            down_policy=o.heat_down_policy,
+            desired_parameter=o.heat_desired_parameter,
+            settle_timeout=min(o.heat_timeout, 60.0),
+            update_timeout=o.heat_timeout,
             sleep=sleep,
         )
 

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from workload.error_text import not_allowed
+
 # Zaqar's hard-coded limits (zaqar/transport/validation.py); the SQS driver checks its own.
 CLAIM_TTL_RANGE = (60, 43200)
 CLAIM_GRACE_RANGE = (60, 43200)
@@ -42,7 +44,7 @@ class InvalidInput(QueueError, ValueError):
 
     def __init__(self, name: str, value: Any, allowed: str):
         self.name, self.value, self.allowed = name, value, allowed
-        super().__init__("Invalid input", f"{name}={value!r} is not allowed: {allowed}")
+        super().__init__("Invalid input", not_allowed(name, value, allowed))
 
 
 class QueueNotFound(QueueError):

@@ -105,6 +105,14 @@ class SQSQueue(QueueDriver):
                 if err.status is not None and err.status >= 500:
                     raise retry.Retryable(ServiceUnavailable(err.title, err.description, err.status)) from exc
                 raise err from None
+            except bce.NoCredentialsError:
+                # botocore found none before sending anything: the service would refuse (401)
+                raise QueueError(
+                    "No credentials",
+                    f"{op}: no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                    "AWS_PROFILE, ~/.aws/credentials or an instance role)",
+                    401,
+                ) from None
             except (bce.ConnectionError, bce.HTTPClientError) as exc:
                 raise retry.Retryable(
                     ServiceUnavailable(

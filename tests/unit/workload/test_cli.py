@@ -16,8 +16,11 @@ REPO = Path(__file__).resolve().parents[3]
 MODES = ("producer", "consumer", "monitor", "status", "redrive", "purge", "delete", "ensure")
 
 
-def run(*argv: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("QW_", "OS_"))}
+def run(
+    *argv: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (), **kw
+) -> subprocess.CompletedProcess:
+    """The CLI in a child process, without this process's QW_*, OS_* (and ``unset``) variables."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("QW_", "OS_", *unset))}
     e.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "workload", *argv],
@@ -209,3 +212,21 @@ def test_bad_options_are_refused_before_any_network_call(argv, words):
     out = run(*argv, "--stack", "s", env=UNREACHABLE) if "monitor" in argv else run(*argv, env=UNREACHABLE)
     assert out.returncode == 2, out.stderr
     assert words in out.stderr
+
+
+def test_sqs_without_credentials_is_refused_by_name_not_with_a_traceback(tmp_path):
+    # botocore finds no credentials before it sends anything: the CLI says so and exits 3 (the
+    # service refused), as for credentials the service itself refuses.
+    nowhere = str(tmp_path / "none")
+    out = run(
+        *("consumer", "-b", "sqs", "--sqs-endpoint", "http://127.0.0.1:9", "-r", "us-east-1"),
+        *("--idle-exit", "1"),
+        env={
+            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+            "AWS_CONFIG_FILE": nowhere,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        unset=("AWS_",),
+    )
+    assert out.returncode == 3, out.stderr
+    assert "no AWS credentials found" in out.stderr and "Traceback" not in out.stderr
