@@ -160,14 +160,20 @@ def test_a_server_deleted_mid_message_loses_it_until_the_claim_lapses_then_it_is
     assert fleet.cost == pytest.approx(13.0)  # the deleted one: asked at 0, off 3 s after 10
 
 
-def test_drain_off_rows_count_redeliveries_the_drained_scale_in_avoids(tiny, capsys):
-    argv = ["--json", "--trace", str(tiny), "--seeds", "2", "--boot-time", "30", "--service-mean", "5"]
+def test_drain_off_rows_count_redeliveries_the_drained_scale_in_avoids(tmp_path, capsys):
+    # The load falls to a third while every server is busy: Heat's scale-in takes busy members.
+    drop = tmp_path / "drop.csv"
+    drop.write_text("t_seconds,arrivals_per_s\n0,6\n300,2\n900,0\n960,0\n")
+    argv = ["--json", "--trace", str(drop), "--seeds", "2", "--boot-time", "30", "--service-mean", "5"]
     argv += ["--no-priors", "--no-plots", "--jobs", "1", "--actuator", "patch-iad"]
     assert autoscale.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    tr = result["worlds"][0]["traces"]["tiny"]
+    tr = result["worlds"][0]["traces"]["drop"]
     assert tr["ours"]["redeliveries"] == 0
     assert tr["ours_drain_off"]["redeliveries"] > 0
+    assert (
+        tr["ours_drain_off"]["cost_worker_s"] > tr["ours"]["cost_worker_s"]
+    )  # lost work redone, claims held
 
 
 def test_same_seed_same_figures_and_the_sample_is_the_same_for_every_policy():
