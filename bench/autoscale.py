@@ -68,7 +68,17 @@ def _key(entry) -> tuple:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The benchmark's options: what to run, the world, the actuator, output and running."""
     p = argparse.ArgumentParser(prog="python -m bench.autoscale", description=__doc__.split("\n\n")[0])
+    _run_options(p)
+    _world_options(p)
+    _actuator_options(p)
+    _output_options(p)
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Which traces, how many seeds, and the JSON switch."""
     p.add_argument(
         "--json",
         action="store_true",
@@ -88,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seeds 1..N per figure: p95 pooled over all their waits, cost the mean (default 10)",
     )
+
+
+def _world_options(p: argparse.ArgumentParser) -> None:
+    """The world's boot time, service time and spread, fleet limit and wait target."""
     w = p.add_argument_group(
         f"the world (any of the first three: that one world instead of the default {len(DEFAULT_WORLDS)})"
     )
@@ -112,6 +126,10 @@ def parser() -> argparse.ArgumentParser:
         default=World.target_wait_s,
         help=f"p95 wait to keep under, seconds (default {World.target_wait_s:g})",
     )
+
+
+def _actuator_options(p: argparse.ArgumentParser) -> None:
+    """Which actuators, and the Heat timings they share."""
     a = p.add_argument_group("the actuator")
     a.add_argument(
         "--actuator",
@@ -136,6 +154,10 @@ def parser() -> argparse.ArgumentParser:
         help="Heat: seconds from a removed server's last message (drained) or its deletion "
         f"(not drained) to Nova showing it SHUTOFF; it costs until then (default {POWER_OFF_S:g})",
     )
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """Where the plots go, what to skip, how many processes."""
     o = p.add_argument_group("output and running")
     o.add_argument("--out", default=str(HERE / "out"), help="folder for the PNG plots (default bench/out/)")
     o.add_argument("--no-plots", action="store_true", help="skip the plots")
@@ -147,7 +169,6 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes to simulate in (default: 2, or 1 on one core)",
     )
-    return p
 
 
 def worlds_from_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[World]:

@@ -175,23 +175,42 @@ def plot(world: World, actuator: str, trace: str, tr: dict, out: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(9, 6))
     cap = 10 * world.target_wait_s  # never-started messages (inf p95) are drawn at the top
-    for name, rows in tr["baselines"].items():
+    _plot_baselines(ax, tr["baselines"], cap)
+    _plot_ours(ax, tr["ours"], tr["ours_priors"], cap)
+    _plot_oracle(ax, tr["oracle"], cap)
+    _plot_frame(ax, world, actuator, trace, tr["work_floor_worker_s"], cap)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (
+        f"{trace}-boot{world.boot_s:g}-svc{world.service_mean_s:g}-cv{world.service_cv:g}-{actuator}.png"
+    )
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _plot_baselines(ax, baseline_rows: dict, cap: float) -> None:
+    """One line per baseline through its sweep points, each labelled with its knob's value."""
+    for name, rows in baseline_rows.items():
         xs = [r["cost_worker_s"] for r in rows]
         ys = [min(cap, _p95(r)) for r in rows]
         ax.plot(xs, ys, marker="o", label=f"{name} ({baselines.knob(name)})")
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(f"{r['value']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    o = tr["ours"]
+
+
+def _plot_ours(ax, ours: dict, priors: list[dict], cap: float) -> None:
+    """Ours as a star, its wrong-guess rows as grey triangles labelled with the guesses."""
     ax.plot(
-        [o["cost_worker_s"]],
-        [min(cap, _p95(o))],
+        [ours["cost_worker_s"]],
+        [min(cap, _p95(ours))],
         marker="*",
         markersize=16,
         color="black",
         linestyle="none",
         label="ours",
     )
-    for p in tr["ours_priors"]:
+    for p in priors:
         ax.plot([p["cost_worker_s"]], [min(cap, _p95(p))], marker="^", color="grey", linestyle="none")
         ax.annotate(
             f"ours {_prior(p)}",
@@ -201,32 +220,31 @@ def plot(world: World, actuator: str, trace: str, tr: dict, out: Path) -> Path:
             textcoords="offset points",
             color="grey",
         )
-    r = tr["oracle"]
+
+
+def _plot_oracle(ax, oracle: dict, cap: float) -> None:
+    """The oracle as a red cross (a reference, not a bound)."""
     ax.plot(
-        [r["cost_worker_s"]],
-        [min(cap, _p95(r))],
+        [oracle["cost_worker_s"]],
+        [min(cap, _p95(oracle))],
         marker="x",
         markersize=10,
         color="red",
         linestyle="none",
         label="oracle (reference, knows arrivals)",
     )
+
+
+def _plot_frame(ax, world: World, actuator: str, trace: str, work_floor: float, cap: float) -> None:
+    """The target and work-floor lines, log axes, labels, title and legend."""
     ax.axhline(world.target_wait_s, color="green", linestyle="--", linewidth=1, label="target p95")
-    ax.axvline(tr["work_floor_worker_s"], color="brown", linestyle=":", linewidth=1, label="work floor")
+    ax.axvline(work_floor, color="brown", linestyle=":", linewidth=1, label="work floor")
     ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("cost (worker-seconds, mean over seeds)")
     ax.set_ylabel(f"p95 wait (s, pooled over seeds; above {cap:g} or never drawn at {cap:g})")
     ax.set_title(f"{trace}: {world.label}, max {world.max_servers}, actuator {actuator}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / (
-        f"{trace}-boot{world.boot_s:g}-svc{world.service_mean_s:g}-cv{world.service_cv:g}-{actuator}.png"
-    )
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def summary_lines(result: dict) -> list[str]:
