@@ -49,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from bench.sim import Fleet, ScaleIn
+from workload.error_text import not_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("iad", "dfw")
@@ -173,7 +174,7 @@ def make_actuator(
     mode, _, stack = spec.partition("-")
     if mode not in ("signal", "patch") or stack not in STACKS:
         allowed = ", ".join(["direct"] + [f"{m}-{s}" for m in ("signal", "patch") for s in STACKS])
-        raise ValueError(f"--actuator={spec!r} is not allowed: one of {allowed}")
+        raise ValueError(not_allowed("--actuator", spec, f"one of {allowed}"))
     values = load_stack(stack)
     if mode == "signal":
         return HeatSignal(values, drain=drain, power_off_s=power_off_s)

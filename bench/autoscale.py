@@ -37,10 +37,12 @@ from bench.ours import ours_argv
 from bench.sweep import Job, default_processes, entries, run_all
 from bench.traces import Trace, builtin_traces, load_trace
 from bench.worlds import DEFAULT_WORLDS, World, sample
+from workload.settings import add_options, declared, option
 
 __all__ = ["Ours", "Trace", "main", "simulate"]
 
 HERE = Path(__file__).resolve().parent
+WORLD_PICKERS = ("boot_s", "service_mean_s", "service_cv")  # World's fields that pick one world
 
 
 class Ours(MonitorPolicy):
@@ -91,41 +93,25 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help="run this CSV trace (rows t_seconds,arrivals_per_s, rates for a 1 s service "
         "time) instead of the built-in ones; its name is the file's stem; repeatable",
     )
-    p.add_argument(
+    option(
+        p,
         "--seeds",
+        env=(),
         type=int,
+        lo=1,
+        hi=1000,
         default=10,
         metavar="N",
-        help="seeds 1..N per figure: p95 pooled over all their waits, cost the mean (default 10)",
+        help="seeds 1..N per figure: p95 pooled over all their waits, cost the mean",
     )
 
 
 def _world_options(p: argparse.ArgumentParser) -> None:
-    """The world's boot time, service time and spread, fleet limit and wait target."""
+    """World's own fields (bench/worlds.py); the three that pick a world default to unset."""
     w = p.add_argument_group(
         f"the world (any of the first three: that one world instead of the default {len(DEFAULT_WORLDS)})"
     )
-    w.add_argument(
-        "--boot-time", type=float, metavar="S", help="seconds from asking for a server to it consuming"
-    )
-    w.add_argument("--service-mean", type=float, metavar="S", help="mean service time of a message, seconds")
-    w.add_argument(
-        "--service-cv", type=float, metavar="X", help="coefficient of variation of the service time"
-    )
-    w.add_argument(
-        "--max-servers",
-        type=int,
-        metavar="N",
-        default=World.max_servers,
-        help=f"the group's max size in every world (default {World.max_servers})",
-    )
-    w.add_argument(
-        "--target-wait",
-        type=float,
-        metavar="S",
-        default=World.target_wait_s,
-        help=f"p95 wait to keep under, seconds (default {World.target_wait_s:g})",
-    )
+    add_options(w, World, defaults=dict.fromkeys(WORLD_PICKERS))
 
 
 def _actuator_options(p: argparse.ArgumentParser) -> None:
@@ -139,21 +125,16 @@ def _actuator_options(p: argparse.ArgumentParser) -> None:
         "example stack's steps and cooldowns), patch-iad, patch-dfw (Heat stack "
         "updates), or all; repeatable",
     )
-    a.add_argument(
-        "--heat-update-time",
-        type=float,
-        default=HEAT_UPDATE_S,
-        metavar="S",
-        help=f"patch: seconds a stack update takes (default {HEAT_UPDATE_S:g})",
-    )
-    a.add_argument(
-        "--power-off-time",
-        type=float,
-        default=POWER_OFF_S,
-        metavar="S",
-        help="Heat: seconds from a removed server's last message (drained) or its deletion "
-        f"(not drained) to Nova showing it SHUTOFF; it costs until then (default {POWER_OFF_S:g})",
-    )
+    for flag, default, text in (
+        ("--heat-update-time", HEAT_UPDATE_S, "patch: seconds a stack update takes"),
+        (
+            "--power-off-time",
+            POWER_OFF_S,
+            "Heat: seconds from a removed server's last message (drained) or its deletion "
+            "(not drained) to Nova showing it SHUTOFF; it costs until then",
+        ),
+    ):
+        option(a, flag, env=(), type=float, lo=0, hi=3600, default=default, metavar="S", help=text)
 
 
 def _output_options(p: argparse.ArgumentParser) -> None:
@@ -162,33 +143,27 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--out", default=str(HERE / "out"), help="folder for the PNG plots (default bench/out/)")
     o.add_argument("--no-plots", action="store_true", help="skip the plots")
     o.add_argument("--no-priors", action="store_true", help="skip ours' rows with wrong boot/service guesses")
-    o.add_argument(
+    option(
+        o,
         "--jobs",
+        env=(),
         type=int,
+        lo=1,
         default=default_processes(),
         metavar="N",
-        help="processes to simulate in (default: 2, or 1 on one core)",
+        help="processes to simulate in (on one core the default is 1)",
     )
 
 
-def worlds_from_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> list[World]:
-    shared = {"max_servers": args.max_servers, "target_wait_s": args.target_wait}
-    given = {
-        k: v
-        for k, v in (
-            ("boot_s", args.boot_time),
-            ("service_mean_s", args.service_mean),
-            ("service_cv", args.service_cv),
-        )
-        if v is not None
-    }
-    worlds = (
-        [World(**given, **shared)] if given else [dataclasses.replace(w, **shared) for w in DEFAULT_WORLDS]
-    )
-    try:
-        return [w.validate() for w in worlds]
-    except ValueError as e:
-        p.error(str(e))
+def worlds_from_args(args: argparse.Namespace) -> list[World]:
+    """The one world the options pick, or the default worlds with the options' shared fields
+    (the values are World's fields, checked by the parser)."""
+    values = {s.name: getattr(args, s.name) for s in declared(World)}
+    given = {k: values[k] for k in WORLD_PICKERS if values[k] is not None}
+    shared = {k: v for k, v in values.items() if k not in WORLD_PICKERS}
+    if given:
+        return [World(**given, **shared)]
+    return [dataclasses.replace(w, **shared) for w in DEFAULT_WORLDS]
 
 
 def run(args, worlds, traces, actuators) -> dict:
@@ -207,7 +182,7 @@ def run(args, worlds, traces, actuators) -> dict:
     grouped: dict = {}
     for (act, world, trace, entry), fig in zip(plan, figures, strict=True):
         grouped.setdefault((act, world), {}).setdefault(trace.name, {})[_key(entry)] = fig
-    result = {"target_wait_s": args.target_wait, "seeds": args.seeds, "actuators": actuators, "worlds": []}
+    result = {"target_wait_s": args.target_wait_s, "seeds": args.seeds, "actuators": actuators, "worlds": []}
     for (act, world), by_trace in grouped.items():
         result["worlds"].append(
             {
@@ -222,11 +197,7 @@ def run(args, worlds, traces, actuators) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if not 1 <= args.seeds <= 1000:
-        p.error(f"--seeds={args.seeds} is not allowed: from 1 to 1000")
-    if args.jobs < 1:
-        p.error(f"--jobs={args.jobs} is not allowed: at least 1")
-    worlds = worlds_from_args(args, p)
+    worlds = worlds_from_args(args)
     actuators = args.actuator or ["direct"]
     if "all" in actuators:
         actuators = list(ACTUATOR_SPECS)
@@ -235,12 +206,6 @@ def main(argv: list[str] | None = None) -> int:
             make_actuator(spec)
         except ValueError as e:
             p.error(str(e))
-    for flag, value in (
-        ("--heat-update-time", args.heat_update_time),
-        ("--power-off-time", args.power_off_time),
-    ):
-        if not 0 <= value <= 3600:
-            p.error(f"{flag}={value:g} is not allowed: from 0 to 3600 seconds")
     try:
         traces = [load_trace(f) for f in args.trace] if args.trace else builtin_traces()
     except (OSError, ValueError) as e:
@@ -251,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     result = run(args, worlds, traces, actuators)
     for w in result["worlds"]:
-        world = World(w["boot_s"], w["service_mean_s"], w["service_cv"], w["max_servers"], args.target_wait)
+        world = World(w["boot_s"], w["service_mean_s"], w["service_cv"], w["max_servers"], args.target_wait_s)
         for line in report.world_lines(world, w["actuator"], w["traces"]):
             say(line)
         if not args.no_plots:

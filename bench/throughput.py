@@ -33,6 +33,9 @@ from typing import Any
 
 import requests
 
+from workload.error_text import not_allowed
+from workload.settings import SettingError, option
+
 CONTENDERS = ("raw", "consumer_1", "consumer_4")
 BATCH = 20
 BACKENDS = ("zaqar", "amqp")
@@ -268,35 +271,48 @@ def measure(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options, each through the workload's settings (range, default and variable in the help;
+    a bad value on the command line or in the environment refused naming it)."""
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print only the JSON result (progress on stderr)")
-    p.add_argument(
-        "--messages",
-        type=int,
-        default=int(os.environ.get("QW_BENCH_MESSAGES", 10000)),
-        help="messages per drain, at least 100 (default 10000) [env $QW_BENCH_MESSAGES]",
-    )
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=int(os.environ.get("QW_BENCH_ROUNDS", 3)),
-        help="rounds; the best of each contender is kept (default 3) [env $QW_BENCH_ROUNDS]",
-    )
-    p.add_argument(
-        "--backends",
-        default=os.environ.get("QW_BENCH_BACKENDS", ",".join(BACKENDS)),
-        help="comma-separated backends to measure side by side (default: zaqar,amqp) "
-        "[env $QW_BENCH_BACKENDS]",
-    )
+    try:
+        option(
+            p,
+            "--messages",
+            env="QW_BENCH_MESSAGES",
+            type=int,
+            lo=100,
+            default=10000,
+            help="messages per drain",
+        )
+        option(
+            p,
+            "--rounds",
+            env="QW_BENCH_ROUNDS",
+            type=int,
+            lo=1,
+            default=3,
+            help="rounds; the best of each contender is kept",
+        )
+        option(
+            p,
+            "--backends",
+            env="QW_BENCH_BACKENDS",
+            default=",".join(BACKENDS),
+            help="comma-separated backends to measure side by side",
+        )
+    except SettingError as exc:  # a bad $QW_BENCH_* (read while the options are added)
+        p.error(str(exc))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - set(BACKENDS):
-        p.error(
-            f"--backends={args.backends!r} is not allowed: a comma-separated list of {', '.join(BACKENDS)}"
-        )
-    if args.messages < 100 or args.rounds < 1:
-        p.error("--messages must be at least 100 and --rounds at least 1")
+        p.error(not_allowed("--backends", args.backends, f"a comma-separated list of {', '.join(BACKENDS)}"))
     out = sys.stderr if args.json else sys.stdout
     result = measure(args.messages, args.rounds, backends, lambda line: print(line, file=out, flush=True))
     if not args.json:

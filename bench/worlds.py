@@ -14,31 +14,60 @@ import math
 import random
 
 from bench.traces import Trace
+from workload.settings import setting
 
 
 @dataclasses.dataclass(frozen=True)
 class World:
     """One simulated world (every policy is measured in the same one)."""
 
-    boot_s: float = 60.0  # from asking for a server to it consuming (cost runs from the ask)
-    service_mean_s: float = 1.0  # mean seconds one message takes on one server
-    service_cv: float = 0.5  # coefficient of variation of the service time (log-normal)
-    max_servers: int = 60  # the group's max size, for every policy
-    target_wait_s: float = 30.0  # p95 of the wait (arrival to start of processing) to keep under
-
-    def validate(self) -> World:
-        """Refuse values out of range, naming the option and what is allowed."""
-        checks = (
-            ("--boot-time", self.boot_s, 0, 3600),
-            ("--service-mean", self.service_mean_s, 0.01, 600),
-            ("--service-cv", self.service_cv, 0, 5),
-            ("--max-servers", self.max_servers, 1, 1000),
-            ("--target-wait", self.target_wait_s, 1, 86400),
-        )
-        for flag, value, lo, hi in checks:
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-                raise ValueError(f"{flag}={value!r} is not allowed: from {lo:g} to {hi:g}")
-        return self
+    # Each field is also the benchmark's option of the same meaning (workload/settings.py reads
+    # the metadata: flag, range, help), so bench/autoscale.py declares none of them again.
+    boot_s: float = setting(
+        60.0,  # cost runs from the ask
+        "seconds from asking for a server to it consuming",
+        flags=("--boot-time",),
+        kind=float,
+        lo=0,
+        hi=3600,
+        metavar="S",
+    )
+    service_mean_s: float = setting(
+        1.0,
+        "mean service time of a message, seconds",
+        flags=("--service-mean",),
+        kind=float,
+        lo=0.01,
+        hi=600,
+        metavar="S",
+    )
+    service_cv: float = setting(
+        0.5,  # of the log-normal
+        "coefficient of variation of the service time",
+        flags=("--service-cv",),
+        kind=float,
+        lo=0,
+        hi=5,
+        metavar="X",
+    )
+    max_servers: int = setting(
+        60,
+        "the group's max size in every world",
+        flags=("--max-servers",),
+        kind=int,
+        lo=1,
+        hi=1000,
+        metavar="N",
+    )
+    target_wait_s: float = setting(
+        30.0,  # the wait is arrival to start of processing
+        "p95 wait to keep under, seconds",
+        flags=("--target-wait",),
+        kind=float,
+        lo=1,
+        hi=86400,
+        metavar="S",
+    )
 
     @property
     def sigma(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.sim import Controller
 from bench.worlds import World
+from workload.error_text import not_allowed
 
 FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2)
 
@@ -17,7 +18,7 @@ def backlog_grid(world: World) -> list[float]:
 def positive(knob: str, value: float) -> float:
     """``value``, or a ValueError naming the knob when it is not above 0."""
     if not value > 0:
-        raise ValueError(f"{knob}={value!r} is not allowed: a number above 0")
+        raise ValueError(not_allowed(knob, value, "a number above 0"))
     return value
 
 

@@ -90,15 +90,23 @@ def test_json_contract_and_plots_on_a_tiny_trace(tiny, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--seeds", "0"], "--seeds=0 is not allowed"),
-        (["--boot-time", "-5"], "--boot-time=-5.0 is not allowed"),
-        (["--service-cv", "9"], "--service-cv=9.0 is not allowed"),
+        (["--seeds", "0"], "argument --seeds: '0' is not allowed: an integer from 1 to 1000"),
+        (["--seeds", "ten"], "argument --seeds: 'ten' is not allowed: an integer from 1 to 1000"),
+        (["--jobs", "0"], "argument --jobs: '0' is not allowed: an integer of at least 1"),
+        (["--boot-time", "-5"], "argument --boot-time: '-5' is not allowed: a number from 0 to 3600"),
+        (["--service-cv", "9"], "argument --service-cv: '9' is not allowed: a number from 0 to 5"),
+        (["--max-servers", "0"], "argument --max-servers: '0' is not allowed: an integer from 1 to 1000"),
+        (
+            ["--power-off-time", "4000"],
+            "argument --power-off-time: '4000' is not allowed: a number from 0 to 3600",
+        ),
         (["--actuator", "heat"], "--actuator='heat' is not allowed: one of direct, signal-iad"),
     ],
 )
 def test_bad_options_are_refused_naming_them(argv, message, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit:
         autoscale.main(argv)
+    assert exit.value.code == 2
     assert message in capsys.readouterr().err
 
 
