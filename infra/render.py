@@ -123,15 +123,10 @@ def render(
     """
     import pulumi
     from pulumi.runtime import config as rc
-    from pulumi.runtime import mocks as pm
 
     from infra.mocks import RecordingMonitor, StackMocks
 
-    doc = yaml.safe_load(stack_file(name, root).read_text()) or {}
-    config, secrets = flatten(doc)
-    if cfg_override is not None:
-        config = {f"{PROJECT}:{k}": _flat(v) for k, v in cfg_override.items()}
-        secrets = [f"{PROJECT}:{k}" for k in secret_keys or ()]
+    config, secrets = _engine_config(name, root, cfg_override, secret_keys)
     os.environ.pop("PULUMI_CONFIG", None)  # only the stack file speaks
     mocks = StackMocks(images=images, stack=name)
     pulumi.runtime.set_mocks(
@@ -139,6 +134,36 @@ def render(
     )
     rc.set_all_config(config, secrets)
     holder: dict = {}
+    _program(holder, inspect, setup)()
+    stack = holder["stack"]
+    return Rendered(
+        name,
+        yaml.safe_load(stack.group.template),
+        stack.group.template,
+        mocks.resources,
+        mocks.calls,
+        holder.get("outputs", {}),
+        holder.get("inspected"),
+    )
+
+
+def _engine_config(
+    name: str, root: Path | None, cfg_override: dict | None, secret_keys: list[str] | None
+) -> tuple[dict[str, str], list[str]]:
+    """The config the engine hands the program: the stack file's, or ``cfg_override`` instead."""
+    config, secrets = flatten(yaml.safe_load(stack_file(name, root).read_text()) or {})
+    if cfg_override is not None:
+        return (
+            {f"{PROJECT}:{k}": _flat(v) for k, v in cfg_override.items()},
+            [f"{PROJECT}:{k}" for k in secret_keys or ()],
+        )
+    return config, secrets
+
+
+def _program(holder: dict, inspect: Any, setup: Any) -> Any:
+    """The program as a Pulumi mock test: declares the stack, keeps it and its outputs in ``holder``."""
+    import pulumi
+    from pulumi.runtime import mocks as pm
 
     @pm.test
     def run():
@@ -159,14 +184,4 @@ def render(
 
         return pulumi.Output.from_input(asyncio.ensure_future(look()))
 
-    run()
-    stack = holder["stack"]
-    return Rendered(
-        name,
-        yaml.safe_load(stack.group.template),
-        stack.group.template,
-        mocks.resources,
-        mocks.calls,
-        holder.get("outputs", {}),
-        holder.get("inspected"),
-    )
+    return run
