@@ -26,6 +26,7 @@ from infra.components import (
     WorkQueue,
     WorkQueueArgs,
 )
+from infra.components.flavors import check_flavors
 
 
 def auth_url_of(cfg: config_mod.StackConfig) -> str:
@@ -73,7 +74,6 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
     provider = openstack.Provider("openstack", cloud=cfg.cloud, region=cfg.region)
     use = pulumi.ResourceOptions(providers=[provider])  # every openstack child uses this stack's cloud
 
-    queue = WorkQueue("queue", WorkQueueArgs(config=cfg))
     image = TemplateImage(
         "template",
         TemplateImageArgs(
@@ -81,6 +81,8 @@ def declare(cfg: config_mod.StackConfig | None = None) -> Stack:
         ),
         use,
     )
+    check_flavors(cfg, image)  # raises ConfigError before anything is made
+    queue = WorkQueue("queue", WorkQueueArgs(config=cfg))
     server_broker = cfg.queue_backend == "amqp" and cfg.amqp_broker == "server"
     network = Network(
         "network",

@@ -112,10 +112,12 @@ def render(
     secret_keys: list[str] | None = None,
     inspect: Any = None,
     setup: Any = None,
+    flavors: dict[str, dict] | None = None,
 ) -> Rendered:
     """Run the program for stack ``name`` under mocks; return the template and what was declared.
 
-    ``images`` stands for the cloud's template images (default: one that matches); ``cfg_override``
+    ``images`` stands for the cloud's template images (default: one that matches), ``flavors`` for
+    its flavors (default: any name is a flavor big enough, :data:`infra.mocks.MOCK_FLAVOR`); ``cfg_override``
     replaces the stack file's config; ``inspect(stack)`` runs inside the program (it may be a
     coroutine function, awaited there) and its result is kept in ``Rendered.inspected``;
     ``setup()`` runs inside the program before anything is declared (e.g. to register a
@@ -128,7 +130,7 @@ def render(
 
     config, secrets = _engine_config(name, root, cfg_override, secret_keys)
     os.environ.pop("PULUMI_CONFIG", None)  # only the stack file speaks
-    mocks = StackMocks(images=images, stack=name)
+    mocks = StackMocks(images=images, stack=name, flavors=flavors)
     pulumi.runtime.set_mocks(
         mocks, project=PROJECT, stack=name, preview=False, monitor=RecordingMonitor(mocks)
     )
