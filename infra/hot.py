@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from infra.config import StackConfig, program_env
+from infra.config import HANDLER_ENV, StackConfig, program_env
 from workload.drain_request import METADATA_URL
 
 HOT_VERSION = "2021-04-16"  # wallaby: every property used here exists in it
@@ -35,8 +35,6 @@ OUT_CURRENT_SIZE, OUT_SERVER_IDS = "current_size", "server_ids"
 P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
 P_CREDENTIALS_ENV = "credentials_env_b64"
 P_TEMPLATE_PROPERTIES, P_TEMPLATE_LABEL = "template_image_properties", "template_image"
-
-HANDLER_ENV = {"exec": "QW_EXEC", "python": "QW_PYTHON", "http": "QW_HTTP"}
 
 
 def group_stack_name(stack: str) -> str:
