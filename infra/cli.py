@@ -15,13 +15,27 @@ from pathlib import Path
 from infra import config as config_mod
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The commands: render, stacks, settings."""
     parser = argparse.ArgumentParser(
         prog="python -m infra",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _render_parser(sub)
+    st = sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
+    st.add_argument(
+        "--project-dir", type=Path, default=None, help="folder holding Pulumi.yaml (default: this project's)"
+    )
+    se = sub.add_parser(
+        "settings", help="list every config key: type, default, description and what is allowed"
+    )
+    se.add_argument("--markdown", action="store_true", help="as the Markdown table the README holds")
+    return parser
+
+
+def _render_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "render",
         help="run the program for a stack under Pulumi's mocks (no cloud) and print "
@@ -50,16 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         help="print the settings env file cloud-init writes for the consumer or the monitor instead "
         "(the credential is appended on the server and not shown)",
     )
-    st = sub.add_parser("stacks", help="list the stacks that have a Pulumi.<NAME>.yaml")
-    st.add_argument(
-        "--project-dir", type=Path, default=None, help="folder holding Pulumi.yaml (default: this project's)"
-    )
-    se = sub.add_parser(
-        "settings", help="list every config key: type, default, description and what is allowed"
-    )
-    se.add_argument("--markdown", action="store_true", help="as the Markdown table the README holds")
-    args = parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from infra import render
 
     if args.command == "stacks":
@@ -68,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "settings":
         print(config_mod.document(markdown=args.markdown))
         return 0
+    return _render(args)
+
+
+def _render(args: argparse.Namespace) -> int:
+    """``render``: the template (or the member, or an env file) on stdout, the resources on stderr."""
+    from infra import hot, render
+
     try:
         result = render.render(args.stack, root=args.project_dir)
     except render.UnknownStack as exc:
@@ -76,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"error: stack {args.stack}: {exc}", file=sys.stderr)
         return 2
-    from infra import hot
-
     if args.env:
         from infra.components.monitor import monitor_env
 

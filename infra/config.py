@@ -21,9 +21,12 @@ Every error is a :class:`ConfigError` naming the key, the value and what is allo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -276,6 +279,46 @@ class Setting:
 
 
 S = Setting
+
+
+@functools.cache
+def _consumer_parser() -> argparse.ArgumentParser:
+    """The consumer's own command line (workload/cli.py): where its options are declared."""
+    from unittest import mock
+
+    from workload.cli import build_parser
+
+    # its options take their defaults from the environment: read only their declarations, so a
+    # QW_* variable in the deployer's shell neither changes nor breaks the stack's reservations
+    with mock.patch.dict(os.environ, clear=True):
+        parser = build_parser()
+    modes = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return modes.choices["consumer"]
+
+
+def _declared_setting(action: argparse.Action) -> wsettings.Setting | None:
+    """The :class:`workload.settings.Setting` an option was added from (its value parser is the
+    setting's), or None for one that takes no value."""
+    owner = getattr(action.type, "__self__", None)
+    return owner if isinstance(owner, wsettings.Setting) else None
+
+
+def _handler_env() -> dict[str, str]:
+    """``{kind: variable}`` of the consumer's handler options (``--exec`` -> ``exec: QW_EXEC``): the
+    options of its one exclusive group, which the stack's handler setting chooses between."""
+    (group,) = _consumer_parser()._mutually_exclusive_groups
+    out = {}
+    for action in group._group_actions:
+        s = _declared_setting(action)
+        assert s is not None and s.env, f"handler option {action.option_strings} declares no variable"
+        out[s.long_flag[2:]] = s.env[0]
+    return out
+
+
+#: ``{handler kind: variable}`` of the stack's handler setting (``exec:cat`` -> ``QW_EXEC=cat``).
+HANDLER_ENV: dict[str, str] = _handler_env()
+
+
 INFRA: tuple[Setting, ...] = (
     # where
     S(
@@ -441,7 +484,12 @@ INFRA: tuple[Setting, ...] = (
         STRING,
         "What a consumer runs per message: exec:<command>, python:<module:function> or http:<url>",
         "exec:cat",
-        (Pattern(r"(exec|python|http):\S.*", "exec:<command>, python:<pkg.mod:func> or http:<url>"),),
+        (
+            Pattern(
+                rf"({'|'.join(HANDLER_ENV)}):\S.*",  # the consumer's handler options (workload/cli.py)
+                "exec:<command>, python:<pkg.mod:func> or http:<url>",
+            ),
+        ),
     ),
     S(
         "consumerEnv",
@@ -562,30 +610,45 @@ SCHEMA: tuple[Setting, ...] = INFRA + _from_workload()
 SETTINGS: dict[str, Setting] = {s.key: s for s in SCHEMA}
 SECRET_KEYS = frozenset(s.key for s in SCHEMA if s.secret)
 
-# The consumer settings the stack writes itself from its own settings (the handler, the queue, the
-# credential's limits); consumerEnv may not override them nor any option a stack key sets.
-CONSUMER_FIXED_ENV = (
-    "QW_QUEUE",
-    "QW_QUEUE_BACKEND",
-    "QW_REGION",
-    "QW_EXEC",
-    "QW_PYTHON",
-    "QW_HTTP",
-    "QW_CLAIM_TTL",
-    "QW_CLAIM_GRACE",
-    "QW_MAX_ATTEMPTS",
-    "QW_NO_BULK_DELETE",
-    "QW_DRAIN_WATCH",
-    "QW_DRAINED_FILE",
-    "QW_AMQP_URL",
-    "QW_AMQP_MANAGEMENT_URL",
-    "QW_AMQP_USER",
-    "QW_AMQP_PASSWORD",
-    "QW_AMQP_CONFIG",
-    "QW_AMQP_BROKER",
+
+def _every_name_of(names: set[str]) -> tuple[str, ...]:
+    """``names`` and every other variable of a consumer option one of them names (QW_BACKEND
+    beside QW_QUEUE_BACKEND), so no alias overrides what the stack set."""
+    out = set(names)
+    for action in _consumer_parser()._actions:
+        s = _declared_setting(action)
+        if s is not None and names & set(s.env):
+            out.update(s.env)
+    return tuple(sorted(out))
+
+
+# The consumer settings the stack writes itself from its own settings (the queue, the handler
+# options, the credential's limits, the broker); consumerEnv may not override them nor any option
+# a stack key sets. The handler options come from the consumer's parser (a new kind is reserved by
+# being declared); the rest are what infra.hot's consumer_env and the broker's env write.
+CONSUMER_FIXED_ENV: tuple[str, ...] = _every_name_of(
+    {
+        "QW_QUEUE",
+        "QW_QUEUE_BACKEND",
+        "QW_REGION",
+        *HANDLER_ENV.values(),
+        "QW_CLAIM_TTL",
+        "QW_CLAIM_GRACE",
+        "QW_MAX_ATTEMPTS",
+        "QW_NO_BULK_DELETE",
+        "QW_DRAIN_WATCH",
+        "QW_DRAINED_FILE",
+        "QW_AMQP_URL",
+        "QW_AMQP_MANAGEMENT_URL",
+        "QW_AMQP_USER",
+        "QW_AMQP_PASSWORD",
+        "QW_AMQP_CONFIG",
+        "QW_AMQP_BROKER",
+    }
 )
-RESERVED_ENV: tuple[str, ...] = CONSUMER_FIXED_ENV + tuple(
-    opt.env[0] for s in SCHEMA for program, opt in s.feeds if program == "consumer"
+RESERVED_ENV: tuple[str, ...] = _every_name_of(
+    set(CONSUMER_FIXED_ENV)
+    | {name for s in SCHEMA for program, opt in s.feeds if program == "consumer" for name in opt.env}
 )
 
 

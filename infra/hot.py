@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from infra.config import StackConfig, program_env
+from infra.config import HANDLER_ENV, StackConfig, program_env
 from workload.drain_request import METADATA_URL
 
 HOT_VERSION = "2021-04-16"  # wallaby: every property used here exists in it
@@ -35,8 +35,6 @@ OUT_CURRENT_SIZE, OUT_SERVER_IDS = "current_size", "server_ids"
 P_IMAGE, P_SECURITY_GROUP, P_DESIRED = "image", "security_group", "desired"
 P_CREDENTIALS_ENV = "credentials_env_b64"
 P_TEMPLATE_PROPERTIES, P_TEMPLATE_LABEL = "template_image_properties", "template_image"
-
-HANDLER_ENV = {"exec": "QW_EXEC", "python": "QW_PYTHON", "http": "QW_HTTP"}
 
 
 def group_stack_name(stack: str) -> str:
@@ -223,12 +221,29 @@ def user_data(doc: dict) -> str:
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
 
 
+PLACEHOLDER_CREDENTIALS = "__CREDENTIALS_ENV_B64__"  # in the user data; Heat puts the parameter there
+
+
 def build(cfg: StackConfig, stack_name: str) -> dict:
     """The HOT template (a dict) of the worker group of ``cfg``."""
-    placeholder = "__CREDENTIALS_ENV_B64__"
+    return {
+        "heat_template_version": HOT_VERSION,
+        "description": f"queue-workers: consumers of queue {cfg.queue_name} ({stack_name}, {cfg.region})",
+        "parameters": _parameters(cfg),
+        "resources": _resources(cfg, stack_name),
+        "outputs": _outputs(),
+    }
+
+
+def _member_server(cfg: StackConfig, stack_name: str) -> dict[str, Any]:
+    """The properties of each member ``OS::Nova::Server``: image, flavor, network, user data."""
     ud = user_data(
         cloud_config(
-            CONSUMER_ENV_FILE, consumer_env(cfg), CONSUMER_UNIT, placeholder, comments=amqp_comments(cfg)
+            CONSUMER_ENV_FILE,
+            consumer_env(cfg),
+            CONSUMER_UNIT,
+            PLACEHOLDER_CREDENTIALS,
+            comments=amqp_comments(cfg),
         )
     )
     server: dict[str, Any] = {
@@ -246,109 +261,104 @@ def build(cfg: StackConfig, stack_name: str) -> dict:
         },
         "user_data_format": "RAW",
         "user_data": {
-            "str_replace": {"template": ud, "params": {placeholder: {"get_param": P_CREDENTIALS_ENV}}}
+            "str_replace": {
+                "template": ud,
+                "params": {PLACEHOLDER_CREDENTIALS: {"get_param": P_CREDENTIALS_ENV}},
+            }
         },
     }
     if cfg.key_pair:
         server["key_name"] = cfg.key_pair
+    return server
+
+
+def _parameters(cfg: StackConfig) -> dict:
+    """What the program passes in: the image, the security group, the desired size, the credential."""
+    return {
+        P_IMAGE: {
+            "type": "string",
+            "description": "template image id (baked by fab bake-template)",
+            "constraints": [{"custom_constraint": "glance.image"}],
+        },
+        P_SECURITY_GROUP: {"type": "string", "description": "security group of the consumers"},
+        P_DESIRED: {
+            "type": "number",
+            "default": cfg.desired_size,
+            "description": "desired number of consumers (the monitor may PATCH it)",
+            "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}],
+        },
+        P_TEMPLATE_PROPERTIES: {
+            "type": "json",
+            "default": {},
+            "description": "what the bake recorded on the image (qw_* properties)",
+        },
+        P_TEMPLATE_LABEL: {
+            "type": "string",
+            "default": "",
+            "description": "template name, version and content hash (server metadata)",
+        },
+        P_CREDENTIALS_ENV: {
+            "type": "string",
+            "hidden": True,
+            "description": "base64 of the consumers' credential env file",
+        },
+    }
+
+
+def _resources(cfg: StackConfig, stack_name: str) -> dict:
+    """The server group, the scaling group of member servers and its two scaling policies."""
     batch = min(cfg.rolling_batch_size, cfg.max_size)
     return {
-        "heat_template_version": HOT_VERSION,
-        "description": f"queue-workers: consumers of queue {cfg.queue_name} ({stack_name}, {cfg.region})",
-        "parameters": {
-            P_IMAGE: {
-                "type": "string",
-                "description": "template image id (baked by fab bake-template)",
-                "constraints": [{"custom_constraint": "glance.image"}],
-            },
-            P_SECURITY_GROUP: {"type": "string", "description": "security group of the consumers"},
-            P_DESIRED: {
-                "type": "number",
-                "default": cfg.desired_size,
-                "description": "desired number of consumers (the monitor may PATCH it)",
-                "constraints": [{"range": {"min": cfg.min_size, "max": cfg.max_size}}],
-            },
-            P_TEMPLATE_PROPERTIES: {
-                "type": "json",
-                "default": {},
-                "description": "what the bake recorded on the image (qw_* properties)",
-            },
-            P_TEMPLATE_LABEL: {
-                "type": "string",
-                "default": "",
-                "description": "template name, version and content hash (server metadata)",
-            },
-            P_CREDENTIALS_ENV: {
-                "type": "string",
-                "hidden": True,
-                "description": "base64 of the consumers' credential env file",
+        SERVER_GROUP: {
+            "type": "OS::Nova::ServerGroup",
+            "properties": {"name": f"{cfg.server_name}-{stack_name}", "policies": ["soft-anti-affinity"]},
+        },
+        GROUP: {
+            "type": "OS::Heat::AutoScalingGroup",
+            "properties": {
+                "min_size": cfg.min_size,
+                "max_size": cfg.max_size,
+                "desired_capacity": {"get_param": P_DESIRED},
+                "cooldown": int(cfg.scale_up_cooldown),
+                "rolling_updates": {
+                    "min_in_service": max(cfg.min_size - batch, 0),
+                    "max_batch_size": batch,
+                    "pause_time": cfg.rolling_pause,
+                },
+                "resource": {"type": "OS::Nova::Server", "properties": _member_server(cfg, stack_name)},
             },
         },
-        "resources": {
-            SERVER_GROUP: {
-                "type": "OS::Nova::ServerGroup",
-                "properties": {"name": f"{cfg.server_name}-{stack_name}", "policies": ["soft-anti-affinity"]},
-            },
-            GROUP: {
-                "type": "OS::Heat::AutoScalingGroup",
-                "properties": {
-                    "min_size": cfg.min_size,
-                    "max_size": cfg.max_size,
-                    "desired_capacity": {"get_param": P_DESIRED},
-                    "cooldown": int(cfg.scale_up_cooldown),
-                    "rolling_updates": {
-                        "min_in_service": max(cfg.min_size - batch, 0),
-                        "max_batch_size": batch,
-                        "pause_time": cfg.rolling_pause,
-                    },
-                    "resource": {"type": "OS::Nova::Server", "properties": server},
-                },
-            },
-            SCALE_UP: {
-                "type": "OS::Heat::ScalingPolicy",
-                "properties": {
-                    "adjustment_type": "change_in_capacity",
-                    "auto_scaling_group_id": {"get_resource": GROUP},
-                    "scaling_adjustment": cfg.scale_up_step,
-                    "cooldown": int(cfg.scale_up_cooldown),
-                },
-            },
-            SCALE_DOWN: {
-                "type": "OS::Heat::ScalingPolicy",
-                "properties": {
-                    "adjustment_type": "change_in_capacity",
-                    "auto_scaling_group_id": {"get_resource": GROUP},
-                    "scaling_adjustment": -cfg.scale_down_step,
-                    "cooldown": int(cfg.scale_down_cooldown),
-                },
-            },
+        SCALE_UP: _scaling_policy(cfg.scale_up_step, cfg.scale_up_cooldown),
+        SCALE_DOWN: _scaling_policy(-cfg.scale_down_step, cfg.scale_down_cooldown),
+    }
+
+
+def _scaling_policy(adjustment: int, cooldown: float) -> dict:
+    """A Heat scaling policy of the group that changes its size by ``adjustment``."""
+    return {
+        "type": "OS::Heat::ScalingPolicy",
+        "properties": {
+            "adjustment_type": "change_in_capacity",
+            "auto_scaling_group_id": {"get_resource": GROUP},
+            "scaling_adjustment": adjustment,
+            "cooldown": int(cooldown),
         },
-        "outputs": {
-            OUT_SCALE_UP_URL: {
-                "description": "POST with X-Auth-Token to add consumers",
-                "value": {"get_attr": [SCALE_UP, "signal_url"]},
-            },
-            OUT_SCALE_DOWN_URL: {
-                "description": "POST with X-Auth-Token to remove consumers",
-                "value": {"get_attr": [SCALE_DOWN, "signal_url"]},
-            },
-            OUT_SCALE_UP_ALARM_URL: {
-                "description": "pre-signed URL that adds consumers",
-                "value": {"get_attr": [SCALE_UP, "alarm_url"]},
-            },
-            OUT_SCALE_DOWN_ALARM_URL: {
-                "description": "pre-signed URL that removes consumers",
-                "value": {"get_attr": [SCALE_DOWN, "alarm_url"]},
-            },
-            OUT_CURRENT_SIZE: {
-                "description": "consumers that exist now",
-                "value": {"get_attr": [GROUP, "current_size"]},
-            },
-            OUT_SERVER_IDS: {
-                "description": "ids of the consumer servers",
-                "value": {"get_attr": [GROUP, "refs"]},
-            },
-        },
+    }
+
+
+def _output(description: str, resource: str, attribute: str) -> dict:
+    return {"description": description, "value": {"get_attr": [resource, attribute]}}
+
+
+def _outputs() -> dict:
+    """The scaling URLs (signal and pre-signed), the group's size and its servers."""
+    return {
+        OUT_SCALE_UP_URL: _output("POST with X-Auth-Token to add consumers", SCALE_UP, "signal_url"),
+        OUT_SCALE_DOWN_URL: _output("POST with X-Auth-Token to remove consumers", SCALE_DOWN, "signal_url"),
+        OUT_SCALE_UP_ALARM_URL: _output("pre-signed URL that adds consumers", SCALE_UP, "alarm_url"),
+        OUT_SCALE_DOWN_ALARM_URL: _output("pre-signed URL that removes consumers", SCALE_DOWN, "alarm_url"),
+        OUT_CURRENT_SIZE: _output("consumers that exist now", GROUP, "current_size"),
+        OUT_SERVER_IDS: _output("ids of the consumer servers", GROUP, "refs"),
     }
 
 

@@ -18,12 +18,22 @@ MOCK_IMAGE_ID = "00000000-0000-4000-8000-00000000feed"
 
 
 def baked_image(
-    template: str = "queue-workers-consumer", image_id: str = MOCK_IMAGE_ID, version: int = 1, **extra: str
+    template: str = "queue-workers-consumer",
+    image_id: str = MOCK_IMAGE_ID,
+    version: int = 1,
+    min_disk_gb: int = 0,
+    min_ram_mb: int = 0,
+    **extra: str,
 ) -> dict:
-    """An image as `fab bake-template` leaves it: its name, its qw_* properties, Glance's own."""
+    """An image as `fab bake-template` leaves it: its name, its qw_* properties, Glance's own.
+
+    ``min_disk_gb``: what Nova records from the builder flavor's disk (0: the image sets no minimum).
+    """
     return {
         "id": image_id,
         "name": f"{template}-v{version}-20261123-190000",
+        "minDiskGb": min_disk_gb,  # the provider's wire names
+        "minRamMb": min_ram_mb,
         "properties": {
             "qw_template_name": template,
             "qw_template_version": str(version),
@@ -37,6 +47,8 @@ def baked_image(
         },
     }
 
+
+MOCK_FLAVOR = {"disk": 20, "ram": 4096}  # what getFlavor answers for any name unless told the flavors
 
 MOCK_SECRET = "mock-application-credential-secret"  # a marker tests look for; never a real secret
 
@@ -111,13 +123,19 @@ class StackMocks(pulumi.runtime.Mocks):
     """Answers like the engine would after a successful `pulumi up`.
 
     ``images``: the template images the "cloud" holds (list of dicts with id, name, properties);
-    ``getImage`` answers the most recent match, or fails like the provider does.
+    ``getImage`` answers the most recent match, or fails like the provider does. ``flavors``: the
+    cloud's flavors by name (``{"disk": GB, "ram": MB}``); ``getFlavor`` answers one, or fails like
+    the provider; by default every name is a flavor of :data:`MOCK_FLAVOR`'s size.
     """
 
     def __init__(
-        self, images: list[dict] | None = None, project: str = "queue-workers", stack: str = "stack"
+        self,
+        images: list[dict] | None = None,
+        project: str = "queue-workers",
+        stack: str = "stack",
+        flavors: dict[str, dict] | None = None,
     ):
-        self.images = images
+        self.images, self.flavors = images, flavors
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict]] = []
         self.project, self.stack = project, stack
@@ -165,6 +183,8 @@ class StackMocks(pulumi.runtime.Mocks):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "openstack:networking/getNetwork:getNetwork":
             return {"id": MOCK_NETWORK_ID, "name": args.args.get("name")}
+        if args.token == "openstack:compute/getFlavor:getFlavor":
+            return self._flavor(args.args.get("name"))
         if args.token == "openstack:images/getImage:getImage":
             want = args.args
             images = self.images if self.images is not None else [baked_image()]
@@ -190,9 +210,19 @@ class StackMocks(pulumi.runtime.Mocks):
                 "id": img["id"],
                 "name": img["name"],
                 "properties": img["properties"],
+                "minDiskGb": img.get("minDiskGb", 0),
+                "minRamMb": img.get("minRamMb", 0),
                 "region": want.get("region"),
             }
         return {}
+
+    def _flavor(self, name: str | None):
+        flavor = MOCK_FLAVOR if self.flavors is None else self.flavors.get(name or "")
+        if flavor is None:
+            return {}, [
+                ("name", "Your query returned no results. Please change your search criteria and try again.")
+            ]
+        return {"id": f"{name}-id", "name": name, "vcpus": 1, **flavor}
 
 
 class RecordingMonitor(pulumi.runtime.mocks.MockMonitor):

@@ -112,10 +112,12 @@ def render(
     secret_keys: list[str] | None = None,
     inspect: Any = None,
     setup: Any = None,
+    flavors: dict[str, dict] | None = None,
 ) -> Rendered:
     """Run the program for stack ``name`` under mocks; return the template and what was declared.
 
-    ``images`` stands for the cloud's template images (default: one that matches); ``cfg_override``
+    ``images`` stands for the cloud's template images (default: one that matches), ``flavors`` for
+    its flavors (default: any name is a flavor big enough, :data:`infra.mocks.MOCK_FLAVOR`); ``cfg_override``
     replaces the stack file's config; ``inspect(stack)`` runs inside the program (it may be a
     coroutine function, awaited there) and its result is kept in ``Rendered.inspected``;
     ``setup()`` runs inside the program before anything is declared (e.g. to register a
@@ -123,22 +125,47 @@ def render(
     """
     import pulumi
     from pulumi.runtime import config as rc
-    from pulumi.runtime import mocks as pm
 
     from infra.mocks import RecordingMonitor, StackMocks
 
-    doc = yaml.safe_load(stack_file(name, root).read_text()) or {}
-    config, secrets = flatten(doc)
-    if cfg_override is not None:
-        config = {f"{PROJECT}:{k}": _flat(v) for k, v in cfg_override.items()}
-        secrets = [f"{PROJECT}:{k}" for k in secret_keys or ()]
+    config, secrets = _engine_config(name, root, cfg_override, secret_keys)
     os.environ.pop("PULUMI_CONFIG", None)  # only the stack file speaks
-    mocks = StackMocks(images=images, stack=name)
+    mocks = StackMocks(images=images, stack=name, flavors=flavors)
     pulumi.runtime.set_mocks(
         mocks, project=PROJECT, stack=name, preview=False, monitor=RecordingMonitor(mocks)
     )
     rc.set_all_config(config, secrets)
     holder: dict = {}
+    _program(holder, inspect, setup)()
+    stack = holder["stack"]
+    return Rendered(
+        name,
+        yaml.safe_load(stack.group.template),
+        stack.group.template,
+        mocks.resources,
+        mocks.calls,
+        holder.get("outputs", {}),
+        holder.get("inspected"),
+    )
+
+
+def _engine_config(
+    name: str, root: Path | None, cfg_override: dict | None, secret_keys: list[str] | None
+) -> tuple[dict[str, str], list[str]]:
+    """The config the engine hands the program: the stack file's, or ``cfg_override`` instead."""
+    config, secrets = flatten(yaml.safe_load(stack_file(name, root).read_text()) or {})
+    if cfg_override is not None:
+        return (
+            {f"{PROJECT}:{k}": _flat(v) for k, v in cfg_override.items()},
+            [f"{PROJECT}:{k}" for k in secret_keys or ()],
+        )
+    return config, secrets
+
+
+def _program(holder: dict, inspect: Any, setup: Any) -> Any:
+    """The program as a Pulumi mock test: declares the stack, keeps it and its outputs in ``holder``."""
+    import pulumi
+    from pulumi.runtime import mocks as pm
 
     @pm.test
     def run():
@@ -159,14 +186,4 @@ def render(
 
         return pulumi.Output.from_input(asyncio.ensure_future(look()))
 
-    run()
-    stack = holder["stack"]
-    return Rendered(
-        name,
-        yaml.safe_load(stack.group.template),
-        stack.group.template,
-        mocks.resources,
-        mocks.calls,
-        holder.get("outputs", {}),
-        holder.get("inspected"),
-    )
+    return run

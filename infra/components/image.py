@@ -52,6 +52,10 @@ class TemplateImage(pulumi.ComponentResource):
     image_id: pulumi.Output[str]
     properties: pulumi.Output[dict]  # the bake's qw_* properties of the image found
     label: pulumi.Output[str]
+    # known when the program runs (the lookup is a plain invoke): what a flavor must have to boot it
+    found_name: str
+    min_disk_gb: int  # Nova records the bake's builder flavor's disk here
+    min_ram_mb: int
 
     def __init__(self, name: str, args: TemplateImageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"{TYPE_PREFIX}TemplateImage", name, None, opts)
@@ -75,6 +79,8 @@ class TemplateImage(pulumi.ComponentResource):
                 f"no template image named {args.name!r} with properties {props} in region "
                 f"{args.region!r}: run `fab bake-template` for this stack's cloud and region first"
             )
+        self.found_name = found.name or str(found.id)
+        self.min_disk_gb, self.min_ram_mb = found.min_disk_gb or 0, found.min_ram_mb or 0
         self.image_id = pulumi.Output.from_input(found.id)
         self.properties = pulumi.Output.from_input(bake_properties(found.properties or {}))
         self.label = pulumi.Output.from_input(label(found.properties or {}))

@@ -22,7 +22,7 @@ HEAT_OWNED = {
     "OS::Nova::ServerGroup",
     "OS::Nova::Server",
 }
-READ_ONLY_CALLS = {"openstack:images/getImage:getImage"}
+READ_ONLY_CALLS = {"openstack:images/getImage:getImage", "openstack:compute/getFlavor:getFlavor"}
 
 
 def _seen_opts(name):

@@ -80,7 +80,11 @@ def test_template_image_looked_up_by_name_and_properties(stack):
         "qw_bake_state": "complete",
         **cfg.get("queue-workers:templateImageProperties", {}),
     }
-    assert {t for t, _ in stack.calls} == {"openstack:images/getImage:getImage"}  # reads only
+    # reads only: the image, and the flavors the stack boots it on (checked against its min_disk)
+    assert {t for t, _ in stack.calls} == {
+        "openstack:images/getImage:getImage",
+        "openstack:compute/getFlavor:getFlavor",
+    }
 
 
 def test_queue_pair_carries_policy_and_cloud(stack):
