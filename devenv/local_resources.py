@@ -473,4 +473,22 @@ def get_image(cloud, args: dict) -> dict:
         "properties": dict(image.properties or {}),
         "region": args.get("region"),
         "status": image.status,
+        "minDiskGb": image.min_disk or 0,
+        "minRamMb": image.min_ram or 0,
+    }
+
+
+def get_flavor(cloud, args: dict) -> dict:
+    """``openstack:compute/getFlavor:getFlavor``: the Nova flavor of that name, as the provider
+    answers it (disk in GB, ram in MB)."""
+    flavor = cloud.conn.compute.find_flavor(args.get("name"), ignore_missing=True)
+    if flavor is None:
+        raise LookupError("Your query returned no results. Please change your search criteria and try again.")
+    return {
+        "id": flavor.id,
+        "name": flavor.name,
+        "disk": flavor.disk or 0,
+        "ram": flavor.ram or 0,
+        "vcpus": flavor.vcpus or 0,
+        "region": args.get("region"),
     }

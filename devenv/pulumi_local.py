@@ -175,10 +175,15 @@ class _HarnessMocks:
         return rec.id, outs
 
     def call(self, args) -> dict:
-        if args.token != "openstack:images/getImage:getImage":
-            raise lr.UnknownResourceType(f"invoke {args.token}")
         want = {k: _plain(v) for k, v in dict(args.args).items()}
-        self.d._require(args.token, lr.IMAGE)
+        if args.token == "openstack:images/getImage:getImage":
+            return self._get_image(args.token, want)
+        if args.token == "openstack:compute/getFlavor:getFlavor":
+            return self._get_flavor(args.token, want)
+        raise lr.UnknownResourceType(f"invoke {args.token}")
+
+    def _get_image(self, token: str, want: dict) -> dict:
+        self.d._require(token, lr.IMAGE)
         if self.d.cloud.stand_in(lr.IMAGE):
             from infra.mocks import baked_image  # no Glance: the bake's properties, no image
 
@@ -186,11 +191,21 @@ class _HarnessMocks:
             image = baked_image(props.pop("qw_template_name", "queue-workers-consumer"), **props)
             self.d._say(f"  ~ getImage: no image service in this cloud: stand-in {image['name']}")
             return {**image, "region": want.get("region")}
+        return self._lookup("getImage", lr.get_image, want)
+
+    def _get_flavor(self, token: str, want: dict) -> dict:
+        self.d._require(token, lr.COMPUTE)
+        if self.d.cloud.stand_in(lr.COMPUTE):  # no Nova: a flavor that fits any image
+            self.d._say(f"  ~ getFlavor: no compute service in this cloud: stand-in {want.get('name')}")
+            return {"name": want.get("name"), "disk": 0, "ram": 0, "vcpus": 1, "region": want.get("region")}
+        return self._lookup("getFlavor", lr.get_flavor, want)
+
+    def _lookup(self, what: str, lookup, want: dict) -> dict:
         try:
-            found = lr.get_image(self.d.cloud, want)
+            found = lookup(self.d.cloud, want)
         except LookupError as exc:  # a failed invoke, as the provider reports it
             return {}, [("name", str(exc))]  # type: ignore[return-value]
-        self.d._say(f"  = getImage {found['name']} ({found['id']})")
+        self.d._say(f"  = {what} {found['name']} ({found['id']})")
         return found
 
 
