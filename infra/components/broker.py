@@ -15,7 +15,6 @@ the broker server is not deployed there (README, What is not proved).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ import pulumi_openstack as openstack
 
 from infra import broker as B
 from infra.broker_provider import BrokerCertificate, BrokerPasswords
+from infra.components.network import ssh_rules
 from infra.config import TYPE_PREFIX, StackConfig
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -186,22 +186,7 @@ class BrokerServer(pulumi.ComponentResource):
                         opts=child,
                     )
                 )
-        for cidr in args.ssh_cidrs:
-            net = ipaddress.ip_network(cidr)
-            self.rules.append(
-                openstack.networking.SecGroupRule(
-                    f"{name}-ssh-{str(net).replace('/', '-').replace(':', '_')}",
-                    direction="ingress",
-                    ethertype=f"IPv{net.version}",
-                    protocol="tcp",
-                    port_range_min=22,
-                    port_range_max=22,
-                    remote_ip_prefix=str(net),
-                    security_group_id=group.id,
-                    description="SSH",
-                    opts=child,
-                )
-            )
+        self.rules += ssh_rules(name, args.ssh_cidrs, group, child)
         return group
 
 

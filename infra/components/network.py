@@ -73,20 +73,27 @@ class Network(pulumi.ComponentResource):
                     opts=child,
                 )
             )
-        for cidr in args.ssh_cidrs:
-            net = ipaddress.ip_network(cidr)
-            self.rules.append(
-                openstack.networking.SecGroupRule(
-                    f"{prefix}-ssh-{str(net).replace('/', '-').replace(':', '_')}",
-                    direction="ingress",
-                    ethertype=f"IPv{net.version}",
-                    protocol="tcp",
-                    port_range_min=22,
-                    port_range_max=22,
-                    remote_ip_prefix=str(net),
-                    security_group_id=group.id,
-                    description="SSH",
-                    opts=child,
-                )
-            )
+        self.rules += ssh_rules(prefix, args.ssh_cidrs, group, child)
         return group
+
+
+def ssh_rules(prefix: str, cidrs: Sequence[str], group, child: pulumi.ResourceOptions) -> list:
+    """Ingress on port 22 into ``group`` from each of ``cidrs``; rule names start with ``prefix``."""
+    rules = []
+    for cidr in cidrs:
+        net = ipaddress.ip_network(cidr)
+        rules.append(
+            openstack.networking.SecGroupRule(
+                f"{prefix}-ssh-{str(net).replace('/', '-').replace(':', '_')}",
+                direction="ingress",
+                ethertype=f"IPv{net.version}",
+                protocol="tcp",
+                port_range_min=22,
+                port_range_max=22,
+                remote_ip_prefix=str(net),
+                security_group_id=group.id,
+                description="SSH",
+                opts=child,
+            )
+        )
+    return rules
