@@ -137,32 +137,39 @@ class MemberLogs:
             if s.id != self.monitor_id and (s.metadata or {}).get("qw_role") == "consumer"
         ]
 
-    def poll(self) -> list:
-        """Read every live member's log once (a member being deleted keeps its last read)."""
+    def run(self, s, command: str) -> str | None:
+        """``command``'s output (as root) on member ``s`` over SSH; None while it cannot be reached
+        (not ACTIVE, no host keys on its console yet, gone, or SSH refused)."""
         from openstack.exceptions import NotFoundException
 
         from images.ssh import host_keys_from_console, pinned_connection
 
+        if s.status != "ACTIVE":
+            return None
+        try:
+            console = self.conn.compute.get_server_console_output(s.id).get("output", "")
+        except NotFoundException:  # deleted by a scale-down since the listing
+            return None
+        if "-----END SSH HOST KEY KEYS-----" not in console:
+            return None
+        address = next(iter(s.addresses.values()))[0]["addr"]
+        try:
+            with pinned_connection(
+                address, 22, "debian", self.key_path, host_keys_from_console(console)
+            ) as c:
+                return c.sudo(command, warn=True, hide=True).stdout
+        except Exception as exc:
+            self.out(f"  (no answer from {s.name}: {exc})")
+            return None
+
+    def poll(self) -> list:
+        """Read every live member's log once (a member being deleted keeps its last read)."""
         live = self.members()
         self.max_members = max(self.max_members, len(live))
         for s in live:
             self.seen.add(s.id)
-            if s.status != "ACTIVE":
-                continue
-            try:
-                console = self.conn.compute.get_server_console_output(s.id).get("output", "")
-            except NotFoundException:  # deleted by a scale-down since the listing; its last read stays
-                continue
-            if "-----END SSH HOST KEY KEYS-----" not in console:
-                continue
-            address = next(iter(s.addresses.values()))[0]["addr"]
-            try:
-                with pinned_connection(
-                    address, 22, "debian", self.key_path, host_keys_from_console(console)
-                ) as c:
-                    text = c.sudo("docker logs queue-workers-consumer 2>&1", warn=True, hide=True).stdout
-            except Exception as exc:
-                self.out(f"  (no log from {s.name}: {exc})")
+            text = self.run(s, "docker logs queue-workers-consumer 2>&1")
+            if text is None:
                 continue
             recs = [
                 r

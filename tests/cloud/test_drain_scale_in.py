@@ -6,11 +6,17 @@ the server's address) and powers itself off, Nova shows SHUTOFF, and the actuato
 those members; a member that never drains is removed at the deadline.
 
 On the servers, a small unit written by cloud-init plays the consumer's part of the protocol (poll
-the metadata, power off once asked); the consumer's own side (finish what it holds, release the
-rest, exit 0, the unit powers off) is tested against a real queue in
-tests/integration/workload/test_drain_request.py. What is not proved here: the consumer
-container in a server of the baked template taking part in this (that needs the template image
-of the whole-loop test).
+the metadata, power off once asked): that keeps these two tests to plain debian-12 servers and
+minutes. The real consumer container in servers of the baked template taking part (drain on: every
+message finished once; drain off: the redeliveries it prevents) is
+tests/cloud/test_drain_consumers.py; the monitor's credential with the rendered access rules, on
+the real Nova and Heat, is tests/cloud/test_monitor_access_rules.py; the consumer's side against a
+real queue is tests/integration/workload/test_drain_request.py. What is not proved on the cloud:
+the alarm mode's resize after a drain (the same resize as signal mode, through the alarm URL), a
+scale-up calling off a drain while its server works (test_monitor_access_rules.py calls one off,
+through a monitor started afresh, on an idle server; the choice of drains is unit-tested), and a
+member that never drains while holding a real message (here it holds none; the claim expiry
+that then brings its message back is what the drain-off half of test_drain_consumers.py shows).
 """
 
 from __future__ import annotations
@@ -101,14 +107,14 @@ def group_template(user_data: str) -> dict:
 
 @pytest.fixture
 def group(cloud, member):
-    """Factory: ``group(size, user_data)`` -> (stack path, heat adapter); deleted after the test."""
+    """Factory: ``group(size, user_data, name=None)`` -> (stack name, heat adapter); deleted after the test."""
     session = cloud.session("local")
     heat = adapter.Adapter(session, service_type="orchestration", interface="public")
     made = []
 
-    def make(size: int, user_data: str):
+    def make(size: int, user_data: str, name: str | None = None):
         wait_no_deletions(heat)
-        name = f"qw-drain-{uuid.uuid4().hex[:8]}"
+        name = name or f"qw-drain-{uuid.uuid4().hex[:8]}"
         resp = heat.post(
             "/stacks",
             json={
