@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -76,6 +77,9 @@ FLAVORS = {
 # exists, Nova's own fake driver otherwise (servers are records only).
 MACHINE_DRIVER = "qw_machines.MachineDriver"
 FAKE_DRIVER = "fake.FakeDriverWithoutFakeNodes"
+# In the run folder: the 127.0.0.1 ports of this machine that servers booted from now on reach at
+# their own 127.0.0.1 (besides the catalog's APIs), e.g. a repository mirror (offer_port()).
+OFFERED_PORTS = "offered-ports.json"
 
 
 def machine_name(instance_uuid: str) -> str:
@@ -319,9 +323,37 @@ class CloudConfig:
             + "[quota]\ninstances = 20\ncores = 40\nram = 102400\n"
             # Where the metadata API listens: the driver routes each server's 169.254.169.254 here.
             + f"[qw_machines]\nmetadata_port = {self.ports['metadata']}\n"
+            + f"offered_ports_file = {self.run_dir / OFFERED_PORTS}\n"
             + self._lock("nova")
         )
         return d
+
+
+def offered_ports(run_dir: Path) -> list[int]:
+    """The ports :func:`offer_port` offers now (read by the compute driver at each boot)."""
+    try:
+        return [int(p) for p in json.loads((Path(run_dir) / OFFERED_PORTS).read_text())]
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def offer_port(run_dir: Path, port: int):
+    """While inside: servers booted meanwhile reach this machine's 127.0.0.1:``port`` at their
+    own 127.0.0.1:``port`` (relayed, as the catalog's APIs are), as a cloud's network carries
+    a mirror or a repository its servers use."""
+    path = Path(run_dir) / OFFERED_PORTS
+
+    def write(ports):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(set(ports))))
+        tmp.rename(path)
+
+    write([*offered_ports(run_dir), int(port)])
+    try:
+        yield
+    finally:
+        write([p for p in offered_ports(run_dir) if p != int(port)])
 
 
 # --- the cached state --------------------------------------------------------------------
@@ -536,6 +568,23 @@ class CloudServices:
                 ],
             )
 
+    def start_floating_ips(self) -> None:
+        """devenv's L3 agent (devenv.floating_ips), as Neutron's service user."""
+        conf = self.cfg.conf_dir("floating-ips") / "floating-ips.json"
+        conf.touch(mode=0o600)
+        conf.write_text(
+            json.dumps(
+                {
+                    "keystone_url": f"http://127.0.0.1:{self.cfg.ports['keystone']}/v3",
+                    "username": "neutron",
+                    "password": self.cfg.secrets["neutron"],
+                    "project_name": keystone.SERVICE_PROJECT,
+                }
+            )
+        )
+        py = self.cfg.venv / "bin" / "python"
+        self._spawn("floating-ips", [py, "-m", "devenv.floating_ips", "--config", conf])
+
     def start_nova_services(self) -> None:
         """Start conductor, scheduler and compute (they need the broker)."""
         nova_dir = self.dirs["nova"]
@@ -612,6 +661,9 @@ class CloudServices:
             t.join()
         self.procs.clear()
         self.destroy_machines()
+        from devenv import floating_ips
+
+        floating_ips.clear()  # what the agent left if it died before its own cleanup
 
 
 def stop_group(proc: subprocess.Popen | None, timeout: float) -> None:

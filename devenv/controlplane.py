@@ -471,6 +471,7 @@ class ControlPlane:
         self._cloud_since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         self.services.start_apis()
         self.services.start_nova_services()
+        self.services.start_floating_ips()
 
     def _wait_cloud(self) -> None:
         admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
@@ -542,6 +543,13 @@ class ControlPlane:
             self.zaqar = None
         if self._own_dir and self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def offer_port(self, port: int):
+        """Context manager: servers booted inside it reach this machine's 127.0.0.1:``port`` at
+        their own 127.0.0.1:``port`` (see :func:`devenv.cloud.offer_port`)."""
+        if self.services is None:
+            raise RuntimeError("offer_port needs the control plane started with cloud=True")
+        return local_cloud.offer_port(self.run_dir, port)
 
     def __enter__(self) -> ControlPlane:
         return self.start()

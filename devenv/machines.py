@@ -567,7 +567,9 @@ class Machine:
         dest = Path(dest)
         tmp = dest.with_name(dest.name + ".part")
         excludes = [f"--exclude=./{SEED}", f"--exclude=./{DOCKER}"]
-        p = subprocess.run(
+        # Its pid is kept while it runs: destroy() ends it first, as a hypervisor's delete ends a
+        # disk copy in progress (else the overlay is busy and the delete fails).
+        tar = subprocess.Popen(
             [
                 "tar",
                 "-cf",
@@ -586,18 +588,39 @@ class Machine:
                 f"s,^docker,./{DOCKER},",
                 "docker",
             ],
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
-        if p.returncode not in (0, 1):  # 1: a file changed while read (a running machine)
+        pidfile = self.run_dir / "snapshot.pid"
+        pidfile.write_text(str(tar.pid))
+        try:
+            _, stderr = tar.communicate()
+        finally:
+            pidfile.unlink(missing_ok=True)
+        if tar.returncode not in (0, 1):  # 1: a file changed while read (a running machine)
             tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"snapshot of {self.name} failed: {p.stderr.strip()[-1000:]}")
+            raise RuntimeError(
+                f"snapshot of {self.name} failed (tar exited {tar.returncode}): {stderr.strip()[-1000:]}"
+            )
         tmp.rename(dest)
+
+    def snapshot_pid(self) -> int | None:
+        """The pid of the snapshot's copy while one runs (None otherwise)."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.run_dir / "snapshot.pid").read_text())
+            if _alive(pid, "tar"):
+                return pid
+        return None
 
     # -- destroy ---------------------------------------------------------------------------------
     def destroy(self) -> None:
         """Power off if running, then remove relays, namespace, veths, overlay and run_dir; idempotent."""
         self.poweroff()
+        copying = self.snapshot_pid()
+        if copying is not None:  # a snapshot in progress: its copy ends with the machine
+            _kill([copying])
+            _wait_gone([copying], 10)
         state = self._state()
         for pid in (p for pair in state.get("relays", []) for p in pair):
             if _alive(pid, "socat"):

@@ -16,7 +16,8 @@ identity, interfaces) and makes the server itself real:
 * power_off is a clean shutdown (the power button), falling back to a hard power-off; destroy
   is Nova's delete on a real hypervisor: a hard power-off, then the overlay and namespace go;
 * get_info reports the machine's real state (Nova's power-state sync reads it);
-* get_console_output is the machine's console; snapshot archives its root and uploads it.
+* get_console_output is the machine's console; snapshot archives its root and uploads it (a
+  delete during a snapshot ends the copy and completes, as on libvirt).
 """
 
 from __future__ import annotations
@@ -37,14 +38,18 @@ from nova.virt import fake, hardware
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from devenv.cloud import machine_name
+from devenv.cloud import machine_name, offered_ports
 from devenv.machines import Machine, Nic
 
 CONF = nova_conf.CONF
 # Our own option (nova-compute registers no metadata API options): where Nova's metadata API
 # listens on this machine, for each server's 169.254.169.254.
 CONF.register_opts(
-    [cfg.IntOpt("metadata_port", help="port of the metadata API on 127.0.0.1")], group="qw_machines"
+    [
+        cfg.IntOpt("metadata_port", help="port of the metadata API on 127.0.0.1"),
+        cfg.StrOpt("offered_ports_file", help="JSON list of further 127.0.0.1 ports servers reach"),
+    ],
+    group="qw_machines",
 )
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a clean stop may take before the hard power-off
@@ -107,7 +112,14 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
         return path
 
     def _forward_ports(self) -> list[int]:
-        """The 127.0.0.1 ports of every endpoint in the catalog (what a server may call)."""
+        """The 127.0.0.1 ports of every endpoint in the catalog (what a server may call), and
+        those the cloud offers its servers now (devenv.cloud.offer_port)."""
+        offered = []
+        if CONF.qw_machines.offered_ports_file:
+            offered = offered_ports(Path(CONF.qw_machines.offered_ports_file).parent)
+        return sorted({*self._catalog_ports(), *offered})
+
+    def _catalog_ports(self) -> list[int]:
         if self._ports is None:
             auth = ks_loading.load_auth_from_conf_options(CONF, "service_user")
             sess = ks_loading.load_session_from_conf_options(CONF, "service_user", auth=auth)
@@ -256,7 +268,12 @@ class MachineDriver(fake.FakeDriverWithoutFakeNodes):
         work = Path(tempfile.mkdtemp(prefix="snapshot-", dir=self.root))
         try:
             archive = work / "root.tar"
-            self._machine(instance).snapshot(archive)
+            try:
+                self._machine(instance).snapshot(archive)
+            except Exception:
+                if not (self.root / instance.uuid).exists():  # deleted meanwhile: its copy was ended
+                    raise exception.InstanceNotFound(instance_id=instance.uuid) from None
+                raise
             update_task_state(
                 task_state=task_states.IMAGE_UPLOADING, expected_state=task_states.IMAGE_PENDING_UPLOAD
             )

@@ -397,7 +397,9 @@ def _connect_ssh(address, port, user, key_path, keys, timeout, poll):
 
 
 def _image_active(conn, image_id):
-    img = conn.image.get_image(image_id)
+    img = conn.image.find_image(image_id, ignore_missing=True)
+    if img is None:  # Nova deletes the image of a snapshot that failed on the hypervisor
+        raise BakeError(f"snapshot image {image_id} was deleted: the cloud's snapshot of the builder failed")
     if img.status in ("killed", "deleted", "deactivated"):
         raise BakeError(f"snapshot image {image_id} ended {img.status}")
     return img if img.status == "active" else None

@@ -5,6 +5,9 @@ orders by ``created_at``, to the second). One is booted by a real server (a mach
 copy of the ``debian-12`` rootfs: the image a server boots must be bootable), one is named only
 by a Heat stack's parameter (Heat's stack list carries no parameters, and the template says
 ``get_param``: prune has to read each stack in full). Both are kept while used, deleted after.
+A half-made image (``qw_bake_state=baking``, a bake that could not delete it) is deleted. A stack
+whose record Heat refuses to show (403, through devenv.fault_proxy in front of the real Heat)
+might boot any image: that prune deletes nothing and names the stack.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_bake_faults import proxied
 
 from devenv import cloud as local_cloud
 from devenv.heat import wait_stack
@@ -39,19 +43,19 @@ def templates(member):
     whose index is in ``bootable`` hold the debian-12 rootfs. All deleted after the test."""
     made = []
 
-    def make(count: int, bootable=()) -> list:
+    def make(count: int, bootable=(), state="complete") -> list:
         run = uuid.uuid4().hex[:6]
         out = []
         for n in range(count):
             kw = {"filename": str(local_cloud.base_image())} if n in bootable else {"data": b"not a rootfs"}
             img = member.image.create_image(
-                name=f"{TEMPLATE_NAME}-v1-{run}-{n}",
+                name=f"{TEMPLATE_NAME}-v1-{run}-{n}{'' if state == 'complete' else '-' + state}",
                 disk_format="raw",
                 container_format="bare",
                 wait=True,
                 allow_duplicates=True,
                 validate_checksum=False,
-                **{bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: "complete"},
+                **{bake.P_NAME: TEMPLATE_NAME, bake.P_STATE: state},
                 **kw,
             )
             made.append(img.id)
@@ -100,7 +104,9 @@ def stack_naming(heat):
 def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
     cloud, member, heat, templates, stack_naming
 ):
+    (half,) = templates(1, state="baking")
     booted, named, middle, newest = templates(4, bootable=(0,))
+    made = [half, booted, named, middle, newest]
     server = member.compute.create_server(
         name=f"qw-prune-{uuid.uuid4().hex[:8]}",
         image_id=booted.id,
@@ -110,6 +116,14 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
     try:
         member.compute.wait_for_server(server, status="ACTIVE", wait=240)
         stack_name, stack_path = stack_naming(named.id)
+
+        # A stack Heat will not show (403): nothing is deleted, the stack is named.
+        with proxied(cloud, ("orchestration",)) as (through, proxies):
+            refusal = proxies["orchestration"].fail("GET", r"/stacks/[^/]+", status=403)
+            with pytest.raises(bake.BakeError, match=r"cannot read stack [^:]+: .*Forbidden; not pruning"):
+                bake.prune(through, keep=1)
+        assert refusal.fired
+        assert names(member, made) == {i.name for i in made}
 
         # Through fab, as a user runs it: it says who keeps what, and deletes only the unused.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
@@ -126,10 +140,10 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
         result = json.loads(run.stdout.strip().splitlines()[-1])
         assert newest.name in result["kept"]
         assert {booted.name, named.name} <= set(result["in_use"])
-        assert middle.name in result["deleted"]
+        assert {middle.name, half.name} <= set(result["deleted"])
         assert f"keeping {booted.name} ({booted.id}): in use by server {server.name}" in run.stderr
         assert f"keeping {named.name} ({named.id}): in use by stack {stack_name}" in run.stderr
-        assert names(member, [booted, named, middle, newest]) == {booted.name, named.name, newest.name}
+        assert names(member, made) == {booted.name, named.name, newest.name}
     finally:
         member.compute.delete_server(server, ignore_missing=True)
         member.compute.wait_for_delete(server, wait=180)
@@ -138,6 +152,6 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
 
     result = bake.prune(member, keep=1)
     assert {booted.name, named.name} <= set(result["deleted"]) and result["in_use"] == []
-    assert names(member, [booted, named, middle, newest]) == {newest.name}
+    assert names(member, made) == {newest.name}
     with pytest.raises(bake.BakeError, match="keep at least 1"):
         bake.prune(member, keep=0)

@@ -104,7 +104,7 @@ def test_member_server_life(member, admin, make_keypair, unique):
         _ssh_check(address, keypair.private, keys, marker)
 
         # A floating IP from the external network, associated with the server's port through
-        # the router (no L3 agent: Neutron records it, status DOWN).
+        # the router (no L3 agent: devenv.floating_ips routes it on this host; its status stays DOWN).
         external = member.network.find_network(local_cloud.EXTERNAL_NETWORK)
         floating = member.network.create_ip(floating_network_id=external.id, port_id=port.id)
         try:
