@@ -10,10 +10,12 @@ harness, not a deployer). A type not listed in :data:`KINDS` is refused by name.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -123,28 +125,63 @@ def _credential_create(cloud, inputs: dict) -> tuple[str, dict]:
 
 
 def _credential_delete(cloud, id_: str, outs: dict) -> None:
-    resp = cloud.identity.delete(f"/users/{cloud.user_id}/application_credentials/{id_}", raise_exc=False)
+    rule_ids = {r["id"] for r in outs.get("accessRules") or () if r.get("id")}
+    delete_application_credential(cloud.identity, cloud.user_id, id_, rule_ids)
+
+
+def delete_application_credential(identity, user_id: str, id_: str, rule_ids) -> None:
+    """Delete credential ``id_`` and those of its access rules (``rule_ids``) no other credential
+    uses: Keystone keeps a credential's rules on the user after it goes, and hands the same rule to
+    the next credential that asks for it, so a rule left behind is taken over by someone else."""
+    resp = identity.delete(f"/users/{user_id}/application_credentials/{id_}", raise_exc=False)
     if resp.status_code not in (204, 404):
         _raise(f"Keystone refused to delete application credential {id_}", resp)
-    # Keystone keeps a credential's access rules on the user after the credential goes; remove the
-    # ones no other credential uses, so destroy leaves nothing of the stack in Keystone.
-    rule_ids = {r["id"] for r in outs.get("accessRules") or () if r.get("id")}
-    creds = cloud.identity.get(f"/users/{cloud.user_id}/application_credentials").json()
+    creds = identity.get(f"/users/{user_id}/application_credentials").json()
     used = {r["id"] for c in creds["application_credentials"] for r in c.get("access_rules") or ()}
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # one request each; Keystone answers slowly
         answers = list(
             pool.map(
-                lambda rule: cloud.identity.delete(
-                    f"/users/{cloud.user_id}/access_rules/{rule}", raise_exc=False
-                ),
-                sorted(rule_ids - used),
+                lambda rule: identity.delete(f"/users/{user_id}/access_rules/{rule}", raise_exc=False),
+                sorted(set(rule_ids) - used),
             )
         )
     refused = [r for r in answers if r.status_code not in (204, 404)]
     if refused:
         _raise(f"Keystone refused to delete access rules of credential {id_}", refused[0])
+
+
+@contextlib.contextmanager
+def application_credentials(owner, auth_url: str | None = None):
+    """Factory ``create(rules) -> session`` of fresh application credentials of ``owner``'s user
+    (a keystoneauth session) with those access rules; on exit each is deleted with its rules."""
+    from keystoneauth1 import adapter
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    identity = adapter.Adapter(owner, service_type="identity", interface="public")
+    user = owner.get_user_id()
+    made: list[tuple[str, set[str]]] = []
+
+    def create(rules):
+        body = {"application_credential": {"name": f"qw-{uuid.uuid4().hex[:8]}", "access_rules": rules}}
+        resp = identity.post(f"/users/{user}/application_credentials", json=body, raise_exc=False)
+        _raise("Keystone refused an application credential", resp)
+        cred = resp.json()["application_credential"]
+        made.append((cred["id"], {r["id"] for r in cred.get("access_rules") or ()}))
+        auth = v3.ApplicationCredential(
+            auth_url=auth_url or owner.auth.auth_url,
+            application_credential_id=cred["id"],
+            application_credential_secret=cred["secret"],
+        )
+        return ks_session.Session(auth=auth)
+
+    try:
+        yield create
+    finally:
+        for cred_id, rule_ids in made:
+            delete_application_credential(identity, user, cred_id, rule_ids)
 
 
 CREDENTIAL = Kind(

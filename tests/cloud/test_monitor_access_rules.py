@@ -8,14 +8,11 @@ another metadata key, replace the whole metadata. The consumer's credential gain
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from keystoneauth1 import adapter
-from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 from test_drain_scale_in import group  # noqa: F401 (the fixture: a Heat group of real servers)
 
+from devenv.local_resources import application_credentials
 from devenv.procs import wait_until
 from infra import hot
 from infra.render import render, stack_settings
@@ -41,28 +38,11 @@ def rendered_rules(**changes) -> dict[str, list[dict]]:
 
 @pytest.fixture
 def app_credential(cloud):
-    """Factory: a session of a fresh application credential of the demo user with ``rules``."""
-    owner = cloud.session("local")
-    identity = adapter.Adapter(owner, service_type="identity", interface="public")
-    user = owner.get_user_id()
-    made = []
-
-    def create(rules):
-        body = {"application_credential": {"name": f"qw-{uuid.uuid4().hex[:8]}", "access_rules": rules}}
-        cred = identity.post(f"/users/{user}/application_credentials", json=body).json()[
-            "application_credential"
-        ]
-        made.append(cred["id"])
-        auth = v3.ApplicationCredential(
-            auth_url=owner.auth.auth_url,
-            application_credential_id=cred["id"],
-            application_credential_secret=cred["secret"],
-        )
-        return ks_session.Session(auth=auth)
-
-    yield create
-    for cred_id in made:
-        identity.delete(f"/users/{user}/application_credentials/{cred_id}", raise_exc=False)
+    """Factory: a session of a fresh application credential of the demo user with ``rules``; each
+    is deleted afterwards with its access rules (left behind, the next credential asking for the
+    same rules would take them over, and a later destroy would remove them under it)."""
+    with application_credentials(cloud.session("local")) as create:
+        yield create
 
 
 class Api:

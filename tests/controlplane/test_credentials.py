@@ -10,9 +10,8 @@ import uuid
 import pytest
 import requests
 from keystoneauth1 import adapter
-from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v3
 
+from devenv.local_resources import application_credentials
 from infra.access_rules import consumer_rules, monitor_rules
 from workload.autoscale.heat import HeatActuator
 
@@ -21,26 +20,10 @@ pytestmark = pytest.mark.controlplane
 
 @pytest.fixture
 def app_credentials(controlplane, heat_session):
-    """Factory: an application credential of the demo user with ``rules``; deleted afterwards."""
-    identity = adapter.Adapter(heat_session, service_type="identity", interface="public")
-    user = heat_session.get_user_id()
-    made = []
-
-    def create(rules):
-        body = {"application_credential": {"name": f"qw-{uuid.uuid4().hex[:8]}", "access_rules": rules}}
-        cred = identity.post(f"/users/{user}/application_credentials", json=body).json()
-        cred = cred["application_credential"]
-        made.append(cred["id"])
-        auth = v3.ApplicationCredential(
-            auth_url=controlplane.url,
-            application_credential_id=cred["id"],
-            application_credential_secret=cred["secret"],
-        )
-        return ks_session.Session(auth=auth)
-
-    yield create
-    for cred_id in made:
-        identity.delete(f"/users/{user}/application_credentials/{cred_id}", raise_exc=False)
+    """Factory: an application credential of the demo user with ``rules``; deleted afterwards with
+    its access rules."""
+    with application_credentials(heat_session, auth_url=controlplane.url) as create:
+        yield create
 
 
 class Api:
