@@ -23,7 +23,7 @@ import pulumi_openstack as openstack
 
 from infra import broker as B
 from infra.broker_provider import BrokerCertificate, BrokerPasswords
-from infra.components.network import ssh_rules
+from infra.components.network import egress_rules, ssh_rules
 from infra.config import TYPE_PREFIX, StackConfig
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -158,19 +158,9 @@ class BrokerServer(pulumi.ComponentResource):
             ("amqps-monitor", B.AMQPS_PORT, args.monitor_group, "AMQPS from the monitor"),
             ("management-monitor", B.MANAGEMENT_PORT, args.monitor_group, "management API from the monitor"),
         ]
-        self.rules = []
+        self.rules = egress_rules(name, group, "the broker pulls its image", child)
         for ethertype in ("IPv4", "IPv6"):
             v = ethertype.lower()
-            self.rules.append(
-                openstack.networking.SecGroupRule(
-                    f"{name}-egress-{v}",
-                    direction="egress",
-                    ethertype=ethertype,
-                    security_group_id=group.id,
-                    description="the broker pulls its image",
-                    opts=child,
-                )
-            )
             for rule, port, remote, what in ingress:
                 self.rules.append(
                     openstack.networking.SecGroupRule(

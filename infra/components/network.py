@@ -62,19 +62,25 @@ class Network(pulumi.ComponentResource):
             description="queue-workers servers: egress only, SSH from listed networks",
             opts=child,
         )
-        for ethertype in ("IPv4", "IPv6"):
-            self.rules.append(
-                openstack.networking.SecGroupRule(
-                    f"{prefix}-egress-{ethertype.lower()}",
-                    direction="egress",
-                    ethertype=ethertype,
-                    security_group_id=group.id,
-                    description="servers reach the queue, Heat and Keystone",
-                    opts=child,
-                )
-            )
+        self.rules += egress_rules(prefix, group, "servers reach the queue, Heat and Keystone", child)
         self.rules += ssh_rules(prefix, args.ssh_cidrs, group, child)
         return group
+
+
+def egress_rules(prefix: str, group, description: str, child: pulumi.ResourceOptions) -> list:
+    """Egress to anywhere from ``group``, IPv4 and IPv6 (its default rules are deleted, so these are
+    what it allows out); rule names start with ``prefix``."""
+    return [
+        openstack.networking.SecGroupRule(
+            f"{prefix}-egress-{ethertype.lower()}",
+            direction="egress",
+            ethertype=ethertype,
+            security_group_id=group.id,
+            description=description,
+            opts=child,
+        )
+        for ethertype in ("IPv4", "IPv6")
+    ]
 
 
 def ssh_rules(prefix: str, cidrs: Sequence[str], group, child: pulumi.ResourceOptions) -> list:
