@@ -15,8 +15,9 @@ tests/cloud/test_drain_scale_in.py (a plain server; folding it in here would cos
 
 Messages take :data:`WORK_S` each with one handler per server and no prefetch, so three messages
 claimed means every server is mid-message, each holding one. Redeliveries are counted by who
-finished what (the consumers' logs), not by Zaqar's claim count: the local Zaqar (redis store)
-returned 0 with the redeliveries too.
+finished what (the consumers' logs), not by a claim count: Zaqar's v2 API reports none (its claim
+answer's messages carry id, href, ttl, age, body and checksum: zaqar/transport/wsgi/utils.py
+``format_message``), though its store counts claims for ``_max_claim_count``.
 """
 
 from __future__ import annotations
