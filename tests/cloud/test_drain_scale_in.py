@@ -3,16 +3,17 @@ workload/autoscale/drain_heat.py): a Heat group of real Nova servers; the monito
 asks the members that will leave to drain (server metadata ``qw_drain`` through Nova's API),
 each of those servers reads it from the metadata API at 169.254.169.254 (Nova's own, reached from
 the server's address) and powers itself off, Nova shows SHUTOFF, and the actuator removes exactly
-those members; a member that never drains is removed at the deadline.
+those members, in patch mode (one stack update) and in alarm mode (the scale-down policy's
+pre-signed alarm_url); a member that never drains is removed at the deadline (signal mode; signal
+mode's drain with the real consumers is tests/cloud/test_drain_consumers.py).
 
 On the servers, a small unit written by cloud-init plays the consumer's part of the protocol (poll
-the metadata, power off once asked): that keeps these two tests to plain debian-12 servers and
+the metadata, power off once asked): that keeps these tests to plain debian-12 servers and
 minutes. The real consumer container in servers of the baked template taking part (drain on: every
 message finished once; drain off: the redeliveries it prevents) is
 tests/cloud/test_drain_consumers.py; the monitor's credential with the rendered access rules, on
 the real Nova and Heat, is tests/cloud/test_monitor_access_rules.py; the consumer's side against a
-real queue is tests/integration/workload/test_drain_request.py. What is not proved on the cloud:
-the alarm mode's resize after a drain (the same resize as signal mode, through the alarm URL), a
+real queue is tests/integration/workload/test_drain_request.py. What is not proved on the cloud: a
 scale-up calling off a drain while its server works (test_monitor_access_rules.py calls one off,
 through a monitor started afresh, on an idle server; the choice of drains is unit-tested), and a
 member that never drains while holding a real message (here it holds none; the claim expiry
@@ -198,20 +199,69 @@ def test_patch_mode_drains_the_leaving_members_then_removes_exactly_them(cloud, 
     assert not any(r["event"] == "drain-timeout" for r in records)
 
 
-def test_signal_mode_removes_a_member_that_never_drains_at_the_deadline(cloud, member, group):
-    name, _ = group(2, "#cloud-config\n{}\n")  # no watcher: the member never drains
+def test_signal_mode_removes_a_member_that_never_drains_at_the_deadline_and_one_that_stopped(
+    cloud, member, group
+):
+    name, _ = group(3, "#cloud-config\n{}\n")  # no watcher: a member never drains
     records = []
     actuator = DrainingActuator(
         HeatActuator(cloud.session("local"), name, mode="signal"), deadline_s=20, log=records.append
     )
     members_before, _ = actuator._look()
     oldest = min(members_before, key=lambda m: (m.created, m.name))
-    result = actuator.apply(1, "test")
+    result = actuator.apply(2, "test")
     assert "asked 1 to drain" in result.detail
     asked = [r["server"] for r in records if r["event"] == "drain"]
     assert asked == [oldest.server_id]  # signal mode: the one Heat removes
     state, seen = _watch(actuator, member, asked, lambda st: st.leaving == 0, 300)
-    assert state.current == 1
+    assert state.current == 2
     assert "SHUTOFF" not in seen[asked[0]]  # it never drained ...
     assert any(r["event"] == "drain-timeout" and r["server"] == asked[0] for r in records)  # ... and said so
-    assert asked[0] not in _servers(member, {m.server_id for m in members_before})
+    servers = {m.server_id for m in members_before}
+    assert asked[0] not in _servers(member, servers)
+
+    # A member that stops with no drain asked (a crash, or a drain called off after its consumer
+    # had seen it: a consumer does not take a drain back) holds no work: it is not counted as
+    # capacity, and it goes like a drained one. Stopped here through Nova, as the project.
+    remaining = sorted(
+        (m for m in members_before if m.server_id != asked[0]), key=lambda m: (m.created, m.name)
+    )
+    stopped, works = remaining[0].server_id, remaining[1].server_id
+    member.compute.stop_server(stopped)
+    state, seen = _watch(actuator, member, [stopped], lambda st: st.leaving == 0 and st.current == 1, 300)
+    assert stopped not in _servers(member, servers)
+    assert _servers(member, servers)[works].status == "ACTIVE"
+    gone = [r for r in records if r["event"] == "drained-removed" and r["unasked"]]
+    assert [(r["unasked"], r["server_status"]) for r in gone] == [
+        ([remaining[0].name], {remaining[0].name: "SHUTOFF"})
+    ], records
+
+
+def test_alarm_mode_drains_the_member_heat_removes_then_removes_exactly_it(cloud, member, group):
+    """Alarm mode resizes through the scale-down policy's pre-signed alarm_url (heat-api-cfn, no
+    token: what an alarm service calls): the member asked to drain is the one that resize removes
+    (the oldest), it powers off first, and it is the one gone."""
+    name, _ = group(2, WATCHER)
+    records = []
+    actuator = DrainingActuator(
+        HeatActuator(cloud.session("local"), name, mode="alarm"), deadline_s=600, log=records.append
+    )
+    members_before, _ = actuator._look()
+    servers = {m.server_id for m in members_before}
+    oldest = min(members_before, key=lambda m: (m.created, m.name))
+    wait_until(
+        lambda: all(s.status == "ACTIVE" for s in _servers(member, servers).values()), 300, "2 ACTIVE servers"
+    )
+    result = actuator.apply(1, "test: backlog gone")
+    assert "asked 1 to drain" in result.detail
+    asked = [r["server"] for r in records if r["event"] == "drain"]
+    assert asked == [oldest.server_id]
+    state, seen = _watch(actuator, member, asked, lambda st: st.leaving == 0, 600)
+    assert state.current == 1
+    done = [r for r in records if r["event"] == "drained-removed"]  # it drained (powered itself off) ...
+    assert [r["members"] for r in done] == [[oldest.name]]
+    assert all(st == "SHUTOFF" for r in done for st in r["server_status"].values()), done
+    left = _servers(member, servers)  # ... and it, not the other, is gone
+    assert set(left) == servers - {oldest.server_id}
+    assert all(s.status == "ACTIVE" for s in left.values())
+    assert not any(r["event"] == "drain-timeout" for r in records)

@@ -18,6 +18,12 @@ consumer's side in :mod:`workload.drain_request`):
    exactly them; members that never drain are removed at the deadline (their claims
    expire; nothing is lost, but their messages are handled again).
 
+A member whose server holds no work though no drain is asked of it (:func:`stranded`) counts as
+leaving too, and goes the same way: a drain called off (a scale-up) after the consumer had seen
+it still ends in a power-off, since a consumer does not take a drain back, and a server that
+crashed or was stopped does no work either. Counting such a member as capacity would keep the
+group short for good.
+
 Which members Heat removes: ``heat/common/grouputils.py`` ``get_members`` sorts by
 ``(status != FAILED, created_time, name)`` and ``heat/scaling/template.py``
 ``member_definitions`` keeps the *last* N of that list, so a scale-down (a signal, or an update of
@@ -79,6 +85,7 @@ class Drain:
     server_id: str | None
     asked_at: float
     deadline: float
+    asked: bool = True  # False: a stranded member (see :func:`stranded`), no request on its server
 
 
 def removal_order(members: Iterable[Member]) -> list[Member]:
@@ -98,6 +105,18 @@ def choose_leavers(members: Sequence[Member], k: int, leaving: Iterable[str] = (
         raise ValueError(f"k={k} is not allowed: a number of members >= 0")
     gone = set(leaving)
     return [m for m in healthy(members) if m.name not in gone][:k]
+
+
+def stranded(members: Iterable[Member], drains: Iterable[Drain], now: float) -> list[Drain]:
+    """The members whose server holds no work (off, errored or gone) though no drain is asked of
+    them, as drains due ``now``: they leave like drained members. Failed members are Heat's to
+    remove and are not counted in its size, so they are left out."""
+    asked = {d.member for d in drains}
+    return [
+        Drain(m.name, m.server_id, now, now, asked=False)
+        for m in removal_order(members)
+        if m.server_id is not None and m.drained and not m.failed and m.name not in asked
+    ]
 
 
 def removable(

@@ -9,7 +9,8 @@ the last one stopped. Each look:
 - ``observe`` reads the group's members (the nested stack's resources) and their servers
   (Nova's status and metadata), removes the drains that are done or past their deadline, and
   reports the members still draining as ``leaving`` (``current`` counts the others: the policy
-  sees the capacity that will stay);
+  sees the capacity that will stay), stranded members among them (a server that powered off or
+  failed with no drain asked: :func:`~workload.autoscale.drain.stranded`);
 - ``apply`` with fewer members than stay asks that many more to drain; with more, it calls off
   the drains not yet done (newest first) and only then grows the group.
 
@@ -134,7 +135,7 @@ class DrainingActuator(Actuator):
                 drains.append(
                     drain.Drain(r["resource_name"], server_id, deadline - self.deadline_s, deadline)
                 )
-        return members, drains
+        return members, drains + drain.stranded(members, drains, self._clock())
 
     def _servers(self) -> dict[str, dict]:
         resp = self._compute.get("/servers/detail", raise_exc=False)
@@ -191,6 +192,7 @@ class DrainingActuator(Actuator):
                 "members": names,
                 "server_status": {n: status.get(n, "gone") for n in names},
                 "timed_out": [d.member for d in late],
+                "unasked": [d.member for d in ready if not d.asked],
                 "detail": result.detail if result else "gone",
             }
         )

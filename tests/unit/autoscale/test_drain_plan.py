@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from workload.autoscale.drain import Drain, Member, choose_leavers, removable, removal_order, to_cancel
+from workload.autoscale.drain import (
+    Drain,
+    Member,
+    choose_leavers,
+    removable,
+    removal_order,
+    stranded,
+    to_cancel,
+)
 
 
 def m(name, created, status="CREATE_COMPLETE", server="ACTIVE"):
@@ -61,3 +69,29 @@ def test_scale_up_calls_off_the_newest_drains_that_have_not_finished():
     drains = [Drain("a", "srv-a", 1, 100), Drain("b", "srv-b", 2, 100), Drain("c", "srv-c", 3, 100)]
     assert [d.member for d in to_cancel(drains, members, 1)] == ["c"]
     assert [d.member for d in to_cancel(drains, members, 5)] == ["c", "b"]
+
+
+def test_a_member_off_without_a_drain_leaves_like_a_drained_one():
+    # b's drain was called off after its consumer had seen it (it powered off anyway); d crashed;
+    # a still drains; c works; e failed in Heat (Heat removes it, it is not in Heat's size)
+    members = [
+        m("a", "1"),
+        m("b", "2", server="SHUTOFF"),
+        m("c", "3"),
+        m("d", "4", server="ERROR"),
+        m("e", "5", status="CREATE_FAILED", server="ERROR"),
+    ]
+    asked = [Drain("a", "srv-a", 0, 100)]
+    found = stranded(members, asked, now=7)
+    assert [(d.member, d.deadline, d.asked) for d in found] == [("b", 7, False), ("d", 7, False)]
+    # they go once the run at the head of Heat's order is ready: b waits for a, d for c
+    assert removable(asked + found, members, now=8) == ([], [])
+    members[0] = m("a", "1", server="SHUTOFF")
+    ready, late = removable(asked + found, members, now=8)
+    assert [d.member for d in ready] == ["a", "b"] and late == []
+    # and no drain that is not there can be called off
+    assert to_cancel(asked + found, members, 5) == []
+
+
+def test_a_member_not_yet_created_is_not_stranded():
+    assert stranded([Member("a", "CREATE_IN_PROGRESS", "1")], [], now=0) == []
