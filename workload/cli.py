@@ -436,10 +436,10 @@ def run_consumer(args: argparse.Namespace) -> int:
         finally:
             if watch:
                 watch.stop()
-        if watch and watch.deadline is not None and config.drained_file:
+        if watch and consumer.stopped_by == "drain" and config.drained_file:
             # only now: every claim is settled or released, nothing is held any more
             with open(config.drained_file, "w") as fh:
-                fh.write(json.dumps({"drained_at": time.time(), "deadline": watch.deadline}) + "\n")
+                fh.write(json.dumps({"drained_at": time.time(), "deadline": watch.asked}) + "\n")
     if args.log_file:
         print(json.dumps({"event": "summary", **summary}), flush=True)
     return EXIT_OK
@@ -447,20 +447,24 @@ def run_consumer(args: argparse.Namespace) -> int:
 
 def _watch_for_drain(consumer, config):
     """The drain protocol's consumer side (workload.drain_request): a drain request stops the
-    consumer the way SIGTERM does; None without ``--drain-watch``."""
+    consumer the way SIGTERM does, unless it is called off while handlers still run; None without
+    ``--drain-watch``."""
     if not config.drain_watch:
         return None
     from workload.drain_request import DrainWatch
 
     def drain(deadline: float) -> None:
         consumer.log("drain", consumer=consumer.consumer_id, deadline=deadline)
-        consumer.stopped_by = "drain"
-        consumer.stop()
+        consumer.drain()
+
+    def called_off() -> None:
+        taken = consumer.undrain()
+        consumer.log("drain-called-off", consumer=consumer.consumer_id, taken_back=taken)
 
     def unreachable(error: str) -> None:
         consumer.log("error", consumer=consumer.consumer_id, error=error, fatal=False)
 
-    return DrainWatch(drain, url=config.drain_watch, on_error=unreachable).start()
+    return DrainWatch(drain, url=config.drain_watch, on_error=unreachable, on_cancel=called_off).start()
 
 
 def run_monitor(args: argparse.Namespace) -> int:

@@ -20,6 +20,11 @@ On :meth:`stop` (SIGTERM/SIGINT in the CLI) it stops claiming, gives back messag
 started, lets running handlers finish for up to ``drain_timeout`` seconds, kills what still runs
 (exec children), releases every claim it still holds and returns. A second stop skips the drain.
 
+:meth:`drain` (the monitor's drain request, :mod:`workload.drain_request`) is the same stop, taken
+back by :meth:`undrain` while handlers still run: the consumer stops claiming and gives back what
+is not started, and returns once nothing is in a handler (at ``drain_timeout`` it stops what still
+runs, as a stop does); called off before then, it claims again.
+
 Each handled message is one JSON log line (see :data:`LOG_FIELDS`); the last line is the summary.
 """
 
@@ -343,6 +348,8 @@ class Consumer:
         self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._force = threading.Event()
+        self._draining = threading.Event()
+        self._drain_started = 0.0
         self._lock = threading.Condition()
         self._inflight = 0  # messages claimed and not yet settled by a worker
         self._held: list[_Held] = []
@@ -370,9 +377,26 @@ class Consumer:
             self._force.set()
         self._stopping.set()
 
+    def drain(self) -> None:
+        """Stop claiming, give back what is not started, return once the running handlers are
+        done (or at ``drain_timeout``); :meth:`undrain` takes it back until then."""
+        self._drain_started = time.monotonic()
+        self._draining.set()
+
+    def undrain(self) -> bool:
+        """Take a :meth:`drain` back: claiming resumes. False if the consumer has stopped already."""
+        with self._lock:  # against _drained's decision to stop
+            if self._stopping.is_set():
+                return False
+            self._draining.clear()
+            return True
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def _winding_down(self) -> bool:
+        return self._stopping.is_set() or self._draining.is_set()
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started if self.started else 0.0
@@ -459,6 +483,11 @@ class Consumer:
         while not self._stopping.is_set():
             if queue_answered:
                 self.heartbeat.beat()
+            if self._draining.is_set():
+                if self._drained():
+                    break
+                idle_since = time.monotonic()
+                continue
             if self._reached_max_messages():
                 break
             limit = self._room(limit_in_hand, threshold)
@@ -472,7 +501,7 @@ class Consumer:
                 self.log(
                     "error", consumer=self.consumer_id, queue=self.queue.name, op="claim", error=str(exc)
                 )
-                self._stopping.wait(min(poll * 4, 30.0))
+                self._pause(min(poll * 4, 30.0))
                 poll = min(max(poll * 2, 1.0), 30.0)
                 continue
             if not queue_answered:
@@ -482,7 +511,7 @@ class Consumer:
             if claim is None or not claim.messages:
                 if self._idle_exit_due(now - idle_since):
                     break
-                self._stopping.wait(poll)
+                self._pause(poll)
                 poll = min(poll * 2, cfg.poll_max)
                 continue
             poll = cfg.poll_min
@@ -490,6 +519,40 @@ class Consumer:
             self._hand_out(claim, now)
         if not self.stopped_by:
             self.stopped_by = "signal"
+
+    def _pause(self, seconds: float) -> None:
+        """The claim loop's wait: a stop or a drain ends it."""
+        end = time.monotonic() + seconds
+        while not self._winding_down() and (left := end - time.monotonic()) > 0:
+            self._stopping.wait(min(left, 0.25))
+
+    def _drained(self) -> bool:
+        """One look while draining: give back what is not started; True once nothing is in a
+        handler, or at the drain timeout (then what still runs is stopped, as by a second stop)."""
+        self._release_unstarted()
+        with self._lock:
+            if self._inflight:
+                self._lock.wait(0.2)
+            late = self._inflight and time.monotonic() - self._drain_started >= self.config.drain_timeout
+            if not self._draining.is_set() or (self._inflight and not late):
+                return False
+            if late:
+                self._force.set()
+            self.stopped_by = "drain"
+            self._stopping.set()
+            return True
+
+    def _release_unstarted(self) -> None:
+        """Messages claimed but not started go back at once (only running handlers finish)."""
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue_mod.Empty:
+                return
+            if task is None:  # a worker's stop token (shutdown): leave it for the worker
+                self._tasks.put(None)
+                return
+            self._results.put((task, Result("released", error="consumer stopping"), 0.0))
 
     def _reached_max_messages(self) -> bool:
         """With --max-messages, once that many are claimed: wait for what is held to settle, and
@@ -560,17 +623,10 @@ class Consumer:
             task = self._tasks.get()
             if task is None:
                 return
-            if self._stopping.is_set() or task.held.lost:
+            if self._winding_down() or task.held.lost:
                 # not started: give it back at once rather than start work we may not finish
-                self._results.put(
-                    (
-                        task,
-                        Result(
-                            "released", error="consumer stopping" if self._stopping.is_set() else "claim lost"
-                        ),
-                        0.0,
-                    )
-                )
+                error = "consumer stopping" if self._winding_down() else "claim lost"
+                self._results.put((task, Result("released", error=error), 0.0))
                 continue
             ctx = Context(queue=self.queue.name, claim_id=task.held.claim.id, timeout=self.config.timeout)
             start = time.monotonic()
@@ -642,7 +698,7 @@ class Consumer:
             if held.pending == 0:
                 if held.retry:
                     held.release_at = time.monotonic() + (
-                        0 if self._stopping.is_set() else self.config.retry_delay
+                        0 if self._winding_down() else self.config.retry_delay
                     )
                 else:
                     held.closed = True
@@ -823,14 +879,7 @@ class Consumer:
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self, workers, settler, renewer) -> None:
         deadline = time.monotonic() + (0 if self._force.is_set() else self.config.drain_timeout)
-        # Messages claimed but not started go back at once; only running handlers get the drain.
-        while True:
-            try:
-                task = self._tasks.get_nowait()
-            except queue_mod.Empty:
-                break
-            if task is not None:
-                self._results.put((task, Result("released", error="consumer stopping"), 0.0))
+        self._release_unstarted()
         for _ in workers:
             self._tasks.put(None)
         with self._lock:

@@ -19,9 +19,10 @@ consumer's side in :mod:`workload.drain_request`):
    expire; nothing is lost, but their messages are handled again).
 
 A member whose server holds no work though no drain is asked of it (:func:`stranded`) counts as
-leaving too, and goes the same way: a drain called off (a scale-up) after the consumer had seen
-it still ends in a power-off, since a consumer does not take a drain back, and a server that
-crashed or was stopped does no work either. Counting such a member as capacity would keep the
+leaving too, and goes the same way: a drain called off (a scale-up) after the consumer had
+finished and exited still ends in a power-off (one called off while it still works is taken
+back: :mod:`workload.drain_request`), and a server that crashed or was stopped does no work
+either. Counting such a member as capacity would keep the
 group short for good.
 
 Which members Heat removes: ``heat/common/grouputils.py`` ``get_members`` sorts by

@@ -1,6 +1,7 @@
 """A real consumer process asked to drain through its server's metadata (the drain protocol's
 consumer side, workload/drain_request.py): it finishes the message it holds, gives back the
-rest, exits 0 and leaves the drained file the server's unit powers off on.
+rest, exits 0 and leaves the drained file the server's unit powers off on; a drain called off
+while it still works is taken back, and it claims again.
 
 The metadata API here is a small HTTP server that serves meta_data.json in Nova's documented
 shape (``{"uuid", "meta": {...}}``); the real Nova metadata API serves it in tests/cloud."""
@@ -18,6 +19,7 @@ from wl_helpers import REPO, cli_env, workload_cmd
 from devenv.procs import wait_until
 
 JOB = f"{sys.executable} -c 'import sys, time; sys.stdin.read(); time.sleep(3)'"
+LONG_JOB = f"{sys.executable} -c 'import sys, time; sys.stdin.read(); time.sleep(15)'"
 
 
 class _Metadata(http.server.BaseHTTPRequestHandler):
@@ -35,16 +37,25 @@ class _Metadata(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def metadata_api():
+    """The stand-in metadata API on loopback: (server, meta_data.json URL); meta starts empty."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Metadata.meta = {}
+    return server, f"http://127.0.0.1:{server.server_port}/openstack/latest/meta_data.json"
+
+
+def events_in(log) -> list[dict]:
+    return [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+
+
 def test_a_drain_request_finishes_held_work_releases_the_rest_and_leaves_the_drained_file(
     zaqar, zaqar_queue, tmp_path
 ):
     q = zaqar_queue()
     q.post([{"seq": i} for i in range(4)])
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/openstack/latest/meta_data.json"
+    server, url = metadata_api()
     log, drained = tmp_path / "consumer.jsonl", tmp_path / "drained"
-    _Metadata.meta = {}
     proc = subprocess.Popen(
         workload_cmd(
             "consumer",
@@ -83,7 +94,7 @@ def test_a_drain_request_finishes_held_work_releases_the_rest_and_leaves_the_dra
             proc.kill()
         server.shutdown()
     assert proc.returncode == 0, err
-    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    lines = events_in(log)
     events = [e["event"] for e in lines]
     assert "drain" in events
     outcomes = [e["outcome"] for e in lines if e["event"] == "message"]
@@ -127,3 +138,59 @@ def test_without_a_drain_request_the_consumer_keeps_working_and_writes_no_draine
     assert res.returncode == 0, res.stderr
     assert not drained.exists()
     assert '"metadata API' in res.stdout  # said once, as a non-fatal error line
+
+
+def test_a_drain_called_off_while_a_handler_runs_is_taken_back_and_the_consumer_claims_again(
+    zaqar, zaqar_queue, tmp_path
+):
+    """What a scale-up that calls a drain off (the monitor deletes the key) does to a consumer
+    that has seen the drain but still works: it finishes that message, claims the next one, and
+    writes no drained file (its server stays on)."""
+    q = zaqar_queue()
+    q.post([{"seq": i} for i in range(2)])
+    server, url = metadata_api()
+    log, drained = tmp_path / "consumer.jsonl", tmp_path / "drained"
+    cmd = ("consumer", "-q", q.name, "--batch", "1", "--prefetch", "0", "-w", "1", "--max-messages", "2")
+    proc = subprocess.Popen(
+        workload_cmd(
+            *cmd,
+            "--drain-watch",
+            url,
+            "--drained-file",
+            str(drained),
+            "--log-file",
+            str(log),
+            "--exec",
+            LONG_JOB,
+        ),
+        env=cli_env(zaqar),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: q.stats().claimed == 1, 30, "the consumer to claim the first message")
+        _Metadata.meta = {"qw_drain": "1900000000"}
+        wait_until(lambda: any(e["event"] == "drain" for e in events_in(log)), 10, "the drain to be seen")
+        assert q.stats().claimed == 1  # it holds the one it works on, and claims no more
+        _Metadata.meta = {}
+        wait_until(
+            lambda: any(e["event"] == "drain-called-off" for e in events_in(log)),
+            10,
+            "the call-off to be seen",
+        )
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.shutdown()
+    assert proc.returncode == 0, err
+    lines = events_in(log)
+    (off,) = [e for e in lines if e["event"] == "drain-called-off"]
+    assert off["taken_back"] is True
+    outcomes = [e["outcome"] for e in lines if e["event"] == "message"]
+    assert outcomes == ["done", "done"]  # the held one finished, then the next was claimed and done
+    assert lines[-1]["event"] == "summary" and lines[-1]["stopped_by"] == "max-messages"
+    assert not drained.exists()
+    assert q.stats().total == 0
