@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 
-from wl_helpers import REPO, cli_env, workload_cmd
+from wl_helpers import REPO, cli_env, start_cli, workload_cmd
 
 from devenv.procs import wait_until
 
@@ -45,6 +45,26 @@ def metadata_api():
     return server, f"http://127.0.0.1:{server.server_port}/openstack/latest/meta_data.json"
 
 
+def start_watching_consumer(zaqar, url: str, tmp_path, job: str, *options: str):
+    """A consumer process watching ``url`` for a drain, running ``job`` per message:
+    (process, its log file, its drained file)."""
+    log, drained = tmp_path / "consumer.jsonl", tmp_path / "drained"
+    proc = start_cli(
+        zaqar,
+        "consumer",
+        *options,
+        "--drain-watch",
+        url,
+        "--drained-file",
+        str(drained),
+        "--log-file",
+        str(log),
+        "--exec",
+        job,
+    )
+    return proc, log, drained
+
+
 def events_in(log) -> list[dict]:
     return [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
 
@@ -55,34 +75,21 @@ def test_a_drain_request_finishes_held_work_releases_the_rest_and_leaves_the_dra
     q = zaqar_queue()
     q.post([{"seq": i} for i in range(4)])
     server, url = metadata_api()
-    log, drained = tmp_path / "consumer.jsonl", tmp_path / "drained"
-    proc = subprocess.Popen(
-        workload_cmd(
-            "consumer",
-            "-q",
-            q.name,
-            "--batch",
-            "4",
-            "-w",
-            "1",
-            "--claim-ttl",
-            "600",
-            "--drain-timeout",
-            "30",
-            "--drain-watch",
-            url,
-            "--drained-file",
-            str(drained),
-            "--log-file",
-            str(log),
-            "--exec",
-            JOB,
-        ),
-        env=cli_env(zaqar),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, log, drained = start_watching_consumer(
+        zaqar,
+        url,
+        tmp_path,
+        JOB,
+        "-q",
+        q.name,
+        "--batch",
+        "4",
+        "-w",
+        "1",
+        "--claim-ttl",
+        "600",
+        "--drain-timeout",
+        "30",
     )
     try:
         wait_until(lambda: q.stats().claimed == 4, 30, "the consumer to claim all 4 messages")
@@ -149,25 +156,21 @@ def test_a_drain_called_off_while_a_handler_runs_is_taken_back_and_the_consumer_
     q = zaqar_queue()
     q.post([{"seq": i} for i in range(2)])
     server, url = metadata_api()
-    log, drained = tmp_path / "consumer.jsonl", tmp_path / "drained"
-    cmd = ("consumer", "-q", q.name, "--batch", "1", "--prefetch", "0", "-w", "1", "--max-messages", "2")
-    proc = subprocess.Popen(
-        workload_cmd(
-            *cmd,
-            "--drain-watch",
-            url,
-            "--drained-file",
-            str(drained),
-            "--log-file",
-            str(log),
-            "--exec",
-            LONG_JOB,
-        ),
-        env=cli_env(zaqar),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, log, drained = start_watching_consumer(
+        zaqar,
+        url,
+        tmp_path,
+        LONG_JOB,
+        "-q",
+        q.name,
+        "--batch",
+        "1",
+        "--prefetch",
+        "0",
+        "-w",
+        "1",
+        "--max-messages",
+        "2",
     )
     try:
         wait_until(lambda: q.stats().claimed == 1, 30, "the consumer to claim the first message")

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from wl_helpers import REPO, cli_env, workload_cmd
+from wl_helpers import REPO, cli_env, start_cli, workload_cmd
 
 from devenv.procs import wait_until
 from workload.consumer import Consumer, ConsumerConfig, JsonLog
@@ -31,29 +31,23 @@ def test_sigterm_releases_claims_and_exits_zero(zaqar, zaqar_queue, tmp_path):
     q = zaqar_queue()
     q.post([{"seq": i} for i in range(5)])
     log = tmp_path / "consumer.jsonl"
-    proc = subprocess.Popen(
-        workload_cmd(
-            "consumer",
-            "-q",
-            q.name,
-            "--batch",
-            "5",
-            "-w",
-            "2",
-            "--claim-ttl",
-            "600",
-            "--drain-timeout",
-            "1",
-            "--log-file",
-            str(log),
-            "--exec",
-            SLOW_JOB,
-        ),
-        env=cli_env(zaqar),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_cli(
+        zaqar,
+        "consumer",
+        "-q",
+        q.name,
+        "--batch",
+        "5",
+        "-w",
+        "2",
+        "--claim-ttl",
+        "600",
+        "--drain-timeout",
+        "1",
+        "--log-file",
+        str(log),
+        "--exec",
+        SLOW_JOB,
     )
     try:
         wait_until(lambda: q.stats().claimed == 5, 30, "the consumer to claim all 5 messages")

@@ -34,6 +34,18 @@ def run_cli(service, *argv: str, input: str | None = None, **extra_env: str):
     )
 
 
+def start_cli(service, *argv: str, **extra_env: str) -> subprocess.Popen:
+    """A ``python -m workload`` child running in the background, its stdout and stderr piped (text)."""
+    return subprocess.Popen(
+        workload_cmd(*argv),
+        env=cli_env(service, **extra_env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def drain(q, limit: int = 10):
     """Claim and delete everything free in ``q``; return the bodies."""
     bodies = []
