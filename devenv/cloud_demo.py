@@ -11,6 +11,8 @@ runs the same pieces and asserts on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: Messages posted, seconds of work each, and the group's bounds (the whole-loop test's too).
@@ -72,13 +75,11 @@ def bake_template(cp, out_dir: Path, out=None) -> dict:
     from devenv.cloud import PROVIDER_NETWORK
     from images.bake import Bake, BakeOptions
 
-    if not image.DEFAULT_OUTPUT.exists():
-        image.build()
     opts = BakeOptions(
         connection=cp.connection("local"),
         network=PROVIDER_NETWORK,
         flavor="m1.tiny",
-        image_archive=image.DEFAULT_OUTPUT,
+        image_archive=image.current(),
         manifest=out_dir / "manifest.json",
         timeout=900,
     )
@@ -120,8 +121,13 @@ def loop_config(queue_name: str, key_pair: str) -> dict:
     }
 
 
+#: The consumer's log events MemberLogs keeps: each message handled, each drain seen or called off.
+LOGGED = ("message", "drain", "drain-called-off")
+
+
 class MemberLogs:
-    """The consumers' ``message`` log lines, read over SSH (``docker logs``) from each live member."""
+    """The consumers' ``message`` and drain log lines (:data:`LOGGED`), read over SSH (``docker
+    logs``) from each live member."""
 
     def __init__(self, conn, key_path: str, monitor_id: str, out=print):
         self.conn, self.key_path, self.monitor_id, self.out = conn, key_path, monitor_id, out
@@ -174,7 +180,7 @@ class MemberLogs:
             recs = [
                 r
                 for r in map(_json_or_none, text.splitlines())
-                if isinstance(r, dict) and r.get("event") == "message"
+                if isinstance(r, dict) and r.get("event") in LOGGED
             ]
             if len(recs) >= len(self.lines.get(s.id, [])):
                 self.lines[s.id] = recs
@@ -192,9 +198,24 @@ def _json_or_none(line: str):
         return None
 
 
-def run_loop(cp, work_dir: Path, out=print) -> dict:
-    """Bake, deploy, post, watch the group grow, drain and shrink, destroy; returns what happened:
-    ``posted`` ids, ``done`` ids, ``max_members``, ``members_after``, ``phases``, ``template``."""
+@dataclasses.dataclass
+class Deployed:
+    """The local stack deployed from the baked template, with what its tests and the demo use."""
+
+    deployment: object  # devenv.pulumi_local.LocalDeployment
+    conn: object  # openstack.connection.Connection, as the project's user
+    key_path: str  # private key of the stack's key pair (SSH to the members)
+    queue_name: str
+    template: dict  # the bake's manifest
+    phases: Phases
+
+
+@contextlib.contextmanager
+def deployed(
+    cp, work_dir: Path, config: Callable[[str, str], dict], prefix: str, out=print
+) -> Iterator[Deployed]:
+    """Bake (or reuse) the template, make a key pair, deploy the local stack with
+    ``config(queue_name, key_pair)``; on the way out destroy it and delete the key pair."""
     from devenv.pulumi_local import LocalDeployment
 
     phases = Phases(out)
@@ -202,15 +223,30 @@ def run_loop(cp, work_dir: Path, out=print) -> dict:
     phases.end(f"bake ({'reused' if template.get('reused') else 'baked'} {template['template_name']})")
     conn = cp.connection("local")
     key = make_key(work_dir)
-    key_name, queue_name = f"qw-loop-{uuid.uuid4().hex[:6]}", f"loop-{uuid.uuid4().hex[:8]}"
+    key_name, queue_name = f"qw-{prefix}-{uuid.uuid4().hex[:6]}", f"{prefix}-{uuid.uuid4().hex[:8]}"
     conn.compute.create_keypair(name=key_name, public_key=key[1])
-    result = {"template": template, "phases": phases}
-    d = LocalDeployment("local", cp, config=loop_config(queue_name, key_name))
+    d = LocalDeployment("local", cp, config=config(queue_name, key_name))
     try:
         d.up()
+        yield Deployed(d, conn, key[0], queue_name, template, phases)
+    finally:
+        try:
+            d.destroy()
+        finally:
+            conn.compute.delete_keypair(key_name, ignore_missing=True)
+        phases.end("destroy")
+        out(f"phases: {phases.report()}")
+
+
+def run_loop(cp, work_dir: Path, out=print) -> dict:
+    """Bake, deploy, post, watch the group grow, drain and shrink, destroy; returns what happened:
+    ``posted`` ids, ``done`` ids, ``max_members``, ``members_after``, ``phases``, ``template``."""
+    with deployed(cp, work_dir, loop_config, "loop", out) as dep:
+        phases, queue_name, d = dep.phases, dep.queue_name, dep.deployment
+        result = {"template": dep.template, "phases": phases}
         phases.end("deploy")
         result["template_image_id"] = d.outputs["template_image_id"]
-        logs = MemberLogs(conn, key[0], d.outputs["monitor_server"], out)
+        logs = MemberLogs(dep.conn, dep.key_path, d.outputs["monitor_server"], out)
         result["members_before"] = len(logs.members())
         queue = open_stack_queue(cp, queue_name)
         result["posted"] = queue.post([{"seq": i, "work_s": WORK_S} for i in range(MESSAGES)])
@@ -244,13 +280,6 @@ def run_loop(cp, work_dir: Path, out=print) -> dict:
             f"produced {MESSAGES}, handled {len(done)} ({len(set(done))} distinct, {len(done) - len(set(done))} "
             f"duplicates) by {len(logs.lines)} members; dead letters: {result['dead_letters']}"
         )
-    finally:
-        try:
-            d.destroy()
-        finally:
-            conn.compute.delete_keypair(key_name, ignore_missing=True)
-        phases.end("destroy")
-        out(f"phases: {phases.report()}")
     return result
 
 

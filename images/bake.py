@@ -837,7 +837,3 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-# `fab prune-templates` lives in images/prune.py; these names stay here for existing callers.
-from images.prune import images_in_use, prune  # noqa: E402,F401

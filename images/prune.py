@@ -29,21 +29,38 @@ def images_in_use(conn) -> tuple[dict[str, str], list[str]]:
         return used, notes
     # The list carries no parameters, and a template names its image by `get_param`: read each
     # stack (nested ones too: a scaling group's member template has the id written out).
-    for listed in conn.orchestration.stacks(show_nested=True):
+    for stack_id, name in stacks(conn):
         try:
-            st = conn.orchestration.get_stack(listed.id, resolve_outputs=False)
-            if st is None:  # deleted since the list: it uses nothing any more
-                continue
-            values = [str(v) for v in (st.parameters or {}).values()]
-            values += _strings(conn.orchestration.get_stack_template(st))
+            values = stack_strings(conn, stack_id)
         except openstack.exceptions.NotFoundException:
-            continue
+            continue  # deleted since the list: it uses nothing any more
         except Exception as e:
-            raise BakeError(f"cannot read stack {listed.name}: {e}; not pruning") from e
+            raise BakeError(f"cannot read stack {name}: {e}; not pruning") from e
         for v in values:
-            used.setdefault(v, f"stack {listed.name}")
+            used.setdefault(v, f"stack {name}")
     notes.append("stacks checked")
     return used, notes
+
+
+def stacks(conn) -> list[tuple[str, str]]:
+    """(id, name) of every stack of the project, nested ones included. Asked of Heat's API itself:
+    openstacksdk's stack query knows no ``show_nested`` (its QueryParameters drop it without a
+    word), so ``conn.orchestration.stacks(show_nested=True)`` lists the top-level stacks only."""
+    resp = conn.orchestration.get("/stacks", params={"show_nested": True}, raise_exc=False)
+    if resp.status_code >= 400:
+        raise BakeError(f"cannot list stacks: HTTP {resp.status_code} {resp.text[:200]}; not pruning")
+    return [(s["id"], s["stack_name"]) for s in resp.json().get("stacks", [])]
+
+
+def stack_strings(conn, stack_id: str) -> list[str]:
+    """Every string a stack names: its parameters' values and its template's strings."""
+    import openstack.exceptions
+
+    st = conn.orchestration.get_stack(stack_id, resolve_outputs=False)
+    if st is None:
+        raise openstack.exceptions.NotFoundException(f"stack {stack_id}")
+    values = [str(v) for v in (st.parameters or {}).values()]
+    return values + list(_strings(conn.orchestration.get_stack_template(st)))
 
 
 def _strings(obj):

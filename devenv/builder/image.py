@@ -168,6 +168,22 @@ def _build(tag, output, steps, step) -> dict:
     return record
 
 
+def sources() -> list[Path]:
+    """What the image is built from: the Dockerfile, the requirements and the workload's code."""
+    return [DOCKERFILE, REPO_ROOT / "requirements.txt", *(REPO_ROOT / "workload").rglob("*.py")]
+
+
+def current(output: Path = DEFAULT_OUTPUT) -> Path:
+    """The docker-archive at ``output``, built first if it is missing or older than a source (so
+    a test never bakes yesterday's consumer)."""
+    record = output.with_suffix(".json")
+    if not (output.exists() and record.exists()) or output.stat().st_mtime < max(
+        p.stat().st_mtime for p in sources()
+    ):
+        build(output=output)
+    return output
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devenv.builder.image", description=__doc__.split("\n")[0])
     p.add_argument("--tag", default=DEFAULT_TAG, help=f"image name to build (default {DEFAULT_TAG})")

@@ -9,9 +9,15 @@ monitor's default), a scale 3 -> 1 while every server is mid-message: the two as
 their message, exit, power off (SHUTOFF in Nova) and are the two removed; the third keeps working;
 every message is handled once, by the server that held it. With drain off (the plain Heat actuator,
 ``--no-drain``; patch mode, one update), the same scale-in kills two handlers: their messages come
-back after the claim expires and are handled again by the third, counted. Each half deploys its
-own stack (the bake is reused). A member that never drains is removed at the deadline:
-tests/cloud/test_drain_scale_in.py (a plain server; folding it in here would cost a third deploy).
+back after the claim expires and are handled again by the third, counted. Both halves share one
+deploy: drain off first (its one stack update, 3 -> 1), then one scale-up signal back to 3, and
+from there signals only. A second update of the desired-capacity parameter fails on the local
+Heat 27 (UPDATE, then ROLLBACK_FAILED: "ResourcePropertiesData with id N not found"; measured
+here twice, the second time by this file's earlier form, which grew the group back with one);
+the patch-mode actuator's tests make one update per stack. A member that never drains
+is removed at the deadline:
+tests/cloud/test_drain_scale_in.py (a plain server). Between the two, on the same deploy, a
+scale-up calls off two drains their consumers have seen while they work: both are taken back.
 
 Messages take :data:`WORK_S` each with one handler per server and no prefetch, so three messages
 claimed means every server is mid-message, each holding one. Redeliveries are counted by who
@@ -23,19 +29,10 @@ answer's messages carry id, href, ttl, age, body and checksum: zaqar/transport/w
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
-from devenv.cloud_demo import (
-    MemberLogs,
-    Phases,
-    bake_template,
-    loop_config,
-    make_key,
-    open_stack_queue,
-    wait_for,
-)
+from devenv.cloud_demo import MemberLogs, deployed, loop_config, open_stack_queue, wait_for
 from infra import hot
 from workload.autoscale.drain_heat import DrainingActuator
 from workload.autoscale.heat import HeatActuator
@@ -59,6 +56,7 @@ def drain_config(queue_name: str, key_pair: str) -> dict:
         "consumerBatch": 1,
         "consumerPrefetch": 0,
         "drainTimeout": 3 * WORK_S,
+        "scaleUpStep": SIZE - 1,
     }
 
 
@@ -76,7 +74,12 @@ class Loop:
         return self.cloud.connection("local").orchestration.find_stack(self.stack).status
 
     def consumers_running(self) -> list:
-        """Once the group's :data:`SIZE` members all run their consumer: the members."""
+        """The group grown back to :data:`SIZE` if a test before shrank it (one scale-up signal of
+        ``scaleUpStep`` = SIZE - 1, not a second stack update: see the module doc); once all its
+        members run their consumer: the members."""
+        heat = self.heat("signal")
+        if heat.observe().current < SIZE:
+            heat.apply(SIZE, "test: back to the starting size")
         return wait_for(
             f"{SIZE} members with their consumer running",
             lambda: (m := self.logs.members()) and len(m) == SIZE and all(self.running(s) for s in m) and m,
@@ -88,9 +91,9 @@ class Loop:
         out = self.logs.run(s, "docker inspect -f '{{.State.Running}}' queue-workers-consumer")
         return (out or "").strip() == "true"
 
-    def post_and_wait_mid_message(self, n: int) -> list[str]:
+    def post_and_wait_mid_message(self, n: int, work_s: float = WORK_S) -> list[str]:
         """Post ``n`` messages; return once :data:`SIZE` are claimed (every server mid-message)."""
-        ids = self.queue.post([{"seq": i, "work_s": WORK_S} for i in range(n)])
+        ids = self.queue.post([{"seq": i, "work_s": work_s} for i in range(n)])
         wait_for("every server mid-message", lambda: self.queue.stats().claimed == SIZE, 120, 1)
         return ids
 
@@ -119,37 +122,81 @@ class Loop:
         return seen
 
 
-@pytest.fixture
-def loop(cloud, tmp_path):
-    from devenv.pulumi_local import LocalDeployment
-
+@pytest.fixture(scope="module")
+def loop(cloud, tmp_path_factory):
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    phases = Phases(say)
-    template = bake_template(cloud, tmp_path)
-    phases.end(f"bake ({'reused' if template.get('reused') else 'baked'})")
-    conn = cloud.connection("local")
-    key = make_key(tmp_path)
-    key_name, queue_name = f"qw-drain-{uuid.uuid4().hex[:6]}", f"drain-{uuid.uuid4().hex[:8]}"
-    conn.compute.create_keypair(name=key_name, public_key=key[1])
-    d = LocalDeployment("local", cloud, config=drain_config(queue_name, key_name))
-    try:
-        d.up()
-        loop = Loop(cloud, d, open_stack_queue(cloud, queue_name), MemberLogs(conn, key[0], None, say), say)
-        loop.phases = phases
+    with deployed(cloud, tmp_path_factory.mktemp("drain"), drain_config, "drain", say) as dep:
+        logs = MemberLogs(dep.conn, dep.key_path, None, say)
+        loop = Loop(cloud, dep.deployment, open_stack_queue(cloud, dep.queue_name), logs, say)
+        loop.phases = dep.phases
         yield loop
-    finally:
-        try:
-            d.destroy()
-        finally:
-            conn.compute.delete_keypair(key_name, ignore_missing=True)
-        phases.end("destroy")
-        say(f"phases: {phases.report()}")
+
+
+def test_drain_off_the_same_scale_in_kills_two_handlers_and_redelivers(loop):
+    phases = loop.phases
+    loop.consumers_running()
+    phases.end(f"deploy, {SIZE} consumers running")
+    ids = loop.post_and_wait_mid_message(SIZE)
+    scaled_at = time.monotonic()
+    loop.heat("patch").apply(1, "test: scale in, no drain")  # the monitor's --no-drain: one update
+    phases.end("scale-in done")
+    loop.watch(lambda: loop.queue.stats().total == 0, 2 * 60 + 4 * WORK_S + 120)
+    took = time.monotonic() - scaled_at
+    phases.end("every message handled")
+    # Each server held one message at the scale-in; the third finished all of them: the two the
+    # removed servers held were redelivered to it once their claims expired (claim TTL 60 s).
+    handled = loop.handled(ids)
+    (stays,) = [s.id for s in loop.logs.members()]
+    assert all(h and {sid for sid, _ in h} == {stays} for h in handled.values()), handled
+    redelivered = len(ids) - 1  # all but the third's own
+    print(
+        f"drain off: {redelivered} of {len(ids)} messages redelivered after the scale-in; all done {took:.0f} s after it"
+    )
+
+
+def test_a_drain_called_off_while_the_servers_work_is_taken_back(loop):
+    """A scale-up while two members drain, each mid-message and having seen its drain: the monitor
+    calls both off, both consumers take them back and finish their message, no server powers off,
+    and the group stays at 3 with nothing leaving."""
+    phases = loop.phases
+    members = loop.consumers_running()
+    phases.end(f"{SIZE} consumers running")
+    records: list[dict] = []
+    actuator = DrainingActuator(loop.heat("signal"), deadline_s=6 * WORK_S, log=records.append)
+    # Long enough for a drain and its call-off to be seen (each up to the metadata cache's 15 s
+    # plus the watch's 5 s, plus this test's reading of the logs) while the message still runs.
+    ids = loop.post_and_wait_mid_message(SIZE, work_s=2 * WORK_S)
+    assert "asked 2 to drain" in actuator.apply(1, "test: scale in").detail
+    asked = [r["server"] for r in records if r["event"] == "drain"]
+
+    def logged(event):
+        return lambda: all(any(r["event"] == event for r in loop.logs.lines.get(s, [])) for s in asked)
+
+    loop.watch(logged("drain"), 120)
+    phases.end("both drains seen")
+    result = actuator.apply(SIZE, "test: the load is back")
+    assert "called off 2 drain(s)" in result.detail, result.detail
+    seen = loop.watch(logged("drain-called-off"), 120, asked)
+    phases.end("both drains called off")
+    loop.watch(lambda: loop.queue.stats().total == 0, 3 * WORK_S)
+    phases.end("backlog done")
+
+    taken = [r for s in asked for r in loop.logs.lines[s] if r["event"] == "drain-called-off"]
+    assert [r["taken_back"] for r in taken] == [True, True], taken
+    handled = loop.handled(ids)
+    assert all(len(h) == 1 for h in handled.values()), handled  # each once, by the server that held it
+    assert {h[0][0] for h in handled.values()} == {s.id for s in members}
+    state = actuator.observe()
+    assert (state.current, state.leaving) == (SIZE, 0)
+    assert all("SHUTOFF" not in statuses for statuses in seen.values()), seen
+    assert {s.id for s in loop.logs.members()} == {s.id for s in members}
+    assert not any(r["event"] in ("drained-removed", "drain-timeout") for r in records), records
 
 
 def test_drain_on_every_message_finishes_on_its_first_claim(loop):
     phases = loop.phases
     members = loop.consumers_running()
-    phases.end(f"deploy, {SIZE} consumers running")
+    phases.end(f"{SIZE} consumers running again")
     # The monitor's DrainingActuator in the stack's monitor's mode (signal), 3 -> 1.
     records: list[dict] = []
     actuator = DrainingActuator(loop.heat("signal"), deadline_s=6 * WORK_S, log=records.append)
@@ -181,26 +228,4 @@ def test_drain_on_every_message_finishes_on_its_first_claim(loop):
     print(
         f"drain on: {len(ids)} messages, none handled twice; drained in {drained_in:.0f} s; "
         f"Nova statuses of the drained: {seen}; their finishes read before power-off: {caught} of 2"
-    )
-
-
-def test_drain_off_the_same_scale_in_kills_two_handlers_and_redelivers(loop):
-    phases = loop.phases
-    loop.consumers_running()
-    phases.end(f"deploy, {SIZE} consumers running")
-    ids = loop.post_and_wait_mid_message(SIZE)
-    scaled_at = time.monotonic()
-    loop.heat("patch").apply(1, "test: scale in, no drain")  # the monitor's --no-drain: one update
-    phases.end("scale-in done")
-    loop.watch(lambda: loop.queue.stats().total == 0, 2 * 60 + 4 * WORK_S + 120)
-    took = time.monotonic() - scaled_at
-    phases.end("every message handled")
-    # Each server held one message at the scale-in; the third finished all of them: the two the
-    # removed servers held were redelivered to it once their claims expired (claim TTL 60 s).
-    handled = loop.handled(ids)
-    (stays,) = [s.id for s in loop.logs.members()]
-    assert all(h and {sid for sid, _ in h} == {stays} for h in handled.values()), handled
-    redelivered = len(ids) - 1  # all but the third's own
-    print(
-        f"drain off: {redelivered} of {len(ids)} messages redelivered after the scale-in; all done {took:.0f} s after it"
     )

@@ -13,9 +13,8 @@ minutes. The real consumer container in servers of the baked template taking par
 message finished once; drain off: the redeliveries it prevents) is
 tests/cloud/test_drain_consumers.py; the monitor's credential with the rendered access rules, on
 the real Nova and Heat, is tests/cloud/test_monitor_access_rules.py; the consumer's side against a
-real queue is tests/integration/workload/test_drain_request.py. What is not proved on the cloud: a
-scale-up calling off a drain while its server works (test_monitor_access_rules.py calls one off,
-through a monitor started afresh, on an idle server; the choice of drains is unit-tested), and a
+real queue is tests/integration/workload/test_drain_request.py; a scale-up calling drains off
+while their servers work is in test_drain_consumers.py too. What is not proved on the cloud: a
 member that never drains while holding a real message (here it holds none; the claim expiry
 that then brings its message back is what the drain-off half of test_drain_consumers.py shows).
 """
@@ -221,7 +220,7 @@ def test_signal_mode_removes_a_member_that_never_drains_at_the_deadline_and_one_
     assert asked[0] not in _servers(member, servers)
 
     # A member that stops with no drain asked (a crash, or a drain called off after its consumer
-    # had seen it: a consumer does not take a drain back) holds no work: it is not counted as
+    # had exited) holds no work: it is not counted as
     # capacity, and it goes like a drained one. Stopped here through Nova, as the project.
     remaining = sorted(
         (m for m in members_before if m.server_id != asked[0]), key=lambda m: (m.created, m.name)

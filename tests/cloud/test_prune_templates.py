@@ -26,6 +26,7 @@ from test_bake_faults import proxied
 from devenv import cloud as local_cloud
 from devenv.heat import wait_stack
 from images import bake
+from images.prune import prune
 
 pytestmark = pytest.mark.cloud
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
         with proxied(cloud, ("orchestration",)) as (through, proxies):
             refusal = proxies["orchestration"].fail("GET", r"/stacks/[^/]+", status=403)
             with pytest.raises(bake.BakeError, match=r"cannot read stack [^:]+: .*Forbidden; not pruning"):
-                bake.prune(through, keep=1)
+                prune(through, keep=1)
         assert refusal.fired
         assert names(member, made) == {i.name for i in made}
 
@@ -150,8 +151,8 @@ def test_prune_keeps_what_a_server_or_a_stack_uses_then_deletes_it(
     heat.delete(stack_path)
     assert wait_stack(heat, stack_path)["stack_status"] == "DELETE_COMPLETE"
 
-    result = bake.prune(member, keep=1)
+    result = prune(member, keep=1)
     assert {booted.name, named.name} <= set(result["deleted"]) and result["in_use"] == []
     assert names(member, made) == {newest.name}
     with pytest.raises(bake.BakeError, match="keep at least 1"):
-        bake.prune(member, keep=0)
+        prune(member, keep=0)

@@ -24,6 +24,7 @@ from keystoneauth1 import adapter
 from devenv import cloud as local_cloud
 from devenv.heat import wait_no_deletions, wait_stack
 from devenv.procs import wait_until
+from images.prune import images_in_use, stack_strings, stacks
 from infra import hot
 from infra.config import load
 from infra.render import render, stack_names, stack_settings
@@ -104,7 +105,15 @@ def test_rendered_stack_with_real_servers(cloud, member, admin, make_keypair, na
             data = base64.b64decode(admin.compute.get_server(server.id).user_data or "").decode()
             assert data.startswith("#cloud-config") and hot.CONSUMER_ENV_FILE in data
 
+        # prune-templates reads every stack, nested ones too: the group's nested stack (its
+        # member definitions) has the image id written out, and the real Heat lists and shows it.
+        used, notes = images_in_use(member)
+        assert image.id in used and notes == ["servers checked", "stacks checked"]
+        nested = [(i, n) for i, n in stacks(member) if n.startswith(f"{stack_name}-{hot.GROUP}-")]
+        assert len(nested) == 1, stacks(member)
         if servers:
+            assert image.id in stack_strings(member, nested[0][0])
+
             # Scale-in by the template's own policy: the members it removes are deleted in Nova.
             down = session.post(output(hot.OUT_SCALE_DOWN_URL), raise_exc=False)
             assert down.status_code == 200, down.text
