@@ -22,14 +22,18 @@ from typing import Any
 import yaml
 
 # Which catalog service each kind needs (a cloud without it cannot hold the resource).
-IDENTITY, ORCHESTRATION, NETWORK, COMPUTE, IMAGE, MESSAGING = (
+IDENTITY, ORCHESTRATION, NETWORK, COMPUTE, IMAGE, MESSAGING, BLOCK_STORAGE = (
     "identity",
     "orchestration",
     "network",
     "compute",
     "image",
     "messaging",
+    "block-storage",  # Cinder v3 (catalog type block-storage; older clouds list volumev3)
 )
+
+#: The catalog types a service may be listed under.
+SERVICE_TYPES = {BLOCK_STORAGE: ("block-storage", "volumev3", "volume")}
 
 
 class UnknownResourceType(LookupError):
@@ -307,6 +311,40 @@ def _rule_delete(cloud, id_: str, _outs: dict) -> None:
     cloud.conn.network.delete_security_group_rule(id_, ignore_missing=True)
 
 
+def _port_create(cloud, inputs: dict) -> tuple[str, dict]:
+    """A Neutron port (the broker server's: its fixed IP is known before the server exists)."""
+    attrs: dict[str, Any] = {
+        "name": inputs.get("name") or "",
+        "network_id": inputs["networkId"],
+        "admin_state_up": inputs.get("adminStateUp", True),
+    }
+    if inputs.get("securityGroupIds") is not None:
+        attrs["security_group_ids"] = list(inputs["securityGroupIds"])
+    if inputs.get("description"):
+        attrs["description"] = inputs["description"]
+    if inputs.get("fixedIps"):
+        attrs["fixed_ips"] = [
+            {k: v for k, v in (("subnet_id", f.get("subnetId")), ("ip_address", f.get("ipAddress"))) if v}
+            for f in inputs["fixedIps"]
+        ]
+    if inputs.get("macAddress"):
+        attrs["mac_address"] = inputs["macAddress"]
+    port = cloud.conn.network.create_port(**attrs)
+    cloud.remember(port.id, {})
+    return port.id, {
+        **inputs,
+        "allFixedIps": [f["ip_address"] for f in port.fixed_ips or ()],
+        "allSecurityGroupIds": list(port.security_group_ids or ()),
+        "macAddress": port.mac_address,
+        "tenantId": port.project_id,
+    }
+
+
+def _port_delete(cloud, id_: str, _outs: dict) -> None:
+    cloud.conn.network.delete_port(id_, ignore_missing=True)
+
+
+PORT = Kind(NETWORK, _port_create, _port_delete, lambda o: " ".join(o.get("allFixedIps") or ()))
 SECGROUP = Kind(NETWORK, _secgroup_create, _secgroup_delete)
 SECGROUP_RULE = Kind(
     NETWORK,
@@ -356,6 +394,8 @@ def _server_create(cloud, inputs: dict) -> tuple[str, dict]:
         attrs["user_data"] = base64.b64encode(inputs["userData"].encode()).decode()
     if inputs.get("schedulerHints"):
         attrs["scheduler_hints"] = {k: v for h in inputs["schedulerHints"] for k, v in h.items() if v}
+    if inputs.get("blockDevices"):  # as the provider sends them: Nova's block_device_mapping_v2
+        attrs["block_device_mapping"] = [_block_device(b) for b in inputs["blockDevices"]]
     server = cloud.conn.compute.create_server(**attrs)
     cloud.remember(server.id, {})
     server = cloud.conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=300)
@@ -370,6 +410,24 @@ def _server_create(cloud, inputs: dict) -> tuple[str, dict]:
         "accessIpV4": next((a for a in fixed if ":" not in a), ""),
         "powerState": "active",
     }
+
+
+_BLOCK_DEVICE_FIELDS = {
+    "uuid": "uuid",
+    "sourceType": "source_type",
+    "destinationType": "destination_type",
+    "bootIndex": "boot_index",
+    "deleteOnTermination": "delete_on_termination",
+    "volumeSize": "volume_size",
+    "volumeType": "volume_type",
+    "deviceType": "device_type",
+    "diskBus": "disk_bus",
+    "guestFormat": "guest_format",
+}
+
+
+def _block_device(device: dict) -> dict:
+    return {nova: device[wire] for wire, nova in _BLOCK_DEVICE_FIELDS.items() if device.get(wire) is not None}
 
 
 def _server_delete(cloud, id_: str, _outs: dict) -> None:
@@ -410,6 +468,35 @@ def _server_group_delete(cloud, id_: str, _outs: dict) -> None:
 
 
 SERVER = Kind(COMPUTE, _server_create, _server_delete, lambda o: o.get("accessIpV4", ""))
+
+
+# --- Cinder: the broker server's data volume --------------------------------------------------------
+
+
+def _volume_create(cloud, inputs: dict) -> tuple[str, dict]:
+    attrs = {"size": int(inputs["size"]), "name": inputs.get("name") or ""}
+    for wire, sdk in (
+        ("description", "description"),
+        ("volumeType", "volume_type"),
+        ("availabilityZone", "availability_zone"),
+    ):
+        if inputs.get(wire):
+            attrs[sdk] = inputs[wire]
+    volume = cloud.conn.block_storage.create_volume(**attrs)
+    cloud.remember(volume.id, {})
+    cloud.conn.block_storage.wait_for_status(volume, status="available", failures=["error"], wait=300)
+    return volume.id, dict(inputs)
+
+
+def _volume_delete(cloud, id_: str, _outs: dict) -> None:
+    volume = cloud.conn.block_storage.find_volume(id_, ignore_missing=True)
+    if volume is None:
+        return
+    cloud.conn.block_storage.delete_volume(volume)
+    cloud.conn.block_storage.wait_for_delete(volume, wait=300)
+
+
+VOLUME = Kind(BLOCK_STORAGE, _volume_create, _volume_delete, lambda o: f"{o.get('size')} GB")
 KEYPAIR = Kind(COMPUTE, _keypair_create, _keypair_delete)
 SERVER_GROUP = Kind(COMPUTE, _server_group_create, _server_group_delete)
 
@@ -459,6 +546,8 @@ KINDS: dict[str, Kind] = {
     "openstack:orchestration/stackV1:StackV1": STACK,
     "openstack:networking/secGroup:SecGroup": SECGROUP,
     "openstack:networking/secGroupRule:SecGroupRule": SECGROUP_RULE,
+    "openstack:networking/port:Port": PORT,
+    "openstack:blockstorage/volume:Volume": VOLUME,
     "openstack:compute/instance:Instance": SERVER,
     "openstack:compute/keypair:Keypair": KEYPAIR,
     "openstack:compute/serverGroup:ServerGroup": SERVER_GROUP,
@@ -512,6 +601,21 @@ def get_image(cloud, args: dict) -> dict:
         "status": image.status,
         "minDiskGb": image.min_disk or 0,
         "minRamMb": image.min_ram or 0,
+    }
+
+
+def get_network(cloud, args: dict) -> dict:
+    """``openstack:networking/getNetwork:getNetwork``: the Neutron network of that name (or id)."""
+    wanted = args.get("networkId") or args.get("name")
+    network = cloud.conn.network.find_network(wanted, ignore_missing=True) if wanted else None
+    if network is None:
+        raise LookupError("Your query returned no results. Please change your search criteria and try again.")
+    return {
+        "id": network.id,
+        "name": network.name,
+        "subnets": list(network.subnet_ids or ()),
+        "external": bool(network.is_router_external),
+        "region": args.get("region"),
     }
 
 

@@ -24,7 +24,11 @@ How a machine is made, and how it differs from a VM on a real cloud:
   DHCP; without one the address is set from the Nic before boot. The host side of each veth
   answers at the subnet's gateway address (a /32, so two machines on one subnet do not fight
   over the subnet route) and routes the fixed IP to the machine: SSH from this machine reaches
-  it. Unlike a cloud network, machines do not reach each other and nothing routes off this host.
+  it. Machines on one subnet reach each other as on a cloud network: the host side forwards
+  (per veth) and answers ARP for the other machines' addresses (proxy ARP), and a FORWARD rule
+  lets through only traffic from the machine's own address to its subnet's addresses on another
+  machine's veth (interface group :data:`VETH_GROUP`); everything else a machine sends to be
+  forwarded is dropped, so nothing routes off this host and other subnets stay apart.
 - **Services of this machine.** ``forward_ports`` relay 127.0.0.1:P inside the namespace over a
   Unix socket to 127.0.0.1:P here (socat; nothing listens on any other address). Debian's
   mirror is relayed the same way at 127.0.0.1:80, which the image's /etc/hosts (written by
@@ -61,6 +65,8 @@ SEED = "var/lib/cloud/seed/config_drive"
 DOCKER = "var/lib/docker"
 METADATA_ADDRESS = "169.254.169.254"  # where every cloud serves its metadata API
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,12}$")  # a netns name and, with "-N", a veth name (<= 15)
+VETH_GROUP = 7349  # the interface group of every machine's host-side veth (forwarding between them)
+_FORWARD_COMMENT = "queue-workers machine network"
 SOCKET_DIR = Path("/run/qw-machines")  # short paths: a Unix socket path has at most 107 bytes
 _STATE = "machine.json"
 
@@ -380,15 +386,50 @@ class Machine:
                 "netns",
                 self.name,
             )
-            run("ip", "link", "set", host, "up")
+            run("ip", "link", "set", host, "up", "group", str(VETH_GROUP))
             run("ip", "addr", "add", f"{nic.host_address}/32", "dev", host)
             run("ip", "route", "add", f"{nic.address}/32", "dev", host, "src", nic.host_address)
+            # to the other machines of its subnet (and nowhere else): see the module docstring
+            run(
+                "sysctl",
+                "-q",
+                "-w",
+                f"net.ipv4.conf.{host}.forwarding=1",
+                f"net.ipv4.conf.{host}.proxy_arp=1",
+            )
+            for rule in self._forward_rules(host, nic):
+                run("iptables", "-A", "FORWARD", *rule)
             if configure_inside:
                 # No config drive network data: set what a DHCP server would have handed out.
                 run(*ns, "ip", "addr", "add", f"{nic.address}/{nic.prefixlen}", "dev", f"eth{i}")
                 run(*ns, "ip", "link", "set", f"eth{i}", "up")
                 if nic.gateway and i == 0:
                     run(*ns, "ip", "route", "add", "default", "via", nic.gateway)
+
+    @staticmethod
+    def _forward_rules(host: str, nic: Nic) -> list[list[str]]:
+        """The FORWARD rules of one host veth: its machine's address to its subnet on another
+        machine's veth, nothing else."""
+        subnet = str(ipaddress.ip_interface(f"{nic.address}/{nic.prefixlen}").network)
+        tag = ["-m", "comment", "--comment", _FORWARD_COMMENT]
+        return [
+            [
+                "-i",
+                host,
+                "-s",
+                f"{nic.address}/32",
+                "-d",
+                subnet,
+                "-m",
+                "devgroup",
+                "--dst-group",
+                str(VETH_GROUP),
+                *tag,
+                "-j",
+                "ACCEPT",
+            ],
+            ["-i", host, *tag, "-j", "DROP"],
+        ]
 
     def _relay(self, inner_port: int, host: str, port: int) -> list[int]:
         """127.0.0.1:inner_port in the namespace -> a Unix socket -> host:port from this machine."""
@@ -634,6 +675,9 @@ class Machine:
                 "PREROUTING",
                 *self._metadata_rule(self.host_veth(0), state["metadata_port"]),
             )
+        for i, nic in enumerate(Nic(**n) for n in state.get("nics", [])):
+            for rule in self._forward_rules(self.host_veth(i), nic):
+                _quiet("iptables", "-D", "FORWARD", *rule)
         if Path(f"/run/netns/{self.name}").exists():
             _quiet("ip", "netns", "del", self.name)  # takes the inner veth ends, and so their peers
         for i in range(len(state.get("nics", [])) or 8):

@@ -111,7 +111,7 @@ class _Cloud:
         self._current = threading.local()
 
     def has(self, service: str | None) -> bool:
-        return service is None or service in self.services
+        return service is None or bool(set(lr.SERVICE_TYPES.get(service, (service,))) & self.services)
 
     def stand_in(self, service: str) -> bool:
         """True when ``service`` is missing and the caller allowed stand-ins for it."""
@@ -180,6 +180,8 @@ class _HarnessMocks:
             return self._get_image(args.token, want)
         if args.token == "openstack:compute/getFlavor:getFlavor":
             return self._get_flavor(args.token, want)
+        if args.token == "openstack:networking/getNetwork:getNetwork":
+            return self._get_network(args.token, want)
         raise lr.UnknownResourceType(f"invoke {args.token}")
 
     def _get_image(self, token: str, want: dict) -> dict:
@@ -199,6 +201,17 @@ class _HarnessMocks:
             self.d._say(f"  ~ getFlavor: no compute service in this cloud: stand-in {want.get('name')}")
             return {"name": want.get("name"), "disk": 0, "ram": 0, "vcpus": 1, "region": want.get("region")}
         return self._lookup("getFlavor", lr.get_flavor, want)
+
+    def _get_network(self, token: str, want: dict) -> dict:
+        self.d._require(token, lr.NETWORK)
+        if self.d.cloud.stand_in(lr.NETWORK):  # no Neutron: the network's name stands for its id
+            self.d._say(f"  ~ getNetwork: no network service in this cloud: stand-in {want.get('name')}")
+            return {
+                "id": f"stand-in-{want.get('name')}",
+                "name": want.get("name"),
+                "region": want.get("region"),
+            }
+        return self._lookup("getNetwork", lr.get_network, want)
 
     def _lookup(self, what: str, lookup, want: dict) -> dict:
         try:

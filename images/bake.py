@@ -42,6 +42,7 @@ from images.properties import (  # noqa: E402 (re-exported: the tests and fab ta
     P_COMMIT,
     P_DIGEST,
     P_DOCKER,
+    P_EXTRA,
     P_HASH,
     P_NAME,
     P_STATE,
@@ -56,14 +57,22 @@ class BakeError(RuntimeError):
     """The bake failed; the message says at which step and what the cloud or builder answered."""
 
 
-def _cli(default, help: str, convert=None, cli_default=None):
+def _cli(default, help: str, convert=None, cli_default=None, repeatable: bool = False):
     """A BakeOptions field that is an option of `fab bake-template` (``help`` is its --help line;
-    ``convert`` turns the command line's text into the field's type)."""
-    return field(default=default, metadata={"help": help, "convert": convert, "cli_default": cli_default})
+    ``convert`` turns the command line's text into the field's type; ``repeatable``: the option
+    may be given more than once, and the task hands over the list)."""
+    return field(
+        default=default,
+        metadata={"help": help, "convert": convert, "cli_default": cli_default, "repeatable": repeatable},
+    )
 
 
 def _path(value):
     return Path(value) if value else None
+
+
+def _paths(values) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in values if v)
 
 
 def _number(kind: type, lo: float, hi: float, allowed: str):
@@ -111,6 +120,15 @@ class BakeOptions:
     )
     image_reference: str | None = _cli(
         None, "instead of an archive, an image reference the builder pulls (e.g. a registry tag)"
+    )
+    extra_image: tuple[Path, ...] = _cli(
+        (),
+        "docker-archive of a further container image to load into the template (repeatable), for "
+        "a cloud that cannot pull it: e.g. build/rabbitmq-image.tar (python -m "
+        "devenv.builder.rabbitmq_image) for the broker server's amqpBrokerImage; recorded in the "
+        "template's properties (qw_extra_images) and content hash",
+        _paths,
+        repeatable=True,
     )
     template_name: str | None = _cli(
         None, "name of the template image (default: queue-workers-consumer-v<version>-<UTC time>)"
@@ -239,6 +257,20 @@ def archive_image_id(archive: Path) -> str:
     digest = Path(config).name.removesuffix(".json")
     digest = digest.split(":")[-1] if ":" in digest else digest
     return f"sha256:{digest}"
+
+
+def extra_images_property(loaded: list[dict]) -> str:
+    """The qw_extra_images property: ``tag@<12 hex of the id>`` of each loaded image, comma-separated
+    (a Glance property holds at most 255 characters; the full ids are in the manifest)."""
+    value = ",".join(
+        f"{','.join(i['tags']) or '<untagged>'}@{i['image_id'].removeprefix('sha256:')[:12]}" for i in loaded
+    )
+    if len(value) > 255:
+        raise BakeError(
+            f"the extra images' record ({len(value)} characters) does not fit a Glance property (255): "
+            "load fewer or shorter-named images"
+        )
+    return value
 
 
 def git_commit() -> str:
@@ -502,7 +534,8 @@ class Bake:
     def run(self) -> dict:
         """Bake (or reuse) the template image; returns the manifest (also written to opts.manifest)."""
         self.archive, self.digest = self.workload_image()
-        self.content_hash = self.t.content_hash(self.digest)
+        self.extra = self.extra_images()
+        self.content_hash = self.t.content_hash(self.digest, tuple(i for _, i in self.extra))
         self.conn = self.progress("connect", connect, self.opts)
         reused = None if self.opts.force else self.reuse_unchanged()
         if reused is not None:
@@ -532,6 +565,16 @@ class Bake:
                 f"image archive {archive} does not exist: run `make image` or pass --image-reference"
             )
         return archive, archive_image_id(archive)
+
+    def extra_images(self) -> list[tuple[Path, str]]:
+        """(archive, image id) of each ``--extra-image``, checked before anything is created."""
+        out = []
+        for archive in self.opts.extra_image:
+            archive = Path(archive)
+            if not archive.is_file():
+                raise BakeError(f"extra image archive {archive} does not exist")
+            out.append((archive, archive_image_id(archive)))
+        return out
 
     def reuse_unchanged(self) -> dict | None:
         """The manifest of a complete template with the same content, if there is one."""
@@ -735,6 +778,7 @@ class Bake:
                 self.public_key,
                 archive=self.archive,
                 reference=opts.image_reference,
+                extra_archives=[a for a, _ in self.extra],
                 progress=self.progress,
             )
         finally:
@@ -769,6 +813,7 @@ class Bake:
             P_BASE_NAME: base.name,
             P_TIME: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             P_DOCKER: t.docker_method,
+            **({P_EXTRA: extra_images_property(self.facts["extra_images"])} if self.extra else {}),
         }
 
     def snapshot(self) -> None:
@@ -807,6 +852,7 @@ class Bake:
             "base_image": {"id": self.base.id, "name": self.base.name},
             "flavor": self.flavor.name,
             "docker_version": self.facts["docker_version"],
+            "extra_images": self.facts["extra_images"],
             "steps": self.progress.timings,
             "total_seconds": round(time.time() - self.started, 1),
         }

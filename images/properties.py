@@ -15,5 +15,7 @@ P_BASE_ID = "qw_base_image_id"
 P_BASE_NAME = "qw_base_image_name"
 P_TIME = "qw_bake_time"
 P_DOCKER = "qw_docker_method"
+# The further container images (--extra-image) as tag@<12 hex of the image id>, comma-separated.
+P_EXTRA = "qw_extra_images"
 
 STATE_BAKING, STATE_COMPLETE = "baking", "complete"

@@ -150,8 +150,7 @@ def load_image(c: Connection, t: Template, archive: Path | None = None, referenc
     if not docker_running(c, wait=60):
         raise StepError("the Docker daemon is not running on the builder: cannot load the workload image")
     if archive is not None:
-        c.put(str(archive), REMOTE_ARCHIVE)
-        out = _sudo(c, f"docker load -i {REMOTE_ARCHIVE} && rm -f {REMOTE_ARCHIVE}", timeout=600).stdout
+        out = _docker_load(c, archive)
         tag = t.workload_image
     elif reference:
         _sudo(c, f"docker pull {shlex.quote(reference)}", timeout=600)
@@ -162,6 +161,34 @@ def load_image(c: Connection, t: Template, archive: Path | None = None, referenc
     if not r.ok:
         raise StepError(f"image {tag} not on the builder after load ({out.strip()[-200:]})")
     return r.stdout.strip()
+
+
+def _docker_load(c: Connection, archive: Path) -> str:
+    """Upload a docker-archive and ``docker load`` it; returns docker's output."""
+    c.put(str(archive), REMOTE_ARCHIVE)
+    return _sudo(c, f"docker load -i {REMOTE_ARCHIVE} && rm -f {REMOTE_ARCHIVE}", timeout=600).stdout
+
+
+def load_extra_images(c: Connection, archives: list[Path]) -> list[dict]:
+    """``docker load`` each further image archive (``--extra-image``); returns for each its
+    ``archive`` name, ``image_id`` and ``tags`` as the builder's Docker reports them."""
+    loaded = []
+    for archive in archives:
+        out = _docker_load(c, archive)
+        tags = [
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Loaded image:")
+        ]
+        ids = [
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Loaded image ID:")
+        ]
+        if not tags and not ids:
+            raise StepError(f"docker load of {Path(archive).name} loaded nothing: {out.strip()[-200:]}")
+        ref = tags[0] if tags else ids[0]
+        r = _sudo(c, f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(ref)}", warn=True)
+        if not r.ok:
+            raise StepError(f"image {ref} not on the builder after loading {Path(archive).name}")
+        loaded.append({"archive": Path(archive).name, "image_id": r.stdout.strip(), "tags": tags})
+    return loaded
 
 
 def install_unit(c: Connection, t: Template, image_ref: str | None = None) -> None:
@@ -228,6 +255,7 @@ def run_all(
     *,
     archive: Path | None = None,
     reference: str | None = None,
+    extra_archives: tuple[Path, ...] | list[Path] = (),
     progress=None,
 ) -> dict:
     """Every step in order; returns facts for the template's properties and the manifest."""
@@ -236,7 +264,10 @@ def run_all(
     progress("install packages", apt_install, c, t.packages)
     docker_version = progress("install docker", install_docker, c, t)
     image_id = progress("load workload image", load_image, c, t, archive, reference)
+    extra = (
+        progress("load extra images", load_extra_images, c, list(extra_archives)) if extra_archives else []
+    )
     progress("install unit", install_unit, c, t, reference)
     progress("verify container", verify_container, c, t, reference)
     progress("generalise", generalise, c, t, bake_public_key)
-    return {"docker_version": docker_version, "workload_image_id": image_id}
+    return {"docker_version": docker_version, "workload_image_id": image_id, "extra_images": extra}

@@ -56,7 +56,9 @@ bake_template.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     ]
 )
 bake_template = task(
-    auto_shortflags=False, help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI}
+    auto_shortflags=False,
+    help={f.name.replace("_", "-"): f.metadata["help"] for f in _CLI},
+    iterable=[f.name for f in _CLI if f.metadata["repeatable"]],
 )(bake_template)
 
 

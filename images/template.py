@@ -46,14 +46,17 @@ class Template:
     env_file: str
     directory: Path = field(default=TEMPLATE_DIR)
 
-    def content_hash(self, workload_image_id: str = "") -> str:
-        """sha256 over the template folder, the bake steps and the workload image id."""
+    def content_hash(self, workload_image_id: str = "", extra_image_ids: tuple[str, ...] = ()) -> str:
+        """sha256 over the template folder, the bake steps, the workload image id and the ids of
+        the further images (``--extra-image``; none: the hash of a template without them)."""
         h = hashlib.sha256()
         files = sorted(p for p in self.directory.rglob("*") if p.is_file())
         files.append(Path(__file__).resolve().parent / "steps.py")
         for p in files:
             h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
         h.update(workload_image_id.encode())
+        for extra in sorted(extra_image_ids):  # a template with another extra image is another template
+            h.update(b"\0extra\0" + extra.encode())
         # What flags can change without touching a file: a docker-ce template is not a distro one.
         h.update(
             "\0".join(

@@ -14,7 +14,9 @@ is what the server listens on:
   ``ensure`` over loopback, the same driver code as every other backend), the consumers' and the
   monitor's. No administrator and no ``guest``: nobody can log in but these three.
 * its data (mnesia, the quorum queues' logs) on its own Cinder volume, mounted at
-  :data:`DATA_DIR` (see :mod:`infra.components.broker` for why a volume).
+  :data:`DATA_DIR` (see :mod:`infra.components.broker` for why a volume); with
+  ``amqpBrokerVolumeSize: 0`` (a cloud without block storage) :data:`DATA_DIR` is a folder of the
+  root disk, and the data goes with the server.
 
 :func:`rabbitmq_conf` and :func:`definitions` are what the real-RabbitMQ test loads into a local
 broker (tests/infra/test_infra_broker_rabbitmq.py); the paths and ports are parameters for it.
@@ -186,8 +188,9 @@ def queues_env(cfg: StackConfig, password: str, listen: Listen = Listen()) -> di
     }
 
 
-def broker_unit(image: str) -> str:
-    """The systemd unit running RabbitMQ's container."""
+def broker_unit(image: str, on_volume: bool = True) -> str:
+    """The systemd unit running RabbitMQ's container (``on_volume``: :data:`DATA_DIR` is the
+    volume's mount, which the unit waits for; else a folder of the root disk)."""
     erl = "-kernel inet_dist_use_interface {127,0,0,1}"
     mounts = " ".join(
         f"--volume {src}:{dst}:ro"
@@ -202,12 +205,13 @@ Description=queue-workers broker (RabbitMQ container {image})
 Requires=docker.service
 After=docker.service network-online.target cloud-init.service
 Wants=network-online.target
-RequiresMountsFor={DATA_DIR}
+{f"RequiresMountsFor={DATA_DIR}" if on_volume else f"# no volume (amqpBrokerVolumeSize 0): {DATA_DIR} is on the root disk"}
 ConditionPathExists={BROKER_DIR}/conf.d/queue-workers.conf
 
 [Service]
 Type=simple
 ExecStartPre=-/usr/bin/docker rm -f queue-workers-broker
+ExecStartPre=/bin/mkdir -p {DATA_DIR}
 # The image runs RabbitMQ as its user rabbitmq (uid {CONTAINER_UID}): it must read its key and own its data.
 ExecStartPre=/bin/chown -R {CONTAINER_UID}:{CONTAINER_UID} {DATA_DIR} {BROKER_DIR}/tls {BROKER_DIR}/definitions.json {BROKER_DIR}/conf.d
 ExecStart=/usr/bin/docker run --rm --name queue-workers-broker --network host \\
@@ -256,11 +260,15 @@ def _file(path: str, content: str, mode: str = "0600") -> dict:
 
 
 def user_data(
-    cfg: StackConfig, volume_id: str, tls: Mapping[str, str], hashes: Mapping[str, str], stack_password: str
+    cfg: StackConfig,
+    volume_id: str | None,
+    tls: Mapping[str, str],
+    hashes: Mapping[str, str],
+    stack_password: str,
 ) -> str:
     """cloud-init user data of the broker server (a secret: it holds the key and the stack user's
-    password): format and mount the volume once, write the config, start the units."""
-    device = f"/dev/disk/by-id/virtio-{volume_id[:20]}"  # Nova's serial of a Cinder volume: its id
+    password): format and mount the volume once (``volume_id`` None: no volume, the data on the
+    root disk), write the config, start the units."""
     files = [
         _file(f"{BROKER_DIR}/conf.d/queue-workers.conf", rabbitmq_conf(cfg)),
         _file(f"{BROKER_DIR}/definitions.json", definitions(cfg, hashes)),
@@ -268,12 +276,19 @@ def user_data(
         _file(f"{BROKER_DIR}/tls/server.pem", tls["cert_pem"], "0644"),
         _file(f"{BROKER_DIR}/tls/server.key", tls["key_pem"]),
         _file(QUEUES_ENV_FILE, hot.env_file(queues_env(cfg, stack_password))),
-        _file(f"/etc/systemd/system/{BROKER_UNIT}", broker_unit(cfg.amqp_broker_image), "0644"),
+        _file(
+            f"/etc/systemd/system/{BROKER_UNIT}",
+            broker_unit(cfg.amqp_broker_image, on_volume=volume_id is not None),
+            "0644",
+        ),
         _file(f"/etc/systemd/system/{QUEUES_UNIT}", queues_unit(cfg), "0644"),
     ]
-    doc = {
-        "fs_setup": [{"label": DATA_LABEL, "filesystem": "ext4", "device": device, "overwrite": False}],
-        "mounts": [[f"LABEL={DATA_LABEL}", DATA_DIR, "ext4", "defaults,nofail", "0", "2"]],
+    doc: dict = {}
+    if volume_id is not None:
+        device = f"/dev/disk/by-id/virtio-{volume_id[:20]}"  # Nova's serial of a Cinder volume: its id
+        doc["fs_setup"] = [{"label": DATA_LABEL, "filesystem": "ext4", "device": device, "overwrite": False}]
+        doc["mounts"] = [[f"LABEL={DATA_LABEL}", DATA_DIR, "ext4", "defaults,nofail", "0", "2"]]
+    doc |= {
         "write_files": files,
         "runcmd": [
             ["systemctl", "daemon-reload"],

@@ -439,9 +439,11 @@ INFRA: tuple[Setting, ...] = (
         "amqpBrokerVolumeSize",
         INTEGER,
         "amqp, broker server: GB of the Cinder volume holding the broker's data (kept when the "
-        "server is replaced; deleted by pulumi destroy)",
+        "server is replaced; deleted by pulumi destroy); 0: no volume, for a cloud without block "
+        "storage: the data is on the server's root disk and is LOST when the server is replaced "
+        "(a new template image, flavor or user data) or deleted",
         10,
-        (Range(1, 16384),),
+        (Range(0, 16384),),
     ),
     S(
         "amqpUrl",

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from devenv.builder import rootfs
@@ -115,6 +116,19 @@ def _stage_context(dest: Path) -> None:
 
 def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
     """Build the workload image and write the docker-archive; returns the record written beside it."""
+    return build_archive(DOCKERFILE, _stage_context, tag, output)
+
+
+def build_archive(
+    dockerfile: Path,
+    stage_context: Callable[[Path], None],
+    tag: str,
+    output: Path,
+    build_args: dict | None = None,
+) -> dict:
+    """Build ``dockerfile`` (FROM the container base, no registry) with the context
+    ``stage_context(dir)`` puts together, and save it as a docker-archive at ``output``, with a
+    JSON record beside it. Also the RabbitMQ image's builder (:mod:`devenv.builder.rabbitmq_image`)."""
     steps: list[tuple[str, float]] = []
 
     def step(label, fn, *a):
@@ -126,13 +140,13 @@ def build(tag: str = DEFAULT_TAG, output: Path = DEFAULT_OUTPUT) -> dict:
         return r
 
     with rootfs.locked(rootfs.cache_dir() / "image" / ".build.lock"):  # one build at a time
-        return _build(tag, output, steps, step)
+        return _build(dockerfile, stage_context, tag, output, build_args or {}, steps, step)
 
 
-def _build(tag, output, steps, step) -> dict:
-    base = step("base image", ensure_base_image)
+def _build(dockerfile, stage_context, tag, output, build_args, steps, step) -> dict:
+    base = step("base image", ensure_base_image, base_image_name(dockerfile))
     with tempfile.TemporaryDirectory(prefix="qw-image-ctx-") as ctx:
-        _stage_context(Path(ctx))
+        stage_context(Path(ctx))
         args = [
             "build",
             "--pull=never",
@@ -141,11 +155,11 @@ def _build(tag, output, steps, step) -> dict:
             "--format",
             "docker",
             "-f",
-            str(DOCKERFILE),
+            str(dockerfile),
             "-t",
             tag,
         ]
-        for k, v in pip_build_args().items():
+        for k, v in {**pip_build_args(), **build_args}.items():
             args += ["--build-arg", f"{k}={v}"]
         step("podman build", _podman, *args, ctx)
     image_id = _podman("image", "inspect", "--format", "{{.Id}}", tag, capture=True)

@@ -8,8 +8,9 @@ volume, then the server on that port.
 yet done; an ephemeral disk lives and dies with the server, so replacing it (a new template image,
 another flavor or user data) would lose the queues' contents. A volume outlives the server
 (``delete_on_termination`` false) and is attached again to its replacement; ``pulumi destroy``
-deletes it. The cost: the cloud needs Cinder, which the local cloud of this repository has not, so
-the broker server is not deployed there (README, What is not proved).
+deletes it. The cost: the cloud needs Cinder. **``amqpBrokerVolumeSize: 0``** is for a cloud
+without it (the local cloud of this repository): no volume, the data on the server's root disk,
+lost whenever the server is replaced or deleted.
 """
 
 from __future__ import annotations
@@ -68,14 +69,16 @@ class BrokerServer(pulumi.ComponentResource):
             f"{name}-certificate", server_name, self.port.all_fixed_ips, opts=child
         )
         self.passwords = BrokerPasswords(f"{name}-passwords", list(B.USERS), opts=child)
-        self.volume = openstack.blockstorage.Volume(
-            f"{name}-data",
-            name=f"{server_name}-data",
-            region=cfg.region,
-            size=cfg.amqp_broker_volume_size,
-            description="queue-workers broker data (RabbitMQ mnesia and quorum queue logs)",
-            opts=child,
-        )
+        self.volume: openstack.blockstorage.Volume | None = None
+        if cfg.amqp_broker_volume_size:
+            self.volume = openstack.blockstorage.Volume(
+                f"{name}-data",
+                name=f"{server_name}-data",
+                region=cfg.region,
+                size=cfg.amqp_broker_volume_size,
+                description="queue-workers broker data (RabbitMQ mnesia and quorum queue logs)",
+                opts=child,
+            )
         self.server = self._server(name, server_name, args, child)
         self.ca_pem = self.certificate.ca_pem
         self.consumer_env = self._role_env("consumer")
@@ -99,9 +102,10 @@ class BrokerServer(pulumi.ComponentResource):
 
     def _server(self, name: str, server_name: str, args: BrokerArgs, child: pulumi.ResourceOptions):
         cfg = args.config
+        volume_id = self.volume.id if self.volume is not None else None
         user_data: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
-                self.volume.id,
+                volume_id,
                 self.certificate.ca_pem,
                 self.certificate.cert_pem,
                 self.certificate.key_pem,
@@ -121,28 +125,37 @@ class BrokerServer(pulumi.ComponentResource):
             flavor_name=cfg.amqp_broker_flavor,
             key_pair=cfg.key_pair or None,
             networks=[{"port": self.port.id}],
-            block_devices=[
-                {
-                    "uuid": args.image_id,
-                    "source_type": "image",
-                    "destination_type": "local",
-                    "boot_index": 0,
-                    "delete_on_termination": True,
-                },
-                {  # the data: kept when the server is replaced (see the module docstring)
-                    "uuid": self.volume.id,
-                    "source_type": "volume",
-                    "destination_type": "volume",
-                    "boot_index": -1,
-                    "delete_on_termination": False,
-                },
-            ],
+            block_devices=self._block_devices(args.image_id, volume_id),
             user_data=user_data,
             metadata={"qw_role": "broker", "qw_queue": cfg.queue_name, "qw_stack": args.stack},
             # its port and its volume attach to one server at a time: a replacement (new image or
-            # user data) deletes the old server first, then boots the new one on both
+            # user data) deletes the old server first, then boots the new one on both (without a
+            # volume, the replacement starts with an empty broker)
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
+
+    @staticmethod
+    def _block_devices(image_id: pulumi.Input[str], volume_id: pulumi.Input[str] | None) -> list | None:
+        """The root disk from the image and the data volume; none without a volume (the server boots
+        from its image as any other)."""
+        if volume_id is None:
+            return None
+        return [
+            {
+                "uuid": image_id,
+                "source_type": "image",
+                "destination_type": "local",
+                "boot_index": 0,
+                "delete_on_termination": True,
+            },
+            {  # the data: kept when the server is replaced (see the module docstring)
+                "uuid": volume_id,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "boot_index": -1,
+                "delete_on_termination": False,
+            },
+        ]
 
     def _security_group(self, name: str, server_name: str, args: BrokerArgs, child: pulumi.ResourceOptions):
         group = openstack.networking.SecGroup(

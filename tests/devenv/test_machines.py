@@ -30,6 +30,10 @@ runcmd:
 """
 
 
+# TCP connect to ADDRESS:22 from inside a machine: exit 0 if it answers within 3 s.
+_CONNECT = "python3 -c 'import socket; socket.create_connection((\"{address}\", 22), timeout=3)'"
+
+
 def _nic(host: int):
     from devenv.machines import Nic
 
@@ -96,6 +100,8 @@ def _leftovers(machine) -> list[str]:
             found.append(f"process {p.parent.name}: {cmd[:120]}")
     if machine.run_dir.exists():
         found.append(f"folder {machine.run_dir}")
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    found += [f"rule {line}" for line in rules.splitlines() if f" {machine.name}-" in line]
     return found
 
 
@@ -174,6 +180,12 @@ def test_two_machines_of_one_image_at_once(first, cloud_image, user_key):
                     c.sudo("cat /etc/queue-workers/x.env", hide=True).stdout.strip()
                     == f"QW_QUEUE=jobs-{(name == a.name and 'a') or 'b'}"
                 )
+        # Machines of one subnet reach each other (as servers on one cloud network do), and
+        # nothing else is forwarded: not an address of the subnet no machine holds, not off this host.
+        with pinned_connection(a_nic.address, 22, "debian", user_key[0], a_keys) as c:
+            for address, reached in ((b_nic.address, True), (f"{SUBNET}.99", False), ("192.0.2.1", False)):
+                probe = c.run(_CONNECT.format(address=address), warn=True, hide=True)
+                assert probe.ok == reached, (address, probe.stdout, probe.stderr)
     finally:
         b.destroy()
     assert _leftovers(b) == []

@@ -41,6 +41,7 @@ def test_fab_list_shows_each_task_with_a_line_of_help():
                 "--floating-ip-network",
                 "--image-archive",
                 "--image-reference",
+                "--extra-image",
                 "--template-name",
                 "--keep-builder-on-error",
                 "--force",
@@ -137,3 +138,63 @@ def test_fab_takes_a_fractional_timeout():
     # --timeout 2.5 reaches the options as 2.5; the missing archive then stops the bake.
     out = _fab("bake-template", "--timeout", "2.5", "--image-archive", "none.tar")
     assert out.returncode == 1 and "image archive none.tar does not exist" in out.stderr, out.stderr
+
+
+def _docker_archive(path: Path, digest: str) -> Path:
+    import io
+    import json
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        data = json.dumps([{"Config": f"{digest}.json", "RepoTags": ["x:1"], "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extra_image_is_repeatable_and_typed():
+    from images.bake import BakeOptions
+
+    opts = BakeOptions.from_cli({"extra_image": ["a.tar", "b.tar"]})
+    assert opts.extra_image == (Path("a.tar"), Path("b.tar"))
+    assert BakeOptions.from_cli({}).extra_image == () == BakeOptions.from_cli({"extra_image": []}).extra_image
+
+
+def test_a_template_with_another_extra_image_is_another_template():
+    t = template.load()
+    plain = t.content_hash("sha256:aa")
+    assert t.content_hash("sha256:aa", ()) == plain  # no extra image: the hash templates had before
+    one = t.content_hash("sha256:aa", ("sha256:r1",))
+    assert len({plain, one, t.content_hash("sha256:aa", ("sha256:r2",))}) == 3
+    assert t.content_hash("sha256:aa", ("sha256:r1", "sha256:r2")) == t.content_hash(
+        "sha256:aa", ("sha256:r2", "sha256:r1")
+    )
+
+
+def test_extra_images_are_recorded_in_a_glance_property():
+    from images.bake import BakeError, extra_images_property
+
+    loaded = [{"archive": "r.tar", "image_id": "sha256:" + "5b" * 32, "tags": ["localhost/r:3.10"]}]
+    assert extra_images_property(loaded) == "localhost/r:3.10@" + "5b" * 6
+    with pytest.raises(BakeError, match="does not fit a Glance property"):
+        extra_images_property(loaded * 10)
+
+
+def test_fab_refuses_a_missing_extra_image_before_the_cloud(tmp_path):
+    archive = _docker_archive(tmp_path / "w.tar", "sha256:ab")
+    extra = _docker_archive(tmp_path / "r.tar", "sha256:cd")
+    out = _fab(
+        "bake-template",
+        "--image-archive",
+        str(archive),
+        "--extra-image",
+        str(extra),
+        "--extra-image",
+        str(tmp_path / "gone.tar"),
+    )
+    assert (
+        out.returncode == 1
+        and "extra image archive" in out.stderr
+        and "gone.tar does not exist" in out.stderr
+    ), out.stderr

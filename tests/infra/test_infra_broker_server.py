@@ -337,3 +337,36 @@ def test_heat_accepts_the_consumers_template_of_a_broker_server_stack(stack, tmp
     paths[1].write_text(hot.dump(hot.member_template(stack.template)))
     verdicts = run_validator(paths)
     assert all(v["ok"] for v in verdicts.values()), verdicts
+
+
+# -- amqpBrokerVolumeSize 0: a cloud without block storage -------------------------------------------
+@pytest.fixture(scope="module")
+def no_volume():
+    return render_mod.render("ord", cfg_override=server_settings(amqpBrokerVolumeSize="0"), inspect=_look)
+
+
+def test_volume_size_zero_declares_no_volume_and_boots_from_the_image(no_volume):
+    assert not of_type(no_volume, "blockstorage/volume:Volume")
+    server = one(no_volume, "compute/instance:Instance", "broker-server")
+    assert not server.inputs.get("blockDevices")
+    assert server.inputs["imageId"] and server.inputs["networks"] == [{"port": "broker-port-id"}]
+
+
+def test_volume_size_zero_keeps_the_data_on_the_root_disk(no_volume):
+    ud = _cloud_config(no_volume.inspected["broker_user_data"])
+    assert "fs_setup" not in ud and "mounts" not in ud
+    unit = _files(ud)[f"/etc/systemd/system/{B.BROKER_UNIT}"]["content"]
+    assert "RequiresMountsFor" not in unit and f"mkdir -p {B.DATA_DIR}" in unit
+    assert f"--volume {B.DATA_DIR}:/var/lib/rabbitmq" in unit
+
+
+def test_volume_size_zero_is_allowed_only_with_the_broker_server_and_says_the_data_is_lost():
+    cfg = C.load({**BASE, "queueBackend": "amqp", "amqpBroker": "server", "amqpBrokerVolumeSize": "0"})
+    assert cfg.amqp_broker_volume_size == 0
+    with pytest.raises(C.ConfigError) as e:
+        C.load({**BASE, "amqpBrokerVolumeSize": "0"})
+    assert e.value.key == "amqpBrokerVolumeSize" and "unless amqpBroker is 'server'" in str(e.value)
+    with pytest.raises(C.ConfigError, match="from 0 to 16384"):
+        C.load({**BASE, "queueBackend": "amqp", "amqpBroker": "server", "amqpBrokerVolumeSize": "-1"})
+    help_text = C.SETTINGS["amqpBrokerVolumeSize"].description
+    assert "0: no volume" in help_text and "LOST when the server is replaced" in help_text

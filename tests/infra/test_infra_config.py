@@ -105,7 +105,7 @@ SINGLE = [
     ("amqpBrokerImage", "rabbitmq:latest", "not :latest"),
     ("amqpBrokerImage", "Rabbit MQ:3", "pinned by tag or digest"),
     ("amqpBrokerFlavor", "m1 small", "a flavor name or empty"),
-    ("amqpBrokerVolumeSize", "0", "from 1 to 16384"),
+    ("amqpBrokerVolumeSize", "-1", "from 0 to 16384"),
 ]
 
 
