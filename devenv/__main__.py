@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 
 def _serve(service, name: str) -> int:
@@ -68,118 +71,159 @@ def _amqp(args) -> int:
     )
 
 
+# The services run here, one entry each: name, help, description, options (flags and
+# add_argument's keywords) and the function that runs it. Adding one is one more entry.
+@dataclasses.dataclass(frozen=True)
+class ServiceCommand:
+    name: str
+    help: str
+    description: str
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    run: Callable[[argparse.Namespace], int]
+
+
+SERVICE_COMMANDS = (
+    ServiceCommand(
+        "zaqar",
+        help="run a real local Zaqar 23 (redis storage, no auth) until Ctrl-C",
+        description="Run a real Zaqar 23 with redis on free 127.0.0.1 ports in the "
+        "foreground; print its URL and the environment variables for the workload.",
+        options=(
+            (
+                ("--venv",),
+                dict(default=None, help="Zaqar virtualenv (default: $QW_ZAQAR_VENV or <repo>/.venv-zaqar)"),
+            ),
+            (
+                ("--project",),
+                dict(
+                    default="queue-workers-local",
+                    help="project id clients send as X-Project-ID (default: %(default)s)",
+                ),
+            ),
+            (
+                ("--gc-interval",),
+                dict(
+                    type=float,
+                    default=2.0,
+                    metavar="SECONDS",
+                    help="seconds between runs of the redis driver's garbage collection of expired "
+                    "messages and claims (default: %(default)s)",
+                ),
+            ),
+            (
+                ("--workers",),
+                dict(type=int, default=2, help="gunicorn worker processes (default: %(default)s)"),
+            ),
+            (("--threads",), dict(type=int, default=4, help="threads per worker (default: %(default)s)")),
+        ),
+        run=_zaqar,
+    ),
+    ServiceCommand(
+        "sqs",
+        help="run moto's SQS server on loopback until Ctrl-C",
+        description="Run moto's SQS-compatible server on 127.0.0.1 in the foreground; "
+        "print its endpoint URL and the environment variables for the workload.",
+        options=(
+            (("--region",), dict(default="us-east-1", help="AWS region clients name (default: %(default)s)")),
+            (("--port",), dict(type=int, default=None, help="port to listen on (default: a free one)")),
+        ),
+        run=_sqs,
+    ),
+    ServiceCommand(
+        "amqp",
+        help="run a real RabbitMQ node (management plugin on) on loopback until Ctrl-C",
+        description="Run Debian's rabbitmq-server as a node of its own on free 127.0.0.1 "
+        "ports (AMQP, management API, distribution, epmd) in the foreground; print the "
+        "management URL and the environment variables for the workload.",
+        options=(
+            (
+                ("--data-dir",),
+                dict(
+                    default=None,
+                    help="folder for mnesia, logs and config, kept after stop (default: a temporary one)",
+                ),
+            ),
+            (
+                ("--consumer-timeout",),
+                dict(
+                    type=int,
+                    default=1800,
+                    metavar="SECONDS",
+                    help="seconds a delivery may stay unacknowledged before the broker closes its "
+                    "channel (RabbitMQ's consumer_timeout; default: %(default)s)",
+                ),
+            ),
+            (
+                ("--heartbeat",),
+                dict(
+                    type=int,
+                    default=60,
+                    metavar="SECONDS",
+                    help="heartbeat interval the broker proposes (default: %(default)s)",
+                ),
+            ),
+        ),
+        run=_amqp,
+    ),
+)
+
 # Commands whose options are their own module's: everything after the command name goes to it
-# (argparse here would eat their --help). Imported only when asked for.
+# (argparse here would eat their --help). Imported only when asked for. Name: (module, help).
 PASS_THROUGH = {
-    "demo": "devenv.demo",
-    "controlplane": "devenv.controlplane",
-    "cloud-demo": "devenv.cloud_demo",
+    "demo": ("devenv.demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
+    "cloud-demo": (
+        "devenv.cloud_demo",
+        "the whole loop on the local cloud: bake, deploy, backlog, scale up, drain, "
+        "scale down, destroy, with a live view",
+    ),
+    "controlplane": (
+        "devenv.controlplane",
+        "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, with a clouds.yaml, until Ctrl-C",
+    ),
 }
 
 
 def _pass_through(command: str, argv: list[str]) -> int:
     import importlib
 
-    return importlib.import_module(PASS_THROUGH[command]).main(argv) or 0
+    return importlib.import_module(PASS_THROUGH[command][0]).main(argv) or 0
+
+
+def _add_service(sub, command: ServiceCommand) -> None:
+    """The subcommand of one service: its options, and the function that runs it."""
+    p = sub.add_parser(command.name, help=command.help, description=command.description)
+    for flags, kwargs in command.options:
+        p.add_argument(*flags, **kwargs)
+    p.set_defaults(func=command.run)
+
+
+def _add_pass_through(sub, command: str, text: str) -> None:
+    """A subcommand listed in the help whose own module parses its arguments (see main())."""
+    p = sub.add_parser(
+        command,
+        help=text,
+        add_help=False,
+        description=f"{text}. Options after `{command}` go to it "
+        f"(`python -m devenv {command} --help` lists them).",
+    )
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help=f"arguments for {command} itself (see `python -m devenv {command} --help`)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per service, then those that pass their arguments on."""
     parser = argparse.ArgumentParser(
         prog="python -m devenv",
         description="Local stand-ins for the cloud services queue-workers uses (loopback only).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    z = sub.add_parser(
-        "zaqar",
-        help="run a real local Zaqar 23 (redis storage, no auth) until Ctrl-C",
-        description="Run a real Zaqar 23 with redis on free 127.0.0.1 ports in the "
-        "foreground; print its URL and the environment variables for the workload.",
-    )
-    z.add_argument(
-        "--venv", default=None, help="Zaqar virtualenv (default: $QW_ZAQAR_VENV or <repo>/.venv-zaqar)"
-    )
-    z.add_argument(
-        "--project",
-        default="queue-workers-local",
-        help="project id clients send as X-Project-ID (default: %(default)s)",
-    )
-    z.add_argument(
-        "--gc-interval",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="seconds between runs of the redis driver's garbage collection of expired "
-        "messages and claims (default: %(default)s)",
-    )
-    z.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
-    z.add_argument("--threads", type=int, default=4, help="threads per worker (default: %(default)s)")
-    z.set_defaults(func=_zaqar)
-
-    s = sub.add_parser(
-        "sqs",
-        help="run moto's SQS server on loopback until Ctrl-C",
-        description="Run moto's SQS-compatible server on 127.0.0.1 in the foreground; "
-        "print its endpoint URL and the environment variables for the workload.",
-    )
-    s.add_argument("--region", default="us-east-1", help="AWS region clients name (default: %(default)s)")
-    s.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
-    s.set_defaults(func=_sqs)
-
-    a = sub.add_parser(
-        "amqp",
-        help="run a real RabbitMQ node (management plugin on) on loopback until Ctrl-C",
-        description="Run Debian's rabbitmq-server as a node of its own on free 127.0.0.1 "
-        "ports (AMQP, management API, distribution, epmd) in the foreground; print the "
-        "management URL and the environment variables for the workload.",
-    )
-    a.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder for mnesia, logs and config, kept after stop (default: a temporary one)",
-    )
-    a.add_argument(
-        "--consumer-timeout",
-        type=int,
-        default=1800,
-        metavar="SECONDS",
-        help="seconds a delivery may stay unacknowledged before the broker closes its "
-        "channel (RabbitMQ's consumer_timeout; default: %(default)s)",
-    )
-    a.add_argument(
-        "--heartbeat",
-        type=int,
-        default=60,
-        metavar="SECONDS",
-        help="heartbeat interval the broker proposes (default: %(default)s)",
-    )
-    a.set_defaults(func=_amqp)
-
-    for command, text in (
-        ("demo", "the whole loop locally: Zaqar, producer, monitor, autoscaled consumers"),
-        (
-            "cloud-demo",
-            "the whole loop on the local cloud: bake, deploy, backlog, scale up, drain, "
-            "scale down, destroy, with a live view",
-        ),
-        (
-            "controlplane",
-            "a real Keystone + Heat (+ Zaqar with Keystone auth) on loopback, "
-            "with a clouds.yaml, until Ctrl-C",
-        ),
-    ):
-        p = sub.add_parser(
-            command,
-            help=text,
-            add_help=False,
-            description=f"{text}. Options after `{command}` go to it "
-            f"(`python -m devenv {command} --help` lists them).",
-        )
-        p.add_argument(
-            "args",
-            nargs=argparse.REMAINDER,
-            help=f"arguments for {command} itself (see `python -m devenv {command} --help`)",
-        )
+    for command in SERVICE_COMMANDS:
+        _add_service(sub, command)
+    for name, (_module, text) in PASS_THROUGH.items():
+        _add_pass_through(sub, name, text)
     return parser
 
 

@@ -368,12 +368,29 @@ def _run(cmd: list, what: str, env: dict | None = None) -> None:
 def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
     """Create the Placement, Glance, Neutron and Nova databases of a new state (no server needed).
 
-    Neutron's alembic migrations fail on sqlite (ALTER of constraints), so its schema is made
-    from its models and stamped at head; Nova gets cell0 and cell1.
+    Placement's and Glance's are made in the background while Neutron's and then Nova's are made
+    here; the first error of either side is raised once all are done.
     """
-    bin_ = cfg.venv / "bin"
     env = service_env()
-    steps = [
+    errors: list = []
+    background = [
+        threading.Thread(target=_capture_into, args=(errors, _run, cmd, what, env))
+        for cmd, what in _placement_and_glance_syncs(cfg, dirs)
+    ]
+    for t in background:
+        t.start()
+    _init_neutron(cfg, dirs, env)
+    _init_nova(cfg, dirs, env)
+    for t in background:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _placement_and_glance_syncs(cfg: CloudConfig, dirs: dict[str, Path]) -> list[tuple[list, str]]:
+    """The two schema syncs that depend on nothing else: (command, what it is)."""
+    bin_ = cfg.venv / "bin"
+    return [
         (
             [bin_ / "placement-manage", "--config-dir", dirs["placement"], "db", "sync"],
             "placement-manage db sync",
@@ -383,12 +400,12 @@ def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
             "glance-manage db_sync",
         ),
     ]
-    errors_all: list = []
-    threads = []
-    for cmd, what in steps:
-        t = threading.Thread(target=_capture_into, args=(errors_all, _run, cmd, what, env))
-        t.start()
-        threads.append(t)
+
+
+def _init_neutron(cfg: CloudConfig, dirs: dict[str, Path], env: dict) -> None:
+    """Neutron's schema from its models, stamped at head: its alembic migrations fail on sqlite
+    (ALTER of constraints)."""
+    bin_ = cfg.venv / "bin"
     neutron_conf = [
         "--config-file",
         dirs["neutron"] / "neutron.conf",
@@ -407,7 +424,11 @@ def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
         env,
     )
     _run([bin_ / "neutron-db-manage", *neutron_conf, "stamp", "heads"], "neutron-db-manage stamp heads", env)
-    nova = [bin_ / "nova-manage", "--config-dir", dirs["nova"]]
+
+
+def _init_nova(cfg: CloudConfig, dirs: dict[str, Path], env: dict) -> None:
+    """Nova's API database, cell0 and cell1, then the cells' schema."""
+    nova = [cfg.venv / "bin" / "nova-manage", "--config-dir", dirs["nova"]]
     _run([*nova, "api_db", "sync"], "nova-manage api_db sync", env)
     _run(
         [
@@ -426,10 +447,6 @@ def init_databases(cfg: CloudConfig, dirs: dict[str, Path]) -> None:
         env,
     )
     _run([*nova, "db", "sync"], "nova-manage db sync", env)
-    for t in threads:
-        t.join()
-    if errors_all:
-        raise errors_all[0]
 
 
 def _capture_into(errors: list, func, *args) -> None:

@@ -348,18 +348,7 @@ class ControlPlane:
         """Run the servers on the state in ``copy``. ``building``: a new cloud state, whose
         databases are created here and whose catalog gets the cloud's endpoints."""
         started = started or time.monotonic()
-        if self.run_dir is None:
-            self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.secrets = json.loads((copy / "secrets.json").read_text())
-        self.ports = {"keystone": free_port(), "heat": free_port(), "cfn": free_port()}
-        if self.cloud:
-            self.ports.update(local_cloud.new_ports())
-        keystone.set_endpoints(copy / "keystone.sqlite", self.ports)
-        keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
-        conf = heat.write_config(
-            self.run_dir, copy, self.venv, self.ports, self.secrets, log_file=self.run_dir / "heat.log"
-        )
+        heat_conf = self._configure(copy)
         zaqar_thread = None
         if self.messaging:
             zaqar_thread = threading.Thread(target=_capture, args=(self._start_zaqar,))
@@ -368,55 +357,13 @@ class ControlPlane:
             self.procs["keystone"] = _start_keystone(
                 self.venv, copy, self.ports["keystone"], self.run_dir / "keystone.out"
             )
-            out = open(self.run_dir / "heat.out", "ab")
-            self.procs["heat"] = subprocess.Popen(
-                [
-                    str(self.venv / "bin" / "python"),
-                    "-m",
-                    "devenv.heat",
-                    "serve",
-                    "--config-file",
-                    str(conf),
-                    "--api-port",
-                    str(self.ports["heat"]),
-                    "--cfn-port",
-                    str(self.ports["cfn"]),
-                    "--access-log",
-                    str(self.run_dir / "heat.access.log"),
-                ],
-                cwd=REPO,
-                env=_python_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            self.procs["heat"] = self._start_heat(heat_conf)
             if self.cloud:
                 self._start_cloud(copy, building)
-            wait_until(
-                lambda: _http_ok(self.url, range(200, 300)),
-                90,
-                "keystone",
-                self.procs["keystone"],
-                str(self.run_dir / "keystone.out"),
-            )
-            wait_until(
-                lambda: (
-                    _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
-                    and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/")
-                ),
-                90,
-                "heat",
-                self.procs["heat"],
-                str(self.run_dir / "heat.out"),
-            )
+            self._wait_keystone()
+            self._wait_heat()
             if zaqar_thread is not None:
-                zaqar_thread.join()
-                if zaqar_thread.error:  # type: ignore[attr-defined]
-                    raise zaqar_thread.error  # type: ignore[attr-defined]
-                keystone.add_endpoint(
-                    _admin_session(self.ports["keystone"], self.secrets["admin"]), "messaging", self.zaqar.url
-                )
+                self._register_zaqar(zaqar_thread)
             self._write_clouds_yaml()
             if self.cloud:
                 self._wait_cloud()
@@ -426,6 +373,84 @@ class ControlPlane:
             self.stop()
             raise
         self._write_clouds_yaml()
+        self._report_ready(started)
+
+    def _configure(self, copy: Path) -> Path:
+        """The run folder, the state's secrets, new ports (in Keystone's catalog too) and the
+        Keystone and Heat config files for ``copy``; returns Heat's config file."""
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="qw-controlplane-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets = json.loads((copy / "secrets.json").read_text())
+        self.ports = {"keystone": free_port(), "heat": free_port(), "cfn": free_port()}
+        if self.cloud:
+            self.ports.update(local_cloud.new_ports())
+        keystone.set_endpoints(copy / "keystone.sqlite", self.ports)
+        keystone.write_config(copy, log_file=self.run_dir / "keystone.log")
+        return heat.write_config(
+            self.run_dir, copy, self.venv, self.ports, self.secrets, log_file=self.run_dir / "heat.log"
+        )
+
+    def _start_heat(self, conf: Path) -> subprocess.Popen:
+        """Heat's API and CloudFormation API (one process) on their ports."""
+        out = open(self.run_dir / "heat.out", "ab")
+        return subprocess.Popen(
+            [
+                str(self.venv / "bin" / "python"),
+                "-m",
+                "devenv.heat",
+                "serve",
+                "--config-file",
+                str(conf),
+                "--api-port",
+                str(self.ports["heat"]),
+                "--cfn-port",
+                str(self.ports["cfn"]),
+                "--access-log",
+                str(self.run_dir / "heat.access.log"),
+            ],
+            cwd=REPO,
+            env=_python_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _wait_keystone(self) -> None:
+        """Until Keystone's v3 API answers (90 s at most, or its process exits)."""
+        wait_until(
+            lambda: _http_ok(self.url, range(200, 300)),
+            90,
+            "keystone",
+            self.procs["keystone"],
+            str(self.run_dir / "keystone.out"),
+        )
+
+    def _wait_heat(self) -> None:
+        """Until both of Heat's APIs answer (90 s at most, or its process exits)."""
+        wait_until(
+            lambda: (
+                _http_ok(f"http://127.0.0.1:{self.ports['heat']}/")
+                and _http_ok(f"http://127.0.0.1:{self.ports['cfn']}/")
+            ),
+            90,
+            "heat",
+            self.procs["heat"],
+            str(self.run_dir / "heat.out"),
+        )
+
+    def _register_zaqar(self, zaqar_thread: threading.Thread) -> None:
+        """Wait for Zaqar's start (its error, if any, is raised here) and put it in the catalog."""
+        zaqar_thread.join()
+        if zaqar_thread.error:  # type: ignore[attr-defined]
+            raise zaqar_thread.error  # type: ignore[attr-defined]
+        keystone.add_endpoint(
+            _admin_session(self.ports["keystone"], self.secrets["admin"]), "messaging", self.zaqar.url
+        )
+
+    def _report_ready(self, started: float) -> None:
+        """Record and print how long the start took."""
         self.start_seconds = time.monotonic() - started
         what = (
             "Keystone, Heat and the cloud (Nova, Glance, Neutron, Placement)"
@@ -455,13 +480,7 @@ class ControlPlane:
         if building:
             local_cloud.init_databases(cfg, dirs)
             # The services find each other through the catalog: register them before they start.
-            wait_until(
-                lambda: _http_ok(self.url, range(200, 300)),
-                90,
-                "keystone",
-                self.procs["keystone"],
-                str(self.run_dir / "keystone.out"),
-            )
+            self._wait_keystone()
             admin = _admin_session(self.ports["keystone"], self.secrets["admin"])
             for stype in ("compute", "placement", "image", "network"):
                 keystone.add_endpoint(admin, stype, keystone.CATALOG[stype][1].format(**self.ports))

@@ -17,6 +17,7 @@ logs stay in ``demo-out/`` (or ``$QW_DEMO_OUT``) for reading afterwards.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from workload.settings import add_options, from_args, setting
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SECONDS, MAX_SECONDS, MIN_SECONDS = 90.0, 120.0, 15.0
@@ -168,8 +171,81 @@ class View:
 # ---------------------------------------------------------------------------- the demo
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    env_seconds = os.environ.get("DEMO_SECONDS")
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    """The demo's options, each declared once: flag, environment variable, type, range, default
+    and help; workload/settings.py makes the argparse options and reads the environment from
+    these, as it does for the workload's own options. :func:`parse_args` fills in what is left
+    unset (``peak``, ``burst``, ``out``) and checks the length (:meth:`resolved`)."""
+
+    # Its range is checked by resolved(), not declared here, so a refusal reads the same from
+    # --seconds and DEMO_SECONDS: "demo length 600 s is not allowed: from 15 to 120 s".
+    seconds: float = setting(
+        DEFAULT_SECONDS,
+        f"length of the demo, {MIN_SECONDS:g}..{MAX_SECONDS:g} s",
+        flags=("--seconds",),
+        env=("DEMO_SECONDS",),
+        kind=float,
+    )
+    backend: str = setting(
+        "zaqar",
+        "queue service to run locally: zaqar (Zaqar 23 + redis), amqp (RabbitMQ) or sqs (moto)",
+        flags=("--backend",),
+        env=("DEMO_BACKEND",),
+        choices=BACKENDS,
+    )
+    max_workers: int = setting(
+        6, "most consumer processes the monitor may run", flags=("--max-workers",), kind=int, lo=1, hi=16
+    )
+    work_s: float = setting(
+        0.4, "seconds of work per message", flags=("--work-s",), kind=float, lo=0.01, hi=5
+    )
+    peak: float | None = setting(
+        None,
+        "messages/s at the top of the ramp (default: what max-workers-2 handle)",
+        flags=("--peak",),
+        kind=float,
+        optional=True,
+    )
+    burst: float | None = setting(
+        None,
+        "messages/s during the burst (default: what max-workers handle, 90%%)",
+        flags=("--burst",),
+        kind=float,
+        optional=True,
+    )
+    low: float = setting(1.0, "messages/s at first", flags=("--low",), kind=float)
+    interval: float = setting(1.0, "seconds between the monitor's looks", flags=("--interval",), kind=float)
+    target_wait: float = setting(
+        5.0, "the target policy's wait target in seconds", flags=("--target-wait",), kind=float
+    )
+    out: str | None = setting(
+        None,
+        "folder for the decision log and the consumers' logs (emptied first; "
+        "default: $QW_DEMO_OUT or demo-out/)",
+        flags=("--out",),
+        env=("QW_DEMO_OUT",),
+        optional=True,
+    )
+
+    def resolved(self) -> DemoOptions:
+        """These options with the unset ones filled in: the ramp's peak and the burst from what
+        the workers handle, the output folder ``demo-out/``; ValueError if the length is out of range."""
+        if not MIN_SECONDS <= self.seconds <= MAX_SECONDS:
+            raise ValueError(
+                f"demo length {self.seconds:g} s is not allowed: from {MIN_SECONDS:g} to {MAX_SECONDS:g} s"
+            )
+        per_worker = 1.0 / self.work_s
+        return dataclasses.replace(
+            self,
+            peak=self.peak if self.peak is not None else max(1.0, (self.max_workers - 2) * per_worker * 0.8),
+            burst=self.burst if self.burst is not None else self.max_workers * per_worker * 0.9,
+            out=self.out or str(REPO_ROOT / "demo-out"),
+        )
+
+
+def parse_args(argv: list[str] | None) -> DemoOptions:
+    """The demo's options from ``argv`` and the environment; a bad value exits with usage (2)."""
     if argv and argv[0] == "--":  # `python -m devenv demo -- --max-workers 4`
         argv = argv[1:]
     p = argparse.ArgumentParser(
@@ -177,90 +253,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Local Zaqar (or RabbitMQ, or moto's SQS) + producer (low, ramp, burst, idle) + monitor + autoscaled "
         "consumer processes; the last line is a JSON summary.",
     )
-    p.add_argument(
-        "--seconds",
-        type=float,
-        default=None,
-        help=f"length of the demo, {MIN_SECONDS:g}..{MAX_SECONDS:g} s "
-        f"(default: $DEMO_SECONDS or {DEFAULT_SECONDS:g})",
-    )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=os.environ.get("DEMO_BACKEND") or "zaqar",
-        help="queue service to run locally: zaqar (Zaqar 23 + redis), amqp (RabbitMQ) or "
-        "sqs (moto) (default: $DEMO_BACKEND or zaqar)",
-    )
-    p.add_argument(
-        "--max-workers",
-        type=int,
-        default=6,
-        help="most consumer processes the monitor may run (default: %(default)s)",
-    )
-    p.add_argument(
-        "--work-s", type=float, default=0.4, help="seconds of work per message (default: %(default)s)"
-    )
-    p.add_argument(
-        "--peak",
-        type=float,
-        default=None,
-        help="messages/s at the top of the ramp (default: what max-workers-2 handle)",
-    )
-    p.add_argument(
-        "--burst",
-        type=float,
-        default=None,
-        help="messages/s during the burst (default: what max-workers handle, 90%%)",
-    )
-    p.add_argument("--low", type=float, default=1.0, help="messages/s at first (default: %(default)s)")
-    p.add_argument(
-        "--interval",
-        type=float,
-        default=1.0,
-        help="seconds between the monitor's looks (default: %(default)s)",
-    )
-    p.add_argument(
-        "--target-wait",
-        type=float,
-        default=5.0,
-        help="the target policy's wait target in seconds (default: %(default)s)",
-    )
-    p.add_argument(
-        "--out",
-        default=os.environ.get("QW_DEMO_OUT") or str(REPO_ROOT / "demo-out"),
-        help="folder for the decision log and the consumers' logs (emptied first; "
-        "default: $QW_DEMO_OUT or demo-out/)",
-    )
-    args = p.parse_args(argv)
-    if args.backend not in BACKENDS:  # from DEMO_BACKEND: argparse checks only the command line
-        p.error(f"DEMO_BACKEND={args.backend!r} is not allowed: one of {', '.join(BACKENDS)}")
-    seconds = args.seconds
-    if seconds is None:
-        try:
-            seconds = float(env_seconds) if env_seconds else DEFAULT_SECONDS
-        except ValueError:
-            p.error(
-                f"DEMO_SECONDS={env_seconds!r} is not allowed: a number of seconds, "
-                f"{MIN_SECONDS:g} to {MAX_SECONDS:g}"
-            )
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        p.error(f"demo length {seconds:g} s is not allowed: from {MIN_SECONDS:g} to {MAX_SECONDS:g} s")
-    args.seconds = seconds
-    if not 1 <= args.max_workers <= 16:
-        p.error(f"--max-workers={args.max_workers} is not allowed: from 1 to 16")
-    if not 0.01 <= args.work_s <= 5:
-        p.error(f"--work-s={args.work_s} is not allowed: from 0.01 to 5 seconds")
-    per_worker = 1.0 / args.work_s
-    args.peak = args.peak if args.peak is not None else max(1.0, (args.max_workers - 2) * per_worker * 0.8)
-    args.burst = args.burst if args.burst is not None else args.max_workers * per_worker * 0.9
-    return args
+    try:
+        add_options(p, DemoOptions)  # reads DEMO_SECONDS, DEMO_BACKEND and QW_DEMO_OUT
+        return from_args(DemoOptions, p.parse_args(argv)).resolved()
+    except ValueError as exc:  # SettingError too: "key=value is not allowed: what is"
+        p.error(str(exc))
 
 
 class Demo:
     """One run of the demo, step by step: :meth:`run` starts the service and the queue, the
     monitor and the producer, produces, drains, and returns the summary and exit code."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: DemoOptions):
         self.args = args
         self.out = Path(args.out)
         self.view = View()

@@ -178,46 +178,6 @@ class BuilderHost(SSHBuilder):
     def _boot(self, log) -> subprocess.Popen:
         for d in ("upper", "work", "merged", "keys", "docker"):
             (self.workdir / d).mkdir()
-        up, wk, mg, keys = (self.workdir / d for d in ("upper", "work", "merged", "keys"))
-        key_q = shlex.quote(self.authorized_key)
-        script = f"""
-set -e
-mount -t overlay overlay -o lowerdir={self.lower},upperdir={up},workdir={wk} {mg}
-mount -t proc proc {mg}/proc
-mount --rbind /sys {mg}/sys
-mount --rbind /dev {mg}/dev
-mount -t tmpfs tmpfs {mg}/run
-mkdir -p {mg}/run/sshd {mg}/var/lib/docker
-mount --bind {self.workdir / "docker"} {mg}/var/lib/docker
-cp -L /etc/resolv.conf {mg}/etc/resolv.conf 2>/dev/null || true
-hostname {self.hostname}
-echo {self.hostname} > {mg}/etc/hostname
-chroot {mg} ssh-keygen -A -q
-cp {mg}/etc/ssh/ssh_host_ed25519_key.pub {mg}/etc/ssh/ssh_host_ecdsa_key.pub {mg}/etc/ssh/ssh_host_rsa_key.pub {keys}/
-id {LOGIN_USER} >/dev/null 2>&1 || chroot {mg} useradd -m -s /bin/bash {LOGIN_USER}
-echo '{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL' > {mg}/etc/sudoers.d/90-cloud-init-users
-chmod 0440 {mg}/etc/sudoers.d/90-cloud-init-users
-mkdir -p {mg}/home/{LOGIN_USER}/.ssh
-echo {key_q} > {mg}/home/{LOGIN_USER}/.ssh/authorized_keys
-chroot {mg} chown -R {LOGIN_USER}: /home/{LOGIN_USER}/.ssh
-chmod 700 {mg}/home/{LOGIN_USER}/.ssh
-cat > {mg}/etc/ssh/sshd_config.d/50-builder.conf <<EOF
-Port {self.port}
-ListenAddress 127.0.0.1
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UseDNS no
-EOF
-(
-  while ! [ -x {mg}/usr/sbin/dockerd ] || ! [ -L {mg}/etc/systemd/system/multi-user.target.wants/docker.service ]; do
-    sleep 1
-  done
-  sleep 1
-  echo "builder host: docker.service enabled: starting dockerd" >&2
-  exec chroot {mg} /usr/sbin/dockerd --bridge=none --iptables=false --ip-masq=false >{self.workdir}/dockerd.log 2>&1
-) &
-exec chroot {mg} /usr/sbin/sshd -D -e
-"""
         self.proc = subprocess.Popen(
             [
                 "unshare",
@@ -230,13 +190,86 @@ exec chroot {mg} /usr/sbin/sshd -D -e
                 "private",
                 "sh",
                 "-c",
-                script,
+                self._boot_script(),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self.proc
+
+    def _boot_script(self) -> str:
+        """The shell script run inside the new namespaces: the steps of a cloud server's first
+        boot, one method each, then sshd in the foreground (its exit is the host's)."""
+        mg = self.root
+        return (
+            "\nset -e\n"
+            + self._mounts(mg)
+            + self._first_boot_identity(mg)
+            + self._login_user(mg)
+            + self._sshd_config(mg)
+            + self._docker_service(mg)
+            + f"exec chroot {mg} /usr/sbin/sshd -D -e\n"
+        )
+
+    def _mounts(self, mg: Path) -> str:
+        """The overlay over the cached rootfs, the kernel file systems, /run, Docker's data root."""
+        up, wk = self.workdir / "upper", self.workdir / "work"
+        return f"""mount -t overlay overlay -o lowerdir={self.lower},upperdir={up},workdir={wk} {mg}
+mount -t proc proc {mg}/proc
+mount --rbind /sys {mg}/sys
+mount --rbind /dev {mg}/dev
+mount -t tmpfs tmpfs {mg}/run
+mkdir -p {mg}/run/sshd {mg}/var/lib/docker
+mount --bind {self.workdir / "docker"} {mg}/var/lib/docker
+cp -L /etc/resolv.conf {mg}/etc/resolv.conf 2>/dev/null || true
+"""
+
+    def _first_boot_identity(self, mg: Path) -> str:
+        """The hostname and fresh SSH host keys (as cloud-init makes them), copied out to
+        :meth:`_host_key_folder`."""
+        keys = self.workdir / "keys"
+        return f"""hostname {self.hostname}
+echo {self.hostname} > {mg}/etc/hostname
+chroot {mg} ssh-keygen -A -q
+cp {mg}/etc/ssh/ssh_host_ed25519_key.pub {mg}/etc/ssh/ssh_host_ecdsa_key.pub {mg}/etc/ssh/ssh_host_rsa_key.pub {keys}/
+"""
+
+    def _login_user(self, mg: Path) -> str:
+        """The ``debian`` user with passwordless sudo and the bake's public key."""
+        key_q = shlex.quote(self.authorized_key)
+        return f"""id {LOGIN_USER} >/dev/null 2>&1 || chroot {mg} useradd -m -s /bin/bash {LOGIN_USER}
+echo '{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL' > {mg}/etc/sudoers.d/90-cloud-init-users
+chmod 0440 {mg}/etc/sudoers.d/90-cloud-init-users
+mkdir -p {mg}/home/{LOGIN_USER}/.ssh
+echo {key_q} > {mg}/home/{LOGIN_USER}/.ssh/authorized_keys
+chroot {mg} chown -R {LOGIN_USER}: /home/{LOGIN_USER}/.ssh
+chmod 700 {mg}/home/{LOGIN_USER}/.ssh
+"""
+
+    def _sshd_config(self, mg: Path) -> str:
+        """sshd on this host's port, on loopback only, with keys only."""
+        return f"""cat > {mg}/etc/ssh/sshd_config.d/50-builder.conf <<EOF
+Port {self.port}
+ListenAddress 127.0.0.1
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+EOF
+"""
+
+    def _docker_service(self, mg: Path) -> str:
+        """systemd's part for docker.service only (see the module docstring): in the background,
+        the real dockerd once the package is installed and the service is enabled."""
+        return f"""(
+  while ! [ -x {mg}/usr/sbin/dockerd ] || ! [ -L {mg}/etc/systemd/system/multi-user.target.wants/docker.service ]; do
+    sleep 1
+  done
+  sleep 1
+  echo "builder host: docker.service enabled: starting dockerd" >&2
+  exec chroot {mg} /usr/sbin/dockerd --bridge=none --iptables=false --ip-masq=false >{self.workdir}/dockerd.log 2>&1
+) &
+"""
 
     def _host_key_folder(self) -> Path:
         return self.workdir / "keys"  # copied out of the namespace by the boot script
