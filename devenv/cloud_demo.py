@@ -65,8 +65,9 @@ def make_key(directory: Path) -> tuple[str, str]:
     return str(directory / "id"), (directory / "id.pub").read_text().strip()
 
 
-def bake_template(cp, out_dir: Path, out=None) -> dict:
-    """Bake the consumer template on the local cloud with the bake itself; returns its manifest.
+def bake_template(cp, out_dir: Path, out=None, extra_images: tuple[Path, ...] = ()) -> dict:
+    """Bake the consumer template on the local cloud with the bake itself (``extra_images``: more
+    container archives loaded into it, ``--extra-image``); returns its manifest.
 
     Baked on ``m1.tiny``: Nova records the builder flavor's disk as the snapshot's min_disk, and
     Pulumi.local.yaml boots the monitor on m1.tiny (1 GB), which a bake on m1.small (10 GB) refuses.
@@ -80,6 +81,7 @@ def bake_template(cp, out_dir: Path, out=None) -> dict:
         network=PROVIDER_NETWORK,
         flavor="m1.tiny",
         image_archive=image.current(),
+        extra_image=extra_images,
         manifest=out_dir / "manifest.json",
         timeout=900,
     )

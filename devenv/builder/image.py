@@ -198,18 +198,23 @@ def current(output: Path = DEFAULT_OUTPUT) -> Path:
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m devenv.builder.image", description=__doc__.split("\n")[0])
-    p.add_argument("--tag", default=DEFAULT_TAG, help=f"image name to build (default {DEFAULT_TAG})")
+def cli(argv, module: str, doc: str, tag: str, output: Path, build_fn) -> int:
+    """``python -m MODULE [--tag] [--output]``: build one image archive, print its record."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    p.add_argument("--tag", default=tag, help=f"image name to build (default {tag})")
     p.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_OUTPUT,
-        help="docker-archive to write (default build/queue-workers-image.tar)",
+        default=output,
+        help=f"docker-archive to write (default {output.relative_to(REPO_ROOT)})",
     )
     a = p.parse_args(argv)
-    print(json.dumps(build(a.tag, a.output)))
+    print(json.dumps(build_fn(a.tag, a.output)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, "devenv.builder.image", __doc__, DEFAULT_TAG, DEFAULT_OUTPUT, build)
 
 
 if __name__ == "__main__":

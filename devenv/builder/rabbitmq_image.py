@@ -20,7 +20,6 @@ The record beside the archive names the exact Debian package version.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -77,19 +76,7 @@ def archive(output: Path = DEFAULT_OUTPUT, tag: str = DEFAULT_TAG) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m devenv.builder.rabbitmq_image", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--tag", default=DEFAULT_TAG, help=f"image name to build (default {DEFAULT_TAG})")
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="docker-archive to write (default build/rabbitmq-image.tar)",
-    )
-    a = p.parse_args(argv)
-    print(json.dumps(build(a.tag, a.output)))
-    return 0
+    return image.cli(argv, "devenv.builder.rabbitmq_image", __doc__, DEFAULT_TAG, DEFAULT_OUTPUT, build)
 
 
 if __name__ == "__main__":

@@ -34,29 +34,9 @@ MESSAGES, MEMBERS = 20, 2
 INSTANCE = "openstack:compute/instance:Instance"
 
 
-def _bake(cloud, out_dir: Path) -> dict:
-    """The consumer template with the broker's RabbitMQ image in it (reused if the content is)."""
-    from devenv.builder import image, rabbitmq_image
-    from devenv.cloud import PROVIDER_NETWORK
-    from images.bake import Bake, BakeOptions
-
-    if not image.DEFAULT_OUTPUT.exists():
-        image.build()
-    opts = BakeOptions(
-        connection=cloud.connection("local"),
-        network=PROVIDER_NETWORK,
-        flavor="m1.tiny",  # the template's min_disk must fit the stack's flavors (cloud_demo.bake_template)
-        image_archive=image.DEFAULT_OUTPUT,
-        extra_image=(rabbitmq_image.archive(),),
-        manifest=out_dir / "manifest.json",
-        timeout=900,
-    )
-    return Bake(opts, out=sys.stdout).run()
-
-
 def test_broker_server_boots_and_the_consumers_use_it_over_amqps(cloud, tmp_path):
     from devenv.builder import rabbitmq_image
-    from devenv.cloud_demo import MemberLogs, Phases, make_key, wait_for
+    from devenv.cloud_demo import MemberLogs, Phases, bake_template, make_key, wait_for
     from devenv.pulumi_local import LocalDeployment
     from images.properties import P_EXTRA, P_HASH
     from infra import broker as B
@@ -67,7 +47,8 @@ def test_broker_server_boots_and_the_consumers_use_it_over_amqps(cloud, tmp_path
     project = Project(cloud.session("local"))
     before = project_resources(project)
 
-    template = _bake(cloud, tmp_path)
+    # the consumer template with the broker's RabbitMQ image in it (reused if the content is)
+    template = bake_template(cloud, tmp_path, out=sys.stdout, extra_images=(rabbitmq_image.archive(),))
     assert rabbitmq_image.DEFAULT_TAG in template["properties"][P_EXTRA]
     phases.end(f"bake ({'reused' if template['reused'] else 'baked'} {template['template_name']})")
 
