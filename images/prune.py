@@ -53,12 +53,11 @@ def stacks(conn) -> list[tuple[str, str]]:
 
 
 def stack_strings(conn, stack_id: str) -> list[str]:
-    """Every string a stack names: its parameters' values and its template's strings."""
-    import openstack.exceptions
-
+    """Every string a stack names: its parameters' values and its template's strings (none for a
+    stack deleted since it was listed: it uses nothing any more)."""
     st = conn.orchestration.get_stack(stack_id, resolve_outputs=False)
     if st is None:
-        raise openstack.exceptions.NotFoundException(f"stack {stack_id}")
+        return []
     values = [str(v) for v in (st.parameters or {}).values()]
     return values + list(_strings(conn.orchestration.get_stack_template(st)))
 
