@@ -81,28 +81,29 @@ def _http_ok(url: str, accept=range(200, 500)) -> bool:
         return False
 
 
-def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
+def _spawn(venv: Path, module: str, args: list[str], out: Path) -> subprocess.Popen:
+    """``python -m MODULE serve ARGS`` from ``venv`` in a session of its own, output to ``out``."""
     return subprocess.Popen(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "devenv.keystone",
-            "serve",
-            "--config-dir",
-            str(state),
-            "--port",
-            str(port),
-            "--access-log",
-            str(log.with_suffix(".access.log")),
-        ],
+        [str(venv / "bin" / "python"), "-m", module, "serve", *args],
         cwd=REPO,
         env=_python_env(),
-        stdout=out,
+        stdout=open(out, "ab"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def _start_keystone(venv: Path, state: Path, port: int, log: Path) -> subprocess.Popen:
+    args = [
+        "--config-dir",
+        str(state),
+        "--port",
+        str(port),
+        "--access-log",
+        str(log.with_suffix(".access.log")),
+    ]
+    return _spawn(venv, "devenv.keystone", args, log)
 
 
 def build_state(venv: Path | None = None, progress=print) -> Path:
@@ -393,29 +394,9 @@ class ControlPlane:
 
     def _start_heat(self, conf: Path) -> subprocess.Popen:
         """Heat's API and CloudFormation API (one process) on their ports."""
-        out = open(self.run_dir / "heat.out", "ab")
-        return subprocess.Popen(
-            [
-                str(self.venv / "bin" / "python"),
-                "-m",
-                "devenv.heat",
-                "serve",
-                "--config-file",
-                str(conf),
-                "--api-port",
-                str(self.ports["heat"]),
-                "--cfn-port",
-                str(self.ports["cfn"]),
-                "--access-log",
-                str(self.run_dir / "heat.access.log"),
-            ],
-            cwd=REPO,
-            env=_python_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        args = ["--config-file", str(conf), "--api-port", str(self.ports["heat"])]
+        args += ["--cfn-port", str(self.ports["cfn"]), "--access-log", str(self.run_dir / "heat.access.log")]
+        return _spawn(self.venv, "devenv.heat", args, self.run_dir / "heat.out")
 
     def _wait_keystone(self) -> None:
         """Until Keystone's v3 API answers (90 s at most, or its process exits)."""

@@ -203,14 +203,14 @@ def test_an_unknown_resource_type_fails_by_name_and_what_was_made_is_deleted(con
             roles=["member"],
             opts=pulumi.ResourceOptions(provider=provider),
         )
-        openstack.blockstorage.Volume(
-            "volume", size=1, description=cred.id, opts=pulumi.ResourceOptions(provider=provider)
+        openstack.dns.Zone(  # a kind the harness has no resource for (Designate)
+            "zone", name="example.org.", description=cred.id, opts=pulumi.ResourceOptions(provider=provider)
         )
 
     d = LocalDeployment("local", controlplane, progress=lambda _line: None, program=program)
     with pytest.raises(Exception) as err:
         d.up()
-    assert "does not know resource type 'openstack:blockstorage/volume:Volume'" in str(err.value)
+    assert "does not know resource type 'openstack:dns/zone:Zone'" in str(err.value)
     assert [r.name for r in d.resources if r.made] == ["cred"] and all(
         r.deleted for r in d.resources if r.made
     )
