@@ -54,6 +54,7 @@ lint: venv ## ruff (lint, format check) and mypy, configured in pyproject.toml
 # lint is the first prerequisite: a type or lint error fails in seconds, before the service venvs are built.
 test: lint venv venv-zaqar venv-openstack builder-deps ## lint first, then every check this machine can run (unit, integration, infra, builder, controlplane, cloud)
 	$(PY) -m pytest
+	$(PY) -m pytest -m controlplane_only  # the stand-in harness tests, on a control plane without the cloud
 
 test-fast: venv ## pure logic only: no servers
 	$(PY) -m pytest tests/unit

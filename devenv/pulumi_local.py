@@ -325,76 +325,20 @@ class LocalDeployment:
     def up(self) -> LocalDeployment:
         """Run the program; every resource it declares is made in the local cloud. On failure, what
         was made is deleted (reverse order) and the error raised."""
-        import pulumi
-        from pulumi.runtime import config as rc
-        from pulumi.runtime import mocks as pm
-
-        from infra.config import PROJECT
-
         started = time.monotonic()
-        if self.state_path().is_file():  # no state, no update: a second up would lose the first's resources
-            raise FileExistsError(
-                f"stack {self.stack!r} is already deployed on this cloud "
-                f"({self.state_path().name} beside its clouds.yaml): destroy it first"
-            )
+        self._refuse_a_second_up()
         self._say(
             f"local deployment of stack {self.stack!r} (test harness: the program under Pulumi's "
             f"mocks, resources made in the local cloud)"
         )
         with _client_config(self.clouds_yaml):
-            import yaml
-
-            from infra.render import stack_file
-
-            doc = yaml.safe_load(stack_file(self.stack, self.root).read_text()) or {}
-            cfg = {**(doc.get("config") or {}), **{f"{PROJECT}:{k}": v for k, v in self.overrides.items()}}
-            self.cloud = _Cloud(
-                self.clouds_yaml,
-                str(cfg.get(f"{PROJECT}:cloud")),
-                str(cfg.get(f"{PROJECT}:region")),
-                self.stand_ins,
-            )
-            config, secrets = self.config()
-            os.environ.pop("PULUMI_CONFIG", None)
-            mocks = _HarnessMocks(self)
-            pulumi.runtime.set_mocks(
-                mocks, project=PROJECT, stack=self.stack, preview=False, monitor=_monitor_class()(mocks)
-            )
-            rc.set_all_config(config, secrets)
-            holder: dict = {}
-
-            @pm.test
-            def run():
-                from pulumi.runtime.settings import get_root_resource
-
-                from infra.program import declare
-
-                (self.program or declare)()
-                exported = dict(get_root_resource().outputs)
-
-                async def collect():
-                    for key, out in exported.items():
-                        out = pulumi.Output.from_input(out)
-                        holder[key] = await out.future()
-                        if await out.is_secret():
-                            self.secret_outputs.add(key)
-
-                return pulumi.Output.from_input(asyncio.ensure_future(collect()))
-
+            self._install_mocks()
             try:
-                run()
+                exported = self._run_program()
             except BaseException as exc:
-                self._say(f"up failed: {exc}; deleting what was made")
-                with self._busy:
-                    self._failed = True  # registrations still queued in the SDK's threads make nothing
-                    if not self._busy.wait_for(lambda: self._in_flight == 0, timeout=900):
-                        self._say(f"  ! {self._in_flight} resources still being made after 900 s")
-                try:
-                    self.destroy()
-                except Exception as cleanup:
-                    raise RuntimeError(f"up failed ({exc}) and cleaning up failed too: {cleanup}") from exc
+                self._undo_failed_up(exc)
                 raise
-        self.outputs = {k: _plain(v) for k, v in holder.items()}
+        self.outputs = {k: _plain(v) for k, v in exported.items()}
         self.timings["up_s"] = round(time.monotonic() - started, 1)
         made = sum(1 for r in self.resources if r.made)
         self._say(
@@ -402,6 +346,82 @@ class LocalDeployment:
             + ", ".join(sorted(self.outputs))
         )
         return self
+
+    def _refuse_a_second_up(self) -> None:
+        """No state, no update: a second up would lose the first's resources."""
+        if self.state_path().is_file():
+            raise FileExistsError(
+                f"stack {self.stack!r} is already deployed on this cloud "
+                f"({self.state_path().name} beside its clouds.yaml): destroy it first"
+            )
+
+    def _install_mocks(self) -> None:
+        """The stack file's config (with the overrides) set as Pulumi's, and the harness's mocks
+        installed as Pulumi's resource monitor, the way the CLI would start the program."""
+        import pulumi
+        import yaml
+        from pulumi.runtime import config as rc
+
+        from infra.config import PROJECT
+        from infra.render import stack_file
+
+        doc = yaml.safe_load(stack_file(self.stack, self.root).read_text()) or {}
+        cfg = {**(doc.get("config") or {}), **{f"{PROJECT}:{k}": v for k, v in self.overrides.items()}}
+        self.cloud = _Cloud(
+            self.clouds_yaml,
+            str(cfg.get(f"{PROJECT}:cloud")),
+            str(cfg.get(f"{PROJECT}:region")),
+            self.stand_ins,
+        )
+        config, secrets = self.config()
+        os.environ.pop("PULUMI_CONFIG", None)
+        mocks = _HarnessMocks(self)
+        pulumi.runtime.set_mocks(
+            mocks, project=PROJECT, stack=self.stack, preview=False, monitor=_monitor_class()(mocks)
+        )
+        rc.set_all_config(config, secrets)
+
+    def _run_program(self) -> dict:
+        """The program (``infra.program.declare`` unless another was given) run to its end; its
+        stack outputs resolved, the secret ones remembered as such."""
+        import pulumi
+        from pulumi.runtime import mocks as pm
+
+        holder: dict = {}
+
+        @pm.test
+        def run():
+            from pulumi.runtime.settings import get_root_resource
+
+            from infra.program import declare
+
+            (self.program or declare)()
+            exported = dict(get_root_resource().outputs)
+
+            async def collect():
+                for key, out in exported.items():
+                    out = pulumi.Output.from_input(out)
+                    holder[key] = await out.future()
+                    if await out.is_secret():
+                        self.secret_outputs.add(key)
+
+            return pulumi.Output.from_input(asyncio.ensure_future(collect()))
+
+        run()
+        return holder
+
+    def _undo_failed_up(self, exc: BaseException) -> None:
+        """After a failed up: let the registrations in flight finish (making nothing more), then
+        delete what was made. A failing clean-up is raised with both errors named."""
+        self._say(f"up failed: {exc}; deleting what was made")
+        with self._busy:
+            self._failed = True  # registrations still queued in the SDK's threads make nothing
+            if not self._busy.wait_for(lambda: self._in_flight == 0, timeout=900):
+                self._say(f"  ! {self._in_flight} resources still being made after 900 s")
+        try:
+            self.destroy()
+        except Exception as cleanup:
+            raise RuntimeError(f"up failed ({exc}) and cleaning up failed too: {cleanup}") from exc
 
     def destroy(self) -> None:
         """Delete every resource made, newest first (each after everything that depends on it)."""

@@ -134,6 +134,27 @@ def _session_runs_cloud(session) -> bool:
     return any(item.get_closest_marker("cloud") for item in session.items)
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k: only what the session will run counts
+def pytest_collection_modifyitems(config, items):
+    """A session holding ``cloud`` tests runs one control plane, with the cloud in its catalog; the
+    ``controlplane_only`` tests need one without it (their stand-ins apply only where a service is
+    missing), so they are deselected here, said so, and ``make test`` runs them in a second
+    session of their own (``-m controlplane_only``): run, not skipped."""
+    if not any(item.get_closest_marker("cloud") for item in items):
+        return
+    apart = [item for item in items if item.get_closest_marker("controlplane_only")]
+    if apart:
+        items[:] = [item for item in items if item not in apart]
+        config.hook.pytest_deselected(items=apart)
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"{len(apart)} controlplane_only tests deselected: this session runs the cloud; "
+                "`pytest -m controlplane_only` runs them on a control plane without it"
+            ),
+            stacklevel=2,
+        )
+
+
 @pytest.fixture(scope="session")
 def controlplane(request):
     """Keystone + Heat + Zaqar (messaging, Keystone auth) in one catalog, once per session, and
