@@ -430,7 +430,9 @@ def test_the_monitor_runs_with_the_env_an_amqp_stack_writes_for_it(rabbitmq, amq
     )
     stack_env = monitor_env(cfg, "s")
     assert stack_env["QW_WORKER_CONCURRENCY"] == "3" and stack_env["QW_QUEUE_BACKEND"] == "amqp"
-    env = cli_env(rabbitmq, **{**stack_env, "QW_ACTUATOR": "local", "QW_DRY_RUN": "true", "QW_INTERVAL": "0.5"})
+    env = cli_env(
+        rabbitmq, **{**stack_env, "QW_ACTUATOR": "local", "QW_DRY_RUN": "true", "QW_INTERVAL": "0.5"}
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "workload", "monitor", "--iterations", "2"],
         env=env,
