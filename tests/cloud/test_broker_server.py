@@ -1,24 +1,25 @@
-"""``amqpBroker: server`` on the local cloud, nothing stood in: the broker server boots and the
-consumers handle the stack's queue on it over AMQPS.
+"""``amqpBroker: server`` on the local cloud, nothing stood in: the broker server boots, the
+stack's monitor scales the group on the broker's counts and the consumers handle the stack's queue
+on it over AMQPS.
 
-The template is baked by :class:`images.bake.Bake` with the RabbitMQ image built offline from
-Debian's package (``devenv.builder.rabbitmq_image``) loaded as an ``--extra-image`` (no registry
-is reachable here); ``Pulumi.local.yaml`` is deployed by :class:`devenv.pulumi_local.LocalDeployment`
-with ``queueBackend: amqp``, ``amqpBroker: server`` and ``amqpBrokerVolumeSize: 0`` (the local
-cloud has no Cinder): the security group and its rules, the Neutron port, the certificate for the
+The template is the cloud tests' shared bake (:func:`devenv.cloud_demo.bake_template`), which
+loads the RabbitMQ image built offline from Debian's package (``devenv.builder.rabbitmq_image``)
+as an ``--extra-image`` (no registry is reachable here); the stack pins it by content hash.
+``Pulumi.local.yaml`` is deployed by :class:`devenv.pulumi_local.LocalDeployment` with
+``queueBackend: amqp``, ``amqpBroker: server`` and ``amqpBrokerVolumeSize: 0`` (the local cloud
+has no Cinder): the security groups and their rules, the Neutron port, the certificate for the
 port's address, the users' passwords, the broker server on that port with its real cloud-init
-user data, the consumers' Heat group. Then messages are posted to the broker as the stack's
-user over AMQPS from this machine, the consumers in the group's servers handle every one (their
-own ``docker logs``, over SSH), the broker lists their connections as ``qw-consumer`` over TLS,
-and destroy leaves the project as it was (the template stays, as a bake's does).
-
-The monitor is off (``monitorEnabled: false``): the group holds its two members. (With the
-monitor on, its decision log showed no look without an error within 5 minutes: not yet explained,
-see the README's What is not proved.)
+user data, the consumers' Heat group (1 member, at most 2) and the monitor's server. Then a
+backlog is posted to the broker as the stack's user over AMQPS from this machine; the monitor's
+decision log (its ``docker logs``, over SSH) shows it read the broker's ready and unacknowledged
+counts as ``qw-monitor`` and grew the group to 2; both members handle messages and every one is
+handled (their own ``docker logs``); the broker lists their connections as ``qw-consumer`` over
+TLS; and destroy leaves the project as it was (the template stays, as a bake's does).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -30,7 +31,9 @@ from harness_testlib import Project, project_resources
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(1400)]
 
-MESSAGES, MEMBERS = 20, 2
+#: the backlog (messages, seconds of work each): a minute of work for the one member
+#: (consumerConcurrency 2), so the monitor sees it and the second member joins before it is drained
+MESSAGES, WORK_S, MIN_SIZE, MAX_SIZE = 40, 3.0, 1, 2
 INSTANCE = "openstack:compute/instance:Instance"
 
 
@@ -47,8 +50,9 @@ def test_broker_server_boots_and_the_consumers_use_it_over_amqps(cloud, tmp_path
     project = Project(cloud.session("local"))
     before = project_resources(project)
 
-    # the consumer template with the broker's RabbitMQ image in it (reused if the content is)
-    template = bake_template(cloud, tmp_path, out=sys.stdout, extra_images=(rabbitmq_image.archive(),))
+    # the cloud tests' shared template, which carries the broker's RabbitMQ image (reused if a test
+    # of this session baked it already)
+    template = bake_template(cloud, tmp_path, out=sys.stdout)
     assert rabbitmq_image.DEFAULT_TAG in template["properties"][P_EXTRA]
     phases.end(f"bake ({'reused' if template['reused'] else 'baked'} {template['template_name']})")
 
@@ -63,9 +67,13 @@ def test_broker_server_boots_and_the_consumers_use_it_over_amqps(cloud, tmp_path
         "amqpBrokerVolumeSize": 0,
         "amqpBrokerImage": rabbitmq_image.DEFAULT_TAG,
         "amqpBrokerFlavor": "m1.tiny",
-        "monitorEnabled": False,
-        "minSize": MEMBERS,
-        "maxSize": MEMBERS,
+        "monitorEnabled": True,
+        "minSize": MIN_SIZE,
+        "maxSize": MAX_SIZE,
+        "scaleUpThreshold": 5,
+        "scaleUpCooldown": 10,
+        "scaleDownCooldown": 600,  # no scale-in within the test: it proves the way up
+        "monitorInterval": 3,
         "keyPair": key_name,
         "sshCidrs": ["0.0.0.0/0"],
         # exactly this bake's template (another test's bake without the broker image may be newer)
@@ -96,20 +104,43 @@ def test_broker_server_boots_and_the_consumers_use_it_over_amqps(cloud, tmp_path
         url = B.amqps_url(B.STACK_USER, passwords[B.STACK_USER], host, d.outputs["broker_ca_pem"])
         queue = open_queue("amqp", queue_name, url=url)
         phases.end("broker serves the queue")
-        posted = queue.post([{"seq": i, "work_s": 0.2} for i in range(MESSAGES)])
+        posted = queue.post([{"seq": i, "work_s": WORK_S} for i in range(MESSAGES)])
         phases.end(f"post {MESSAGES} messages")
 
-        logs = MemberLogs(conn, key_path, monitor_id="", out=say)
+        monitor_id = d.outputs["monitor_server"]
+        logs = MemberLogs(conn, key_path, monitor_id=monitor_id, out=say)
+        decisions: list[dict] = []
+        shown: set[str] = set()
 
         def view():
             logs.poll()
-            say(f"  queue ready {_ready(queue)} | handled {len(set(logs.done_ids()))} of {MESSAGES}")
+            decisions[:] = _decisions(logs, conn.compute.get_server(monitor_id), shown) or decisions
+            last = decisions[-1] if decisions else {}
+            say(
+                f"  queue ready {_ready(queue)} | members {len(logs.members())} | handled "
+                f"{len(set(logs.done_ids()))} of {MESSAGES} | monitor looks {len(decisions)}, last: "
+                f"{(last.get('decision') or {}).get('reason')!r} error {last.get('error')!r}"
+            )
 
+        wait_for("the monitor to grow the group to 2", lambda: logs.max_members == MAX_SIZE, 600, 5, view)
+        phases.end("scale up (second member)")
         wait_for(
             "the consumers to handle every message", lambda: set(posted) <= set(logs.done_ids()), 900, 5, view
         )
         phases.end(f"handled ({len(logs.lines)} members' logs)")
-        assert len(logs.seen) == MEMBERS and len([m for m in logs.lines.values() if m]) >= 1
+        decisions[:] = _decisions(logs, conn.compute.get_server(monitor_id)) or decisions
+
+        # The monitor read the broker's counts (as qw-monitor: ready by a passive declare,
+        # unacknowledged from the management API over HTTPS) and grew the group on them.
+        seen = [r for r in decisions if r.get("observation", {}).get("stats")]
+        assert seen, decisions[-3:]
+        assert any(r["observation"]["stats"]["free"] >= 5 for r in seen), seen[-3:]
+        assert any(r["observation"]["stats"]["claimed"] > 0 for r in seen), seen[-3:]
+        ups = [
+            r for r in decisions if (r.get("result") or {}).get("changed") and r["decision"]["desired"] == 2
+        ]
+        assert ups and ups[0]["error"] is None, (ups, decisions[-3:])
+        assert len(logs.seen) == MAX_SIZE and all(logs.lines.get(m) for m in logs.seen), logs.lines.keys()
 
         # The broker's own view: the consumers are connected as qw-consumer over TLS.
         broker_server = conn.compute.get_server(broker.id)
@@ -165,6 +196,26 @@ def _declared(host: str, password: str, ca_file: Path, queue: str) -> bool:
         return False
     print(f"  (broker answers: policy qw.{queue}: {resp.status_code})", flush=True)
     return resp.status_code == 200
+
+
+def _decisions(logs, server, shown: set[str] | None = None) -> list[dict] | None:
+    """The monitor's decision log (its ``docker logs``, one JSON line a look), over SSH; None while
+    it cannot be read. Its other lines (an error, a traceback) are printed once (``shown``)."""
+    text = logs.run(server, "docker logs queue-workers-monitor 2>&1")
+    if text is None:
+        return None
+    records = []
+    for line in text.splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            if shown is not None and line not in shown:
+                shown.add(line)
+                print(f"  monitor: {line[:300]}", flush=True)
+            continue
+        if isinstance(r, dict) and r.get("event") == "decision":
+            records.append(r)
+    return records
 
 
 def _ready(queue) -> str:

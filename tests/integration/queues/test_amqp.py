@@ -402,3 +402,54 @@ def test_posts_go_through_the_queue_own_exchange_not_the_default_one(rabbitmq, q
     finally:
         q.drop()
         q.close()
+
+
+def test_the_monitor_runs_with_the_env_an_amqp_stack_writes_for_it(rabbitmq, amqp_queue):
+    """The stack's monitor, started as its server starts it: the env file an amqp stack writes
+    (``infra.components.monitor.monitor_env``, with ``QW_WORKER_CONCURRENCY`` from
+    consumerConcurrency) plus the broker's URL, the actuator local instead of Heat. It reads the
+    broker's counts look after look. (It used to exit at once with an AttributeError: the driver's
+    prefetch, a consumer's concurrency + batch, was derived from the monitor's worker concurrency.)"""
+    from infra.components.monitor import monitor_env
+    from infra.config import load
+
+    q = amqp_queue()
+    q.post([{"seq": i} for i in range(7)])
+    cfg = load(
+        {
+            "cloud": "c",
+            "region": "R",
+            "flavor": "f",
+            "network": "n",
+            "queueBackend": "amqp",
+            "amqpBroker": "server",
+            "queueName": q.name,
+            "consumerConcurrency": 3,
+            "scaleUpThreshold": 5,
+        }
+    )
+    stack_env = monitor_env(cfg, "s")
+    assert stack_env["QW_WORKER_CONCURRENCY"] == "3" and stack_env["QW_QUEUE_BACKEND"] == "amqp"
+    env = cli_env(
+        rabbitmq, **{**stack_env, "QW_ACTUATOR": "local", "QW_DRY_RUN": "true", "QW_INTERVAL": "0.5"}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "workload", "monitor", "--iterations", "2"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    looks = [r for r in map(_json_or_none, proc.stdout.splitlines()) if (r or {}).get("event") == "decision"]
+    assert len(looks) == 2 and all(r["error"] is None for r in looks), looks
+    assert looks[-1]["observation"]["stats"]["free"] == 7, looks[-1]
+    assert looks[-1]["decision"]["desired"] == 1, looks[-1]  # 7 above the threshold 5: one more
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
