@@ -16,7 +16,10 @@ database once (:func:`init_database`); only the standard library is imported at 
 from __future__ import annotations
 
 import argparse
+import configparser
 import copy
+import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -139,7 +142,8 @@ def _debug() -> str:
 
 
 def init_database(venv: Path, conf: Path) -> None:
-    """``heat-manage db_sync`` for the database that ``conf`` names."""
+    """``heat-manage db_sync`` for the database that ``conf`` names, then
+    :func:`never_reuse_ids` on it."""
     done = subprocess.run(
         [str(Path(venv) / "bin" / "heat-manage"), "--config-file", str(conf), "db_sync"],
         capture_output=True,
@@ -149,6 +153,79 @@ def init_database(venv: Path, conf: Path) -> None:
         raise RuntimeError(
             f"heat-manage db_sync failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
         )
+    never_reuse_ids(_sqlite_path(conf))
+
+
+def _sqlite_path(conf: Path) -> Path:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(conf)
+    url = parser["database"]["connection"]
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"{conf}: [database] connection is not a SQLite file: {url}")
+    return Path(url[len("sqlite:///") :])
+
+
+def never_reuse_ids(db: Path) -> list[str]:
+    """Make every table of Heat's SQLite database ``db`` whose key is an integer ``id`` allocate
+    ids that are never handed out twice (``AUTOINCREMENT``), as MySQL's and PostgreSQL's do;
+    returns the tables changed.
+
+    Without it a second desired-capacity update of a group fails (UPDATE_FAILED, then
+    ROLLBACK_FAILED: "ResourcePropertiesData with id N not found";
+    tests/controlplane/test_heat_repeated_updates.py). SQLite gives a new row max(rowid) + 1,
+    so the id of the newest row, once deleted, is given to the next insert; and Heat 27 deletes
+    rows by ids it still holds after the row is gone: ``Resource.clear_stored_attributes``
+    (heat/engine/resource.py) deletes the attribute row ``self._attr_data_id`` and keeps the
+    id, and check_resource (heat/engine/check_resource.py ``_do_check_resource``: state_set of
+    an IN_PROGRESS status clears, then ``rsrc.clear_stored_attributes()`` again after the
+    update) calls it twice on one object; the second ``resource_attr_data_delete``
+    (heat/db/api.py) deletes whatever row now has that id, measured: a group member's new
+    properties, created between the two. SQLite does not enforce the foreign key from
+    ``resource.rsrc_prop_data_id`` either (oslo.db's ``sqlite_fk`` is off), so nothing refuses
+    it. Heat's models declare a plain integer primary key (``sqlite`` then makes it the rowid);
+    SQLite cannot add AUTOINCREMENT to a table, so each is rebuilt under the same name from
+    its own CREATE statement, with its rows (none, right after db_sync) and indexes.
+    """
+    con = sqlite3.connect(db)
+    changed = []
+    try:
+        tables = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+        con.execute("PRAGMA foreign_keys = OFF")
+        con.execute("BEGIN")
+        for name, sql in tables:
+            keys = [row for row in con.execute(f'PRAGMA table_info("{name}")') if row[5]]
+            if [(k[1], k[2].upper()) for k in keys] != [("id", "INTEGER")] or "AUTOINCREMENT" in sql.upper():
+                continue
+            rebuilt, n = re.subn(
+                r"\bid INTEGER NOT NULL,", "id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,", sql, count=1
+            )
+            rebuilt, m = re.subn(r",\s*PRIMARY KEY \(id\)", "", rebuilt, count=1)
+            rebuilt, t = re.subn(
+                rf'^CREATE TABLE "?{name}"? \(', f'CREATE TABLE "_new_{name}" (', rebuilt, count=1
+            )
+            if (n, m, t) != (1, 1, 1):
+                raise RuntimeError(f"{db}: table {name} is not declared as expected: {sql}")
+            indexes = [
+                i
+                for (i,) in con.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+                    (name,),
+                )
+            ]
+            # SQLite's own recipe for a schema change (lang_altertable.html, "other kinds"): a new
+            # table, the rows, drop the old, rename the new; other tables' foreign keys name
+            # the table, so they then point at the new one.
+            con.execute(rebuilt)
+            con.execute(f'INSERT INTO "_new_{name}" SELECT * FROM "{name}"')
+            con.execute(f'DROP TABLE "{name}"')
+            con.execute(f'ALTER TABLE "_new_{name}" RENAME TO "{name}"')
+            for index in indexes:
+                con.execute(index)
+            changed.append(name)
+        con.commit()
+    finally:
+        con.close()
+    return changed
 
 
 # --- server side (runs in the Heat venv) ----------------------------------------------------

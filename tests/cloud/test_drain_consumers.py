@@ -4,20 +4,19 @@ group at 3, each server running the consumer container of the workload image wit
 the stack renders (``QW_DRAIN_WATCH``: the metadata API); the test is the monitor (the stack's own
 monitor server is off) and drives the group with the monitor's actuators.
 
-With drain on (:class:`~workload.autoscale.drain_heat.DrainingActuator` in signal mode, the stack
-monitor's default), a scale 3 -> 1 while every server is mid-message: the two asked to drain finish
-their message, exit, power off (SHUTOFF in Nova) and are the two removed; the third keeps working;
-every message is handled once, by the server that held it. With drain off (the plain Heat actuator,
-``--no-drain``; patch mode, one update), the same scale-in kills two handlers: their messages come
-back after the claim expires and are handled again by the third, counted. Both halves share one
-deploy: drain off first (its one stack update, 3 -> 1), then one scale-up signal back to 3, and
-from there signals only. A second update of the desired-capacity parameter fails on the local
-Heat 27 (UPDATE, then ROLLBACK_FAILED: "ResourcePropertiesData with id N not found"; measured
-here twice, the second time by this file's earlier form, which grew the group back with one);
-the patch-mode actuator's tests make one update per stack. A member that never drains
-is removed at the deadline:
-tests/cloud/test_drain_scale_in.py (a plain server). Between the two, on the same deploy, a
-scale-up calls off two drains their consumers have seen while they work: both are taken back.
+With drain on (:class:`~workload.autoscale.drain_heat.DrainingActuator`), in signal mode (the stack
+monitor's default) and in patch mode (stack updates of the desired-capacity parameter), a scale
+3 -> 1 while every server is mid-message: the two asked to drain finish their message, exit, power
+off (SHUTOFF in Nova) and are the two removed; the third keeps working; every message is handled
+once, by the server that held it. With drain off (the plain Heat actuator, ``--no-drain``; patch
+mode, one update), the same scale-in kills two handlers: their messages come back after the claim
+expires and are handled again by the third, counted. All share one deploy: drain off first (3 -> 1),
+then the group grows back to 3 by a second stack update (which the local Heat failed, with
+"ResourcePropertiesData with id N not found", until its database stopped reusing ids:
+:func:`devenv.heat.never_reuse_ids`), a scale-up calls off two drains their consumers have seen
+while they work (both are taken back), drain on in signal mode, one more update back to 3, drain
+on in patch mode. A member that never drains is removed at the deadline:
+tests/cloud/test_drain_scale_in.py (a plain server).
 
 Messages take :data:`WORK_S` each with one handler per server and no prefetch, so three messages
 claimed means every server is mid-message, each holding one. Redeliveries are counted by who
@@ -74,12 +73,15 @@ class Loop:
         return self.cloud.connection("local").orchestration.find_stack(self.stack).status
 
     def consumers_running(self) -> list:
-        """The group grown back to :data:`SIZE` if a test before shrank it (one scale-up signal of
-        ``scaleUpStep`` = SIZE - 1, not a second stack update: see the module doc); once all its
-        members run their consumer: the members."""
-        heat = self.heat("signal")
-        if heat.observe().current < SIZE:
-            heat.apply(SIZE, "test: back to the starting size")
+        """The group grown back to :data:`SIZE` by a stack update if a test before shrank it
+        (asserted to complete at that size: see the module doc); once all its members run their
+        consumer: the members."""
+        heat = self.heat("patch")
+        before = heat.observe().current
+        if before < SIZE:
+            grown = heat.apply(SIZE, "test: back to the starting size")
+            assert (grown.before, grown.after) == (before, SIZE), grown
+            assert self.stack_status() == "UPDATE_COMPLETE", self.stack_status()
         return wait_for(
             f"{SIZE} members with their consumer running",
             lambda: (m := self.logs.members()) and len(m) == SIZE and all(self.running(s) for s in m) and m,
@@ -193,13 +195,15 @@ def test_a_drain_called_off_while_the_servers_work_is_taken_back(loop):
     assert not any(r["event"] in ("drained-removed", "drain-timeout") for r in records), records
 
 
-def test_drain_on_every_message_finishes_on_its_first_claim(loop):
+@pytest.mark.parametrize("mode", ["signal", "patch"])
+def test_drain_on_every_message_finishes_on_its_first_claim(loop, mode):
     phases = loop.phases
     members = loop.consumers_running()
-    phases.end(f"{SIZE} consumers running again")
-    # The monitor's DrainingActuator in the stack's monitor's mode (signal), 3 -> 1.
+    phases.end(f"{SIZE} consumers running again ({mode})")
+    # The monitor's DrainingActuator, 3 -> 1: in signal mode (the stack's monitor's default) by
+    # scale-down signals, in patch mode by updates of the stack's desired-capacity parameter.
     records: list[dict] = []
-    actuator = DrainingActuator(loop.heat("signal"), deadline_s=6 * WORK_S, log=records.append)
+    actuator = DrainingActuator(loop.heat(mode), deadline_s=6 * WORK_S, log=records.append)
     ids = loop.post_and_wait_mid_message(SIZE + 1)  # one more: the backlog the third goes on with
     asked_at = time.monotonic()
     assert "asked 2 to drain" in actuator.apply(1, "test: scale in").detail
@@ -216,6 +220,8 @@ def test_drain_on_every_message_finishes_on_its_first_claim(loop):
     assert removed and all(st == "SHUTOFF" for r in removed for st in r["server_status"].values()), removed
     left = loop.logs.members()
     assert [s.id for s in left] == [stays] and left[0].status == "ACTIVE"
+    if mode == "patch":  # each removal was a stack update, and the last one completed
+        assert loop.stack_status() == "UPDATE_COMPLETE", loop.stack_status()
     assert not loop.stack_status().endswith("FAILED"), loop.stack_status()
     # Every message is gone from the queue, none was finished twice, and the third finished exactly
     # two (its own, then the backlog): the other two were finished by the two that drained, which
@@ -226,6 +232,6 @@ def test_drain_on_every_message_finishes_on_its_first_claim(loop):
     assert len(by_stays) == 2, handled
     caught = sum(1 for h in handled.values() if h and h[0][0] in asked)
     print(
-        f"drain on: {len(ids)} messages, none handled twice; drained in {drained_in:.0f} s; "
+        f"drain on ({mode}): {len(ids)} messages, none handled twice; drained in {drained_in:.0f} s; "
         f"Nova statuses of the drained: {seen}; their finishes read before power-off: {caught} of 2"
     )
