@@ -149,7 +149,7 @@ class TargetConfig(Bounds):
     )
     down_tolerance: float = (
         setting(  # scale down only when the need is this share (at least half a server) below
-            0.0,
+            0.1,
             "share of the need (at least half a server) it must fall below the fleet to scale down",
             kind=float,
             lo=0,
