@@ -185,6 +185,18 @@ def test_target_scale_down_waits_for_the_window():
     assert first_down.state.last_now >= 60  # nothing is removed before a whole window was seen
 
 
+def test_target_scale_down_needs_the_need_ten_percent_below_the_fleet():
+    """30 in flight of 1 s each wants 31 servers: with the default 10 % down tolerance (the
+    HPA's) a fleet of 33 or 34 holds and 36 shrinks to 34; with none, 33 shrinks to 32."""
+
+    def after(current: int, **kw) -> int:
+        p = target(max_size=60, idle_to_zero_s=None, min_size=1, **kw)
+        return run(p, [(t, stats(0, claimed=30), current, 0) for t in range(0, 300, 10)])[-1].desired
+
+    assert [after(n) for n in (31, 33, 34, 36)] == [31, 33, 34, 34]
+    assert [after(n, down_tolerance=0.0) for n in (31, 33, 36)] == [31, 32, 32]
+
+
 def test_target_steady_load_is_served_by_about_load_servers():
     """In flight 6 messages of 1 s each, no backlog: about 6 servers, never the max."""
     p = target(max_size=40, idle_to_zero_s=None, min_size=1)

@@ -149,7 +149,7 @@ class TargetConfig(Bounds):
     )
     down_tolerance: float = (
         setting(  # scale down only when the need is this share (at least half a server) below
-            0.0,
+            0.1,
             "share of the need (at least half a server) it must fall below the fleet to scale down",
             kind=float,
             lo=0,
@@ -343,7 +343,10 @@ class TargetPolicy(Guarded):
         need = max(0.0, (steady_slots + clear_slots) / slots)
         # Hysteresis: a scale-up needs the need to pass the fleet by up_tolerance servers, a
         # scale-down must free more than down_tolerance of it (at least half a server), or a
-        # fleet that is just right flaps by one server around the noise of the estimates.
+        # fleet that is just right flaps by one server around the noise of the estimates. The
+        # 10 % down tolerance (the HPA's) keeps a fleet the rate's noise would shrink by one: in
+        # the benchmark it lowered the p95 of bursts with a 180 s boot (228 -> 218 s on spike)
+        # for 1-2 % more cost on diurnal.
         wanted = math.ceil(need - (c.up_tolerance if need > 1 else 0.0) - 1e-9)
         if wanted < 1 and (load > 0 or look.total > 0):
             wanted = 1  # any work at all needs a server
