@@ -25,6 +25,7 @@ import uuid
 
 import pytest
 import yaml
+from heat_testlib import PARAMETERS
 
 from devenv.heat import wait_stack, without_glance
 from infra import hot
@@ -32,14 +33,6 @@ from infra.render import render
 from workload.autoscale.heat import HeatActuator
 
 pytestmark = pytest.mark.controlplane
-
-PARAMETERS = {
-    hot.P_IMAGE: "consumer-template",
-    hot.P_SECURITY_GROUP: "queue-workers-sg",
-    hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",  # base64 of an env file; hidden in Heat
-    hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer", "qw_template_version": "1"},
-    hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab",
-}
 
 # OS::Nova::Server's attributes (heat/engine/resources/openstack/nova/server.py): a provider
 # template standing in for a built-in type must offer every one (Heat checks the facade).

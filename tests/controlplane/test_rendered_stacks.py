@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from heat_testlib import PARAMETERS
 
 from devenv.heat import NO_NOVA_ENVIRONMENT as NO_NOVA
 from devenv.heat import wait_no_deletions, wait_stack, without_glance
@@ -56,16 +57,6 @@ STACKS = stack_names()
 # Seconds of scaleUpCooldown the stacks are created with: long enough that a second signal lands
 # inside it on a busy 2-core machine, short enough to wait out twice per stack.
 COOLDOWN = 15
-
-# What the Pulumi program passes for the parameters it fills at deploy time (image lookup,
-# security group, credential).
-PARAMETERS = {
-    hot.P_IMAGE: "consumer-template",
-    hot.P_SECURITY_GROUP: "queue-workers-sg",
-    hot.P_CREDENTIALS_ENV: "T1NfQVVUSF9UWVBFPW5vbmUK",  # base64 of an env file; hidden in Heat
-    hot.P_TEMPLATE_PROPERTIES: {"qw_template_name": "queue-workers-consumer", "qw_template_version": "1"},
-    hot.P_TEMPLATE_LABEL: "queue-workers-consumer-v1 abababababab",
-}
 
 
 @dataclasses.dataclass
