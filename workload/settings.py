@@ -415,9 +415,9 @@ class SQSOptions:
 def _amqp_prefetch(args: argparse.Namespace) -> dict[str, Any]:
     """The consumer's broker prefetch: what it keeps in hand (concurrency + prefetch, or + batch).
 
-    The consumer's only: other modes have no ``--batch`` / ``--prefetch`` of a consumer, and the
-    monitor's ``--worker-concurrency`` (``QW_WORKER_CONCURRENCY``, which every stack writes for it) is
-    also named ``concurrency``; it says how many messages a consumer server handles, not a prefetch."""
+    The consumer's only: other modes have no ``--batch`` / ``--prefetch`` of a consumer (the
+    monitor's ``--worker-concurrency``, which every stack writes for it, is ``worker_concurrency``:
+    how many messages a consumer server handles, not a prefetch)."""
     if not hasattr(args, "prefetch") or not getattr(args, "concurrency", None):
         return {}
     ahead = args.batch if getattr(args, "prefetch", None) is None else args.prefetch

@@ -307,7 +307,7 @@ def test_target_config_errors_name_the_key():
     for bad, match in [
         ({"target_wait_s": 0}, "target_wait_s=0"),
         ({"wait_quantile": 1.0}, "wait_quantile=1.0.*from 0.5 to 0.999"),
-        ({"concurrency": 0}, "concurrency=0"),
+        ({"worker_concurrency": 0}, "worker_concurrency=0"),
         ({"max_size": 0}, "max_size=0"),
         ({"idle_to_zero_s": -1}, "idle_to_zero_s=-1.*or unset"),
         ({"backlog_allowance": 2}, "backlog_allowance=2.*from 0 to 1"),

@@ -72,7 +72,7 @@ class TargetConfig(Bounds):
         hi=86400,
         stack="serviceTime",
     )
-    concurrency: int = setting(
+    worker_concurrency: int = setting(
         1,
         "messages one consumer server handles at once (its -w)",
         flags=("--worker-concurrency",),
@@ -331,7 +331,7 @@ class TargetPolicy(Guarded):
         the fleet shrink below the load until it builds up.
         """
         c, load, service, rate = self.config, look.load, look.service, look.rate
-        slots = c.concurrency
+        slots = c.worker_concurrency
         steady_slots = erlang_c_servers(
             load, service, c.target_wait_s, c.wait_quantile, limit=c.max_size * slots + 1
         )
