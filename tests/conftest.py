@@ -129,9 +129,9 @@ def zaqar_queue(zaqar, queue_name):
         yield make
 
 
-def _session_runs_cloud(session) -> bool:
-    """True when a collected test is marked ``cloud`` (it will ask for the cloud)."""
-    return any(item.get_closest_marker("cloud") for item in session.items)
+def _runs_cloud(items) -> bool:
+    """True when one of the session's tests is marked ``cloud`` (it will ask for the cloud)."""
+    return any(item.get_closest_marker("cloud") for item in items)
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k: only what the session will run counts
@@ -140,11 +140,11 @@ def pytest_collection_modifyitems(config, items):
     ``controlplane_only`` tests need one without it (their stand-ins apply only where a service is
     missing), so they are deselected here, said so, and ``make test`` runs them in a second
     session of their own (``-m controlplane_only``): run, not skipped."""
-    if not any(item.get_closest_marker("cloud") for item in items):
+    if not _runs_cloud(items):
         return
     apart = [item for item in items if item.get_closest_marker("controlplane_only")]
     if apart:
-        items[:] = [item for item in items if item not in apart]
+        items[:] = [item for item in items if not item.get_closest_marker("controlplane_only")]
         config.hook.pytest_deselected(items=apart)
         config.issue_config_time_warning(
             pytest.PytestConfigWarning(
@@ -172,7 +172,7 @@ def controlplane(request):
             f"no OpenStack virtualenv at {venv}: run `make venv-openstack` "
             "(make test does it) or set QW_OPENSTACK_VENV"
         )
-    with_cloud = _session_runs_cloud(request.session)
+    with_cloud = _runs_cloud(request.session.items)
     # QW_CONTROLPLANE_RUN_DIR keeps configs and logs (heat.log, keystone.log, nova.log ...).
     cp = ControlPlane(
         run_dir=os.environ.get("QW_CONTROLPLANE_RUN_DIR") or None,

@@ -61,19 +61,28 @@ def consumer(rabbitmq, queue: str, log: Path, *args: str, **env: str) -> subproc
     )
 
 
+def json_records(text: str) -> list[dict]:
+    """The JSON objects of a log or an output, one a line (a line being written, or text, skipped)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 def done_seqs(log: Path) -> list[int]:
     """seq of every message the consumer logged as done (repeats included)."""
     if not log.exists():
         return []
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line being written
-        if rec.get("event") == "message" and rec.get("outcome") == "done":
-            out.append(rec.get("seq"))
-    return out
+    return [
+        rec.get("seq")
+        for rec in json_records(log.read_text())
+        if rec.get("event") == "message" and rec.get("outcome") == "done"
+    ]
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -442,14 +451,7 @@ def test_the_monitor_runs_with_the_env_an_amqp_stack_writes_for_it(rabbitmq, amq
         timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    looks = [r for r in map(_json_or_none, proc.stdout.splitlines()) if (r or {}).get("event") == "decision"]
+    looks = [r for r in json_records(proc.stdout) if r.get("event") == "decision"]
     assert len(looks) == 2 and all(r["error"] is None for r in looks), looks
     assert looks[-1]["observation"]["stats"]["free"] == 7, looks[-1]
     assert looks[-1]["decision"]["desired"] == 1, looks[-1]  # 7 above the threshold 5: one more
-
-
-def _json_or_none(line: str):
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
