@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from devenv.procs import json_records
 
 #: Messages posted, seconds of work each, and the group's bounds (the whole-loop test's too).
 MESSAGES, WORK_S, MIN_SIZE, MAX_SIZE = 60, 1.0, 0, 3
@@ -191,11 +192,7 @@ class MemberLogs:
             text = self.run(s, "docker logs queue-workers-consumer 2>&1")
             if text is None:
                 continue
-            recs = [
-                r
-                for r in map(_json_or_none, text.splitlines())
-                if isinstance(r, dict) and r.get("event") in LOGGED
-            ]
+            recs = [r for r in json_records(text) if r.get("event") in LOGGED]
             if len(recs) >= len(self.lines.get(s.id, [])):
                 self.lines[s.id] = recs
         return live
@@ -203,13 +200,6 @@ class MemberLogs:
     def done_ids(self) -> list[str]:
         """Ids of the messages the consumers finished (duplicates kept)."""
         return [r["message_id"] for recs in self.lines.values() for r in recs if r.get("outcome") == "done"]
-
-
-def _json_or_none(line: str):
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
 
 
 @dataclasses.dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -50,6 +51,20 @@ def log_tail(path: str | None, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n--- last lines of " + path + " ---\n" + "".join(tail)
+
+
+def json_records(text: str) -> list[dict]:
+    """The JSON objects in a process's output or log, one a line (the workload's logs); other
+    lines (text, a line being written) are skipped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devenv.procs import json_records
 from workload.queues import QueuePolicy, ServiceUnavailable, open_queue
 
 REPO = Path(__file__).resolve().parents[3]
@@ -59,19 +60,6 @@ def consumer(rabbitmq, queue: str, log: Path, *args: str, **env: str) -> subproc
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def json_records(text: str) -> list[dict]:
-    """The JSON objects of a log or an output, one a line (a line being written, or text, skipped)."""
-    out = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def done_seqs(log: Path) -> list[int]:
